@@ -1,0 +1,171 @@
+"""Text -> Lark parse tree, with syntax errors turned into positioned diagnostics.
+
+The grammars live in ``grammars/`` (shipped as ``flowdsl.grammars``): ``common.lark``
+holds the language, ``flow.lark`` and ``ar.lark`` pick the model keyword of their
+file type. Parsers are LALR, built once per file type and cached.
+
+Example:
+    >>> tree = parse_text("flow f {\\n  input x: vector[2]\\n  planar\\n}\\n", "f.flow")
+    >>> tree.data
+    Token('RULE', 'start')
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from .errors import Diagnostic, FlowDSLError, Pos
+
+__all__ = ["parse_text", "file_kind", "get_parser"]
+
+
+def file_kind(filename: str) -> str:
+    """The grammar a file uses: ``"ar"`` for ``*.ar`` files, ``"flow"`` otherwise."""
+    return "ar" if str(filename).endswith(".ar") else "flow"
+
+
+class _BracketNewlines:
+    """Post-lexer: inside ( ) and [ ] a line break is not a statement separator."""
+
+    # The contextual lexer must offer the separator in every state, so that this
+    # post-lexer sees it (and drops it) even where the parser would not take it.
+    always_accept = ("_common__SEP",)
+
+    def process(self, stream):
+        depth = 0
+        for tok in stream:
+            if tok.value in ("(", "["):
+                depth += 1
+            elif tok.value in (")", "]"):
+                depth = max(depth - 1, 0)
+            elif depth and tok.type.endswith("_SEP") and ";" not in tok.value:
+                continue
+            yield tok
+
+
+@lru_cache(maxsize=None)
+def get_parser(kind: str) -> Lark:
+    """The cached LALR parser for ``kind`` ("flow" or "ar")."""
+    grammar_dir = resources.files("flowdsl.grammars")
+    path = Path(str(grammar_dir.joinpath(f"{kind}.lark")))
+    return Lark.open(
+        str(path),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        postlex=_BracketNewlines(),
+        import_paths=[str(path.parent)],
+    )
+
+
+# Terminal names as Lark prints them, turned into words a user recognises.
+_TOKEN_WORDS = {
+    "RPAR": "')'", "LPAR": "'('", "RSQB": "']'", "LSQB": "'['", "RBRACE": "'}'", "LBRACE": "'{'",
+    "COMMA": "','", "EQUAL": "'='", "COLON": "':'", "NAME": "a name", "NUMBER": "a number",
+    "STRING": "a string", "SEP": "a new line or ';'", "$END": "end of file", "MODEL_KW": "a model keyword",
+}
+
+
+def _word(term: str) -> str:
+    for key, word in _TOKEN_WORDS.items():
+        if term == key or term.endswith("__" + key) or term.endswith(key) and key == "SEP":
+            return word
+    return term.lower()
+
+
+# Snippets whose parser state stands for one kind of mistake (Lark's match_examples).
+_EXAMPLES = {
+    "missing ')' to close the argument list": ["flow f {\n a(1\n}", "flow f {\n a(x=1, b=2\n}", "flow f {\n a(b(1)\n}"],
+    "missing ']' to close the list": ["flow f {\n a([1, 2)\n}", "let x = [1, 2\n"],
+    "missing '}' to close the body": ["flow f {\n a\n", "block b() {\n a\n", "flow f {\n repeat 2 {\n a\n}\n"],
+    "missing '{' after the model name": ["flow f\n a\n}", "autoregressive f\n a\n}"],
+    "missing value after '='": ["flow f {\n a(x=)\n}", "let x =\n"],
+    "two statements on one line: separate them with a new line or ';'": ["flow f {\n a b c\n}", "flow f {\n a(1) b\n}"],
+    "a model starts with 'flow NAME {' in .flow files or 'autoregressive NAME {' in .ar files": [
+        "f {\n a\n}", "model f {\n a\n}"],
+    "missing ':' and a type in the input declaration (e.g. 'input x: vector[4]')": ["flow f {\n input x vector[2]\n}"],
+    "missing '[' with sizes after the type (e.g. 'vector[4]')": ["flow f {\n input x: vector\n}"],
+}
+
+
+def _innermost_open_bracket(text: str, upto: int) -> str | None:
+    """The innermost '(' or '[' still open at offset ``upto`` (strings and comments skipped)."""
+    stack: list[str] = []
+    i = 0
+    while i < min(upto, len(text)):
+        ch = text[i]
+        if ch == "#":
+            i = text.find("\n", i)
+            i = len(text) if i < 0 else i
+            continue
+        if ch == '"':
+            j = i + 1
+            while j < len(text) and text[j] not in '"\n':
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if ch in "([{":
+            stack.append(ch)
+        elif ch in ")]}" and stack:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack and stack[-1] in "([" else None
+
+
+def _syntax_message(err: UnexpectedInput, parser: Lark, text: str, kind: str) -> str:
+    if isinstance(err, UnexpectedCharacters):
+        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        return f"unexpected character {ch!r}"
+    if not isinstance(err, UnexpectedToken):
+        return "unexpected end of file"
+    tok = err.token
+    expected = {t.rsplit("__", 1)[-1] for t in err.expected}
+    found = "end of file" if tok.type == "$END" else (
+        "line break" if tok.type.endswith("_SEP") else repr(str(tok.value)))
+    other = "autoregressive" if kind == "flow" else "flow"
+    if "MODEL_KW" in expected and tok.value == other:
+        ext = ".ar" if other == "autoregressive" else ".flow"
+        return f"'{other}' models belong in {ext} files (this is a .{kind} file)"
+    closing = tok.type == "$END" or tok.value in ("}", "{") or tok.type.endswith(("_SEP", "MODEL_KW", "NAME"))
+    opener = _innermost_open_bracket(text, getattr(tok, "start_pos", None) or len(text))
+    if opener == "(" and "RPAR" in expected and closing:
+        return f"missing ')' to close the argument list (found {found})"
+    if opener == "[" and "RSQB" in expected and closing:
+        return f"missing ']' to close the list (found {found})"
+    try:
+        label = err.match_examples(parser.parse, _EXAMPLES, use_accepts=True)
+    except Exception:  # match_examples replays the parser; an exotic state may defeat it
+        label = None
+    if label:
+        return f"{label} (found {found})"
+    words = sorted({_word(t) for t in expected if not t.startswith("__") and t != "_SEP"})
+    if words and len(words) <= 6:
+        return f"unexpected {found}; expected {', '.join(words)}"
+    return f"unexpected {found}"
+
+
+def parse_text(text: str, filename: str = "<string>", kind: str | None = None) -> Tree:
+    """Parse ``text`` with the grammar of its file type; raise FlowDSLError on a syntax error."""
+    kind = kind or file_kind(filename)
+    parser = get_parser(kind)
+    if not text.endswith("\n"):
+        text += "\n"
+    try:
+        return parser.parse(text)
+    except UnexpectedInput as err:
+        line, column = getattr(err, "line", 0), getattr(err, "column", 0)
+        if isinstance(err, UnexpectedToken) and err.token.type == "$END":
+            lines = text.splitlines() or [""]
+            line, column = len(lines), len(lines[-1]) + 1
+        if isinstance(err, UnexpectedToken) and err.token.type.endswith("_SEP") and err.token.value[:1] != ";":
+            # Point at the end of the line rather than at the start of the next one.
+            line = err.token.line
+            column = err.token.column
+        msg = _syntax_message(err, parser, text, kind)
+        diag = Diagnostic(pos=Pos(filename, max(line, 1), max(column, 1)), severity="error", message=msg)
+        raise FlowDSLError([diag], {filename: text}) from None

@@ -1,0 +1,1 @@
+"""The Lark grammars of flowdsl, shipped with the package as ``flowdsl.grammars``."""
