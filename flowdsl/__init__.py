@@ -1,0 +1,29 @@
+"""flowdsl: a declarative language and compiler for normalizing flows and autoregressive models.
+
+The front end (parse, check) imports no torch; compiling does.
+
+Example:
+    >>> import flowdsl
+    >>> flowdsl.model_names_source("flow f {\\n  input x: vector[2]\\n}\\n")
+    ['f']
+"""
+
+from .api import (
+    Analysis, Limits, analyze_file, analyze_source, check_file, check_source, compile_file, compile_source, load,
+    model_names, model_names_source,
+)
+from .errors import Diagnostic, FlowDSLError, Pos
+
+__all__ = [
+    "Analysis", "Diagnostic", "FlowDSLError", "Limits", "Pos", "analyze_file", "analyze_source", "check_file",
+    "check_source", "compile_file", "compile_source", "exact_logdet", "load", "model_names", "model_names_source",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name == "exact_logdet":
+        from .estimators import exact_logdet
+
+        return exact_logdet
+    raise AttributeError(name)

@@ -1,0 +1,395 @@
+"""A model's AST -> its declarations and a flat list of bound layers (blocks, repeat, for expanded).
+
+Each expanded layer is a :class:`Site`: the layer spec bound from its call (typed and
+range-checked by the registry), its position, and the chain of block calls that led to
+it. Problems become diagnostics; expansion goes on past them, so that all are reported.
+
+Example:
+    >>> from flowdsl.loader import load_source
+    >>> import flowdsl.layers
+    >>> unit = load_source("flow f {\\n  input x: vector[4]\\n  repeat 2 { permute(reverse) }\\n}\\n", "f.flow")
+    >>> header, sites = expand_model(unit, unit.models[0], Limits())
+    >>> [s.layer.name for s in sites], header.input.shape
+    (['permute', 'permute'], (4,))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any
+
+import networkx as nx
+
+from . import ast
+from .errors import Diagnostic, Pos, SpecError
+from .registry import BASES, LAYERS, OUTPUTS, Layer, Spec, suggest
+from .values import Symbol, Value, describe, evaluate
+
+__all__ = ["Limits", "Site", "InputInfo", "ConditionInfo", "ModelHeader", "expand_model", "block_cycles"]
+
+_INPUT_TYPES = {"vector": 1, "image": 3, "sequence": 1, "video": 4}
+_CONDITION_TYPES = {"label": 1}
+MAX_BLOCK_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits a spec must respect before anything is allocated."""
+
+    max_layers: int = 10_000
+    max_params: int = 200_000_000
+    max_input_size: int = 50_000_000
+
+
+@dataclass(frozen=True)
+class Site:
+    """One expanded layer: its bound spec, where it was written, and the block calls around it."""
+
+    layer: Layer
+    pos: Pos
+    trace: tuple[tuple[str, Pos], ...] = ()  # (block name, call position), outermost first
+    arg_pos: tuple[tuple[str, Pos], ...] = ()  # (argument name, position) as written in the call
+
+    @property
+    def key(self) -> str:
+        return self.layer.name
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    name: str
+    type_name: str
+    shape: tuple[int, ...]
+    levels: int | None
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class ConditionInfo:
+    name: str
+    type_name: str
+    classes: int
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class ModelHeader:
+    """A model's declarations."""
+
+    name: str
+    kind: str  # "flow" | "autoregressive"
+    pos: Pos
+    file: str
+    input: InputInfo | None = None
+    condition: ConditionInfo | None = None
+    base: Spec | None = None
+    output: Spec | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def block_cycles(blocks: dict[str, ast.BlockDef]) -> list[list[str]]:
+    """Cycles of the block call graph (a block that calls itself, directly or not)."""
+    graph = nx.DiGraph()
+    for name, block in blocks.items():
+        graph.add_node(name)
+        for callee in _called_names(block.body):
+            if callee in blocks:
+                graph.add_edge(name, callee)
+    return [sorted(c) if len(c) == 1 else c for c in nx.simple_cycles(graph)]
+
+
+def _called_names(body) -> set[str]:
+    names: set[str] = set()
+    for stmt in body:
+        if isinstance(stmt, ast.Chain):
+            names.update(c.name for c in stmt.calls if c.qualifier is None)
+        elif isinstance(stmt, (ast.Repeat, ast.ForLoop)):
+            names |= _called_names(stmt.body)
+    return names
+
+
+class _Expander:
+    def __init__(self, unit, model: ast.ModelDef, limits: Limits, recursive: set[str]):
+        self.unit = unit
+        self.model = model
+        self.limits = limits
+        self.recursive = recursive
+        self.sites: list[Site] = []
+        self.diags: list[Diagnostic] = []
+        self.decls: dict[str, Any] = {}
+        self.steps = 0
+        self.stopped = False
+
+    def error(self, pos: Pos, message: str, hint: str | None = None, trace=()) -> None:
+        if trace:
+            calls = ", ".join(f"'{name}' called at {p}" for name, p in trace)
+            hint = (hint + "; " if hint else "") + f"in block {calls}"
+        self.diags.append(Diagnostic(pos, "error", message, hint))
+
+    def spec_error(self, err: SpecError, pos: Pos, trace=()) -> None:
+        self.error(err.pos or pos, err.message, err.hint, trace)
+        for extra in err.extra:
+            self.diags.append(extra)
+
+    def eval(self, expr, env, trace=()):
+        try:
+            return evaluate(expr, env)
+        except SpecError as err:
+            self.spec_error(err, expr.pos, trace)
+            return None
+
+    # -- statements
+    def body(self, stmts, env: dict[str, Value], trace, top: bool) -> None:
+        env = dict(env)
+        for stmt in stmts:
+            if self.stopped:
+                return
+            self.steps += 1
+            if self.steps > 20 * self.limits.max_layers:
+                self.error(stmt.pos, f"the model takes more than {20 * self.limits.max_layers} expansion steps",
+                           hint="raise the layer limit if this is intended")
+                self.stopped = True
+                return
+            if isinstance(stmt, ast.Let):
+                value = self.eval(stmt.value, env, trace)
+                if value is not None:
+                    env[stmt.name] = value
+            elif isinstance(stmt, (ast.InputDecl, ast.ConditionDecl, ast.BaseDecl, ast.OutputDecl)):
+                self.declaration(stmt, env, trace, top)
+            elif isinstance(stmt, ast.Repeat):
+                self.repeat(stmt, env, trace)
+            elif isinstance(stmt, ast.ForLoop):
+                self.for_loop(stmt, env, trace)
+            elif isinstance(stmt, ast.Chain):
+                for call in stmt.calls:
+                    self.call(call, env, trace)
+
+    def repeat(self, stmt: ast.Repeat, env, trace) -> None:
+        count = self.eval(stmt.count, env, trace)
+        if count is None:
+            return
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            self.error(stmt.count.pos, f"repeat needs a whole number >= 0, got {describe(count)}", trace=trace)
+            return
+        if count > self.limits.max_layers:
+            self.error(stmt.count.pos, f"repeat {count} exceeds the layer limit ({self.limits.max_layers})",
+                       trace=trace)
+            return
+        for _ in range(count):
+            before = len(self.diags)
+            self.body(stmt.body, env, trace, top=False)
+            if len(self.diags) > before or self.stopped:
+                return  # report a broken body once, not once per repetition
+
+    def for_loop(self, stmt: ast.ForLoop, env, trace) -> None:
+        values = self.eval(stmt.iterable, env, trace)
+        if values is None:
+            return
+        if not isinstance(values, tuple):
+            self.error(stmt.iterable.pos, f"for needs a list, a range or doubling(a, b), got {describe(values)}",
+                       trace=trace)
+            return
+        for v in values:
+            before = len(self.diags)
+            self.body(stmt.body, {**env, stmt.var: v}, trace, top=False)
+            if len(self.diags) > before or self.stopped:
+                return
+
+    def call(self, call: ast.LayerCall, env, trace) -> None:
+        if call.qualifier is None and call.name in self.unit.blocks and call.name not in env:
+            self.block_call(call, env, trace)
+            return
+        cls = LAYERS.get(call.key)
+        if cls is None:
+            candidates = [k for k, c in LAYERS.members.items() if self.model.model_kind in c.models]
+            candidates += list(self.unit.blocks)
+            hint = suggest(call.key, candidates)
+            if call.qualifier is None and call.name in env:
+                self.error(call.pos, f"'{call.name}' is a constant, not a layer", trace=trace)
+                return
+            self.error(call.pos, f"unknown layer '{call.key}'", hint=hint or f"'flowdsl layers' lists the layers of "
+                       f"{'flows' if self.model.model_kind == 'flow' else 'autoregressive models'}", trace=trace)
+            return
+        if self.model.model_kind not in cls.models:
+            where = "autoregressive models (.ar)" if "autoregressive" in cls.models else "flows (.flow)"
+            self.error(call.pos, f"'{call.key}' is a layer of {where}, not of "
+                       f"{'flows' if self.model.model_kind == 'flow' else 'autoregressive models'}", trace=trace)
+            return
+        sym = self.symbol(call, env, trace)
+        if sym is None:
+            return
+        try:
+            layer = LAYERS.bind(sym, call.pos)
+        except SpecError as err:
+            self.spec_error(err, call.pos, trace)
+            return
+        if len(self.sites) >= self.limits.max_layers:
+            self.error(call.pos, f"the model has more than {self.limits.max_layers} layers (the layer limit)",
+                       trace=trace)
+            self.stopped = True
+            return
+        names = list(cls.positional if cls.positional is not None else cls.model_fields)
+        arg_pos = tuple(zip(names, sym.arg_pos)) + tuple((k, p) for (k, _), p in zip(sym.kwargs, sym.kwarg_pos))
+        self.sites.append(Site(layer=layer, pos=call.pos, trace=trace, arg_pos=arg_pos))
+
+    def symbol(self, call: ast.LayerCall, env, trace) -> Symbol | None:
+        args, kwargs, arg_pos, kwarg_pos = [], [], [], []
+        ok = True
+        seen = set()
+        for a in call.args:
+            value = self.eval(a.value, env, trace)
+            ok = ok and value is not None
+            if a.name is None:
+                args.append(value)
+                arg_pos.append(a.pos)
+            else:
+                if a.name in seen:
+                    self.error(a.pos, f"argument '{a.name}' given twice", trace=trace)
+                    ok = False
+                seen.add(a.name)
+                kwargs.append((a.name, value))
+                kwarg_pos.append(a.pos)
+        if not ok:
+            return None
+        return Symbol(call.key, tuple(args), tuple(kwargs), call.pos, tuple(arg_pos), tuple(kwarg_pos))
+
+    def block_call(self, call: ast.LayerCall, env, trace) -> None:
+        block = self.unit.blocks[call.name]
+        if call.name in self.recursive:
+            return  # reported once, at the block definition
+        if len(trace) >= MAX_BLOCK_DEPTH:
+            self.error(call.pos, f"blocks nested more than {MAX_BLOCK_DEPTH} deep", trace=trace)
+            return
+        sym = self.symbol(call, env, trace)
+        if sym is None:
+            return
+        if len(sym.args) > len(block.params):
+            self.error(call.pos, f"block '{block.name}' takes {len(block.params)} argument"
+                       f"{'s' if len(block.params) != 1 else ''} ({', '.join(block.params) or 'none'}); "
+                       f"{len(sym.args)} given", trace=trace)
+            return
+        bound = dict(zip(block.params, sym.args))
+        for (key, value), p in zip(sym.kwargs, sym.kwarg_pos):
+            if key not in block.params:
+                self.error(p, f"block '{block.name}' has no parameter '{key}'", hint=suggest(key, block.params),
+                           trace=trace)
+                return
+            if key in bound:
+                self.error(p, f"parameter '{key}' of block '{block.name}' given twice", trace=trace)
+                return
+            bound[key] = value
+        missing = [p for p in block.params if p not in bound]
+        if missing:
+            self.error(call.pos, f"block '{block.name}' needs parameter{'s' if len(missing) > 1 else ''} "
+                       f"{', '.join(repr(m) for m in missing)}", trace=trace)
+            return
+        self.body(block.body, {**self.unit.constants, **bound}, trace + ((block.name, call.pos),), top=False)
+
+    # -- declarations
+    def declaration(self, stmt, env, trace, top: bool) -> None:
+        what = stmt.kind
+        if not top:
+            self.error(stmt.pos, f"'{what}' declarations belong directly in the model, not in a block or loop",
+                       trace=trace)
+            return
+        if what in self.decls:
+            self.error(stmt.pos, f"'{what}' is declared twice (first at {self.decls[what].pos})")
+            return
+        if isinstance(stmt, ast.InputDecl):
+            info = self.input_decl(stmt, env)
+        elif isinstance(stmt, ast.ConditionDecl):
+            info = self.condition_decl(stmt, env)
+        else:
+            family = BASES if isinstance(stmt, ast.BaseDecl) else OUTPUTS
+            if isinstance(stmt, ast.BaseDecl) and self.model.model_kind != "flow":
+                self.error(stmt.pos, "'base' declares the base density of a flow; autoregressive models use 'output'")
+                return
+            if isinstance(stmt, ast.OutputDecl) and self.model.model_kind != "autoregressive":
+                self.error(stmt.pos, "'output' declares the distribution of an autoregressive model; flows use 'base'")
+                return
+            sym = self.symbol(stmt.dist, env, trace)
+            if sym is None:
+                return
+            try:
+                info = family.bind(sym, stmt.dist.pos)
+            except SpecError as err:
+                self.spec_error(err, stmt.dist.pos)
+                return
+        if info is not None:
+            self.decls[what] = _Decl(stmt.pos, info)
+
+    def _dims(self, dims, env, type_name, type_pos, expected: int):
+        if len(dims) != expected:
+            self.error(type_pos, f"{type_name} takes {expected} size{'s' if expected > 1 else ''}, got {len(dims)}",
+                       hint={1: f"{type_name}[N]", 3: "image[C, H, W]", 4: "video[T, C, H, W]"}.get(expected))
+            return None
+        out = []
+        for d in dims:
+            v = self.eval(d, env)
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                self.error(d.pos, f"a size must be a whole number >= 1, got {describe(v)}")
+                return None
+            out.append(v)
+        return tuple(out)
+
+    def input_decl(self, stmt: ast.InputDecl, env):
+        if stmt.type_name not in _INPUT_TYPES:
+            self.error(stmt.type_pos, f"unknown input type '{stmt.type_name}'",
+                       hint=suggest(stmt.type_name, _INPUT_TYPES) or f"types: {', '.join(_INPUT_TYPES)}")
+            return None
+        shape = self._dims(stmt.dims, env, stmt.type_name, stmt.type_pos, _INPUT_TYPES[stmt.type_name])
+        if shape is None:
+            return None
+        if prod(shape) > self.limits.max_input_size:
+            self.error(stmt.pos, f"the input has {prod(shape)} elements (limit {self.limits.max_input_size})")
+            return None
+        levels = None
+        if stmt.levels is not None:
+            levels = self.eval(stmt.levels, env)
+            if levels is None:
+                return None
+            if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 2**24:
+                self.error(stmt.levels.pos, f"levels must be a whole number from 2 to {2**24}, got {describe(levels)}")
+                return None
+        return InputInfo(stmt.name, stmt.type_name, shape, levels, stmt.pos)
+
+    def condition_decl(self, stmt: ast.ConditionDecl, env):
+        if stmt.type_name not in _CONDITION_TYPES:
+            self.error(stmt.type_pos, f"unknown condition type '{stmt.type_name}'",
+                       hint=suggest(stmt.type_name, _CONDITION_TYPES) or "conditions: label[K]")
+            return None
+        dims = self._dims(stmt.dims, env, stmt.type_name, stmt.type_pos, 1)
+        if dims is None:
+            return None
+        if dims[0] < 2:
+            self.error(stmt.dims[0].pos, f"a label condition needs at least 2 classes, got {dims[0]}")
+            return None
+        return ConditionInfo(stmt.name, stmt.type_name, dims[0], stmt.pos)
+
+
+@dataclass(frozen=True)
+class _Decl:
+    pos: Pos
+    value: Any
+
+
+def expand_model(unit, model: ast.ModelDef, limits: Limits, recursive: set[str] | None = None):
+    """Expand one model: ``(ModelHeader, [Site, ...])``; diagnostics go to ``unit.diagnostics``."""
+    ex = _Expander(unit, model, limits, recursive or set())
+    ex.body(model.body, dict(unit.constants), (), top=True)
+    decls = {k: v.value for k, v in ex.decls.items()}
+    if "input" not in decls and not any(d.message.startswith(("unknown input", "input")) for d in ex.diags):
+        if not any(d.severity == "error" and "size" in d.message for d in ex.diags):
+            ex.error(model.pos, f"model '{model.name}' declares no input", hint="e.g. 'input x: vector[2]'")
+    base = decls.get("base")
+    if model.model_kind == "flow" and base is None:
+        base = BASES.bind("normal")
+    header = ModelHeader(
+        name=model.name, kind=model.model_kind, pos=model.pos, file=unit.main,
+        input=decls.get("input"), condition=decls.get("condition"), base=base, output=decls.get("output"),
+    )
+    unit.diagnostics.extend(ex.diags)
+    return header, ex.sites

@@ -1,0 +1,7 @@
+"""Every built-in layer family; importing this package registers them all.
+
+A new layer family is one module here (its specs and rules, no torch) plus one module
+in ``flowdsl/runtime`` (its torch code), and one import line below.
+"""
+
+from . import coupling, distributions, elementwise, masks, nets, structural  # noqa: F401

@@ -1,0 +1,77 @@
+"""Base densities of flows (``base ...``) and output distributions of autoregressive models (``output ...``).
+
+Example:
+    >>> from flowdsl.registry import BASES
+    >>> BASES.bind("normal").learnable
+    False
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from typing_extensions import Annotated
+
+from ..registry import BASES, OUTPUTS, PositiveInt, Spec
+
+__all__ = ["Normal", "Logistic", "Categorical", "Bernoulli", "LogisticMixture"]
+
+
+class Base(Spec):
+    runtime: ClassVar[str] = ""
+
+
+@BASES.register
+class Normal(Base):
+    """``normal`` or ``normal(learnable=true)`` (a learned mean and log-scale per dimension)."""
+
+    name: ClassVar[str] = "normal"
+    runtime: ClassVar[str] = "flowdsl.runtime.distributions:Normal"
+    learnable: bool = False
+
+
+@BASES.register
+class Logistic(Base):
+    """``logistic``: the standard logistic density (NICE)."""
+
+    name: ClassVar[str] = "logistic"
+    runtime: ClassVar[str] = "flowdsl.runtime.distributions:Logistic"
+    learnable: bool = False
+
+
+class Output(Spec):
+    #: parameters per position, as a function of the input's levels
+    def params_per_position(self, levels: int | None) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@OUTPUTS.register
+class Categorical(Output):
+    """``output categorical``: a softmax over the levels of each position."""
+
+    name: ClassVar[str] = "categorical"
+
+    def params_per_position(self, levels):
+        return levels or 1
+
+
+@OUTPUTS.register
+class Bernoulli(Output):
+    """``output bernoulli``: one logit per position (levels 2)."""
+
+    name: ClassVar[str] = "bernoulli"
+
+    def params_per_position(self, levels):
+        return 1
+
+
+@OUTPUTS.register
+class LogisticMixture(Output):
+    """``output logistic_mixture(K)``: a discretized mixture of K logistics per position (PixelCNN++)."""
+
+    name: ClassVar[str] = "logistic_mixture"
+    components: Annotated[PositiveInt, Field(le=100)] = 5
+
+    def params_per_position(self, levels):
+        return 3 * self.components

@@ -1,0 +1,169 @@
+"""Layers that move or mix positions: permute, invconv1x1, squeeze, split.
+
+Index arrays are computed here, once, with numpy; the runtime receives them.
+
+Example:
+    >>> from flowdsl.registry import LayerContext
+    >>> Squeeze().infer(LayerContext(shape=(1, 4, 4))).out_shape
+    (4, 2, 2)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BeforeValidator, Field
+from typing_extensions import Annotated
+
+from ..errors import SpecError
+from ..registry import Family, Layer, LayerContext, LayerInfo, NonNegativeInt, Spec, register_layer
+from ..structure import Dependency
+
+__all__ = ["Permute", "InvConv1x1", "Squeeze", "Split", "ORDERS", "squeeze_source", "permutation_indices"]
+
+ORDERS = Family("permutation")
+
+
+class Order(Spec):
+    def indices(self, n: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@ORDERS.register
+class Reverse(Order):
+    name: ClassVar[str] = "reverse"
+
+    def indices(self, n):
+        return np.arange(n)[::-1].copy()
+
+
+@ORDERS.register
+class RandomOrder(Order):
+    name: ClassVar[str] = "random"
+    seed: NonNegativeInt = 0
+
+    def indices(self, n):
+        return np.random.RandomState(self.seed % (2**32)).permutation(n)
+
+
+class ExplicitOrder(Order):
+    name: ClassVar[str] = "list"
+    order: tuple[int, ...]
+
+    def indices(self, n):
+        if sorted(self.order) != list(range(n)):
+            raise SpecError(f"order {list(self.order)} is not a permutation of 0..{n - 1}", arg="order")
+        return np.array(self.order)
+
+    def describe(self):
+        return "[" + ", ".join(map(str, self.order)) + "]"
+
+
+def _order(value):
+    if isinstance(value, tuple):
+        return ExplicitOrder(order=value)
+    return ORDERS.coerce(value)
+
+
+OrderField = Annotated[Order, BeforeValidator(_order)]
+
+
+def _kind(shape) -> str:
+    return {1: "vector", 3: "image"}.get(len(shape), "tensor") + f"[{', '.join(map(str, shape))}]"
+
+
+def permutation_indices(order: Order, shape: tuple[int, ...]) -> np.ndarray:
+    """Indices along the permuted axis: features of a vector, channels of an image."""
+    return order.indices(shape[0])
+
+
+@register_layer
+class Permute(Layer):
+    """``permute(reverse | random(seed=N) | [i, ...])``: permute features (vectors) or channels (images)."""
+
+    name: ClassVar[str] = "permute"
+    runtime: ClassVar[str] = "flowdsl.runtime.structural:Permute"
+    summary: ClassVar[str] = "fixed permutation of features / channels"
+    structural: ClassVar[bool] = True
+    order: OrderField = Reverse()
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        idx = permutation_indices(self.order, ctx.shape)
+        grid = np.arange(ctx.size).reshape(ctx.shape)
+        source = grid[idx].ravel()
+        return LayerInfo(ctx.shape, params=0, logdet="zero", dependency=Dependency.permutation(source),
+                         meta={"indices": tuple(int(i) for i in idx)})
+
+
+@register_layer
+class InvConv1x1(Layer):
+    """``invconv1x1``: invertible 1x1 convolution, LU-parameterised (Glow); a dense LU linear map on vectors."""
+
+    name: ClassVar[str] = "invconv1x1"
+    runtime: ClassVar[str] = "flowdsl.runtime.structural:InvConv1x1"
+    summary: ClassVar[str] = "W = P L (U + diag(sign(s) exp(log|s|))): det never zero"
+    seed: NonNegativeInt = 0
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        if len(ctx.shape) not in (1, 3):
+            raise SpecError(f"invconv1x1 takes vectors or images, not {_kind(ctx.shape)}")
+        c = ctx.shape[0]
+        if len(ctx.shape) == 3:
+            groups = np.broadcast_to(np.arange(ctx.shape[1] * ctx.shape[2]).reshape(ctx.shape[1:]), ctx.shape)
+        else:
+            groups = np.zeros(c, dtype=np.int64)
+        return LayerInfo(ctx.shape, params=c * c, logdet="exact", dependency=Dependency.groups(groups),
+                         meta={"channels": c})
+
+
+def squeeze_source(shape: tuple[int, int, int], factor: int) -> np.ndarray:
+    """For each output position of squeeze, the input position it copies (matches the runtime)."""
+    c, h, w = shape
+    grid = np.arange(c * h * w).reshape(c, h // factor, factor, w // factor, factor)
+    return grid.transpose(0, 2, 4, 1, 3).reshape(-1)
+
+
+@register_layer
+class Squeeze(Layer):
+    """``squeeze(2)``: trade space for channels, [C, H, W] -> [4C, H/2, W/2]."""
+
+    name: ClassVar[str] = "squeeze"
+    runtime: ClassVar[str] = "flowdsl.runtime.structural:Squeeze"
+    summary: ClassVar[str] = "space-to-channels reshape"
+    structural: ClassVar[bool] = True
+    factor: Annotated[int, Field(ge=2, le=64)] = 2
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        if len(ctx.shape) != 3:
+            raise SpecError(f"squeeze needs an image input, but this layer sees {_kind(ctx.shape)}")
+        c, h, w = ctx.shape
+        f = self.factor
+        if h % f or w % f:
+            raise SpecError(f"squeeze({f}) needs height and width divisible by {f}, but this layer sees "
+                            f"{_kind(ctx.shape)}", arg="factor")
+        out = (c * f * f, h // f, w // f)
+        return LayerInfo(out, params=0, logdet="zero", dependency=Dependency.permutation(squeeze_source(ctx.shape, f)))
+
+
+@register_layer
+class Split(Layer):
+    """``split``: factor out half the channels (features) to the base density (multi-scale RealNVP/Glow)."""
+
+    name: ClassVar[str] = "split"
+    runtime: ClassVar[str] = "flowdsl.runtime.structural:Split"
+    summary: ClassVar[str] = "factor half the channels out to the base density"
+    structural: ClassVar[bool] = True
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        if len(ctx.shape) not in (1, 3):
+            raise SpecError(f"split takes vectors or images, not {_kind(ctx.shape)}")
+        n = ctx.shape[0]
+        if n < 2:
+            unit = "channel" if len(ctx.shape) == 3 else "dimension"
+            raise SpecError(f"split cannot factor out half of a single {unit} ({_kind(ctx.shape)})",
+                            hint="squeeze(2) first to get more channels" if len(ctx.shape) == 3 else None)
+        kept = n - n // 2
+        out = (kept,) + ctx.shape[1:]
+        factored = (n // 2,) + ctx.shape[1:]
+        return LayerInfo(out, params=0, logdet="zero", meta={"factored": factored})

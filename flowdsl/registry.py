@@ -1,0 +1,298 @@
+"""The registry: the single place where a layer (or a net, mask, distribution, ...) is added.
+
+A *spec* is a frozen pydantic model of one call's arguments: ``coupling affine(mask=half,
+net=mlp([64]))`` binds to ``AffineCoupling(mask=HalfMask(), net=MLP(hidden=(64,)))``.
+Specs are grouped in :class:`Family` objects (layers, nets, masks, bases, outputs, ...);
+a family binds a :class:`~flowdsl.values.Symbol` to the member of that name, with
+positional arguments, "did you mean" suggestions and positioned errors.
+
+A layer kind is a :class:`Layer` subclass registered in :data:`LAYERS`; it declares
+
+- its argument schema (the pydantic fields),
+- ``infer(ctx) -> LayerInfo``: the shape rule, parameter count, log-det kind and
+  declared dependency structure (a :class:`~flowdsl.structure.Dependency`), raising
+  :class:`~flowdsl.errors.SpecError` on a shape or invertibility violation,
+- ``check(ctx, info) -> list[Finding]``: extra warnings and notes (optional),
+- ``runtime``: ``"module:callable"`` of the torch builder, imported only by the compiler.
+
+Example:
+    >>> from flowdsl.values import Symbol
+    >>> import flowdsl.layers
+    >>> layer = LAYERS.bind(Symbol("permute", args=(Symbol("reverse"),)))
+    >>> type(layer).__name__, layer.order
+    ('Permute', 'reverse')
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Mapping
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from typing_extensions import Annotated
+
+from .errors import Pos, SpecError
+from .values import Symbol, describe
+
+__all__ = [
+    "Spec", "Family", "Layer", "LayerContext", "LayerInfo", "Finding", "LAYERS", "NETS", "BASES", "OUTPUTS",
+    "choice", "symbolic", "suggest", "PositiveInt", "NonNegativeInt", "register_layer", "bind_spec",
+]
+
+
+def suggest(name: str, candidates) -> str | None:
+    """A "did you mean" hint for a misspelt ``name``."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+class Spec(BaseModel):
+    """Base of every bindable spec: frozen, no unknown fields, a ``kind`` name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    #: the name used in specs (``"mlp"``, ``"coupling affine"``)
+    name: ClassVar[str] = ""
+    #: fields that may be given positionally, in order (default: every field, in declaration order)
+    positional: ClassVar[tuple[str, ...] | None] = None
+
+    def describe(self) -> str:
+        """Spec-like text: ``mlp(hidden=[64, 64])``."""
+        parts = []
+        for key in type(self).model_fields:
+            value = getattr(self, key)
+            text = value.describe() if isinstance(value, Spec) else describe(_to_value(value))
+            parts.append(f"{key}={text}")
+        return f"{self.name}({', '.join(parts)})" if parts else self.name
+
+
+def _to_value(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_to_value(x) for x in v)
+    if isinstance(v, Spec):
+        return Symbol(v.describe())
+    return v
+
+
+class Family:
+    """Specs selected by name: ``Family("net")`` holds mlp, resnet, conv_net, made, ...
+
+    Register a member with the ``@family.register`` class decorator (the class sets ``name``).
+    """
+
+    def __init__(self, what: str):
+        self.what = what
+        self.members: dict[str, type[Spec]] = {}
+
+    def register(self, cls: type[Spec]) -> type[Spec]:
+        if not cls.name:
+            raise TypeError(f"{cls.__name__} has no name")
+        if cls.name in self.members and self.members[cls.name] is not cls:
+            raise ValueError(f"{self.what} '{cls.name}' is already registered by {self.members[cls.name].__name__}")
+        self.members[cls.name] = cls
+        return cls
+
+    def names(self) -> list[str]:
+        return sorted(self.members)
+
+    def get(self, name: str) -> type[Spec] | None:
+        return self.members.get(name)
+
+    def bind(self, sym: Symbol | str, pos: Pos | None = None) -> Spec:
+        """Bind a symbol (or a bare name) to the member of that name; raise SpecError."""
+        if isinstance(sym, str):
+            sym = Symbol(sym, pos=pos or Pos())
+        cls = self.members.get(sym.name)
+        if cls is None:
+            raise SpecError(f"unknown {self.what} '{sym.name}'", sym.pos if sym.pos.line else pos,
+                            hint=suggest(sym.name, self.members) or f"known: {', '.join(self.names())}")
+        return bind_spec(cls, sym, pos)
+
+    def coerce(self, value):
+        """Pydantic before-validator: turn a Symbol into the family's spec."""
+        if isinstance(value, Spec):
+            return value
+        if isinstance(value, Symbol):
+            return self.bind(value)
+        if isinstance(value, str) and value in self.members:
+            return self.bind(value)
+        raise ValueError(f"expected a {self.what} ({', '.join(self.names())}), got {describe(value)}")
+
+
+def bind_spec(cls: type[Spec], sym: Symbol, pos: Pos | None = None) -> Spec:
+    """Bind a call's positional and keyword arguments to ``cls``'s fields and validate them."""
+    where = sym.pos if sym.pos.line else (pos or sym.pos)
+    fields = list(cls.model_fields)
+    positional = list(cls.positional if cls.positional is not None else fields)
+    data: dict[str, Any] = {}
+    arg_pos: dict[str, Pos] = {}
+    if len(sym.args) > len(positional):
+        extra = len(sym.args) - len(positional)
+        p = sym.arg_pos[len(positional)] if len(sym.arg_pos) > len(positional) else where
+        takes = f"takes {len(positional)} positional argument{'s' if len(positional) != 1 else ''}"
+        raise SpecError(f"{sym.name} {takes} ({', '.join(positional) or 'none'}); {extra} more given", p)
+    for i, value in enumerate(sym.args):
+        data[positional[i]] = value
+        arg_pos[positional[i]] = sym.arg_pos[i] if i < len(sym.arg_pos) else where
+    for i, (key, value) in enumerate(sym.kwargs):
+        p = sym.kwarg_pos[i] if i < len(sym.kwarg_pos) else where
+        if key not in fields:
+            raise SpecError(f"{sym.name} has no argument '{key}'", p,
+                            hint=suggest(key, fields) or (f"arguments: {', '.join(fields)}" if fields else "it takes none"))
+        if key in data:
+            raise SpecError(f"argument '{key}' of {sym.name} given twice", p)
+        data[key] = value
+        arg_pos[key] = p
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            key = str(e["loc"][0]) if e["loc"] else None
+            p = arg_pos.get(key, where)
+            problems.append(SpecError(_pydantic_message(sym.name, key, e), p))
+        first = problems[0]
+        first.extra = [pr.at(where) for pr in problems[1:]]
+        raise first from None
+
+
+def _pydantic_message(owner: str, key: str | None, e: dict) -> str:
+    kind, ctx = e["type"], e.get("ctx", {})
+    got = e.get("input")
+    got_text = describe(_to_value(got)) if not isinstance(got, dict) else ""
+    if kind == "missing":
+        return f"{owner} needs argument '{key}'"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        bound = next(iter(ctx.values()))
+        return f"argument '{key}' of {owner} must be {bounds[kind]} {bound} (got {got_text})"
+    if kind == "literal_error":
+        return f"argument '{key}' of {owner} must be one of {ctx.get('expected', '')} (got {got_text})"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"argument '{key}' of {owner} must be a whole number (got {got_text})"
+    if kind in ("float_type", "float_parsing"):
+        return f"argument '{key}' of {owner} must be a number (got {got_text})"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"argument '{key}' of {owner} must be true or false (got {got_text})"
+    if kind in ("tuple_type", "list_type"):
+        return f"argument '{key}' of {owner} must be a list (got {got_text})"
+    if kind == "string_type":
+        return f"argument '{key}' of {owner} must be a string (got {got_text})"
+    msg = e["msg"].removeprefix("Value error, ")
+    where = f"argument '{key}' of {owner}" if key else owner
+    return f"{where}: {msg[:1].lower() + msg[1:]}"
+
+
+def _symbol_name(value):
+    if isinstance(value, Symbol) and not value.args and not value.kwargs:
+        return value.name
+    return value
+
+
+def _strict_int(value):
+    if isinstance(value, bool):
+        raise ValueError(f"must be a whole number (got {describe(value)})")
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        raise ValueError(f"must be a whole number (got {describe(value)})")
+    return value
+
+
+def choice(*names: str):
+    """A field type accepting one of ``names`` written as a bare word (``order=reverse``)."""
+    return Annotated[Literal[names], BeforeValidator(_symbol_name)]  # type: ignore[valid-type]
+
+
+def symbolic(family: Family, base: type):
+    """A field type accepting any member of ``family`` (a Symbol is bound on validation)."""
+    return Annotated[base, BeforeValidator(family.coerce)]
+
+
+PositiveInt = Annotated[int, BeforeValidator(_strict_int), Field(ge=1)]
+NonNegativeInt = Annotated[int, BeforeValidator(_strict_int), Field(ge=0)]
+
+
+# ----------------------------------------------------------------------------- layers
+@dataclass(frozen=True)
+class LayerContext:
+    """What a layer's rules see: the shape arriving at it and the model around it."""
+
+    shape: tuple[int, ...]  # per-example input shape: (D,), (C, H, W), (T, C, H, W), (L,)
+    model_kind: Literal["flow", "autoregressive"] = "flow"
+    input_type: str = "vector"  # the model input's declared type: vector | image | sequence | video
+    levels: int | None = None  # the model input's levels, if discrete
+    context_features: int = 0  # size of the one-hot condition vector (0: unconditional)
+    spec_dir: str = "."  # folder of the spec file (for data files a layer reads)
+    index: int = 0  # position of the layer in its model (0 = first)
+    previous: tuple[str, ...] = ()  # keys of the layers before this one
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    @property
+    def is_vector(self) -> bool:
+        return len(self.shape) == 1
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A warning or note a layer rule reports (an error is raised as SpecError instead)."""
+
+    severity: Literal["warning", "note"]
+    message: str
+    arg: str | None = None
+
+
+LogdetKind = Literal["zero", "exact", "estimated, unbiased", "estimated, biased", "n/a"]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a layer's shape rule infers."""
+
+    out_shape: tuple[int, ...]
+    params: int = 0
+    logdet: LogdetKind = "exact"
+    dependency: Any = None  # flowdsl.structure.Dependency, or None when not declared
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()
+
+
+class Layer(Spec):
+    """Base of every layer kind. Subclasses set ``name``, ``models``, ``runtime`` and ``infer``."""
+
+    #: model kinds the layer may appear in
+    models: ClassVar[frozenset[str]] = frozenset({"flow"})
+    #: ``"module:callable"``; the callable takes ``(layer, node)`` and returns an nn.Module
+    runtime: ClassVar[str] = ""
+    #: one line for ``flowdsl layers`` and the report
+    summary: ClassVar[str] = ""
+    #: whether the layer moves data between shapes without computing (squeeze, split, permute)
+    structural: ClassVar[bool] = False
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check(self, ctx: LayerContext, info: LayerInfo) -> list[Finding]:
+        return []
+
+
+LAYERS = Family("layer")
+NETS = Family("net")
+BASES = Family("base distribution")
+OUTPUTS = Family("output distribution")
+
+
+def register_layer(cls):
+    """Class decorator: add a Layer subclass to :data:`LAYERS`."""
+    return LAYERS.register(cls)
+
