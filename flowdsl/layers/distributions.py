@@ -27,7 +27,7 @@ class Normal(Base):
     """``normal`` or ``normal(learnable=true)`` (a learned mean and log-scale per dimension)."""
 
     name: ClassVar[str] = "normal"
-    runtime: ClassVar[str] = "flowdsl.runtime.distributions:Normal"
+    runtime: ClassVar[str] = "flowdsl.runtime.distributions:Normal.build"
     learnable: bool = False
 
 
@@ -36,7 +36,7 @@ class Logistic(Base):
     """``logistic``: the standard logistic density (NICE)."""
 
     name: ClassVar[str] = "logistic"
-    runtime: ClassVar[str] = "flowdsl.runtime.distributions:Logistic"
+    runtime: ClassVar[str] = "flowdsl.runtime.distributions:Logistic.build"
     learnable: bool = False
 
 

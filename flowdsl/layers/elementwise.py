@@ -30,7 +30,7 @@ class ActNorm(Layer):
     """``actnorm``: per-channel scale and bias, initialised from the first batch (zero mean, unit variance)."""
 
     name: ClassVar[str] = "actnorm"
-    runtime: ClassVar[str] = "flowdsl.runtime.elementwise:ActNorm"
+    runtime: ClassVar[str] = "flowdsl.runtime.elementwise:ActNorm.build"
     summary: ClassVar[str] = "per-channel affine, data-dependent initialisation (Glow)"
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
@@ -43,7 +43,7 @@ class BatchNorm(Layer):
     """``batchnorm(momentum=0.1, eps=1e-5)``: batch normalisation as a bijection (RealNVP, MAF)."""
 
     name: ClassVar[str] = "batchnorm"
-    runtime: ClassVar[str] = "flowdsl.runtime.elementwise:BatchNorm"
+    runtime: ClassVar[str] = "flowdsl.runtime.elementwise:BatchNorm.build"
     summary: ClassVar[str] = "batch statistics in training, running averages in evaluation"
     momentum: Annotated[float, Field(gt=0, le=1)] = 0.1
     eps: Annotated[float, Field(gt=0, le=1)] = 1e-5
@@ -59,7 +59,7 @@ class Logit(Layer):
 
     name: ClassVar[str] = "logit"
     positional: ClassVar[tuple[str, ...]] = ("alpha",)
-    runtime: ClassVar[str] = "flowdsl.runtime.elementwise:Logit"
+    runtime: ClassVar[str] = "flowdsl.runtime.elementwise:Logit.build"
     summary: ClassVar[str] = "rescale [0, levels) to (0, 1), then logit"
     alpha: Annotated[float, Field(ge=0, lt=0.5)] = 0.05
 
@@ -83,7 +83,7 @@ class Dequantize(Layer):
     """
 
     name: ClassVar[str] = "dequantize"
-    runtime: ClassVar[str] = "flowdsl.runtime.elementwise:Dequantize"
+    runtime: ClassVar[str] = "flowdsl.runtime.elementwise:Dequantize.build"
     summary: ClassVar[str] = "uniform dequantization of integer data (log-likelihood bound on the discrete data)"
     method: choice("uniform", "variational") = "uniform"
 

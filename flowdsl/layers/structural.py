@@ -83,7 +83,7 @@ class Permute(Layer):
     """``permute(reverse | random(seed=N) | [i, ...])``: permute features (vectors) or channels (images)."""
 
     name: ClassVar[str] = "permute"
-    runtime: ClassVar[str] = "flowdsl.runtime.structural:Permute"
+    runtime: ClassVar[str] = "flowdsl.runtime.structural:Permute.build"
     summary: ClassVar[str] = "fixed permutation of features / channels"
     structural: ClassVar[bool] = True
     order: OrderField = Reverse()
@@ -101,7 +101,7 @@ class InvConv1x1(Layer):
     """``invconv1x1``: invertible 1x1 convolution, LU-parameterised (Glow); a dense LU linear map on vectors."""
 
     name: ClassVar[str] = "invconv1x1"
-    runtime: ClassVar[str] = "flowdsl.runtime.structural:InvConv1x1"
+    runtime: ClassVar[str] = "flowdsl.runtime.structural:InvConv1x1.build"
     summary: ClassVar[str] = "W = P L (U + diag(sign(s) exp(log|s|))): det never zero"
     seed: NonNegativeInt = 0
 
@@ -113,7 +113,8 @@ class InvConv1x1(Layer):
             groups = np.broadcast_to(np.arange(ctx.shape[1] * ctx.shape[2]).reshape(ctx.shape[1:]), ctx.shape)
         else:
             groups = np.zeros(c, dtype=np.int64)
-        return LayerInfo(ctx.shape, params=c * c, logdet="exact", dependency=Dependency.groups(groups),
+        # L and U are stored as full matrices (masked), plus log|s|: 2 C^2 + C tensor entries, C^2 effective
+        return LayerInfo(ctx.shape, params=2 * c * c + c, logdet="exact", dependency=Dependency.groups(groups),
                          meta={"channels": c})
 
 
@@ -129,7 +130,7 @@ class Squeeze(Layer):
     """``squeeze(2)``: trade space for channels, [C, H, W] -> [4C, H/2, W/2]."""
 
     name: ClassVar[str] = "squeeze"
-    runtime: ClassVar[str] = "flowdsl.runtime.structural:Squeeze"
+    runtime: ClassVar[str] = "flowdsl.runtime.structural:Squeeze.build"
     summary: ClassVar[str] = "space-to-channels reshape"
     structural: ClassVar[bool] = True
     factor: Annotated[int, Field(ge=2, le=64)] = 2
@@ -151,7 +152,7 @@ class Split(Layer):
     """``split``: factor out half the channels (features) to the base density (multi-scale RealNVP/Glow)."""
 
     name: ClassVar[str] = "split"
-    runtime: ClassVar[str] = "flowdsl.runtime.structural:Split"
+    runtime: ClassVar[str] = "flowdsl.runtime.structural:Split.build"
     summary: ClassVar[str] = "factor half the channels out to the base density"
     structural: ClassVar[bool] = True
 

@@ -1,0 +1,62 @@
+"""The runtime contract every compiled layer honours, and what the compiler hands a builder.
+
+A flow layer is a :class:`Bijection`::
+
+    forward(x, context=None) -> (y, logdet)    # logdet: log|det dy/dx|, shape [B]
+    inverse(y, context=None) -> (x, logdet)    # logdet: log|det dx/dy| = -forward logdet
+
+``x`` has shape ``[B, *in_shape]``; ``context`` is None, or the float one-hot condition
+``[B, K]`` (the compiled model turns labels into it once). A builder named by a layer's
+``runtime`` is called as ``build(layer_spec, node)`` with a :class:`BuildNode`.
+
+Example:
+    >>> import torch
+    >>> class Shift(Bijection):
+    ...     def forward(self, x, context=None):
+    ...         return x + 1, x.new_zeros(x.shape[0])
+    ...     def inverse(self, y, context=None):
+    ...         return y - 1, y.new_zeros(y.shape[0])
+    >>> y, ld = Shift()(torch.zeros(2, 3))
+    >>> y.sum().item(), ld.shape
+    (6.0, torch.Size([2]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["Bijection", "BuildNode", "sum_except_batch"]
+
+
+@dataclass(frozen=True)
+class BuildNode:
+    """What a builder knows about its IR node (plain data: shapes, facts, the model around it)."""
+
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    dependency: Any = None
+    context_features: int = 0
+    levels: int | None = None
+    model_kind: str = "flow"
+    spec_dir: str = "."
+    index: int = 0
+
+
+class Bijection(nn.Module):
+    """Base class of flow layers: ``forward`` and ``inverse`` both return ``(value, logdet[B])``."""
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def inverse(self, y: torch.Tensor, context: torch.Tensor | None = None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def sum_except_batch(t: torch.Tensor) -> torch.Tensor:
+    """Sum over every dimension but the first: ``[B, ...] -> [B]``."""
+    return t.reshape(t.shape[0], -1).sum(dim=1)
