@@ -76,8 +76,11 @@ def _analyze(unit: Unit, limits: Limits | None) -> Analysis:
     for model in unit.models:
         if model.name in analysis.models:
             continue
+        before = len(unit.diagnostics)
         header, sites = expand_model(unit, model, limits, recursive)
         ir = build_graph(header, sites, spec_dir)
+        if has_errors(unit.diagnostics[before:]):
+            ir.complete = False  # a layer is missing: model-level checks would only add noise
         ir.diagnostics.extend(run_checks(ir, limits))
         analysis.models[model.name] = ir
         analysis.diagnostics.extend(ir.diagnostics)

@@ -35,6 +35,8 @@ class Unit:
     constants: dict[str, Value] = field(default_factory=dict)
     blocks: dict[str, ast.BlockDef] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    #: files given as text (a checkpoint's sources), consulted before the disk
+    files: dict[str, str] = field(default_factory=dict)
 
     @property
     def models(self) -> list[ast.ModelDef]:
@@ -84,10 +86,18 @@ def _load(unit: Unit, text, filename: str, stack: tuple[str, ...]) -> None:
             if len(stack) >= MAX_USE_DEPTH:
                 unit.error(item.pos, f"'use' nested more than {MAX_USE_DEPTH} files deep")
                 continue
+            if key in unit.files:
+                _load(unit, unit.files[key], key, stack + (key,))
+                continue
             if not target.is_file():
                 unit.error(item.pos, f"cannot find '{item.path}' (looked for {target})")
                 continue
-            _load(unit, _read(target), key, stack + (key,))
+            try:
+                text = _read(target)
+            except OSError as err:
+                unit.error(item.pos, f"cannot read '{item.path}': {err.strerror}")
+                continue
+            _load(unit, text, key, stack + (key,))
     # Definitions of used files come first (they were loaded above), then this file's.
     for item in prog.items:
         if isinstance(item, ast.Let):
@@ -114,9 +124,9 @@ def _load(unit: Unit, text, filename: str, stack: tuple[str, ...]) -> None:
             seen.setdefault(model.name, model.pos)
 
 
-def load_source(text: str | bytes, filename: str = "<string>") -> Unit:
-    """Load a spec given as text (``use`` resolves relative to ``filename``'s folder)."""
-    unit = Unit(main=filename)
+def load_source(text: str | bytes, filename: str = "<string>", files: dict[str, str] | None = None) -> Unit:
+    """Load a spec given as text (``use`` resolves relative to ``filename``'s folder, ``files`` first)."""
+    unit = Unit(main=filename, files=dict(files or {}))
     _load(unit, text, filename, (filename,))
     return unit
 

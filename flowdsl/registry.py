@@ -57,11 +57,18 @@ class Spec(BaseModel):
     positional: ClassVar[tuple[str, ...] | None] = None
 
     def describe(self) -> str:
-        """Spec-like text: ``mlp(hidden=[64, 64])``."""
+        """Spec-like text with the arguments that differ from their defaults: ``mlp(hidden=[32])``."""
         parts = []
-        for key in type(self).model_fields:
+        for key, info in type(self).model_fields.items():
             value = getattr(self, key)
-            text = value.describe() if isinstance(value, Spec) else describe(_to_value(value))
+            if not info.is_required() and value == info.get_default(call_default_factory=True):
+                continue  # defaults are not repeated
+            if isinstance(value, Spec):
+                fields = type(value).model_fields
+                text = (f"{value.name}({describe(_to_value(getattr(value, next(iter(fields)))))})"
+                        if len(fields) == 1 else value.describe())
+            else:
+                text = describe(_to_value(value))
             parts.append(f"{key}={text}")
         return f"{self.name}({', '.join(parts)})" if parts else self.name
 

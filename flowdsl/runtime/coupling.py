@@ -50,7 +50,7 @@ class Coupling(Bijection):
         log_scale = self.clamp * torch.tanh(raw / self.clamp)
         return log_scale, shift
 
-    def _apply(self, x, context, sign: int):
+    def _transform(self, x, context, sign: int):
         if self.spatial:
             m = self.kept_mask.to(x.dtype)
             log_s, t = self._params(x * m, context)
@@ -75,10 +75,10 @@ class Coupling(Bijection):
         return y, sign * ld
 
     def forward(self, x, context=None):
-        return self._apply(x, context, +1)
+        return self._transform(x, context, +1)
 
     def inverse(self, y, context=None):
-        return self._apply(y, context, -1)
+        return self._transform(y, context, -1)
 
 
 def build_coupling(layer, node: BuildNode) -> Coupling:

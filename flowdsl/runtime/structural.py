@@ -67,7 +67,7 @@ class InvConv1x1(Bijection):
         upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
         return self.perm @ lower @ upper
 
-    def _apply(self, x, w):
+    def _mix(self, x, w):
         if x.dim() == 2:
             return x @ w.T
         return F.conv2d(x, w.to(x.dtype)[:, :, None, None])
@@ -75,12 +75,12 @@ class InvConv1x1(Bijection):
     def forward(self, x, context=None):
         pixels = x[0, 0].numel() if x.dim() > 2 else 1
         ld = self.log_s.sum() * pixels
-        return self._apply(x, self.weight().to(x.dtype)), ld.to(x.dtype).expand(x.shape[0])
+        return self._mix(x, self.weight().to(x.dtype)), ld.to(x.dtype).expand(x.shape[0])
 
     def inverse(self, y, context=None):
         pixels = y[0, 0].numel() if y.dim() > 2 else 1
         w_inv = torch.linalg.inv(self.weight().to(y.dtype))
-        return self._apply(y, w_inv), (-self.log_s.sum() * pixels).to(y.dtype).expand(y.shape[0])
+        return self._mix(y, w_inv), (-self.log_s.sum() * pixels).to(y.dtype).expand(y.shape[0])
 
 
 class Squeeze(Bijection):

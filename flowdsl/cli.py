@@ -1,0 +1,260 @@
+"""The ``flowdsl`` command: parse, check, compile, layers.
+
+``parse`` and ``check`` never import torch. A bad spec gets diagnostics and exit status 1,
+never a traceback.
+
+Example:
+    >>> main(["layers"])  # doctest: +ELLIPSIS
+    flow layers:
+    ...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import FlowDSLError, render_all
+
+__all__ = ["main"]
+
+
+def _limits(args):
+    from .expand import Limits
+
+    kw = {}
+    if getattr(args, "max_layers", None):
+        kw["max_layers"] = args.max_layers
+    if getattr(args, "max_params", None):
+        kw["max_params"] = args.max_params
+    return Limits(**kw)
+
+
+def _print_diagnostics(diags, sources, stream=None) -> None:
+    stream = stream or sys.stderr
+    if diags:
+        print(render_all(diags, sources), file=stream)
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]" if shape is not None else "?"
+
+
+# ----------------------------------------------------------------------------- parse
+def cmd_parse(args) -> int:
+    from . import ast
+    from .syntax import parse_program
+
+    status = 0
+    for path in args.files:
+        try:
+            prog = parse_program(Path(path).read_bytes(), path)
+        except FlowDSLError as err:
+            _print_diagnostics(err.diagnostics, err.sources)
+            status = 1
+            continue
+        except OSError as err:
+            print(f"{path}: error: cannot read the file: {err.strerror}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{path}: parsed")
+        for item in prog.items:
+            line = f"{item.pos.line}:{item.pos.column}"
+            if isinstance(item, ast.Use):
+                print(f"  {line:>7}  use \"{item.path}\"")
+            elif isinstance(item, ast.Let):
+                print(f"  {line:>7}  let {item.name}")
+            elif isinstance(item, ast.BlockDef):
+                print(f"  {line:>7}  block {item.name}({', '.join(item.params)}): {_count(item.body)} statements")
+            elif isinstance(item, ast.ModelDef):
+                print(f"  {line:>7}  {item.model_kind} {item.name}: {_count(item.body)} statements")
+    return status
+
+
+def _count(body) -> int:
+    from . import ast
+
+    n = 0
+    for s in body:
+        n += 1
+        if isinstance(s, (ast.Repeat, ast.ForLoop)):
+            n += _count(s.body)
+    return n
+
+
+# ----------------------------------------------------------------------------- check
+def cmd_check(args) -> int:
+    from .api import analyze_file
+
+    status = 0
+    for path in args.files:
+        analysis = analyze_file(path, _limits(args))
+        _print_diagnostics(analysis.diagnostics, analysis.sources)
+        errors = sum(d.severity == "error" for d in analysis.diagnostics)
+        warnings = sum(d.severity == "warning" for d in analysis.diagnostics)
+        for name, ir in analysis.models.items():
+            mine = [d for d in ir.diagnostics if d.severity == "error"]
+            verdict = "ok" if ir.complete and not mine else "errors"
+            layers = sum(1 for n in ir.graph if ir.graph.nodes[n]["op"] == "layer")
+            print(f"{path}: {ir.header.kind} {name}: {verdict} ({layers} layers, {ir.params:,} parameters)")
+        if errors:
+            status = 1
+        print(f"{path}: {errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}")
+    return status
+
+
+# ----------------------------------------------------------------------------- compile
+def _report(model, ir, path: str) -> str:
+    from .ir import layer_nodes
+
+    h = ir.header
+    g = ir.graph
+    lines = [f"{h.kind} {h.name}  ({path}:{h.pos.line})"]
+    inp = h.input
+    extra = f" levels {inp.levels}" if inp.levels else ""
+    lines.append(f"  input {inp.name}: {inp.type_name}{_shape(inp.shape)}{extra}")
+    if h.condition:
+        lines.append(f"  condition {h.condition.name}: {h.condition.type_name}[{h.condition.classes}]")
+    if h.kind == "flow":
+        lines.append(f"  base: {h.base.describe()}" + ("; uniform dequantization of the integer data" if inp.levels else ""))
+    elif h.output is not None:
+        lines.append(f"  output: {h.output.describe()}")
+    rows = [("#", "line", "layer", "output", "params", "log-det", "notes")]
+    for i, n in enumerate(layer_nodes(g), start=1):
+        node = g.nodes[n]
+        notes = node["meta"].get("report", "")
+        if "factored" in node["meta"]:
+            notes = f"factors {_shape(node['meta']['factored'])} out to the base"
+        rows.append((str(i), f"{node['pos'].line}:{node['pos'].column}", node["layer"].describe(),
+                     _shape(node["out_shape"]), f"{node['params']:,}", str(node["logdet"] or "-"), notes))
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]) - 1)]
+    for r in rows:
+        cells = [r[k].ljust(widths[k]) if k != 4 else r[k].rjust(widths[k]) for k in range(len(widths))]
+        lines.append("  " + "  ".join(cells) + ("  " + r[-1] if r[-1] else ""))
+    allocated = sum(p.numel() for p in model.parameters())
+    lines.append(f"  total: {len(rows) - 1} layers, {ir.params:,} parameters declared, {allocated:,} allocated")
+    return "\n".join(lines)
+
+
+def _runtime_shapes(model, ir) -> str:
+    """Run a batch of zeros through the compiled flow and compare every layer's shape with the IR."""
+    import torch
+
+    from .ir import layer_nodes
+
+    if ir.header.kind != "flow" or not hasattr(model, "layers"):
+        return ""
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(tuple(out[0].shape[1:])))
+             for m in model.layers if hasattr(m, "forward") and not hasattr(m, "split")]
+    try:
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            x = torch.full((2, *model.input_shape), 0.5 * (model.levels or 1))
+            ctx = torch.zeros(2, dtype=torch.long) if ir.header.condition else None
+            model(x, ctx)
+        model.train(was)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    want = [tuple(ir.graph.nodes[n]["out_shape"]) for n in layer_nodes(ir.graph) if ir.graph.nodes[n]["key"] != "split"]
+    if seen != want:
+        return "shapes: MISMATCH between inference and runtime"
+    return f"shapes: inferred shapes match the runtime ({len(seen)} layers)"
+
+
+def cmd_compile(args) -> int:
+    from .api import analyze_file
+
+    analysis = analyze_file(args.file, _limits(args))
+    _print_diagnostics(analysis.diagnostics, analysis.sources)
+    if not analysis.ok:
+        return 1
+    names = [args.model] if args.model else list(analysis.models)
+    if args.output and len(names) > 1:
+        print(f"{args.file}: error: the file defines several models ({', '.join(names)}); pick one with --model "
+              f"to save it", file=sys.stderr)
+        return 1
+    from .compiler import compile_model
+    from .checkpoint import save_checkpoint
+
+    for name in names:
+        ir = analysis.model(name)
+        model = compile_model(ir, analysis.unit)
+        if args.device:
+            model.to(args.device)
+        print(_report(model, ir, args.file))
+        warnings = [d for d in ir.diagnostics if d.severity == "warning"]
+        print("  checks: " + ("passed" if not warnings else f"passed with {len(warnings)} warning(s)")
+              + " (shapes, arguments, invertibility" + (", coverage" if ir.header.kind == "flow" else "") + ")")
+        if args.device in (None, "cpu"):
+            verdict = _runtime_shapes(model, ir)
+            if verdict:
+                print("  " + verdict)
+        if args.output:
+            save_checkpoint(model.cpu(), args.output)
+            print(f"  saved to {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- layers
+def cmd_layers(args) -> int:
+    from . import layers  # noqa: F401
+    from .registry import LAYERS, NETS
+
+    for kind, title in (("flow", "flow layers"), ("autoregressive", "autoregressive layers")):
+        print(f"{title}:")
+        for name in LAYERS.names():
+            cls = LAYERS.get(name)
+            if kind in cls.models:
+                fields = ", ".join(cls.model_fields)
+                print(f"  {name}({fields})" + (f"  -- {cls.summary}" if cls.summary else ""))
+    print("nets:")
+    for name in NETS.names():
+        print(f"  {name}({', '.join(NETS.get(name).model_fields)})")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowdsl", description="Compile normalizing flows and autoregressive models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("parse", help="parse specs and print a summary of each")
+    sp.add_argument("files", nargs="+")
+    sp.set_defaults(run=cmd_parse)
+    for name, fn, help_ in (("check", cmd_check, "check specs: shapes, arguments, invertibility, causality"),):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("files", nargs="+")
+        sp.set_defaults(run=fn)
+    sp = sub.add_parser("compile", help="check, compile and report a spec; -o saves a checkpoint")
+    sp.add_argument("file")
+    sp.add_argument("--model", help="the model to compile (default: every model of the file)")
+    sp.add_argument("-o", "--output", help="save a checkpoint (spec sources, hash, state) to this path")
+    sp.add_argument("--device", help="build the modules on this device (cpu, cuda)")
+    sp.set_defaults(run=cmd_compile)
+    for sp in (sub.choices["check"], sub.choices["compile"]):
+        sp.add_argument("--max-layers", type=int, help="refuse specs with more layers than this")
+        sp.add_argument("--max-params", type=int, help="refuse specs with more parameters than this")
+    sp = sub.add_parser("layers", help="list the layers and nets the compiler knows")
+    sp.set_defaults(run=cmd_layers)
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except FlowDSLError as err:
+        _print_diagnostics(err.diagnostics, err.sources)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
