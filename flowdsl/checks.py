@@ -79,11 +79,14 @@ def check_condition(model: ModelIR, limits: Limits) -> list[Diagnostic]:
     return [Diagnostic(cond.pos, "warning", f"condition '{cond.name}' is declared but no layer reads it")]
 
 
-MODEL_CHECKS: list[Callable[[ModelIR, Limits], list[Diagnostic]]] = [check_coverage, check_resources, check_condition]
+MODEL_CHECKS: list[Callable[[ModelIR, Limits], list[Diagnostic]]] = [check_resources, check_coverage, check_condition]
 
 
 def run_checks(model: ModelIR, limits: Limits) -> list[Diagnostic]:
+    """Run every model check; once one reports an error the rest are skipped (they would add noise)."""
     out: list[Diagnostic] = []
     for check in MODEL_CHECKS:
+        if any(d.severity == "error" for d in out + model.diagnostics) and check is not check_resources:
+            break
         out.extend(check(model, limits))
     return out

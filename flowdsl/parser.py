@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -131,19 +132,27 @@ def _syntax_message(err: UnexpectedInput, parser: Lark, text: str, kind: str) ->
     if "MODEL_KW" in expected and tok.value == other:
         ext = ".ar" if other == "autoregressive" else ".flow"
         return f"'{other}' models belong in {ext} files (this is a .{kind} file)"
+    history = list(getattr(err, "token_history", None) or [])
+    prev = history[-1] if history else None
+    if tok.type.endswith("NAME") and prev is not None and prev.type.endswith("NAME"):
+        close = difflib.get_close_matches(str(prev.value), ["coupling", "autoregressive"], n=1, cutoff=0.6)
+        if close:
+            err.line, err.column = prev.line, prev.column  # point at the misspelt word
+            return f"unknown layer family '{prev.value}' before '{tok.value}'; did you mean '{close[0]} {tok.value}'?"
     closing = tok.type == "$END" or tok.value in ("}", "{") or tok.type.endswith(("_SEP", "MODEL_KW", "NAME"))
     opener = _innermost_open_bracket(text, getattr(tok, "start_pos", None) or len(text))
-    if opener == "(" and "RPAR" in expected and closing:
-        return f"missing ')' to close the argument list (found {found})"
-    if opener == "[" and "RSQB" in expected and closing:
-        return f"missing ']' to close the list (found {found})"
+    if opener is not None and closing and ("RPAR" if opener == "(" else "RSQB") in expected:
+        if prev is not None and tok.type != "$END" and prev.end_line is not None and prev.end_line < tok.line:
+            err.line, err.column = prev.end_line, prev.end_column  # the end of the line that lacks it
+        what = "')' to close the argument list" if opener == "(" else "']' to close the list"
+        return f"missing {what} (found {found})"
     try:
         label = err.match_examples(parser.parse, _EXAMPLES, use_accepts=True)
     except Exception:  # match_examples replays the parser; an exotic state may defeat it
         label = None
     if label:
         return f"{label} (found {found})"
-    words = sorted({_word(t) for t in expected if not t.startswith("__") and t != "_SEP"})
+    words = sorted({_word(t) for t in expected if not t.startswith(("__", "ANON")) and "anon" not in t.lower()})
     if words and len(words) <= 6:
         return f"unexpected {found}; expected {', '.join(words)}"
     return f"unexpected {found}"
@@ -166,6 +175,11 @@ def parse_text(text: str, filename: str = "<string>", kind: str | None = None) -
             # Point at the end of the line rather than at the start of the next one.
             line = err.token.line
             column = err.token.column
-        msg = _syntax_message(err, parser, text, kind)
+        try:
+            msg = _syntax_message(err, parser, text, kind)
+        except Exception:  # the message is a nicety; a bad spec must never end in a traceback
+            msg = "syntax error"
+        if msg.startswith(("unknown layer family", "missing ')'", "missing ']'")):
+            line, column = err.line, err.column
         diag = Diagnostic(pos=Pos(filename, max(line, 1), max(column, 1)), severity="error", message=msg)
         raise FlowDSLError([diag], {filename: text}) from None

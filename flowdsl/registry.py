@@ -167,6 +167,8 @@ def _pydantic_message(owner: str, key: str | None, e: dict) -> str:
     kind, ctx = e["type"], e.get("ctx", {})
     got = e.get("input")
     got_text = describe(_to_value(got)) if not isinstance(got, dict) else ""
+    if _is_bare_name(got) and kind not in ("missing",):
+        got_text += ", which is not a defined constant"
     if kind == "missing":
         return f"{owner} needs argument '{key}'"
     bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
@@ -187,7 +189,13 @@ def _pydantic_message(owner: str, key: str | None, e: dict) -> str:
         return f"argument '{key}' of {owner} must be a string (got {got_text})"
     msg = e["msg"].removeprefix("Value error, ")
     where = f"argument '{key}' of {owner}" if key else owner
-    return f"{where}: {msg[:1].lower() + msg[1:]}"
+    return f"{where} {msg}" if msg.startswith("must") else f"{where}: {msg[:1].lower() + msg[1:]}"
+
+
+def _is_bare_name(value) -> bool:
+    if isinstance(value, tuple):
+        return any(_is_bare_name(v) for v in value)
+    return isinstance(value, Symbol) and not value.args and not value.kwargs
 
 
 def _symbol_name(value):

@@ -1,0 +1,36 @@
+"""Shared fixtures: float64 for exactness checks, a bounded Hypothesis profile, spec locations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.register_profile("thorough", max_examples=200, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+# The shared acceptance specs sit beside the repository (../shared/acceptance) on developer machines and CI.
+ACCEPTANCE = ROOT.parent / "shared" / "acceptance"
+
+
+def acceptance_specs() -> list[Path]:
+    """The acceptance specs: from ../shared/acceptance, or the copies in specs/ where that is absent."""
+    folder = ACCEPTANCE if ACCEPTANCE.is_dir() else SPECS
+    return sorted(list(folder.glob("*.flow")) + list(folder.glob("*.ar")))
+
+
+@pytest.fixture
+def float64():
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield torch.float64
+    torch.set_default_dtype(old)
