@@ -96,7 +96,12 @@ def block_cycles(blocks: dict[str, ast.BlockDef]) -> list[list[str]]:
         for callee in _called_names(block.body):
             if callee in blocks:
                 graph.add_edge(name, callee)
-    return [sorted(c) if len(c) == 1 else c for c in nx.simple_cycles(graph)]
+    order = {name: i for i, name in enumerate(blocks)}  # definition order, for a stable report
+    cycles = []
+    for c in nx.simple_cycles(graph):
+        start = min(range(len(c)), key=lambda i: order[c[i]])
+        cycles.append(c[start:] + c[:start])
+    return sorted(cycles, key=lambda c: order[c[0]])
 
 
 def _called_names(body) -> set[str]:

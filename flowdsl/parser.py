@@ -142,8 +142,8 @@ def _syntax_message(err: UnexpectedInput, parser: Lark, text: str, kind: str) ->
     closing = tok.type == "$END" or tok.value in ("}", "{") or tok.type.endswith(("_SEP", "MODEL_KW", "NAME"))
     opener = _innermost_open_bracket(text, getattr(tok, "start_pos", None) or len(text))
     if opener is not None and closing and ("RPAR" if opener == "(" else "RSQB") in expected:
-        if prev is not None and tok.type != "$END" and prev.end_line is not None and prev.end_line < tok.line:
-            err.line, err.column = prev.end_line, prev.end_column  # the end of the line that lacks it
+        if prev is not None and tok.type != "$END" and prev.type.endswith("_SEP"):
+            err.line, err.column = prev.line, prev.column  # the end of the line that lacks it
         what = "')' to close the argument list" if opener == "(" else "']' to close the list"
         return f"missing {what} (found {found})"
     try:
