@@ -5,3 +5,4 @@ in ``flowdsl/runtime`` (its torch code), and one import line below.
 """
 
 from . import coupling, distributions, elementwise, masks, nets, structural  # noqa: F401
+from . import freeform  # noqa: F401  (planar, radial, sylvester; residual, continuous)
