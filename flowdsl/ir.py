@@ -30,7 +30,12 @@ from .errors import Diagnostic, SpecError
 from .expand import ModelHeader, Site
 from .registry import LayerContext
 
-__all__ = ["ModelIR", "build_graph", "main_path", "layer_nodes"]
+__all__ = ["ModelIR", "build_graph", "main_path", "layer_nodes", "SINK_RULES"]
+
+#: model kind -> rule inferring the sink node from what reaches it: ``rule(header, shape, last)`` with
+#: ``last`` the last layer node's dict (None without layers) returns node facts to add (``params``,
+#: ``meta``) or raises SpecError. The autoregressive layers register their output head here.
+SINK_RULES: dict = {}
 
 
 @dataclass
@@ -87,7 +92,8 @@ def build_graph(header: ModelHeader, sites: list[Site], spec_dir: str = ".") -> 
                     in_shape=shape, out_shape=None, params=0, logdet=None, dependency=None, meta={})
         if complete:
             ctx = LayerContext(shape=shape, model_kind=header.kind, input_type=inp.type_name, levels=inp.levels,
-                               context_features=classes, spec_dir=spec_dir, index=i - 1, previous=previous)
+                               context_features=classes, spec_dir=spec_dir, index=i - 1, previous=previous,
+                               output=header.output)
             try:
                 info = site.layer.infer(ctx)
                 findings = site.layer.check(ctx, info)
@@ -111,7 +117,15 @@ def build_graph(header: ModelHeader, sites: list[Site], spec_dir: str = ".") -> 
         prev = i
         previous = previous + (site.key,)
     sink = "base" if header.kind == "flow" else "output"
-    g.add_node(sink, op=sink, pos=header.pos, trace=(), in_shape=shape if complete else None,
-               spec=header.base if header.kind == "flow" else header.output)
+    spec = header.base if header.kind == "flow" else header.output
+    sink_params = spec.param_count(inp.shape) if inp is not None and hasattr(spec, "param_count") else 0
+    g.add_node(sink, op=sink, pos=header.pos, trace=(), in_shape=shape if complete else None, spec=spec,
+               params=sink_params)
+    if complete and header.kind in SINK_RULES:
+        try:
+            g.nodes[sink].update(SINK_RULES[header.kind](header, shape, g.nodes[prev] if prev else None))
+        except SpecError as err:
+            diags.append(Diagnostic(err.pos or header.pos, "error", err.message, err.hint))
+            complete = False
     g.add_edge(prev, sink, port="main")
     return ModelIR(header=header, graph=g, complete=complete, diagnostics=diags)

@@ -241,6 +241,7 @@ class LayerContext:
     spec_dir: str = "."  # folder of the spec file (for data files a layer reads)
     index: int = 0  # position of the layer in its model (0 = first)
     previous: tuple[str, ...] = ()  # keys of the layers before this one
+    output: Any = None  # an autoregressive model's ``output`` distribution spec (None: a flow, or none declared)
 
     @property
     def size(self) -> int:
