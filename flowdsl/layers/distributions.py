@@ -21,6 +21,13 @@ __all__ = ["Normal", "Logistic", "Categorical", "Bernoulli", "LogisticMixture"]
 class Base(Spec):
     runtime: ClassVar[str] = ""
 
+    def param_count(self, shape: tuple[int, ...]) -> int:
+        """Learned parameters of the base over a latent of ``shape``."""
+        size = 1
+        for s in shape:
+            size *= s
+        return 2 * size if getattr(self, "learnable", False) else 0
+
 
 @BASES.register
 class Normal(Base):
