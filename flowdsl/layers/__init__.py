@@ -5,4 +5,4 @@ in ``flowdsl/runtime`` (its torch code), and one import line below.
 """
 
 from . import coupling, distributions, elementwise, masks, nets, structural  # noqa: F401
-from . import freeform  # noqa: F401  (planar, radial, sylvester; residual, continuous)
+from . import freeform, residual  # noqa: F401  (planar, radial, sylvester; residual flows; continuous)
