@@ -160,6 +160,8 @@ def parse_program(text: str | bytes, filename: str = "<string>") -> ast.Program:
     tree = parse_text(text, filename, file_kind(filename))
     try:
         return _ToAST(filename).transform(tree)
+    except SpecError as err:  # raised by a rule handler that Lark called without wrapping
+        raise FlowDSLError([err.at(Pos(filename, 1, 1))], {filename: text}) from None
     except VisitError as err:
         orig = err.orig_exc
         if isinstance(orig, SpecError):
