@@ -43,9 +43,12 @@ class Mask(Spec):
 
 
 def _check_split(kept: np.ndarray, what: str, shape) -> np.ndarray:
-    if kept.all() or not kept.any():
-        part = "nothing to transform" if kept.all() else "nothing to condition on"
-        raise SpecError(f"mask {what} leaves {part} on {_describe(shape)}", arg="mask")
+    if kept.all():
+        raise SpecError(f"mask {what} keeps every position of {_describe(shape)}: the coupling would transform "
+                        f"nothing", arg="mask")
+    if not kept.any():
+        raise SpecError(f"mask {what} keeps no position of {_describe(shape)}: the conditioner would have nothing "
+                        f"to read", arg="mask")
     return kept
 
 
@@ -112,7 +115,7 @@ class ExplicitMask(Mask):
         size = int(np.prod(shape))
         if len(self.bits) != size:
             raise SpecError(f"mask has {len(self.bits)} entries but the input {_describe(shape)} has {size}", arg="mask")
-        return _check_split(np.array(self.bits, dtype=bool).reshape(shape), "list", shape)
+        return _check_split(np.array(self.bits, dtype=bool).reshape(shape), self.describe(), shape)
 
     def describe(self) -> str:
         return "[" + ", ".join(map(str, self.bits)) + "]"

@@ -38,6 +38,8 @@ class CompiledFlow(nn.Module):
         self.classes = classes
         self.context_shape = () if classes else None
         self.spec = spec or {}
+        # follows .to(): the device and dtype of samples when the flow has no parameters
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
 
     # -- helpers
     def _context(self, context, batch: int, device, dtype):
@@ -128,9 +130,8 @@ class CompiledFlow(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, context=None):
         """n samples; integers in 0..levels-1 for discrete inputs."""
-        ref = next(self.parameters(), None)
-        device = ref.device if ref is not None else None
-        dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+        ref = next(self.parameters(), self._anchor)
+        device, dtype = ref.device, ref.dtype
         z = self.base.sample(n, device=device, dtype=dtype)
         x = self.inverse(z, context)
         if self.levels is not None:
