@@ -81,6 +81,7 @@ def build_graph(header: ModelHeader, sites: list[Site], spec_dir: str = ".") -> 
     diags: list[Diagnostic] = []
     inp = header.input
     complete = inp is not None
+    inferring = complete  # after an error, inference goes on past shape-preserving layers only
     g.add_node(0, op="input", pos=header.input.pos if inp else header.pos, trace=(),
                out_shape=inp.shape if inp else None)
     shape = inp.shape if inp else None
@@ -90,7 +91,7 @@ def build_graph(header: ModelHeader, sites: list[Site], spec_dir: str = ".") -> 
     for i, site in enumerate(sites, start=1):
         node = dict(op="layer", layer=site.layer, key=site.key, pos=site.pos, trace=site.trace,
                     in_shape=shape, out_shape=None, params=0, logdet=None, dependency=None, meta={})
-        if complete:
+        if inferring:
             ctx = LayerContext(shape=shape, model_kind=header.kind, input_type=inp.type_name, levels=inp.levels,
                                context_features=classes, spec_dir=spec_dir, index=i - 1, previous=previous,
                                output=header.output)
@@ -102,6 +103,8 @@ def build_graph(header: ModelHeader, sites: list[Site], spec_dir: str = ".") -> 
                 diags.append(Diagnostic(where, "error", err.message, _hint(err, site.trace)))
                 diags.extend(err.extra)
                 complete = False
+                # A layer that moves data (squeeze, split, ...) leaves later shapes unknown: stop there.
+                inferring = header.kind == "flow" and not type(site.layer).structural
             else:
                 node.update(out_shape=tuple(info.out_shape), params=info.params, logdet=info.logdet,
                             dependency=info.dependency, meta=dict(info.meta))
