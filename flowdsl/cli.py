@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import import_module
 from pathlib import Path
 
 from .errors import FlowDSLError, render_all
 
-__all__ = ["main"]
+__all__ = ["main", "EXTENSIONS"]
+
+#: modules that add subcommands: each has ``add_commands(subparsers)`` (one module per group of commands)
+EXTENSIONS: list[str] = []
 
 
 def _limits(args):
@@ -239,6 +243,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-params", type=int, help="refuse specs with more parameters than this")
     sp = sub.add_parser("layers", help="list the layers and nets the compiler knows")
     sp.set_defaults(run=cmd_layers)
+    for module in EXTENSIONS:
+        import_module(module).add_commands(sub)
     return p
 
 
