@@ -94,7 +94,7 @@ def build_graph(header: ModelHeader, sites: list[Site], spec_dir: str = ".") -> 
         if inferring:
             ctx = LayerContext(shape=shape, model_kind=header.kind, input_type=inp.type_name, levels=inp.levels,
                                context_features=classes, spec_dir=spec_dir, index=i - 1, previous=previous,
-                               output=header.output)
+                               output=header.output, input_shape=inp.shape)
             try:
                 info = site.layer.infer(ctx)
                 findings = site.layer.check(ctx, info)

@@ -242,6 +242,7 @@ class LayerContext:
     index: int = 0  # position of the layer in its model (0 = first)
     previous: tuple[str, ...] = ()  # keys of the layers before this one
     output: Any = None  # an autoregressive model's ``output`` distribution spec (None: a flow, or none declared)
+    input_shape: tuple[int, ...] = ()  # the model input's declared shape (``shape`` is what reaches this layer)
 
     @property
     def size(self) -> int:
