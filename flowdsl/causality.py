@@ -1,0 +1,459 @@
+"""Exact causality analysis of autoregressive networks: per-position input-dependency sets.
+
+The engine follows every output position of every layer back to the input positions it
+reads. A network's activations are *streams* (the main data path, plus e.g. the vertical
+stack of a gated PixelCNN), each a packed bitset array ``uint8 [G, *grid, NB]``: for
+channel group ``g`` at grid position ``s``, the set of flattened input positions (bit ``q``
+of ``NB = ceil(N / 8)`` bytes) that the features there depend on. Groups are colour
+channels (R, G, B features of a PixelCNN) or a single group. A layer declares its structure
+by a ``dependencies(maps, ctx) -> DepMaps`` method on its spec, built from the operations
+here (:func:`read`, :func:`conv`, :func:`mix`, :func:`accumulate`), so every tap of every
+kernel, mask, shift, padding, channel group, residual and skip edge is propagated exactly.
+
+Layouts: ``vector[D]`` and ``sequence[L]`` have grid ``(D,)`` and one channel;
+``image[C, H, W]`` has grid ``(H, W)`` and C channels (sub-positions of a pixel, generated
+R, G, B in turn); ``video[T, C, H, W]`` has grid ``(T, H, W)``. The default generation order
+is raster order over the grid, channels innermost; a layer may declare its own orders
+(``meta["orders"]``, one per configuration, e.g. MADE's masks).
+
+The model check (:func:`check_causality`, in ``flowdsl.checks.MODEL_CHECKS``) reports an
+error at the first layer whose main stream reads the current or a later position, a
+warning for a blind spot (earlier positions inside the receptive field's bounding box that
+no path reaches) at the layer from which it persists, and a note with the receptive field.
+
+Example:
+    >>> lay = layout_of("image", (1, 3, 3))
+    >>> maps = DepMaps.identity(lay)
+    >>> out = conv(maps.main, [((-1, 0), None), ((0, -1), None)])  # read above and left
+    >>> members(out[0, 1, 1], lay.n).tolist()   # pixel (1, 1) reads (0, 1) and (1, 0)
+    [1, 3]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import Diagnostic
+from .ir import ModelIR, layer_nodes
+
+__all__ = [
+    "Layout", "layout_of", "DepMaps", "DepContext", "read", "conv", "mix", "any_group", "union", "accumulate",
+    "members", "pack", "unpack", "group_allowed", "Analysis", "analyze", "dependency_sets", "check_causality",
+]
+
+
+# ----------------------------------------------------------------------------- layouts and maps
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """Where each input position sits: ``index[c, *s]`` is the flattened position of channel c at grid s."""
+
+    input_type: str
+    shape: tuple[int, ...]
+    grid: tuple[int, ...]
+    channels: int
+    index: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return (self.n + 7) // 8
+
+    def raster_order(self) -> np.ndarray:
+        """Grid positions in raster order, the channels of each in turn."""
+        return self.index.reshape(self.channels, -1).T.reshape(-1).copy()
+
+    def coords(self, q: np.ndarray) -> np.ndarray:
+        """Grid coordinates ``[len(q), ndim]`` of flattened positions."""
+        inverse = np.empty(self.n, dtype=np.int64)
+        inverse[self.index.reshape(-1)] = np.arange(self.n) % int(prod(self.grid))
+        return np.stack(np.unravel_index(inverse[np.asarray(q)], self.grid), axis=-1)
+
+    def describe(self, p: int) -> str:
+        return str(tuple(int(v) for v in np.unravel_index(int(p), self.shape))) if len(self.shape) > 1 else str(int(p))
+
+
+def layout_of(input_type: str, shape: Sequence[int]) -> Layout:
+    shape = tuple(int(s) for s in shape)
+    n = int(prod(shape))
+    if len(shape) == 1:
+        return Layout(input_type, shape, shape, 1, np.arange(n).reshape(1, n))
+    if len(shape) == 3:
+        return Layout(input_type, shape, shape[1:], shape[0], np.arange(n).reshape(shape))
+    if len(shape) == 4:  # video [T, C, H, W]: channels are sub-positions of (t, h, w)
+        return Layout(input_type, shape, (shape[0],) + shape[2:], shape[1],
+                      np.arange(n).reshape(shape).transpose(1, 0, 2, 3).copy())
+    raise ValueError(f"no autoregressive layout for shape {list(shape)}")
+
+
+def pack(bits: np.ndarray) -> np.ndarray:
+    return np.packbits(bits, axis=-1, bitorder="little")
+
+
+def unpack(packed: np.ndarray, n: int) -> np.ndarray:
+    return np.unpackbits(packed, axis=-1, count=n, bitorder="little").astype(bool)
+
+
+def members(bits: np.ndarray, n: int) -> np.ndarray:
+    """The positions in one packed set."""
+    return np.flatnonzero(unpack(bits, n))
+
+
+@dataclass(frozen=True, eq=False)
+class DepMaps:
+    """The dependency sets of every stream after a layer; ``main`` feeds the next layer and the output."""
+
+    layout: Layout
+    streams: Mapping[str, np.ndarray]
+
+    @classmethod
+    def identity(cls, layout: Layout) -> "DepMaps":
+        bits = np.zeros(layout.index.shape + (layout.n,), dtype=bool)
+        np.put_along_axis(bits, layout.index[..., None], True, axis=-1)
+        return cls(layout, {"main": pack(bits)})
+
+    @property
+    def main(self) -> np.ndarray:
+        return self.streams["main"]
+
+    def get(self, name: str, default: np.ndarray | None = None) -> np.ndarray | None:
+        return self.streams.get(name, default)
+
+    def only(self, main: np.ndarray, **others: np.ndarray) -> "DepMaps":
+        """New maps holding ``main`` and the named streams (every other stream ends here)."""
+        return DepMaps(self.layout, {"main": main, **others})
+
+
+@dataclass(frozen=True)
+class DepContext:
+    """What a layer's ``dependencies`` rule sees."""
+
+    layout: Layout
+    index: int  # 0: the layer reads the model's input
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    config: int = 0  # which configuration (e.g. MADE mask) is analysed
+
+    @property
+    def first(self) -> bool:
+        return self.index == 0
+
+
+# ----------------------------------------------------------------------------- operations
+def read(a: np.ndarray, offset: Sequence[int]) -> np.ndarray:
+    """``out[g, s] = a[g, s + offset]``, empty outside the grid (zero padding)."""
+    out = np.zeros_like(a)
+    src, dst = [slice(None)], [slice(None)]
+    for d, size in zip(offset, a.shape[1:-1]):
+        if abs(d) >= size:
+            return out
+        src.append(slice(max(d, 0), size + min(d, 0)))
+        dst.append(slice(max(-d, 0), size - max(d, 0)))
+    out[tuple(dst)] = a[tuple(src)]
+    return out
+
+
+def any_group(a: np.ndarray) -> np.ndarray:
+    """The union over groups, ``[1, *grid, NB]``."""
+    return np.bitwise_or.reduce(a, axis=0, keepdims=True)
+
+
+def mix(a: np.ndarray, allowed: np.ndarray | None, groups: int | None = None) -> np.ndarray:
+    """``out[go] = OR over gi with allowed[go, gi] of a[gi]``; ``None``: every group reads every group."""
+    if allowed is None:
+        u = any_group(a)
+        return np.repeat(u, groups or a.shape[0], axis=0) if (groups or a.shape[0]) != 1 else u
+    allowed = np.asarray(allowed, dtype=bool)
+    out = np.zeros((allowed.shape[0],) + a.shape[1:], dtype=np.uint8)
+    for go in range(allowed.shape[0]):
+        sel = np.flatnonzero(allowed[go])
+        if len(sel):
+            out[go] = np.bitwise_or.reduce(a[sel], axis=0)
+    return out
+
+
+def conv(a: np.ndarray, taps: Sequence[tuple[Sequence[int], np.ndarray | None]], groups: int = 1) -> np.ndarray:
+    """A convolution's dependency rule: output group go at s reads ``a[gi, s + offset]`` for each tap
+    ``(offset, allowed)`` with ``allowed[go, gi]`` (``None``: all groups). Returns ``[groups, *grid, NB]``."""
+    full = [off for off, allowed in taps if allowed is None]
+    out = np.zeros((groups,) + a.shape[1:], dtype=np.uint8)
+    if full:
+        u = any_group(a)
+        acc = np.zeros_like(u)
+        for off in full:
+            acc |= read(u, off)
+        out |= acc
+    for off, allowed in taps:
+        if allowed is not None:
+            out |= mix(read(a, off), allowed)
+    return out
+
+
+def union(*arrays: np.ndarray) -> np.ndarray:
+    """Elementwise union (broadcasting a single group over several)."""
+    out = arrays[0]
+    for a in arrays[1:]:
+        out = out | a
+    return out
+
+
+def accumulate(a: np.ndarray, axis: int, reverse: bool = False) -> np.ndarray:
+    """Running union along grid ``axis`` (0-based): position s reads every position before it (after, if reverse)."""
+    ax = axis + 1
+    if reverse:
+        a = np.flip(a, axis=ax)
+    out = np.bitwise_or.accumulate(a, axis=ax)
+    return np.flip(out, axis=ax).copy() if reverse else out
+
+
+def group_allowed(groups: int, strict: bool) -> np.ndarray | None:
+    """Colour-channel masks: group go reads groups gi < go (``strict``, mask A) or <= go (mask B)."""
+    g = np.arange(groups)
+    return (g[None, :] < g[:, None]) if strict else (g[None, :] <= g[:, None])
+
+
+# ----------------------------------------------------------------------------- analysis
+@dataclass
+class Analysis:
+    """Result of :func:`analyze`: per-layer main streams, orders and the findings."""
+
+    layout: Layout
+    orders: np.ndarray  # [K, N] generation orders, one per configuration
+    layers: list = field(default_factory=list)  # (node id, main stream) of configuration 0
+    final: np.ndarray | None = None  # packed [N, NB]: what each position's conditional reads (configuration 0)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    finals: dict = field(default_factory=dict)  # configuration -> packed [N, NB]
+
+    def dependencies(self, config: int = 0) -> np.ndarray:
+        """``bool [N, N]``: entry (p, q) when the conditional of position p reads input position q."""
+        return unpack(self.finals[config], self.layout.n)
+
+
+def _per_position(main: np.ndarray, layout: Layout) -> np.ndarray:
+    """Packed ``[N, NB]``: the unit each position's conditional is read from (group c, or the only group)."""
+    g, s = main.shape[0], int(prod(layout.grid))
+    flat = main.reshape(g, s, -1)
+    out = np.zeros((layout.n, flat.shape[-1]), dtype=np.uint8)
+    for c in range(layout.channels):
+        out[layout.index[c].reshape(-1)] = flat[c if g == layout.channels else 0]
+    return out
+
+
+def _chunks(n: int):
+    step = max(16, (1 << 22) // max(n, 1))
+    for start in range(0, n, step):
+        yield np.arange(start, min(n, start + step))
+
+
+def _violation(pos_deps: np.ndarray, rank: np.ndarray, layout: Layout):
+    """First (p, q) in generation order where p reads q with rank[q] >= rank[p], and how many p do."""
+    n, count, first = layout.n, 0, None
+    for rows in _chunks(n):
+        bad = unpack(pos_deps[rows], n) & (rank[None, :] >= rank[rows][:, None])
+        hit = bad.any(axis=1)
+        count += int(hit.sum())
+        for i in np.flatnonzero(hit):
+            p = int(rows[i])
+            if first is None or rank[p] < rank[first[0]]:
+                qs = np.flatnonzero(bad[i])
+                first = (p, int(qs[np.argmin(rank[qs])]))
+    return None if first is None else (*first, count)
+
+
+def _blind(pos_deps: np.ndarray, layout: Layout, rank: np.ndarray):
+    """Per position: earlier positions inside the bounding box of what it reads, that it cannot read.
+
+    Returns ``(worst count, worst position, example blind position)``; boxes are over grid
+    coordinates (images, video) or generation ranks (vectors, sequences); counts are grid positions.
+    """
+    n = layout.n
+    coord = rank[:, None] if len(layout.grid) == 1 else layout.coords(np.arange(n))
+    cs = layout.index.reshape(layout.channels, -1)
+    best = (0, -1, -1)
+    for rows in _chunks(n):
+        dep = unpack(pos_deps[rows], n)
+        inbox = np.ones_like(dep)
+        for k in range(coord.shape[1]):
+            ck = coord[:, k]
+            lo = np.where(dep, ck[None, :], np.iinfo(np.int64).max).min(axis=1)
+            hi = np.where(dep, ck[None, :], np.iinfo(np.int64).min).max(axis=1)
+            inbox &= (ck[None, :] >= lo[:, None]) & (ck[None, :] <= hi[:, None])
+        blind = inbox & ~dep & (rank[None, :] < rank[rows][:, None])
+        counts = blind[:, cs].any(axis=1).sum(axis=1)  # blind grid positions
+        i = int(np.argmax(counts))
+        if counts[i] > best[0]:
+            qs = np.flatnonzero(blind[i])
+            near = np.abs(coord[qs] - coord[rows[i]])  # the example: the blind position nearest to it
+            pick = np.lexsort((-rank[qs], near.sum(axis=1), near.max(axis=1)))[0]
+            best = (int(counts[i]), int(rows[i]), int(qs[pick]))
+    return best
+
+
+def _offset(layout: Layout, rank: np.ndarray, p: int, q: int) -> str:
+    if len(layout.grid) == 1:
+        return f"i-{int(rank[p] - rank[q])}"
+    names = ("r", "c") if len(layout.grid) == 2 else ("t", "r", "c")
+    dp, dq = layout.coords(np.array([p, q]))
+    return "(" + ", ".join(_rel(nm, int(d)) for nm, d in zip(names, dq - dp)) + ")"
+
+
+def _rel(name: str, d: int) -> str:
+    return name if d == 0 else f"{name}{d:+d}"
+
+
+def _receptive(final: np.ndarray, layout: Layout, rank: np.ndarray, pos) -> Diagnostic:
+    n, nd = layout.n, len(layout.grid)
+    coord = rank[:, None] if nd == 1 else layout.coords(np.arange(n))
+    lo, hi = np.zeros(coord.shape[1], dtype=np.int64), np.zeros(coord.shape[1], dtype=np.int64)
+    most = 0
+    for rows in _chunks(n):
+        dep = unpack(final[rows], n)
+        most = max(most, int(dep.sum(axis=1).max()))
+        for k in range(coord.shape[1]):
+            off = coord[None, :, k] - coord[rows][:, None, k]
+            lo[k] = min(lo[k], int(np.where(dep, off, 0).min()))
+            hi[k] = max(hi[k], int(np.where(dep, off, 0).max()))
+    if nd == 1:
+        unit = "samples" if layout.input_type == "sequence" else "positions"
+        text = f"receptive field {int(hi[0] - lo[0]) + 1} {unit}; a position reads up to {most} earlier ones"
+    else:
+        names = ("rows", "columns") if nd == 2 else ("frames", "rows", "columns")
+        letters = ("r", "c") if nd == 2 else ("t", "r", "c")
+        box = " x ".join(str(int(b - a + 1)) for a, b in zip(lo, hi))
+        ranges = ", ".join(f"{nm} {_rel(le, int(a))}..{_rel(le, int(b))}" for nm, le, a, b in zip(names, letters, lo, hi))
+        text = (f"receptive field {box} {'pixels' if nd == 2 else 'positions'} ({ranges}); "
+                f"a position reads up to {most} earlier ones")
+    return Diagnostic(pos, "note", text)
+
+
+def _orders(model: ModelIR, layout: Layout) -> np.ndarray:
+    for n in layer_nodes(model.graph):
+        orders = model.graph.nodes[n]["meta"].get("orders")
+        if orders is not None:
+            return np.asarray(orders, dtype=np.int64).reshape(-1, layout.n)
+    return layout.raster_order()[None, :]
+
+
+def _propagate(model: ModelIR, layout: Layout, config: int, record: list | None):
+    """Run every layer's rule; returns (maps, None) or (None, diagnostic) for an unanalysable layer."""
+    g = model.graph
+    maps = DepMaps.identity(layout)
+    for i, n in enumerate(layer_nodes(g)):
+        node = g.nodes[n]
+        layer = node["layer"]
+        rule = getattr(layer, "dependencies", None)
+        if rule is None:
+            return None, Diagnostic(node["pos"], "warning", f"causality not checked: layer '{layer.name}' declares "
+                                    f"no dependency structure")
+        ctx = DepContext(layout, i, tuple(node["in_shape"]), tuple(node["out_shape"]), node["meta"], config)
+        maps = rule(maps, ctx)
+        if record is not None:
+            record.append((n, maps.main))
+    return maps, None
+
+
+def analyze(model: ModelIR) -> Analysis:
+    """The exact dependency analysis of an autoregressive model (cached on its graph)."""
+    cached = model.graph.graph.get("causality")
+    if cached is not None:
+        return cached
+    header = model.header
+    layout = layout_of(header.input.type_name, header.input.shape)
+    orders = _orders(model, layout)
+    result = Analysis(layout, orders)
+    g = model.graph
+    sink = g.nodes["output"]
+    head = sink.get("meta", {}).get("head_allowed")
+    configs = max([g.nodes[n]["meta"].get("configurations", 1) for n in layer_nodes(g)] + [1])
+    for config in range(configs):
+        record: list | None = [] if config == 0 else None
+        maps, problem = _propagate(model, layout, config, record)
+        if problem is not None:
+            result.diagnostics.append(problem)
+            break
+        rank = np.empty(layout.n, dtype=np.int64)
+        rank[orders[min(config, len(orders) - 1)]] = np.arange(layout.n)
+        main = maps.main if head is None else mix(maps.main, np.asarray(head))
+        final = _per_position(main, layout)
+        result.finals[config] = final
+        bad = _violation(final, rank, layout)
+        if bad is not None:
+            result.diagnostics.append(_causality_error(model, layout, rank, record or [], bad))
+            break
+        if config == 0:
+            result.final, result.layers = final, record
+    else:
+        rank = np.empty(layout.n, dtype=np.int64)
+        rank[orders[0]] = np.arange(layout.n)
+        result.diagnostics.extend(_blind_warning(model, layout, rank, result))
+        result.diagnostics.append(_receptive(result.final, layout, rank, header.pos))
+    g.graph["causality"] = result
+    return result
+
+
+def _causality_error(model, layout, rank, record, bad) -> Diagnostic:
+    where, node = model.header.pos, None
+    for n, main in record:  # the first layer whose own output already reads the present or the future
+        found = _violation(_per_position(main, layout), rank, layout)
+        if found is not None:
+            node, bad = model.graph.nodes[n], found
+            where = node["pos"]
+            break
+    p, q, count = bad
+    what = "itself" if p == q else f"the later position {layout.describe(q)}"
+    name = node["layer"].name if node else "the output"
+    msg = (f"{name} breaks causality: the prediction of position {layout.describe(p)} reads {what} "
+           f"({count} of {layout.n} positions read the current or a later position)")
+    hint = node["meta"].get("causality_hint") if node else "start the model with a causal layer (e.g. mask A)"
+    return Diagnostic(where, "error", msg, hint)
+
+
+def _blind_warning(model, layout, rank, result: Analysis) -> list[Diagnostic]:
+    worst = _blind(result.final, layout, rank)
+    if worst[0] == 0:
+        return []
+    start, seen = None, {}
+    for n, main in reversed(result.layers):  # the layer from which a blind spot persists to the output
+        key = id(main)
+        if key not in seen:
+            seen[key] = _blind(_per_position(main, layout), layout, rank)[0] > 0
+        if not seen[key]:
+            break
+        start = n
+    node = model.graph.nodes[start] if start is not None else None
+    count, p, q = worst
+    unit = "pixels" if len(layout.grid) == 2 else "positions"
+    remedy = node["meta"].get("blind_spot_remedy") if node else None
+    unit = unit if count != 1 else unit[:-1]
+    msg = (f"blind spot: a position cannot see up to {count} earlier {unit} inside its receptive field "
+           f"(e.g. {_offset(layout, rank, p, q)})" + (f"; {remedy}" if remedy else ""))
+    return [Diagnostic(node["pos"] if node else model.header.pos, "warning", msg)]
+
+
+def dependency_sets(model: ModelIR, config: int = 0) -> np.ndarray:
+    """``bool [N, N]``: what each position's conditional reads, as the checker proved it."""
+    return analyze(model).dependencies(config)
+
+
+def check_causality(model: ModelIR, limits) -> list[Diagnostic]:
+    """Model check: causality errors, blind-spot warnings and the receptive field, for autoregressive models."""
+    if model.header.kind != "autoregressive" or not model.complete or model.header.input is None:
+        return []
+    return list(analyze(model).diagnostics)
+
+
+def _register() -> None:
+    from .checks import MODEL_CHECKS
+
+    if check_causality not in MODEL_CHECKS:
+        MODEL_CHECKS.append(check_causality)
+
+
+_register()

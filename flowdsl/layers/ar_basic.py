@@ -1,0 +1,353 @@
+"""Autoregressive layers over vectors (fvbn, nade, made) and glue (relu, conv1x1); the output head.
+
+Shapes in the IR of an autoregressive model are ``(features, *grid)``: ``(F, D)`` over a
+vector or sequence, ``(F, H, W)`` over an image (the C colour channels of a pixel are
+sub-positions; image layers split their F features into C channel groups, group c
+predicting channel c), ``(F, T, H, W)`` over a video. The first layer's context still
+carries the input's declared shape: it reads the one-hot input, ``C * levels`` features per
+grid position (:func:`ar_input`). ``fvbn``, ``nade`` and ``made`` emit the output
+distribution's parameters themselves (``(P, D)``, ``meta["emits"] = "params"``); after any
+other last layer the output head, a 1x1 projection (mask B over colour groups), maps the
+features to P parameters per position (:func:`output_head`, registered in ``ir.SINK_RULES``).
+Every layer declares its exact dependency structure for :mod:`flowdsl.causality`.
+
+Example:
+    >>> from flowdsl.registry import LAYERS, LayerContext
+    >>> from flowdsl.values import Symbol
+    >>> ctx = LayerContext(shape=(16,), model_kind="autoregressive", levels=2)
+    >>> info = LAYERS.bind(Symbol("fvbn")).infer(ctx)
+    >>> info.out_shape, info.params   # 16 x 16 weights over a 2-level one-hot, a bias each
+    ((1, 16), 528)
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BeforeValidator, Field
+from typing_extensions import Annotated
+
+from .. import made as made_math
+from ..causality import DepContext, DepMaps, any_group, conv, group_allowed, pack, unpack
+from ..errors import SpecError
+from ..ir import SINK_RULES
+from ..registry import Family, Layer, LayerContext, LayerInfo, NonNegativeInt, PositiveInt, Spec, register_layer
+from .distributions import Categorical
+
+__all__ = [
+    "AR", "ar_input", "colour_groups", "params_per_position", "as_groups", "output_head", "FVBN", "NADE",
+    "MadeModel", "MADE_ORDERS", "made_layer_masks", "ReLU", "Conv1x1",
+]
+
+AR = frozenset({"autoregressive"})
+
+
+def ar_input(ctx: LayerContext) -> tuple[int, tuple[int, ...]]:
+    """``(features per grid position, grid)`` a layer receives; the one-hot input for the first layer."""
+    if ctx.index > 0:
+        return ctx.shape[0], tuple(ctx.shape[1:])
+    if ctx.levels is None:
+        raise SpecError("an autoregressive model needs a discrete input", hint="add 'levels N' after the input type")
+    shape = ctx.shape
+    if len(shape) == 1:
+        return ctx.levels, shape
+    if len(shape) == 3:
+        return shape[0] * ctx.levels, shape[1:]
+    return shape[1] * ctx.levels, (shape[0],) + shape[2:]
+
+
+def colour_groups(ctx: LayerContext) -> int:
+    """Channels per grid position of the model's input (R, G, B: 3); 1 for vectors and sequences."""
+    shape = ctx.input_shape or (ctx.shape if ctx.index == 0 else ())
+    if len(shape) == 3:
+        return shape[0]
+    if len(shape) == 4:
+        return shape[1]
+    return 1
+
+
+def params_per_position(ctx: LayerContext) -> int:
+    out = ctx.output or Categorical()
+    return out.params_per_position(ctx.levels)
+
+
+def as_groups(a: np.ndarray, groups: int) -> np.ndarray:
+    """A stream with ``groups`` channel groups (a single group's set is shared by all)."""
+    if a.shape[0] == groups:
+        return a
+    if a.shape[0] == 1:
+        return np.repeat(a, groups, axis=0)
+    raise ValueError(f"a stream of {a.shape[0]} groups cannot be read as {groups}")
+
+
+def check_groups(features: int, groups: int, subject: str, arg: str | None = None) -> None:
+    """Colour images: features split evenly into R, G, B groups (SpecError otherwise)."""
+    if groups > 1 and features % groups:
+        raise SpecError(f"{subject} ({features}) must be divisible by the {groups} colour channels: "
+                        f"each channel's prediction gets its own group of features", arg=arg)
+
+
+# ----------------------------------------------------------------------------- the output head
+def output_head(header, shape, last) -> dict:
+    """SINK_RULES["autoregressive"]: the output distribution's head, its parameters and checks."""
+    out = header.output or Categorical()
+    levels = header.input.levels
+    if levels is None:
+        raise SpecError(f"autoregressive model '{header.name}' needs a discrete input",
+                        hint="add 'levels N' after the input type")
+    if out.name == "bernoulli" and levels != 2:
+        raise SpecError(f"output bernoulli needs binary data (levels 2), but the input has levels {levels}",
+                        hint="use output categorical")
+    p = out.params_per_position(levels)
+    c = header.input.shape[0] if header.input.type_name == "image" else (
+        header.input.shape[1] if len(header.input.shape) == 4 else 1)
+    meta = {"distribution": out.name, "params_per_position": p, "channels": c}
+    if last is not None and last["meta"].get("emits") == "params":
+        return {"params": 0, "meta": {**meta, "head": None, "report": f"{out.name}: {p} parameters per position"}}
+    if last is None:  # no layers: the head would read the one-hot input itself
+        features = levels * c
+    else:
+        features = shape[0]
+    check_groups(features, c, "the number of features reaching the output head")
+    meta.update(head="conv1x1", in_features=features, out_features=c * p,
+                head_allowed=group_allowed(c, strict=False) if c > 1 else None,
+                report=f"{out.name}: 1x1 head {features} -> {c * p} features ({p} per position)")
+    return {"params": features * c * p + c * p, "meta": meta}
+
+
+SINK_RULES["autoregressive"] = output_head
+
+
+# ----------------------------------------------------------------------------- vector layers
+def _vector(ctx: LayerContext, name: str) -> tuple[int, int]:
+    features, grid = ar_input(ctx)
+    if len(grid) != 1:
+        raise SpecError(f"{name} models vectors and sequences, but its input is over a {len(grid)}-d grid "
+                        f"{list(grid)}", hint="use masked_conv or gated_block on images")
+    return features, grid[0]
+
+
+def _strict_prefix(maps: DepMaps) -> DepMaps:
+    """Position i reads every position before i (all features): FVBN, NADE."""
+    a = any_group(maps.main)[0]
+    out = np.zeros_like(a)
+    out[1:] = np.bitwise_or.accumulate(a, axis=0)[:-1]
+    return maps.only(out[None])
+
+
+@register_layer
+class FVBN(Layer):
+    """``fvbn``: p(x_i | x_<i) from a linear function of every earlier position (Frey 1998).
+
+    Arguments: none. References: B. Frey, Graphical Models for Machine Learning (1998).
+    """
+
+    name: ClassVar[str] = "fvbn"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_basic:build_fvbn"
+    summary: ClassVar[str] = "fully visible belief network: logistic conditionals on every earlier position"
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        f, d = _vector(ctx, "fvbn")
+        p = params_per_position(ctx)
+        return LayerInfo(out_shape=(p, d), params=d * p * d * f + d * p, logdet="n/a",
+                         meta={"in_features": f, "positions": d, "params_per_position": p, "emits": "params",
+                               "report": f"{d} conditionals, each linear in all earlier positions"})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        return _strict_prefix(maps)
+
+
+@register_layer
+class NADE(Layer):
+    """``nade(hidden)``: one hidden layer whose weights all conditionals share; O(D H) per pass.
+
+    h_i = sigmoid(c + W x_<i), params_i = V_i h_i + b_i (Larochelle & Murray 2011).
+    """
+
+    name: ClassVar[str] = "nade"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_basic:build_nade"
+    summary: ClassVar[str] = "NADE: shared hidden weights, O(DH) density evaluation"
+    hidden: PositiveInt = 500
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        f, d = _vector(ctx, "nade")
+        p, h = params_per_position(ctx), self.hidden
+        return LayerInfo(out_shape=(p, d), params=h * d * f + h + d * p * h + d * p, logdet="n/a",
+                         meta={"in_features": f, "positions": d, "params_per_position": p, "emits": "params",
+                               "report": f"{h} shared hidden units; one O(DH) pass"})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        return _strict_prefix(maps)
+
+
+# ----------------------------------------------------------------------------- MADE as a model
+MADE_ORDERS = Family("MADE order")
+
+
+class MadeOrder(Spec):
+    def orders(self, d: int, masks: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def seed_of(self) -> int:
+        return int(getattr(self, "seed", 0))
+
+
+@MADE_ORDERS.register
+class NaturalOrder(MadeOrder):
+    name: ClassVar[str] = "natural"
+
+    def orders(self, d, masks):
+        return np.tile(made_math.permutation("natural", d), (masks, 1))
+
+
+@MADE_ORDERS.register
+class ReverseOrder(MadeOrder):
+    name: ClassVar[str] = "reverse"
+
+    def orders(self, d, masks):
+        return np.tile(made_math.permutation("reverse", d), (masks, 1))
+
+
+@MADE_ORDERS.register
+class RandomOrder(MadeOrder):
+    name: ClassVar[str] = "random"
+    seed: NonNegativeInt = 0
+
+    def orders(self, d, masks):
+        return np.tile(made_math.permutation(("random", self.seed), d), (masks, 1))
+
+
+@MADE_ORDERS.register
+class AgnosticOrder(MadeOrder):
+    """A fresh random input order for every mask (order-agnostic training)."""
+
+    name: ClassVar[str] = "agnostic"
+    seed: NonNegativeInt = 0
+
+    def orders(self, d, masks):
+        return np.stack([np.random.RandomState([self.seed, k, 1]).permutation(d) for k in range(masks)])
+
+
+MadeOrderField = Annotated[MadeOrder, BeforeValidator(MADE_ORDERS.coerce)]
+
+
+@lru_cache(maxsize=64)
+def _made_cached(d: int, features: int, p: int, hidden: tuple, masks: int, order: MadeOrder):
+    orders = order.orders(d, masks)
+    out = []
+    for k in range(masks):
+        rng = np.random.RandomState([order.seed_of(), k, 2])
+        deg_in = made_math.input_degrees(orders[k])
+        prev = np.repeat(deg_in, features)  # input unit j * F + f has position j's degree
+        layer_masks = []
+        for width in hidden:
+            lo, hi = int(prev.min()), d - 1
+            if hi < lo:  # a single position: hidden units can feed no output
+                deg = np.full(width, d)
+            else:
+                base = np.arange(lo, hi + 1)
+                deg = rng.choice(base, width, replace=False) if width < len(base) else \
+                    rng.permutation(np.resize(base, width))
+            layer_masks.append(deg[:, None] >= prev[None, :])
+            prev = deg
+        layer_masks.append(np.repeat(deg_in, p)[:, None] > prev[None, :])  # output unit i * P + q
+        reach = layer_masks[0].astype(np.int64)
+        for m in layer_masks[1:]:
+            reach = (m.astype(np.int64) @ reach > 0).astype(np.int64)
+        conn = reach.reshape(d, p, d, features).any(axis=(1, 3))
+        out.append((tuple(layer_masks), conn))
+    return orders, tuple(out)
+
+
+def made_layer_masks(layer: "MadeModel", d: int, features: int, p: int):
+    """``(orders [K, D], ((masks, connectivity[D, D]), ...))`` of a MADE layer, one entry per mask."""
+    return _made_cached(d, features, p, tuple(layer.hidden), layer.masks, layer.order)
+
+
+@register_layer
+class MadeModel(Layer):
+    """``made([h1, ...], masks=K, order=natural|reverse|random(seed=N)|agnostic)``: a masked autoencoder.
+
+    With K > 1 masks, training cycles through K hidden-degree draws (connectivity-agnostic);
+    ``order=agnostic`` also draws an input order per mask. At evaluation the model's log-prob
+    is the exact log of the average of the K masks' probabilities (Germain et al. 2015).
+    """
+
+    name: ClassVar[str] = "made"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_basic:build_made"
+    summary: ClassVar[str] = "MADE: masked autoencoder; order- and connectivity-agnostic with several masks"
+    hidden: tuple[PositiveInt, ...] = (500,)
+    masks: Annotated[PositiveInt, Field(le=256)] = 1
+    order: MadeOrderField = NaturalOrder()
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        f, d = _vector(ctx, "made")
+        p = params_per_position(ctx)
+        sizes = [d * f, *self.hidden, d * p]
+        orders, per_mask = made_layer_masks(self, d, f, p)
+        full = all(int(np.tril(conn[np.ix_(o, o)], -1).sum()) == d * (d - 1) // 2
+                   for (_, conn), o in zip(per_mask, orders))
+        return LayerInfo(
+            out_shape=(p, d), params=sum(a * b + b for a, b in zip(sizes, sizes[1:])), logdet="n/a",
+            meta={"in_features": f, "positions": d, "params_per_position": p, "emits": "params",
+                  "configurations": self.masks, "orders": orders,
+                  "blind_spot_remedy": f"hidden layers of at least {max(d - 1, 1)} units remove it",
+                  "report": f"{self.masks} mask{'s' if self.masks > 1 else ''}, order {self.order.describe()}"
+                            f"{'' if full else '; some conditionals miss earlier positions'}"})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        d, f, p = ctx.meta["positions"], ctx.meta["in_features"], ctx.meta["params_per_position"]
+        _, per_mask = made_layer_masks(self, d, f, p)
+        conn = per_mask[ctx.config % len(per_mask)][1]
+        a = unpack(any_group(maps.main)[0], ctx.layout.n)
+        return maps.only(pack((conn.astype(np.int64) @ a.astype(np.int64)) > 0)[None])
+
+
+# ----------------------------------------------------------------------------- glue
+@register_layer
+class ReLU(Layer):
+    """``relu``: elementwise max(0, x) on the main stream."""
+
+    name: ClassVar[str] = "relu"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_basic:build_relu"
+    summary: ClassVar[str] = "elementwise ReLU"
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        f, grid = ar_input(ctx)
+        return LayerInfo(out_shape=(f, *grid), params=0, logdet="n/a", meta={"report": "elementwise"})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        return maps.only(maps.main)
+
+
+@register_layer
+class Conv1x1(Layer):
+    """``conv1x1(channels)``: a per-position linear map; on colour images, mask B over the R, G, B groups."""
+
+    name: ClassVar[str] = "conv1x1"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_basic:build_conv1x1"
+    summary: ClassVar[str] = "per-position linear map (1x1 convolution)"
+    channels: PositiveInt
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        f, grid = ar_input(ctx)
+        groups = colour_groups(ctx)
+        check_groups(self.channels, groups, "channels", arg="channels")
+        check_groups(f, groups, "the number of input features")
+        return LayerInfo(out_shape=(self.channels, *grid), params=f * self.channels + self.channels, logdet="n/a",
+                         meta={"in_features": f, "groups": groups,
+                               "causality_hint": "a 1x1 map reads the current position: put it after a masked layer",
+                               "report": f"{f} -> {self.channels} features per position"})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        g = ctx.meta["groups"]
+        a = as_groups(maps.main, g)
+        zero = (0,) * (a.ndim - 2)
+        return maps.only(conv(a, [(zero, group_allowed(g, strict=False) if g > 1 else None)], groups=g))
