@@ -57,13 +57,14 @@ def test_every_bundled_flow_spec_compiles_and_inverts(float64, path):
     names = flowdsl.model_names(path)
     for name in names:
         flow = flowdsl.compile_file(path, model=name)
+        ctx = torch.tensor([0, 1, 2]) if flow.context_shape is not None else None
         if flow.levels is None and math.prod(flow.input_shape) <= 64:
             perturb_parameters(flow, scale=0.05, seed=2)
             flow.eval()
-            check_bijection(flow, _data(flow, 2), roundtrip_tol=1e-6, logdet_tol=1e-6)
+            check_bijection(flow, _data(flow, 3), ctx, roundtrip_tol=1e-6, logdet_tol=1e-6)
         flow.eval()
         x = _data(flow, 3)
-        assert torch.allclose(flow.inverse(flow(x)[0]), x, atol=1e-6)
+        assert torch.allclose(flow.inverse(flow(x, ctx)[0], ctx), x, atol=1e-6)
 
 
 def test_multiscale_latent_layout_keeps_every_factored_part(float64):
