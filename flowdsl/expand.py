@@ -227,6 +227,8 @@ class _Expander:
         try:
             layer = LAYERS.bind(sym, call.pos)
         except SpecError as err:
+            if err.hint is None:
+                err.hint = _constant_hint(err.message, sym, env)
             self.spec_error(err, call.pos, trace)
             return
         if len(self.sites) >= self.limits.max_layers:
@@ -373,6 +375,25 @@ class _Expander:
             self.error(stmt.dims[0].pos, f"a label condition needs at least 2 classes, got {dims[0]}")
             return None
         return ConditionInfo(stmt.name, stmt.type_name, dims[0], stmt.pos)
+
+
+def _bare_names(value) -> list[str]:
+    if isinstance(value, tuple):
+        return [n for v in value for n in _bare_names(v)]
+    if isinstance(value, Symbol):
+        inner = [n for v in value.args for n in _bare_names(v)] + [n for _, v in value.kwargs for n in _bare_names(v)]
+        return inner if (value.args or value.kwargs) else [value.name]
+    return []
+
+
+def _constant_hint(message: str, sym: Symbol, env) -> str | None:
+    """"did you mean 'width'?" when an argument names a misspelt constant."""
+    for name in _bare_names(sym.args) + _bare_names(tuple(v for _, v in sym.kwargs)):
+        if name in message:
+            hint = suggest(name, [k for k, v in env.items() if not isinstance(v, Symbol)])
+            if hint:
+                return hint
+    return None
 
 
 @dataclass(frozen=True)
