@@ -43,6 +43,7 @@ from .ir import ModelIR, layer_nodes
 __all__ = [
     "Layout", "layout_of", "DepMaps", "DepContext", "read", "conv", "mix", "any_group", "union", "accumulate",
     "members", "pack", "unpack", "group_allowed", "Analysis", "analyze", "dependency_sets", "check_causality",
+    "generation_orders",
 ]
 
 
@@ -267,32 +268,65 @@ def _violation(pos_deps: np.ndarray, rank: np.ndarray, layout: Layout):
     return None if first is None else (*first, count)
 
 
-def _blind(pos_deps: np.ndarray, layout: Layout, rank: np.ndarray):
-    """Per position: earlier positions inside the bounding box of what it reads, that it cannot read.
+def _grid_view(dep: np.ndarray, layout: Layout, rank: np.ndarray):
+    """Per chunk row: the dependency sets as ``[rows, C, *grid]`` and the coordinate arrays used for boxes.
 
-    Returns ``(worst count, worst position, example blind position)``; boxes are over grid
-    coordinates (images, video) or generation ranks (vectors, sequences); counts are grid positions.
+    Boxes are over grid axes (images, video) or, for vectors and sequences, over generation ranks.
+    """
+    if len(layout.grid) == 1:
+        order = np.argsort(rank)
+        return dep[:, order][:, None, :]
+    return dep[:, layout.index]
+
+
+def _extent(view: np.ndarray, axis: int):
+    """Per row: the lowest and highest coordinate along grid ``axis`` holding a set bit (-1, -1 if none)."""
+    others = tuple(a for a in range(1, view.ndim) if a != axis + 2)
+    occ = view.any(axis=others)
+    size = occ.shape[1]
+    has = occ.any(axis=1)
+    lo = np.where(has, occ.argmax(axis=1), -1)
+    hi = np.where(has, size - 1 - occ[:, ::-1].argmax(axis=1), -1)
+    return lo, hi
+
+
+def _coords(layout: Layout, rank: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return rank[rows][:, None] if len(layout.grid) == 1 else layout.coords(rows)
+
+
+def _blind(pos_deps: np.ndarray, layout: Layout, rank: np.ndarray, first_only: bool = False):
+    """Per position: earlier positions inside the bounding box of itself and what it reads, that it cannot read.
+
+    Returns ``(worst count, worst position, example blind position)``; counts are grid positions
+    (pixels). With ``first_only``, stops at the first position that has any.
     """
     n = layout.n
-    coord = rank[:, None] if len(layout.grid) == 1 else layout.coords(np.arange(n))
-    cs = layout.index.reshape(layout.channels, -1)
+    grid = (n,) if len(layout.grid) == 1 else layout.grid
+    rank_view = np.arange(n)[None, :] if len(layout.grid) == 1 else rank[layout.index]
     best = (0, -1, -1)
     for rows in _chunks(n):
-        dep = unpack(pos_deps[rows], n)
-        inbox = np.ones_like(dep)
-        for k in range(coord.shape[1]):
-            ck = coord[:, k]
-            lo = np.where(dep, ck[None, :], np.iinfo(np.int64).max).min(axis=1)
-            hi = np.where(dep, ck[None, :], np.iinfo(np.int64).min).max(axis=1)
-            inbox &= (ck[None, :] >= lo[:, None]) & (ck[None, :] <= hi[:, None])
-        blind = inbox & ~dep & (rank[None, :] < rank[rows][:, None])
-        counts = blind[:, cs].any(axis=1).sum(axis=1)  # blind grid positions
+        view = _grid_view(unpack(pos_deps[rows], n), layout, rank)
+        own = _coords(layout, rank, rows)
+        box = np.ones((len(rows),) + grid, dtype=bool)
+        for k, size in enumerate(grid):
+            lo, hi = _extent(view, k)
+            lo = np.where(lo < 0, own[:, k], np.minimum(lo, own[:, k]))
+            hi = np.maximum(hi, own[:, k])
+            ax = np.arange(size)
+            inside = (ax[None, :] >= lo[:, None]) & (ax[None, :] <= hi[:, None])
+            box &= inside.reshape((len(rows),) + tuple(size if j == k else 1 for j in range(len(grid))))
+        earlier = rank_view[None] < rank[rows].reshape((-1,) + (1,) * (rank_view.ndim))
+        blind = box[:, None] & earlier & ~view  # [rows, C, *grid]
+        counts = blind.reshape(len(rows), blind.shape[1], -1).any(axis=1).sum(axis=1)
         i = int(np.argmax(counts))
         if counts[i] > best[0]:
-            qs = np.flatnonzero(blind[i])
-            near = np.abs(coord[qs] - coord[rows[i]])  # the example: the blind position nearest to it
+            qs = np.flatnonzero(blind[i].reshape(-1))
+            qs = (np.argsort(rank)[qs] if len(layout.grid) == 1 else layout.index.reshape(-1)[qs])
+            near = np.abs(_coords(layout, rank, qs) - _coords(layout, rank, rows[i:i + 1]))
             pick = np.lexsort((-rank[qs], near.sum(axis=1), near.max(axis=1)))[0]
             best = (int(counts[i]), int(rows[i]), int(qs[pick]))
+            if first_only:
+                return best
     return best
 
 
@@ -310,16 +344,19 @@ def _rel(name: str, d: int) -> str:
 
 def _receptive(final: np.ndarray, layout: Layout, rank: np.ndarray, pos) -> Diagnostic:
     n, nd = layout.n, len(layout.grid)
-    coord = rank[:, None] if nd == 1 else layout.coords(np.arange(n))
-    lo, hi = np.zeros(coord.shape[1], dtype=np.int64), np.zeros(coord.shape[1], dtype=np.int64)
+    grid = (n,) if nd == 1 else layout.grid
+    lo, hi = np.zeros(len(grid), dtype=np.int64), np.zeros(len(grid), dtype=np.int64)
     most = 0
     for rows in _chunks(n):
         dep = unpack(final[rows], n)
         most = max(most, int(dep.sum(axis=1).max()))
-        for k in range(coord.shape[1]):
-            off = coord[None, :, k] - coord[rows][:, None, k]
-            lo[k] = min(lo[k], int(np.where(dep, off, 0).min()))
-            hi[k] = max(hi[k], int(np.where(dep, off, 0).max()))
+        view, own = _grid_view(dep, layout, rank), _coords(layout, rank, rows)
+        for k in range(len(grid)):
+            a, b = _extent(view, k)
+            has = a >= 0
+            if has.any():
+                lo[k] = min(lo[k], int((a - own[:, k])[has].min()))
+                hi[k] = max(hi[k], int((b - own[:, k])[has].max()))
     if nd == 1:
         unit = "samples" if layout.input_type == "sequence" else "positions"
         text = f"receptive field {int(hi[0] - lo[0]) + 1} {unit}; a position reads up to {most} earlier ones"
@@ -333,7 +370,10 @@ def _receptive(final: np.ndarray, layout: Layout, rank: np.ndarray, pos) -> Diag
     return Diagnostic(pos, "note", text)
 
 
-def _orders(model: ModelIR, layout: Layout) -> np.ndarray:
+def generation_orders(model: ModelIR, layout: Layout | None = None) -> np.ndarray:
+    """``[K, N]``: the generation order of every configuration (declared by a layer, else raster order)."""
+    if layout is None:
+        layout = layout_of(model.header.input.type_name, model.header.input.shape)
     for n in layer_nodes(model.graph):
         orders = model.graph.nodes[n]["meta"].get("orders")
         if orders is not None:
@@ -366,7 +406,7 @@ def analyze(model: ModelIR) -> Analysis:
         return cached
     header = model.header
     layout = layout_of(header.input.type_name, header.input.shape)
-    orders = _orders(model, layout)
+    orders = generation_orders(model, layout)
     result = Analysis(layout, orders)
     g = model.graph
     sink = g.nodes["output"]
@@ -423,7 +463,7 @@ def _blind_warning(model, layout, rank, result: Analysis) -> list[Diagnostic]:
     for n, main in reversed(result.layers):  # the layer from which a blind spot persists to the output
         key = id(main)
         if key not in seen:
-            seen[key] = _blind(_per_position(main, layout), layout, rank)[0] > 0
+            seen[key] = _blind(_per_position(main, layout), layout, rank, first_only=True)[0] > 0
         if not seen[key]:
             break
         start = n

@@ -14,7 +14,8 @@ Every layer declares its exact dependency structure for :mod:`flowdsl.causality`
 Example:
     >>> from flowdsl.registry import LAYERS, LayerContext
     >>> from flowdsl.values import Symbol
-    >>> ctx = LayerContext(shape=(16,), model_kind="autoregressive", levels=2)
+    >>> from flowdsl.registry import OUTPUTS
+    >>> ctx = LayerContext(shape=(16,), model_kind="autoregressive", levels=2, output=OUTPUTS.bind("bernoulli"))
     >>> info = LAYERS.bind(Symbol("fvbn")).infer(ctx)
     >>> info.out_shape, info.params   # 16 x 16 weights over a 2-level one-hot, a bias each
     ((1, 16), 528)

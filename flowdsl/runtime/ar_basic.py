@@ -1,0 +1,149 @@
+"""Torch modules of the vector AR layers (fvbn, nade, made) and the glue (relu, conv1x1, the output head).
+
+Every autoregressive layer maps features ``[B, F, *grid]`` to ``[B, F', *grid]``; fvbn, nade
+and made emit the output parameters ``[B, P, D]`` directly. Masks are buffers built once.
+
+Example:
+    >>> import torch
+    >>> nade = NADE(positions=4, in_features=2, hidden=8, params_per_position=1)
+    >>> nade(torch.randn(3, 2, 4)).shape
+    torch.Size([3, 1, 4])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..layers.ar_basic import made_layer_masks
+from ..layers.ar_conv import kernel_mask
+from .base import BuildNode
+
+__all__ = ["FVBN", "NADE", "MADE", "ReLU", "GroupedLinear", "build_fvbn", "build_nade", "build_made",
+           "build_relu", "build_conv1x1"]
+
+
+def _flat(h: torch.Tensor) -> torch.Tensor:
+    """``[B, F, D] -> [B, D * F]`` (position-major: unit ``j * F + f``)."""
+    return h.transpose(1, 2).reshape(h.shape[0], -1)
+
+
+def _unflat(y: torch.Tensor, d: int) -> torch.Tensor:
+    """``[B, D * P] -> [B, P, D]``."""
+    return y.reshape(y.shape[0], d, -1).transpose(1, 2)
+
+
+class FVBN(nn.Module):
+    """params_i = b_i + sum_{j < i} W_ij x_j: a strictly lower-triangular (block) linear map."""
+
+    def __init__(self, positions: int, in_features: int, params_per_position: int):
+        super().__init__()
+        d, f, p = positions, in_features, params_per_position
+        self.positions = d
+        self.linear = nn.Linear(d * f, d * p)
+        nn.init.normal_(self.linear.weight, std=0.01)
+        nn.init.zeros_(self.linear.bias)
+        pos_out = torch.arange(d).repeat_interleave(p)
+        pos_in = torch.arange(d).repeat_interleave(f)
+        self.register_buffer("mask", (pos_in[None, :] < pos_out[:, None]).to(torch.get_default_dtype()),
+                             persistent=False)
+
+    def forward(self, h, context=None):
+        return _unflat(F.linear(_flat(h), self.linear.weight * self.mask.to(h.dtype), self.linear.bias),
+                       self.positions)
+
+
+class NADE(nn.Module):
+    """h_i = sigmoid(c + sum_{j<i} W_j x_j) with weights shared by all i; params_i = V_i h_i + b_i.
+
+    One pass costs O(B D H (F + P)): the sums over j < i are an exclusive cumulative sum.
+    """
+
+    def __init__(self, positions: int, in_features: int, hidden: int, params_per_position: int):
+        super().__init__()
+        d, f, h, p = positions, in_features, hidden, params_per_position
+        self.W = nn.Parameter(torch.randn(h, d, f) * (1.0 / (d * f) ** 0.5))
+        self.c = nn.Parameter(torch.zeros(h))
+        self.V = nn.Parameter(torch.randn(d, p, h) * (1.0 / h ** 0.5))
+        self.b = nn.Parameter(torch.zeros(d, p))
+
+    def forward(self, x, context=None):
+        u = torch.einsum("hdf,bfd->bdh", self.W.to(x.dtype), x)
+        a = self.c.to(x.dtype) + torch.cumsum(u, dim=1) - u  # exclusive: positions before i
+        out = torch.einsum("dph,bdh->bdp", self.V.to(x.dtype), torch.sigmoid(a)) + self.b.to(x.dtype)
+        return out.transpose(1, 2)
+
+
+class MADE(nn.Module):
+    """A masked MLP with K mask sets (connectivity-/order-agnostic); ``active`` selects the set in use."""
+
+    def __init__(self, per_mask, positions: int, hidden, in_features: int, params_per_position: int):
+        super().__init__()
+        d = positions
+        sizes = [d * in_features, *hidden, d * params_per_position]
+        self.positions = d
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        for i in range(len(self.linears)):
+            stack = torch.stack([torch.as_tensor(masks[i]) for masks, _ in per_mask]).to(torch.get_default_dtype())
+            self.register_buffer(f"mask{i}", stack, persistent=False)
+        self.configurations = len(per_mask)
+        self.active = 0
+
+    def forward(self, h, context=None):
+        y = _flat(h)
+        for i, lin in enumerate(self.linears):
+            mask = getattr(self, f"mask{i}")[self.active].to(y.dtype)
+            y = F.linear(y, lin.weight * mask, lin.bias)
+            if i < len(self.linears) - 1:
+                y = F.relu(y)
+        return _unflat(y, self.positions)
+
+
+class ReLU(nn.Module):
+    def forward(self, h, context=None):
+        return F.relu(h)
+
+
+class GroupedLinear(nn.Module):
+    """A per-position linear map ``[B, F, *grid] -> [B, F', *grid]``; mask B over colour groups if groups > 1."""
+
+    def __init__(self, in_features: int, out_features: int, groups: int = 1):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        if groups > 1:
+            m = kernel_mask(out_features, in_features, (1, 1), (0, 0), "B", groups)[:, :, 0, 0]
+            self.register_buffer("mask", torch.as_tensor(m).to(torch.get_default_dtype()), persistent=False)
+        else:
+            self.mask = None
+
+    def forward(self, h, context=None):
+        w = self.weight if self.mask is None else self.weight * self.mask.to(self.weight.dtype)
+        y = torch.einsum("oi,bi...->bo...", w.to(h.dtype), h)
+        return y + self.bias.to(h.dtype).reshape(1, -1, *([1] * (h.dim() - 2)))
+
+
+def build_fvbn(layer, node: BuildNode):
+    m = node.meta
+    return FVBN(m["positions"], m["in_features"], m["params_per_position"])
+
+
+def build_nade(layer, node: BuildNode):
+    m = node.meta
+    return NADE(m["positions"], m["in_features"], layer.hidden, m["params_per_position"])
+
+
+def build_made(layer, node: BuildNode):
+    m = node.meta
+    _, per_mask = made_layer_masks(layer, m["positions"], m["in_features"], m["params_per_position"])
+    return MADE(per_mask, m["positions"], layer.hidden, m["in_features"], m["params_per_position"])
+
+
+def build_relu(layer, node: BuildNode):
+    return ReLU()
+
+
+def build_conv1x1(layer, node: BuildNode):
+    return GroupedLinear(node.meta["in_features"], layer.channels, node.meta["groups"])

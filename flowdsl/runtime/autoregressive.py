@@ -1,0 +1,256 @@
+"""The compiled autoregressive model and its compiler (registered as ``COMPILERS["autoregressive"]``).
+
+Public API (fixed): ``input_shape``, ``levels``, ``context_shape`` (None, or ``()`` for
+``condition y: label[K]``: the context is a LongTensor ``[B]`` of labels), ``order`` (flattened
+input positions in generation order), ``conditionals(x, context) -> [B, N, P]`` (parameters
+of each position's distribution, positions in flattened order), ``log_prob(x, context) -> [B]``
+(exact, nats), ``sample(n, context)`` and ``complete(x, known_mask, context)``.
+
+The input (integers in ``0..levels-1``) enters the first layer one-hot encoded (``C * levels``
+features per grid position, grouped by colour channel), unless the first layer's module has
+``takes_indices = True`` (an embedding), which then receives the integers. The head (a 1x1
+projection, mask B over colour groups) maps the last features to the output parameters.
+
+With a MADE of K masks, ``mask_index`` picks the mask whose ``order`` and ``conditionals``
+are reported; in training mode each ``log_prob`` call uses the next mask in turn
+(connectivity-agnostic training); in evaluation mode ``log_prob`` is the exact log of the
+average of the K masks' probabilities, and ``sample`` draws from that mixture.
+
+Example:
+    >>> import torch, flowdsl
+    >>> model = flowdsl.compile_source("autoregressive m {\\n input x: vector[3] levels 2\\n fvbn\\n"
+    ...                                " output bernoulli\\n}\\n", filename="m.ar")
+    >>> x = torch.tensor([[0, 1, 1]])
+    >>> model.conditionals(x).shape, model.log_prob(x).shape, model.order.tolist()
+    (torch.Size([1, 3, 1]), torch.Size([1]), [0, 1, 2])
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..causality import generation_orders
+from ..compiler import COMPILERS, build_node
+from ..ir import layer_nodes
+from .ar_basic import GroupedLinear
+from .outputs import build_output
+
+__all__ = ["CompiledAR", "compile_autoregressive"]
+
+
+class CompiledAR(nn.Module):
+    """An autoregressive model compiled from a spec."""
+
+    def __init__(self, name: str, layers, head, dist, input_shape, levels: int, classes: int, orders,
+                 channels: int = 1, spec=None):
+        super().__init__()
+        self.name = name
+        self.layers = nn.ModuleList(layers)
+        self.head = head
+        self.dist = dist
+        self.input_shape = tuple(input_shape)
+        self.levels = int(levels)
+        self.classes = classes
+        self.context_shape = () if classes else None
+        self.channels = channels
+        self.spec = spec or {}
+        self.register_buffer("orders", torch.as_tensor(np.asarray(orders), dtype=torch.long), persistent=False)
+        self.configurations = max([getattr(m, "configurations", 1) for m in self.layers] + [1])
+        self._mask_index = 0
+        self._cycle = 0
+
+    # -- configuration (MADE masks)
+    @property
+    def mask_index(self) -> int:
+        return self._mask_index
+
+    @mask_index.setter
+    def mask_index(self, k: int) -> None:
+        if not 0 <= int(k) < self.configurations:
+            raise ValueError(f"mask_index must be in 0..{self.configurations - 1}, got {k}")
+        self._mask_index = int(k)
+
+    def _select(self, k: int) -> None:
+        for m in self.layers:
+            if getattr(m, "configurations", 1) > 1:
+                m.active = k % m.configurations
+
+    @property
+    def order(self) -> torch.Tensor:
+        """Flattened input positions in generation order (of the mask ``mask_index``)."""
+        return self.orders[min(self._mask_index, len(self.orders) - 1)]
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.input_shape)
+
+    # -- helpers
+    def _dtype(self):
+        ref = next(self.parameters(), None)
+        return ref.dtype if ref is not None else torch.get_default_dtype()
+
+    def _device(self):
+        ref = next(self.parameters(), None)
+        return ref.device if ref is not None else self.orders.device
+
+    def _context(self, context, batch: int):
+        if not self.classes:
+            if context is not None:
+                raise ValueError(f"model '{self.name}' declares no condition, but a context was given")
+            return None
+        if context is None:
+            raise ValueError(f"model '{self.name}' is conditional: pass the labels as context (a LongTensor [B])")
+        context = torch.as_tensor(context, device=self._device())
+        if context.dim() == 0:
+            context = context.expand(batch)
+        if context.shape != (batch,):
+            raise ValueError(f"context must be labels of shape [{batch}], got {list(context.shape)}")
+        if context.dtype.is_floating_point or (context < 0).any() or (context >= self.classes).any():
+            raise ValueError(f"context labels must be whole numbers in 0..{self.classes - 1}")
+        return F.one_hot(context.long(), self.classes).to(self._dtype())
+
+    def _check(self, x):
+        x = torch.as_tensor(x, device=self._device())
+        if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"model '{self.name}' takes input of shape [B, {', '.join(map(str, self.input_shape))}], "
+                             f"got {list(x.shape)}")
+        if x.dtype.is_floating_point and not torch.equal(x, x.round()):
+            raise ValueError("inputs must be whole numbers")
+        x = x.long()
+        if x.numel() and (x.min() < 0 or x.max() >= self.levels):
+            raise ValueError(f"inputs must lie in 0..{self.levels - 1}")
+        return x
+
+    def _encode(self, x):
+        """One-hot features ``[B, C * L, *grid]`` (colour channel c owns features c*L .. c*L+L-1)."""
+        hot = F.one_hot(x, self.levels).to(self._dtype())
+        if len(self.input_shape) == 1:
+            return hot.transpose(1, 2)
+        if len(self.input_shape) == 3:
+            b, c, h, w, lv = hot.shape
+            return hot.permute(0, 1, 4, 2, 3).reshape(b, c * lv, h, w)
+        b, t, c, h, w, lv = hot.shape  # video
+        return hot.permute(0, 2, 5, 1, 3, 4).reshape(b, c * lv, t, h, w)
+
+    def _params(self, x, ctx, config: int):
+        """``[B, N, P]`` under configuration ``config`` (x checked, ctx one-hot)."""
+        self._select(config)
+        first = self.layers[0] if len(self.layers) else None
+        h = x if getattr(first, "takes_indices", False) else self._encode(x)
+        v = None
+        for layer in self.layers:
+            if getattr(layer, "streams", False):
+                h, v = layer(h, ctx, v)
+            else:
+                h, v = layer(h, ctx), None
+        if self.head is not None:
+            h = self.head(h)
+        b, p = h.shape[0], self.dist.params_per_position
+        h = h.reshape(b, self.channels, p, *h.shape[2:]).movedim(2, -1)  # [B, C, *grid, P]
+        if len(self.input_shape) == 4:
+            h = h.transpose(1, 2)  # video: [B, T, C, H, W, P]
+        return h.reshape(b, self.size, p)
+
+    # -- the API
+    def conditionals(self, x, context=None) -> torch.Tensor:
+        """``[B, N, P]``: the parameters of p(x_i | x_<i) for each flattened position i (mask ``mask_index``)."""
+        x = self._check(x)
+        return self._params(x, self._context(context, x.shape[0]), self._mask_index)
+
+    def log_prob(self, x, context=None) -> torch.Tensor:
+        """Exact log p(x) in nats, ``[B]``."""
+        x = self._check(x)
+        ctx = self._context(context, x.shape[0])
+        flat = x.reshape(x.shape[0], -1)
+        if self.configurations == 1 or self.training:
+            k = self._mask_index
+            if self.configurations > 1:  # connectivity-agnostic training: the next mask in turn
+                k, self._cycle = self._cycle % self.configurations, self._cycle + 1
+            return self.dist.log_prob(self._params(x, ctx, k), flat).sum(dim=1)
+        each = torch.stack([self.dist.log_prob(self._params(x, ctx, k), flat).sum(dim=1)
+                            for k in range(self.configurations)])
+        self._select(self._mask_index)
+        return torch.logsumexp(each, dim=0) - math.log(self.configurations)
+
+    def forward(self, x, context=None):
+        return self.log_prob(x, context)
+
+    def bits_per_dim(self, x, context=None) -> torch.Tensor:
+        return -self.log_prob(x, context) / (self.size * math.log(2))
+
+    def _progress(self, total: int, progress):
+        from tqdm.auto import tqdm
+
+        show = (sys.stderr.isatty() and total >= 256) if progress is None else bool(progress)
+        return tqdm(total=total, disable=not show, desc=f"sampling {self.name}", leave=False)
+
+    @torch.no_grad()
+    def _fill(self, x, known, ctx, config: int, bar):
+        """Ancestral sampling of the unknown positions in the order of ``config``; known ones are kept."""
+        flat, known = x.reshape(x.shape[0], -1).clone(), known.reshape(x.shape[0], -1)
+        for pos in self.orders[min(config, len(self.orders) - 1)].tolist():
+            todo = ~known[:, pos]
+            if todo.any():
+                rows = todo.nonzero().flatten()
+                sub_ctx = None if ctx is None else ctx[rows]
+                params = self._params(flat[rows].reshape(-1, *self.input_shape), sub_ctx, config)[:, pos]
+                flat[rows, pos] = self.dist.sample(params)
+            bar.update(1)
+        return flat.reshape(x.shape)
+
+    @torch.no_grad()
+    def sample(self, n: int, context=None, progress: bool | None = None) -> torch.Tensor:
+        """``n`` exact ancestral samples, integers ``[n, *input_shape]`` (from the mixture of masks, if several).
+
+        ``progress``: a tqdm bar (None: only on a terminal, for long runs)."""
+        ctx = self._context(context, n)
+        x = torch.zeros((n, *self.input_shape), dtype=torch.long, device=self._device())
+        known = torch.zeros_like(x, dtype=torch.bool)
+        configs = (torch.randint(self.configurations, (n,), device=x.device) if self.configurations > 1
+                   else torch.zeros(n, dtype=torch.long, device=x.device))
+        with self._progress(self.size * len(configs.unique()), progress) as bar:
+            for k in configs.unique().tolist():
+                rows = (configs == k).nonzero().flatten()
+                x[rows] = self._fill(x[rows], known[rows], None if ctx is None else ctx[rows], k, bar)
+        self._select(self._mask_index)
+        return x
+
+    @torch.no_grad()
+    def complete(self, x, known_mask, context=None, progress: bool | None = None) -> torch.Tensor:
+        """Fill the positions where ``known_mask`` is False by sampling, in generation order, from the
+        model's conditionals given everything before them; known positions are kept exactly. (Known
+        positions later in the order do not influence earlier draws: exact when they form a prefix.)"""
+        x = self._check(x)
+        known = torch.as_tensor(known_mask, dtype=torch.bool, device=x.device).expand_as(x)
+        ctx = self._context(context, x.shape[0])
+        with self._progress(self.size, progress) as bar:
+            out = self._fill(x, known, ctx, self._mask_index, bar)
+        self._select(self._mask_index)
+        return out
+
+
+def compile_autoregressive(ir, unit) -> CompiledAR:
+    """COMPILERS["autoregressive"]: build the layers, the head and the output distribution."""
+    header = ir.header
+    spec_dir = str(Path(unit.main).parent)
+    layers = [build_node(ir, n, spec_dir) for n in layer_nodes(ir.graph)]
+    meta = ir.graph.nodes["output"]["meta"]
+    head = None
+    if meta.get("head"):
+        head = GroupedLinear(meta["in_features"], meta["out_features"], meta["channels"])
+    dist = build_output(header.output, header.input.levels)
+    return CompiledAR(
+        header.name, layers, head, dist, header.input.shape, header.input.levels,
+        header.condition.classes if header.condition else 0, generation_orders(ir), meta["channels"],
+        spec={"file": unit.main, "model": header.name, "hash": unit.source_hash, "sources": dict(unit.sources)},
+    )
+
+
+COMPILERS["autoregressive"] = compile_autoregressive
