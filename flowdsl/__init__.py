@@ -17,6 +17,7 @@ from .errors import Diagnostic, FlowDSLError, Pos
 __all__ = [
     "Analysis", "Diagnostic", "FlowDSLError", "Limits", "Pos", "analyze_file", "analyze_source", "check_file",
     "check_source", "compile_file", "compile_source", "exact_logdet", "load", "model_names", "model_names_source",
+    "train",
 ]
 __version__ = "0.1.0"
 
@@ -26,4 +27,8 @@ def __getattr__(name):
         from .estimators import exact_logdet
 
         return exact_logdet
+    if name == "train":
+        from .training import train
+
+        return train
     raise AttributeError(name)
