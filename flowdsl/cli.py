@@ -22,7 +22,7 @@ from .errors import FlowDSLError, render_all
 __all__ = ["main", "EXTENSIONS"]
 
 #: modules that add subcommands: each has ``add_commands(subparsers)`` (one module per group of commands)
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = ["flowdsl.cli_train", "flowdsl.cli_draw"]
 
 
 def _limits(args):
