@@ -70,7 +70,7 @@ class NADE(nn.Module):
 
     def forward(self, x, context=None):
         u = torch.einsum("hdf,bfd->bdh", self.W.to(x.dtype), x)
-        a = self.c.to(x.dtype) + torch.cumsum(u, dim=1) - u  # exclusive: positions before i
+        a = self.c.to(x.dtype) + F.pad(torch.cumsum(u, dim=1)[:, :-1], (0, 0, 1, 0))  # positions before i only
         out = torch.einsum("dph,bdh->bdp", self.V.to(x.dtype), torch.sigmoid(a)) + self.b.to(x.dtype)
         return out.transpose(1, 2)
 
