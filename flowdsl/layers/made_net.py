@@ -1,0 +1,178 @@
+"""The ``made`` conditioner net and generation orders (natural, reverse, random(seed=N), a list).
+
+``made([h1, h2, ...], order=natural, activation=relu)`` is an MLP whose weights are masked
+so that the parameters of dimension ``i`` read only the dimensions before ``i`` in the
+order (Germain et al. 2015). Its masks come from :mod:`flowdsl.made`; the autoregressive
+layers call :func:`made_structure` to prove causality and :func:`narrow_findings` to warn
+when a hidden layer is too narrow to carry every dependency.
+
+Example:
+    >>> from flowdsl.values import Symbol
+    >>> from flowdsl.registry import NETS
+    >>> net = NETS.bind(Symbol("made", args=((8, 8),), kwargs=(("order", Symbol("reverse")),)))
+    >>> net.hidden, net.order.describe(), net.param_count((3,), (6,))
+    ((8, 8), 'reverse', 158)
+    >>> s = made_structure(net, None, 3, params_per_dim=2)
+    >>> s.perm.tolist(), s.passes
+    ([2, 1, 0], 3)
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import ClassVar, Optional
+
+import numpy as np
+from pydantic import BeforeValidator
+from typing_extensions import Annotated
+
+from .. import made
+from ..errors import SpecError
+from ..registry import NETS, Family, Finding, NonNegativeInt, Spec, choice
+from .nets import ACTIVATIONS, Hidden, Net, _linear, _shape
+
+__all__ = ["AR_ORDERS", "ArOrder", "Natural", "Reverse", "RandomOrder", "ExplicitOrder", "OrderField", "MADE",
+           "made_structure", "narrow_findings", "effective_order"]
+
+AR_ORDERS = Family("order")
+
+
+class ArOrder(Spec):
+    """A generation order; :meth:`key` is the hashable form :func:`flowdsl.made.permutation` takes."""
+
+    def key(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def permutation(self, n: int) -> np.ndarray:
+        """``perm[k]``: the dimension generated k-th; SpecError(arg="order") if not a permutation."""
+        try:
+            return made.permutation(self.key(), n)
+        except ValueError as err:
+            raise SpecError(str(err), arg="order") from None
+
+
+@AR_ORDERS.register
+class Natural(ArOrder):
+    """Dimension 0 first."""
+
+    name: ClassVar[str] = "natural"
+
+    def key(self):
+        return "natural"
+
+
+@AR_ORDERS.register
+class Reverse(ArOrder):
+    """The last dimension first."""
+
+    name: ClassVar[str] = "reverse"
+
+    def key(self):
+        return "reverse"
+
+
+@AR_ORDERS.register
+class RandomOrder(ArOrder):
+    """A seeded random order (the permutation ``permute(random(seed=N))`` applies)."""
+
+    name: ClassVar[str] = "random"
+    seed: NonNegativeInt = 0
+
+    def key(self):
+        return ("random", self.seed)
+
+
+class ExplicitOrder(ArOrder):
+    """``order=[2, 0, 1]``: dimension 2 first, then 0, then 1."""
+
+    name: ClassVar[str] = "list"
+    order: tuple[int, ...]
+
+    def key(self):
+        return tuple(self.order)
+
+    def describe(self) -> str:
+        return "[" + ", ".join(map(str, self.order)) + "]"
+
+
+def _coerce_order(value):
+    if isinstance(value, tuple):
+        return ExplicitOrder(order=value)
+    return AR_ORDERS.coerce(value)
+
+
+OrderField = Annotated[ArOrder, BeforeValidator(_coerce_order)]
+
+
+@NETS.register
+class MADE(Net):
+    """``made([h1, ...], order=natural, activation=relu)``: masked autoencoder conditioner (Germain et al. 2015).
+
+    Maps ``D`` features to ``k * D`` parameters (``k`` per dimension, parameter-major) so that
+    the parameters of dimension ``i`` depend only on the dimensions before ``i`` in ``order``.
+    The parameter count is that of the dense weights (masked entries included, as stored).
+    """
+
+    name: ClassVar[str] = "made"
+    positional: ClassVar[tuple[str, ...]] = ("hidden",)
+    runtime: ClassVar[str] = "flowdsl.runtime.made:build_made"
+    ranks: ClassVar[tuple[int, ...]] = (1,)
+    hidden: Hidden = (64, 64)
+    order: Optional[OrderField] = None
+    activation: choice(*ACTIVATIONS) = "relu"
+
+    def validate_io(self, in_shape, out_shape) -> None:
+        super().validate_io(in_shape, out_shape)
+        if len(out_shape) != 1 or out_shape[0] % in_shape[0]:
+            raise SpecError(f"net made maps D features to a multiple of D parameters, but here it would map "
+                            f"{_shape(in_shape)} to {_shape(out_shape)}", arg="net")
+
+    def param_count(self, in_shape, out_shape, context=0):
+        sizes = [prod(in_shape) + context, *self.hidden, prod(out_shape)]
+        return sum(_linear(a, b) for a, b in zip(sizes, sizes[1:]))
+
+
+def effective_order(net: MADE, order: ArOrder | None) -> ArOrder:
+    """The layer's ``order=`` if given, else the net's, else natural; both given and different: error."""
+    if order is not None and net.order is not None and order.key() != net.order.key():
+        raise SpecError(f"order given twice: the layer says {order.describe()}, its made net says "
+                        f"{net.order.describe()}", arg="order", hint="give the order in one place")
+    return order or net.order or Natural()
+
+
+def made_structure(net: MADE, order: ArOrder | None, n: int, params_per_dim: int = 1,
+                   context: int = 0) -> made.MadeStructure:
+    """Analyse the MADE of an autoregressive layer on ``n`` dims; SpecError unless it is causal.
+
+    The proof: the boolean product of the layer masks must be strictly triangular in the
+    declared order (no output reads its own dimension or a later one).
+    """
+    chosen = effective_order(net, order)
+    try:
+        perm = chosen.permutation(n)
+    except SpecError as err:  # an order written inside made(...) is reported at the net argument
+        raise SpecError(err.message, arg="order" if order is not None else "net") from None
+    s = made.analyze(perm, net.hidden, params_per_dim, context)
+    if s.violations:
+        i, j = s.violations[0]
+        raise SpecError(f"made masks are not autoregressive in the declared order: the parameters of dim {i} "
+                        f"read dim {j} ({len(s.violations)} such pairs)", arg="net")
+    return s
+
+
+def _dims(dims) -> str:
+    dims = list(dims)
+    return ("dim " if len(dims) == 1 else "dims ") + ", ".join(map(str, dims))
+
+
+def narrow_findings(net: MADE, s: made.MadeStructure) -> list[Finding]:
+    """A warning when hidden layers are too narrow to carry every dependency, naming who loses what."""
+    if s.complete:
+        return []
+    n = len(s.perm)
+    narrow = [(k + 1, w) for k, w in enumerate(net.hidden) if w < n - 1]
+    where = ", ".join(f"hidden layer {k} has {w} unit{'s' if w != 1 else ''}" for k, w in narrow)
+    shown = list(s.lost.items())
+    losses = "; ".join(f"dim {i} misses {_dims(js)}" for i, js in shown[:6]) + ("; ..." if len(shown) > 6 else "")
+    return [Finding("warning", f"made hidden layer too narrow: {where}, fewer than the {n - 1} needed to carry "
+                               f"every dependency of {n} inputs; conditionals that lose inputs: {losses}", arg="net")]
