@@ -54,12 +54,18 @@ class TrainResult:
 
 
 def spec_fingerprint(spec: dict) -> str:
-    """A hash of a model's spec sources that ignores where the files lie (paths relative to the main file)."""
-    root = posixpath.dirname(spec["file"].replace(os.sep, "/"))
+    """A hash of a model's spec sources that ignores where they lie and what the main file is called
+    (used files are named relative to it)."""
+    main = spec["file"].replace(os.sep, "/")
+    root = posixpath.dirname(main) or "."
+
+    def rel(name: str) -> str:
+        name = name.replace(os.sep, "/")
+        return "<main>" if name == main else posixpath.relpath(name, root)
+
     h = hashlib.sha256(spec["model"].encode() + b"\0")
-    for name in sorted(spec["sources"], key=lambda k: posixpath.relpath(k.replace(os.sep, "/"), root or ".")):
-        rel = posixpath.relpath(name.replace(os.sep, "/"), root or ".")
-        h.update(rel.encode() + b"\0" + spec["sources"][name].encode() + b"\0")
+    for name in sorted(spec["sources"], key=rel):
+        h.update(rel(name).encode() + b"\0" + spec["sources"][name].encode() + b"\0")
     return h.hexdigest()
 
 
@@ -160,8 +166,9 @@ def _resume(path, spec: dict, spec_path):
                      "train from scratch with -o instead of --resume", path)
     old = payload["spec"]
     if old["model"] != spec["model"] or spec_fingerprint(old) != spec_fingerprint(spec):
-        raise _error(f"the spec changed since the checkpoint was written: {spec_path} hashes to "
-                     f"{spec_fingerprint(spec)[:12]}, the checkpoint's {old['model']} to {spec_fingerprint(old)[:12]}",
+        raise _error(f"the spec changed since the checkpoint was written: {spec_path} ({spec['model']}) has "
+                     f"spec hash {spec_fingerprint(spec)[:12]}, the checkpoint ({old['model']}) "
+                     f"{spec_fingerprint(old)[:12]}",
                      "resume with the spec the checkpoint was trained from, or train from scratch", path)
     return model, payload
 

@@ -1,0 +1,158 @@
+"""flowdsl.train: checkpoints, exact resumption, refused resumption, flows and autoregressive models, torchrun."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import flowdsl
+from flowdsl.errors import FlowDSLError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# small on purpose: actnorm (data-dependent init), batchnorm (running buffers) and dequantization noise
+# (the random state) all have to survive a resume
+DIGITS_FLOW = """flow tiny {
+    input x: image[1, 8, 8] levels 17
+    logit(alpha=0.05)
+    actnorm
+    coupling affine(mask=checkerboard(0), net=resnet(blocks=1, hidden=8))
+    batchnorm
+    coupling affine(mask=checkerboard(1), net=resnet(blocks=1, hidden=8))
+}
+"""
+# no batch statistics and no noise: one process on a batch equals two processes on its halves
+MOONS_FLOW = """flow moons {
+    input x: vector[2]
+    coupling affine(mask=[1, 0], net=mlp([16]))
+    coupling affine(mask=[0, 1], net=mlp([16]))
+}
+"""
+
+
+def write(tmp_path, name, text) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def quiet(**kw):
+    return dict(progress=False, log=None, **kw)
+
+
+def test_train_writes_a_checkpoint_with_everything_needed_to_resume(tmp_path):
+    spec = write(tmp_path, "tiny.flow", DIGITS_FLOW)
+    lines = []
+    result = flowdsl.train(spec, "digits", steps=4, batch=16, eval_every=2, output=tmp_path / "c.pt",
+                           progress=False, log=lines.append)
+    assert result.step == 4 and [h["step"] for h in result.history] == [2, 4]
+    assert lines[0].startswith("step 2/4: train ") and "bits/dim, held-out" in lines[0]
+    ev = result.evaluation
+    assert ev["examples"] == 359 and abs(ev["bits_per_dim"] - ev["nats"] / (64 * 0.6931471805599453)) < 1e-9
+    model, payload = flowdsl.checkpoint.load_checkpoint(tmp_path / "c.pt", return_payload=True)
+    assert payload["step"] == 4 and payload["data"] == "digits" and payload["train"]["batch"] == 16
+    assert set(payload) >= {"optimizer", "rng", "history", "spec", "state_dict"}
+    for k, v in result.model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert bool(model.layers[1].initialized)  # actnorm was initialised from data
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    spec = write(tmp_path, "tiny.flow", DIGITS_FLOW)
+    full = flowdsl.train(spec, "digits", steps=6, batch=16, eval_every=3, output=tmp_path / "full.pt", **quiet())
+    flowdsl.train(spec, "digits", steps=3, batch=16, eval_every=3, output=tmp_path / "half.pt", **quiet())
+    torch.manual_seed(12345)  # the global random state in between must not matter
+    resumed = flowdsl.train(spec, "digits", steps=6, resume=tmp_path / "half.pt", output=tmp_path / "resumed.pt",
+                            **quiet())
+    assert resumed.step == 6
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert full.history == resumed.history and full.evaluation == resumed.evaluation
+    pa = torch.load(tmp_path / "full.pt", weights_only=True)
+    pb = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    for k, state in pa["optimizer"]["state"].items():
+        assert all(torch.equal(state[s], pb["optimizer"]["state"][k][s]) for s in state)
+    assert torch.equal(pa["rng"][0]["cpu"], pb["rng"][0]["cpu"])
+
+
+def test_resume_refuses_a_changed_spec_but_not_a_moved_one(tmp_path):
+    spec = write(tmp_path, "tiny.flow", DIGITS_FLOW)
+    flowdsl.train(spec, "digits", steps=2, batch=16, output=tmp_path / "c.pt", **quiet())
+    changed = write(tmp_path, "changed.flow", DIGITS_FLOW.replace("hidden=8))\n}", "hidden=12))\n}"))
+    with pytest.raises(FlowDSLError, match="the spec changed since the checkpoint was written") as err:
+        flowdsl.train(changed, "digits", steps=4, resume=tmp_path / "c.pt", **quiet())
+    assert re.search(r"changed.flow \(tiny\) has spec hash [0-9a-f]{12}, the checkpoint \(tiny\) [0-9a-f]{12}$",
+                     err.value.diagnostics[0].message)
+    assert "resume with the spec the checkpoint was trained from" in err.value.diagnostics[0].hint
+    (tmp_path / "elsewhere").mkdir()
+    moved = write(tmp_path / "elsewhere", "copy.flow", DIGITS_FLOW)
+    assert flowdsl.train(moved, "digits", steps=3, resume=tmp_path / "c.pt", **quiet()).step == 3
+    from flowdsl.checkpoint import save_checkpoint
+
+    save_checkpoint(flowdsl.compile_file(spec), tmp_path / "compiled.pt")
+    with pytest.raises(FlowDSLError, match="holds no training state"):
+        flowdsl.train(spec, "digits", steps=3, resume=tmp_path / "compiled.pt", **quiet())
+
+
+def test_bad_settings_are_clear_errors(tmp_path):
+    spec = write(tmp_path, "moons.flow", MOONS_FLOW)
+    with pytest.raises(FlowDSLError, match=r"the batch \(64\) is larger than the training split of 'pts' \(9"):
+        flowdsl.train(spec, _points(tmp_path, 10), steps=1, **quiet())
+    with pytest.raises(FlowDSLError, match="data 'digits' is image"):
+        flowdsl.train(spec, "digits", steps=1, **quiet())
+
+
+def _points(tmp_path, n):
+    import numpy as np
+
+    path = tmp_path / "pts.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32))
+    return str(path)
+
+
+def test_conditional_flows_and_autoregressive_models_train(tmp_path):
+    cond = write(tmp_path, "c.flow", "flow c {\n input x: image[1, 8, 8] levels 17\n condition y: label[10]\n"
+                                     " logit\n coupling affine(mask=checkerboard(0), net=resnet(blocks=1, hidden=8))\n}\n")
+    result = flowdsl.train(cond, "digits", steps=3, batch=16, **quiet())
+    assert result.model.context_shape == () and torch.isfinite(torch.tensor(result.evaluation["nats"]))
+    ar = write(tmp_path, "p.ar", "autoregressive p {\n input x: image[1, 8, 8] levels 2\n"
+                                 " masked_conv(mask=A, kernel=3, channels=8)\n output categorical\n}\n")
+    result = flowdsl.train(ar, "digits-binary", steps=8, batch=32, lr=3e-3, eval_every=1,
+                           output=tmp_path / "p.pt", **quiet())
+    before, after = result.history[0]["eval_nats"], result.history[-1]["eval_nats"]
+    assert after < before  # it learns
+    reloaded = flowdsl.load(tmp_path / "p.pt")
+    x = torch.randint(0, 2, (4, 1, 8, 8))
+    assert torch.allclose(reloaded.log_prob(x), result.model.cpu().log_prob(x))
+
+
+def test_torchrun_two_processes_hold_identical_parameters(tmp_path):
+    spec = write(tmp_path, "moons.flow", MOONS_FLOW)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "flowdsl", "train", str(spec), "--data", "moons", "--steps", "4", "--batch", "32", "--lr", "0.01",
+           "-o", str(tmp_path / "ddp.pt"), "-q"]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    digests = dict(re.findall(r"rank (\d)/2: parameters sha256 ([0-9a-f]{16})", out))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], out
+    assert out.count("saved ") == 1  # rank 0 alone writes and logs
+    ddp = flowdsl.load(tmp_path / "ddp.pt")
+    payload = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    assert payload["world_size"] == 2 and len(payload["rng"]) == 2 and payload["step"] == 4
+    # the averaged gradients of the two halves are the gradient of the whole batch: one process agrees
+    single = flowdsl.train(spec, "moons", steps=4, batch=32, lr=0.01, **quiet()).model
+    for k, v in single.state_dict().items():
+        assert torch.allclose(v, ddp.state_dict()[k], atol=1e-5), k
+    # and the comparison is not between untouched weights: the zero-initialised last layers moved
+    assert single.state_dict()["layers.0.net.body.2.weight"].abs().sum() > 0
