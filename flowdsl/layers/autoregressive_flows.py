@@ -95,10 +95,11 @@ class AutoregressiveLayer(Layer):
         s = made_structure(net, self.order, n, k, ctx.context_features)
         if s.complete:
             dep = Dependency.autoregressive(s.rank)
-        elif self.direction == "forward":
-            dep = Dependency.explicit(s.connectivity | np.eye(n, dtype=bool))
         else:  # IAF: z_i reads z_j for connected j, hence x_j and everything x_j's z reads
-            dep = Dependency.explicit(made_math.transitive_closure(s.connectivity))
+            pattern = s.connectivity | np.eye(n, dtype=bool) if self.direction == "forward" \
+                else made_math.transitive_closure(s.connectivity)
+            # every dim is transformed (even one that reads no other dim): not Dependency.explicit's guess
+            dep = Dependency("explicit", n, np.arange(n), np.ones(n, dtype=bool), pattern)
         order = effective_order(net, self.order).describe()
         one_pass, slow = ("density", "sampling") if self.direction == "forward" else ("sampling", "density")
         passes = s.passes
