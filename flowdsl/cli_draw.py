@@ -228,7 +228,9 @@ def cmd_complete(args) -> int:
     x, label = _read_input(model, args.input)
     hidden = occluded(model.input_shape, args.mask)
     torch.manual_seed(args.seed)
-    ctx = _context(model, args.n, args.label if args.label is not None else label)
+    if args.label is None and model.context_shape == ():
+        args.label = label
+    ctx = _context(model, args.n, args.label)
     dev = _device(model)
     batch = torch.as_tensor(x, device=dev).expand(args.n, *model.input_shape).clone()
     known = torch.as_tensor(~hidden, device=dev).expand_as(batch)
