@@ -26,7 +26,8 @@ def cmd_train(args) -> int:
         return 2
     result = train(args.spec, args.data, model=args.model, steps=args.steps, batch=args.batch, lr=args.lr,
                    device=args.device, compile=args.compile, output=output, resume=args.resume,
-                   eval_every=args.eval_every, seed=args.seed, clip=args.clip, progress=not args.quiet,
+                   eval_every=args.eval_every, seed=args.seed, clip=args.clip, cpu_budget=args.cpu_budget,
+                   progress=False if args.quiet else None,
                    log=print)
     ev = result.evaluation
     if ev is not None:
@@ -76,11 +77,13 @@ def add_commands(sub) -> None:
     sp.add_argument("--seed", type=int, help="seed of the initial weights, the data order and the noise (default 0)")
     sp.add_argument("--clip", type=float, help="clip the gradient norm to this value (default: no clipping)")
     sp.add_argument("--eval-every", type=int, help="evaluate and checkpoint every this many steps (default: steps/10)")
+    sp.add_argument("--cpu-budget", type=float, metavar="SECONDS",
+                    help="stop once this process has used this many CPU seconds (all threads)")
     sp.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     sp.add_argument("--compile", action="store_true", help="torch.compile the objective")
     sp.add_argument("--resume", help="continue this checkpoint exactly (refused if the spec changed)")
     sp.add_argument("-o", "--output", help="checkpoint path (default: the --resume path)")
-    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar (shown on a terminal otherwise)")
     sp.set_defaults(run=cmd_train)
 
     sp = sub.add_parser("eval", help="negative log-likelihood of a checkpoint on a data set's test split")

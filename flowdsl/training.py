@@ -180,17 +180,48 @@ def _param_digest(model) -> str:
     return h.hexdigest()[:16]
 
 
+def _settings(payload: dict, given: dict) -> dict:
+    cfg = dict(DEFAULTS)
+    cfg.update(payload.get("train", {}))
+    cfg.update({k: v for k, v in given.items() if v is not None})
+    return cfg
+
+
+class _Clock:
+    """Process CPU seconds since the start; under DDP the ranks agree to stop together."""
+
+    def __init__(self, budget: float | None, world: int, device):
+        import time
+
+        self.budget, self.world, self.device = budget, world, device
+        self._now = time.process_time
+        self.start = self._now()
+
+    def spent(self) -> bool:
+        if self.budget is None:
+            return False
+        over = torch.tensor([float(self._now() - self.start >= self.budget)], device=self.device)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(over, op=dist.ReduceOp.MAX)
+        return bool(over.item())
+
+
 def train(spec, data, *, model: str | None = None, steps: int | None = None, batch: int | None = None,
           lr: float | None = None, device=None, compile: bool = False, output=None, resume=None,
           eval_every: int | None = None, eval_size: int = 2048, seed: int | None = None,
-          clip: float | None = None, progress: bool = True, log=print) -> TrainResult:
+          clip: float | None = None, cpu_budget: float | None = None, progress: bool | None = True,
+          log=print) -> TrainResult:
     """Train the model of ``spec`` (a spec file) on ``data`` (a name, a path or a :class:`Dataset`).
 
     ``steps`` is the total number of optimiser steps (a resumed run goes on to it); ``batch`` the
     global batch (split over the ranks); ``eval_every`` steps (default: a tenth of the run) the
     model is evaluated on up to ``eval_size`` held-out examples and, with ``output``, checkpointed
-    atomically. ``resume`` continues a checkpoint exactly and refuses one whose spec differs.
-    ``log`` receives the progress lines (rank 0 only; None: silent). Returns a :class:`TrainResult`.
+    atomically. ``cpu_budget`` stops earlier, once this process has used that many CPU seconds
+    (all threads). ``resume`` continues a checkpoint exactly and refuses one whose spec differs.
+    ``progress``: a tqdm bar (None: only on a terminal). ``log`` receives the progress lines
+    (rank 0 only; None: silent). Returns a :class:`TrainResult`.
     """
     from .api import analyze_file
     from .compiler import compile_model
@@ -206,14 +237,10 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
                                                               levels=header.input.levels)
         ds = fit(ds, header, analysis.sources)
         me = {"file": analysis.unit.main, "model": header.name, "sources": dict(analysis.unit.sources)}
-        payload = {}
-        if resume is not None:
-            net, payload = _resume(resume, me, spec)
-        cfg = {k: v for k, v in DEFAULTS.items()}
-        cfg.update(payload.get("train", {}))
-        given = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "clip": clip, "eval_every": eval_every}
-        cfg.update({k: v for k, v in given.items() if v is not None})
-        if resume is None:
+        net, payload = _resume(resume, me, spec) if resume is not None else (None, {})
+        cfg = _settings(payload, {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "clip": clip,
+                                  "eval_every": eval_every})
+        if net is None:
             torch.manual_seed(cfg["seed"])  # the same initial weights on every rank
             net = compile_model(ir, analysis.unit)
         net.to(dev)
@@ -228,20 +255,18 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
                          f"({len(x_train)} examples)", "use a smaller --batch")
         order = _Order(len(x_train), cfg["batch"], cfg["seed"])
         opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
-        start, history = 0, list(payload.get("history", []))
+        start, history = int(payload.get("step", 0)), list(payload.get("history", []))
         if resume is not None:
             opt.load_state_dict(payload["optimizer"])
             for group in opt.param_groups:
                 group["lr"] = cfg["lr"]
-            start = int(payload["step"])
-            states = payload.get("rng", [])
-            if len(states) == world:
-                _set_rng_state(states[rank], dev)
+            if len(payload.get("rng", [])) == world:
+                _set_rng_state(payload["rng"][rank], dev)
         else:
             torch.manual_seed(cfg["seed"] + rank)
-            with torch.no_grad():  # data-dependent initialisation (actnorm) on the first global batch
-                first = order(0)
+            with torch.no_grad():  # data-dependent initialisation (actnorm) on the whole first global batch
                 net.train()
+                first = order(0)
                 net.log_prob(x_train[first], y_train[first] if conditional else None)
         objective = _NLL(net)
         if world > 1:
@@ -253,6 +278,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
         every = cfg["eval_every"] or max(1, cfg["steps"] // 10)
         dims = math.prod(header.input.shape) * math.log(2)
         say = log if rank == 0 and log is not None else (lambda *a, **k: None)
+        clock = _Clock(cpu_budget, world, dev)
 
         def checkpoint(step):
             states = [_rng_state(dev)]
@@ -268,11 +294,12 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
 
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg["steps"], initial=start, disable=not progress or rank != 0, desc=f"train {header.name}",
-                   dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=cfg["steps"], initial=start, disable=(None if progress is None else not progress) or rank != 0,
+                   desc=f"train {header.name}", dynamic_ncols=True, file=sys.stderr)
+        write = bar.write if not bar.disable and log is not None else say
         net.train()
-        evaluation = None
-        for step in range(start, cfg["steps"]):
+        evaluation, step = None, start
+        while step < cfg["steps"]:
             idx = order(step)[rank::world]
             loss = objective(x_train[idx], y_train[idx] if conditional else None).mean()
             opt.zero_grad(set_to_none=True)
@@ -280,29 +307,31 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
             if cfg["clip"]:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["clip"])
             opt.step()
-            value = loss.item()
+            step, value = step + 1, loss.item()
             if not math.isfinite(value):
-                raise _error(f"the loss became {value} at step {step + 1}", "lower --lr, or set --clip")
+                raise _error(f"the loss became {value} at step {step}", "lower --lr, or set --clip")
             bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}", bpd=f"{value / dims:.3f}")
-            done = step + 1
-            if done % every == 0 or done == cfg["steps"]:
+            bar.set_postfix_str(f"loss {value:.3f} nats, {value / dims:.3f} bits/dim")
+            stop = clock.spent()
+            if step % every == 0 or step == cfg["steps"] or stop:
                 evaluation = evaluate(net, x_test, y_test) if rank == 0 else None
                 if rank == 0:
-                    history.append({"step": done, "train_bits_per_dim": value / dims,
+                    history.append({"step": step, "train_bits_per_dim": value / dims,
                                     "eval_nats": evaluation["nats"], "eval_bits_per_dim": evaluation["bits_per_dim"]})
-                    line = (f"step {done}/{cfg['steps']}: train {value / dims:.4f} bits/dim, held-out "
-                            f"{evaluation['bits_per_dim']:.4f} bits/dim ({evaluation['nats']:.2f} nats)")
-                    (bar.write if progress and log is not None else say)(line)
-                checkpoint(done)
+                    write(f"step {step}/{cfg['steps']}: train {value / dims:.4f} bits/dim, held-out "
+                          f"{evaluation['bits_per_dim']:.4f} bits/dim ({evaluation['nats']:.2f} nats)")
+                checkpoint(step)
+            if stop:
+                write(f"stopped at step {step}: the CPU budget of {cpu_budget:g} s is spent")
+                break
         bar.close()
         if evaluation is None and rank == 0:
             evaluation = evaluate(net, x_test, y_test)
         if world > 1:
             print(f"rank {rank}/{world}: parameters sha256 {_param_digest(net)}", file=sys.stderr, flush=True)
-        if output is not None and start < cfg["steps"]:
-            say(f"saved {output} (step {cfg['steps']})")
-        return TrainResult(net, max(start, cfg["steps"]), history, evaluation, str(output) if output else None)
+        if output is not None and step > start:
+            say(f"saved {output} (step {step})")
+        return TrainResult(net, step, history, evaluation, str(output) if output else None)
     finally:
         if mine:
             import torch.distributed as dist

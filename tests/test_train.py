@@ -156,3 +156,13 @@ def test_torchrun_two_processes_hold_identical_parameters(tmp_path):
         assert torch.allclose(v, ddp.state_dict()[k], atol=1e-5), k
     # and the comparison is not between untouched weights: the zero-initialised last layers moved
     assert single.state_dict()["layers.0.net.body.2.weight"].abs().sum() > 0
+
+
+def test_a_cpu_budget_stops_early_with_a_checkpoint_and_an_evaluation(tmp_path):
+    spec = write(tmp_path, "moons.flow", MOONS_FLOW)
+    lines = []
+    result = flowdsl.train(spec, "moons", steps=100_000, batch=16, cpu_budget=0.5, output=tmp_path / "b.pt",
+                           progress=False, log=lines.append)
+    assert 0 < result.step < 100_000 and result.history[-1]["step"] == result.step
+    assert f"stopped at step {result.step}: the CPU budget of 0.5 s is spent" in lines
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] == result.step
