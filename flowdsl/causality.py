@@ -41,7 +41,7 @@ from .errors import Diagnostic
 from .ir import ModelIR, layer_nodes
 
 __all__ = [
-    "Layout", "layout_of", "DepMaps", "DepContext", "read", "conv", "mix", "any_group", "union", "accumulate",
+    "Layout", "layout_of", "DepMaps", "DepContext", "read", "conv", "mix", "any_group", "connect", "union", "accumulate",
     "members", "pack", "unpack", "group_allowed", "Analysis", "analyze", "dependency_sets", "check_causality",
     "generation_orders",
 ]
@@ -61,10 +61,6 @@ class Layout:
     @property
     def n(self) -> int:
         return int(prod(self.shape))
-
-    @property
-    def nbytes(self) -> int:
-        return (self.n + 7) // 8
 
     def raster_order(self) -> np.ndarray:
         """Grid positions in raster order, the channels of each in turn."""
@@ -195,6 +191,13 @@ def conv(a: np.ndarray, taps: Sequence[tuple[Sequence[int], np.ndarray | None]],
         if allowed is not None:
             out |= mix(read(a, off), allowed)
     return out
+
+
+def connect(a: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """A dense pattern over a 1-d grid: ``out[g, s] = OR over t with matrix[s, t] of a[g, t]`` (MADE, attention)."""
+    m = np.asarray(matrix, dtype=np.float32)
+    return np.stack([pack((m @ np.unpackbits(a[g], axis=-1, bitorder="little").astype(np.float32)) > 0)
+                     for g in range(a.shape[0])])
 
 
 def union(*arrays: np.ndarray) -> np.ndarray:
@@ -381,7 +384,7 @@ def generation_orders(model: ModelIR, layout: Layout | None = None) -> np.ndarra
     return layout.raster_order()[None, :]
 
 
-def _propagate(model: ModelIR, layout: Layout, config: int, record: list | None):
+def _propagate(model: ModelIR, layout: Layout, config: int, record: list):
     """Run every layer's rule; returns (maps, None) or (None, diagnostic) for an unanalysable layer."""
     g = model.graph
     maps = DepMaps.identity(layout)
@@ -394,8 +397,7 @@ def _propagate(model: ModelIR, layout: Layout, config: int, record: list | None)
                                     f"no dependency structure")
         ctx = DepContext(layout, i, tuple(node["in_shape"]), tuple(node["out_shape"]), node["meta"], config)
         maps = rule(maps, ctx)
-        if record is not None:
-            record.append((n, maps.main))
+        record.append((n, maps.main))
     return maps, None
 
 
@@ -413,7 +415,7 @@ def analyze(model: ModelIR) -> Analysis:
     head = sink.get("meta", {}).get("head_allowed")
     configs = max([g.nodes[n]["meta"].get("configurations", 1) for n in layer_nodes(g)] + [1])
     for config in range(configs):
-        record: list | None = [] if config == 0 else None
+        record: list = []
         maps, problem = _propagate(model, layout, config, record)
         if problem is not None:
             result.diagnostics.append(problem)
@@ -425,7 +427,7 @@ def analyze(model: ModelIR) -> Analysis:
         result.finals[config] = final
         bad = _violation(final, rank, layout)
         if bad is not None:
-            result.diagnostics.append(_causality_error(model, layout, rank, record or [], bad))
+            result.diagnostics.append(_causality_error(model, layout, rank, record, bad))
             break
         if config == 0:
             result.final, result.layers = final, record

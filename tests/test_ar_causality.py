@@ -53,14 +53,16 @@ def source(name: str) -> str:
 @lru_cache(maxsize=None)
 def model(name: str):
     """The compiled model in float64, parameters perturbed so that nothing is zero by accident."""
+    torch.manual_seed(0)
     m = flowdsl.compile_source(source(name), filename="m.ar").double().eval()
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-        for layer in m.layers:  # MADE: keep every hidden ReLU alive, so that each masked path shows
-            for lin in list(getattr(layer, "linears", []))[:-1]:
-                lin.bias.add_(2.0)
+        if "relu" in source(name) or "made" in source(name):  # keep ReLUs alive, so that every path shows
+            for mod in m.modules():
+                if isinstance(getattr(mod, "bias", None), torch.nn.Parameter) and mod is not m.head:
+                    mod.bias.add_(2.0)
     return m
 
 

@@ -19,6 +19,7 @@ from flowdsl.made import permutation
 
 def compile_ar(body: str, seed: int = 0, scale: float = 0.5):
     """A float64 model with perturbed parameters (so that the distribution is far from uniform)."""
+    torch.manual_seed(seed)
     m = flowdsl.compile_source("autoregressive m {\n " + body + "\n}\n", filename="m.ar").double().eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

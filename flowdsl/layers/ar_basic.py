@@ -31,7 +31,7 @@ from pydantic import BeforeValidator, Field
 from typing_extensions import Annotated
 
 from .. import made as made_math
-from ..causality import DepContext, DepMaps, any_group, conv, group_allowed, pack, unpack
+from ..causality import DepContext, DepMaps, any_group, connect, conv, group_allowed
 from ..errors import SpecError
 from ..ir import SINK_RULES
 from ..registry import Family, Layer, LayerContext, LayerInfo, NonNegativeInt, PositiveInt, Spec, register_layer
@@ -304,9 +304,7 @@ class MadeModel(Layer):
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         d, f, p = ctx.meta["positions"], ctx.meta["in_features"], ctx.meta["params_per_position"]
         _, per_mask = made_layer_masks(self, d, f, p)
-        conn = per_mask[ctx.config % len(per_mask)][1]
-        a = unpack(any_group(maps.main)[0], ctx.layout.n)
-        return maps.only(pack((conn.astype(np.int64) @ a.astype(np.int64)) > 0)[None])
+        return maps.only(connect(any_group(maps.main), per_mask[ctx.config % len(per_mask)][1]))
 
 
 # ----------------------------------------------------------------------------- glue
