@@ -22,7 +22,7 @@ from .errors import FlowDSLError, render_all
 __all__ = ["main", "EXTENSIONS"]
 
 #: modules that add subcommands: each has ``add_commands(subparsers)`` (one module per group of commands)
-EXTENSIONS: list[str] = ["flowdsl.cli_train", "flowdsl.cli_draw"]
+EXTENSIONS: list[str] = ["flowdsl.cli_train", "flowdsl.cli_draw", "flowdsl.cli_test"]
 
 
 def _limits(args):

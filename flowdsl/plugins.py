@@ -1,0 +1,340 @@
+"""User-defined layers: one decorated class, loaded by the user's explicit choice.
+
+A spec never names Python code. Code is loaded because the user asked for it: ``--plugin
+MODULE`` (a module name or a ``.py`` file) on the command line, :func:`load_plugins` in
+Python, or a package installed with an entry point in the ``flowdsl.layers`` group::
+
+    [project.entry-points."flowdsl.layers"]
+    my_layers = "my_package.layers"
+
+**The simple way**: decorate a torch bijection (``forward``/``inverse`` returning
+``(value, logdet[B])``). Its arguments are the typed keyword parameters of ``__init__``;
+``shape`` (the input shape), ``context_features`` and ``node`` are filled in by the compiler.
+The decorator declares the contract the checker applies and :mod:`flowdsl.testing` verifies:
+
+- ``shape``: ``"same"`` or ``f(in_shape, **args) -> out_shape`` (raise ValueError to refuse a shape);
+- ``dependency``: ``"elementwise"``, ``"coupling"`` (kept positions from the ``mask`` argument or
+  ``kept(shape, **args)``), ``"autoregressive"`` (natural order), ``"dense"``, ``None`` (undeclared),
+  or ``f(shape, **args) -> Dependency | bool matrix``;
+- ``logdet``: ``"exact"`` (default), ``"zero"``, ``"estimated, unbiased"``, ...;
+- ``params``: an int, ``f(shape, **args) -> int``, or None: counted by building the module on
+  PyTorch's meta device (nothing allocated).
+
+**The full way**: decorate a torch-free :class:`~flowdsl.registry.Layer` subclass (your own
+``infer``), pairing it with its torch class or builder through ``runtime=``.
+
+Example:
+    >>> import torch
+    >>> from flowdsl.runtime.base import Bijection
+    >>> @layer("doc_shift", dependency="elementwise", logdet="zero")
+    ... class Shift(Bijection):
+    ...     def __init__(self, shape, by: float = 1.0):
+    ...         super().__init__()
+    ...         self.by = by
+    ...     def forward(self, x, context=None):
+    ...         return x + self.by, x.new_zeros(x.shape[0])
+    ...     def inverse(self, y, context=None):
+    ...         return y - self.by, y.new_zeros(y.shape[0])
+    >>> import flowdsl
+    >>> flow = flowdsl.compile_source("flow f {\\n input x: vector[2]\\n doc_shift(by=2)\\n}\\n")
+    >>> flow(torch.zeros(1, 2))[0].tolist()
+    [[2.0, 2.0]]
+    >>> print(flowdsl.check_source("flow f {\\n input x: vector[2]\\n doc_shift(by=true)\\n}\\n")[0].message)
+    argument 'by' of doc_shift must be a number (got true)
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import math
+import sys
+import typing
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from pydantic import BeforeValidator, create_model
+from typing_extensions import Annotated
+
+from .errors import Diagnostic, FlowDSLError, Pos, SpecError
+from .registry import LAYERS, NETS, Layer, LayerContext, LayerInfo, _strict_int, choice, symbolic
+from .structure import Dependency
+
+__all__ = ["layer", "load_plugins", "load_module", "load_entry_points", "PluginError", "ENTRY_POINT_GROUP",
+           "RUNTIMES", "PluginLayer"]
+
+ENTRY_POINT_GROUP = "flowdsl.layers"
+#: builders of user-defined layers, found by the compiler as ``flowdsl.plugins:RUNTIMES.<name>``
+RUNTIMES = SimpleNamespace()
+#: names filled in by the compiler, not arguments of the spec
+RESERVED = ("shape", "in_shape", "out_shape", "context_features", "node")
+_LOADED_ENTRY_POINTS: set[str] = set()
+
+
+class PluginError(FlowDSLError):
+    """A plugin could not be loaded or declares an impossible contract."""
+
+    def __init__(self, where: str, message: str, hint: str | None = None):
+        super().__init__([Diagnostic(Pos(where), "error", message, hint)])
+
+
+class PluginLayer(Layer):
+    """Base of the spec classes :func:`layer` generates from a torch class."""
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        c = type(self)._contract
+        args = _spec_args(self)
+        out = tuple(ctx.shape) if c["shape"] == "same" else _call_rule(c["shape"], "shape", ctx.shape, args)
+        out = tuple(int(v) for v in out)
+        if "flow" in type(self).models and math.prod(out) != math.prod(ctx.shape):
+            raise SpecError(f"{self.name} maps {list(ctx.shape)} to {list(out)}: a bijection keeps the number of "
+                            f"dimensions ({math.prod(ctx.shape)} -> {math.prod(out)})")
+        dep = _dependency(c, ctx.shape, args)
+        params = c["params"]
+        if callable(params):
+            params = _call_rule(params, "params", ctx.shape, args)
+        elif params is None:
+            params = _count_params(self, ctx, out, dep)
+        meta = {"reads_condition": bool(c["conditional"] and ctx.context_features), "plugin": c["origin"]}
+        if c["summary"]:
+            meta["report"] = c["summary"]
+        return LayerInfo(out_shape=out, params=int(params), logdet=c["logdet"], dependency=dep, meta=meta)
+
+
+def _call_rule(rule, what: str, shape, args):
+    try:
+        return rule(tuple(shape), **args)
+    except SpecError:
+        raise
+    except (ValueError, TypeError, AssertionError) as err:
+        raise SpecError(str(err) or f"the {what} rule refuses input {list(shape)}") from None
+
+
+def _dependency(c: dict, shape, args) -> Dependency | None:
+    dep = c["dependency"]
+    size = math.prod(shape)
+    if dep is None:
+        return None
+    if callable(dep):
+        out = _call_rule(dep, "dependency", shape, args)
+        return out if isinstance(out, Dependency) else Dependency.explicit(np.asarray(out, dtype=bool))
+    if dep == "elementwise":
+        return Dependency.elementwise(size)
+    if dep == "dense":
+        return Dependency.dense(size)
+    if dep == "autoregressive":
+        return Dependency.autoregressive(np.arange(size))
+    if dep == "coupling":
+        if c["kept"] is not None:
+            kept = _call_rule(c["kept"], "kept", shape, args)
+        elif "mask" in args:
+            kept = args["mask"].kept(tuple(shape))
+        else:
+            kept = np.arange(size) < size // 2
+        return Dependency.coupling(np.asarray(kept, dtype=bool))
+    raise SpecError(f"unknown dependency kind '{dep}'")  # pragma: no cover - refused by layer()
+
+
+def _count_params(spec, ctx: LayerContext, out, dep) -> int:
+    """Build the module on the meta device (nothing allocated) and count its parameters."""
+    import torch
+
+    from .runtime.base import BuildNode
+
+    node = BuildNode(in_shape=tuple(ctx.shape), out_shape=out, dependency=dep, context_features=ctx.context_features,
+                     levels=ctx.levels, model_kind=ctx.model_kind, spec_dir=ctx.spec_dir, index=ctx.index)
+    builder = getattr(RUNTIMES, type(spec).name)
+    try:
+        with torch.device("meta"):
+            module = builder(spec, node)
+    except SpecError:
+        raise
+    except Exception as err:
+        raise SpecError(f"{spec.name} could not be built to count its parameters ({type(err).__name__}: {err})",
+                        hint="declare the count with @layer(..., params=...)") from None
+    return sum(p.numel() for p in module.parameters())
+
+
+# ----------------------------------------------------------------------------- the decorator
+_DEPENDENCIES = ("elementwise", "coupling", "autoregressive", "dense")
+
+
+def _strict_float(value):
+    if isinstance(value, bool):
+        from .values import describe
+
+        raise ValueError(f"must be a number (got {describe(value)})")
+    return value
+
+
+def _field_type(annotation):
+    """Spec-language friendly versions of plain Python types."""
+    from .layers.masks import Mask, MaskField
+    from .layers.nets import Net
+
+    if annotation is int:
+        return Annotated[int, BeforeValidator(_strict_int)]
+    if annotation is float:
+        return Annotated[float, BeforeValidator(_strict_float)]
+    if typing.get_origin(annotation) is typing.Literal and all(isinstance(a, str) for a in typing.get_args(annotation)):
+        return choice(*typing.get_args(annotation))
+    if annotation is Net:
+        return symbolic(NETS, Net)
+    if annotation is Mask:
+        return MaskField
+    return annotation
+
+
+def _fields(cls, name: str) -> dict:
+    sig = inspect.signature(cls.__init__)
+    try:
+        hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    except Exception as err:
+        raise PluginError(cls.__module__, f"layer '{name}': cannot read the argument types of "
+                                          f"{cls.__qualname__}.__init__ ({err})") from None
+    fields = {}
+    for i, p in enumerate(sig.parameters.values()):
+        if i == 0 or p.name in RESERVED or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann = hints.get(p.name)
+        if ann is None:
+            if p.default is p.empty or p.default is None:
+                raise PluginError(cls.__module__, f"layer '{name}': argument '{p.name}' of {cls.__qualname__} needs "
+                                                  f"a type annotation")
+            ann = type(p.default)
+        fields[p.name] = (_field_type(ann), ... if p.default is p.empty else p.default)
+    return fields
+
+
+def _builder(cls):
+    sig = inspect.signature(cls)
+    wanted = [r for r in RESERVED if r in sig.parameters]
+
+    def build(spec, node):
+        extras = {"shape": node.in_shape, "in_shape": node.in_shape, "out_shape": node.out_shape,
+                  "context_features": node.context_features, "node": node}
+        return cls(**_spec_args(spec), **{k: extras[k] for k in wanted})
+
+    return build
+
+
+def _spec_args(spec) -> dict:
+    return {k: getattr(spec, k) for k in type(spec).model_fields}
+
+
+def _register(spec_cls, name: str, origin: str) -> None:
+    old = LAYERS.members.get(name)
+    if old is not None and old is not spec_cls:
+        if getattr(old, "_origin", None) != origin:
+            raise PluginError(origin, f"layer '{name}' is already registered by {old.__module__}.{old.__qualname__}",
+                              hint="pick another name")
+        del LAYERS.members[name]  # the same class, defined again (a module loaded twice)
+    LAYERS.register(spec_cls)
+
+
+def layer(name: str, *, shape="same", dependency="dense", logdet: str = "exact", params=None, kept=None,
+          models=("flow",), summary: str | None = None, conditional: bool = False, runtime=None):
+    """Class decorator: register a user-defined layer under ``name`` (see the module docs).
+
+    On a torch class, generates its spec (arguments from ``__init__``) and contract; on a
+    :class:`~flowdsl.registry.Layer` subclass, registers it as it is, with ``runtime`` (a torch
+    class or a ``build(spec, node)`` function) as its compiled form.
+    """
+    if not isinstance(dependency, str) and dependency is not None and not callable(dependency):
+        raise PluginError("<plugin>", f"layer '{name}': dependency must be a name, a function or None")
+    if isinstance(dependency, str) and dependency not in _DEPENDENCIES:
+        raise PluginError("<plugin>", f"layer '{name}': unknown dependency '{dependency}'",
+                          hint=f"one of {', '.join(_DEPENDENCIES)}, a function or None")
+
+    def decorate(cls):
+        origin = f"{cls.__module__}.{cls.__qualname__}"
+        doc = summary or (inspect.getdoc(cls) or "").split("\n")[0]
+        if isinstance(cls, type) and issubclass(cls, Layer):
+            cls.name = name
+            if runtime is not None:
+                build = _builder(runtime) if isinstance(runtime, type) else runtime
+                setattr(RUNTIMES, name, lambda spec, node: build(spec, node))
+                cls.runtime = f"flowdsl.plugins:RUNTIMES.{name}"
+            if not cls.summary:
+                cls.summary = doc
+            cls._origin = origin
+            _register(cls, name, origin)
+            return cls
+        if not (hasattr(cls, "forward") and hasattr(cls, "inverse")):
+            raise PluginError(cls.__module__, f"layer '{name}': {cls.__qualname__} needs forward and inverse methods")
+        fields = _fields(cls, name)
+        spec_cls = create_model(f"{cls.__name__}Spec", __base__=PluginLayer, __module__=cls.__module__, **fields)
+        spec_cls.name = name
+        spec_cls.models = frozenset(models)
+        spec_cls.summary = doc
+        spec_cls.runtime = f"flowdsl.plugins:RUNTIMES.{name}"
+        spec_cls._contract = {"shape": shape, "dependency": dependency, "logdet": logdet, "params": params,
+                              "kept": kept, "summary": doc, "conditional": conditional, "origin": origin}
+        spec_cls._origin = origin
+        setattr(RUNTIMES, name, _builder(cls))
+        _register(spec_cls, name, origin)
+        cls.flowdsl_spec = spec_cls
+        return cls
+
+    return decorate
+
+
+# ----------------------------------------------------------------------------- loading
+def load_module(target: str):
+    """Import a plugin: a module name (``my_layers``, ``pkg.layers``) or a ``.py`` file path."""
+    try:
+        if target.endswith(".py") or "/" in target or "\\" in target:
+            path = Path(target)
+            if not path.is_file():
+                raise PluginError(target, f"cannot load plugin '{target}': no such file")
+            name = f"flowdsl_plugin_{path.stem}"
+            if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path.resolve()):
+                return sys.modules[name]
+            spec = importlib.util.spec_from_file_location(name, path.resolve())
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]
+                raise
+            return module
+        return importlib.import_module(target)
+    except FlowDSLError:
+        raise
+    except Exception as err:
+        raise PluginError(target, f"cannot load plugin '{target}': {type(err).__name__}: {err}") from None
+
+
+def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
+    """Load every installed plugin of the entry-point group (once); returns the names loaded now."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in entry_points(group=group):
+        key = f"{ep.name}={ep.value}"
+        if key in _LOADED_ENTRY_POINTS:
+            continue
+        _LOADED_ENTRY_POINTS.add(key)
+        try:
+            obj = ep.load()
+            if inspect.isfunction(obj):
+                obj()
+        except FlowDSLError:
+            raise
+        except Exception as err:
+            raise PluginError(ep.value, f"cannot load installed plugin '{ep.name}' ({ep.value}): "
+                                        f"{type(err).__name__}: {err}") from None
+        loaded.append(ep.name)
+    return loaded
+
+
+def load_plugins(modules=(), entry_points: bool = True) -> list[str]:
+    """Load the installed plugins (entry points) and the given modules or files; their names."""
+    names = load_entry_points() if entry_points else []
+    for m in modules or ():
+        load_module(m)
+        names.append(m)
+    return names
