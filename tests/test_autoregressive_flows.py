@@ -236,3 +236,18 @@ def test_acceptance_spec_sample_logprob_inverse_cycle(name):
     assert torch.isfinite(x).all() and torch.isfinite(logp).all() and torch.isfinite(z).all()
     assert torch.isfinite(back).all()
     assert ((back - x).abs() <= 1e-3 * (1 + x.abs())).all()
+
+
+@pytest.mark.parametrize("kind", ["affine", "umnn", "rq_spline"])
+def test_conditional_made_reads_the_label(float64, kind):
+    call = "autoregressive " + CALLS[kind].format(h=8, args="")
+    text = f"flow c {{\n    input x: vector[3]\n    condition y: label[2]\n    {call}\n}}\n"
+    assert flowdsl.analyze_source(text).diagnostics == []  # no "condition declared but unused" warning
+    flow = flowdsl.compile_source(text)
+    perturb_parameters(flow, 0.2, seed=5)
+    x = torch.randn(4, 3)
+    labels = torch.tensor([0, 1, 0, 1])
+    z, ld = flow(x, labels)
+    x2, ld2 = flow.inverse_and_logdet(z, labels)
+    assert (x2 - x).abs().max() <= (1e-8 if kind in ANALYTIC else 1e-6) and (ld + ld2).abs().max() <= 1e-6
+    assert not torch.allclose(flow(x, 1 - labels)[0], z)

@@ -135,6 +135,12 @@ def test_spline_couplings_over_every_mask(float64, kind, shape, mask):
     kept = node["dependency"].data.reshape(-1)
     assert torch.equal(y.reshape(2, -1)[:, torch.as_tensor(kept)], x.reshape(2, -1)[:, torch.as_tensor(kept)])
     assert not torch.equal(y, x)
+    for fn in (layer, layer.inverse):  # gradients reach every parameter, both ways
+        layer.zero_grad()
+        out, out_ld = fn(x)
+        (out.square().sum() + out_ld.sum()).backward()
+        for name, p in layer.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
 def test_spline_coupling_reports():
