@@ -19,7 +19,12 @@ is raster order over the grid, channels innermost; a layer may declare its own o
 The model check (:func:`check_causality`, in ``flowdsl.checks.MODEL_CHECKS``) reports an
 error at the first layer whose main stream reads the current or a later position, a
 warning for a blind spot (earlier positions inside the receptive field's bounding box that
-no path reaches) at the layer from which it persists, and a note with the receptive field.
+no path reaches) at the layer from which it persists, and a note with the receptive field (on a
+1-d grid: the window of earlier positions read; :data:`RECEPTIVE_DETAILS` hooks add e.g. the
+dilation schedule). Layers may declare ``meta["declared_context"]`` (a warning when the window
+is shorter) and ``meta["full_reach"]`` (attention: every earlier position must reach every later
+one within the model's depth; a reachability warning with the fraction reached replaces the
+blind-spot check).
 
 Example:
     >>> lay = layout_of("image", (1, 3, 3))
@@ -43,8 +48,12 @@ from .ir import ModelIR, layer_nodes
 __all__ = [
     "Layout", "layout_of", "DepMaps", "DepContext", "read", "conv", "mix", "any_group", "connect", "union", "accumulate",
     "members", "pack", "unpack", "group_allowed", "Analysis", "analyze", "dependency_sets", "check_causality",
-    "generation_orders",
+    "generation_orders", "RECEPTIVE_DETAILS",
 ]
+
+#: hooks ``describe(model) -> str | None`` adding a parenthesised detail to the receptive-field note, e.g.
+#: "3 stacks of dilations 1..512, kernel 2" (the first hook that answers wins); layer families append theirs
+RECEPTIVE_DETAILS: list = []
 
 
 # ----------------------------------------------------------------------------- layouts and maps
@@ -345,10 +354,16 @@ def _rel(name: str, d: int) -> str:
     return name if d == 0 else f"{name}{d:+d}"
 
 
-def _receptive(final: np.ndarray, layout: Layout, rank: np.ndarray, pos) -> Diagnostic:
+def _receptive(final: np.ndarray, layout: Layout, rank: np.ndarray, pos, detail: str | None = None):
+    """The receptive-field note, and (1-d grids) the window of earlier positions read, in positions.
+
+    On a 1-d grid the receptive field is the window from the earliest to the latest position a
+    prediction reads (the predicted position itself is not counted: WaveNet's convention); on
+    a grid it is the bounding box of the pixels read and the pixel itself."""
     n, nd = layout.n, len(layout.grid)
     grid = (n,) if nd == 1 else layout.grid
-    lo, hi = np.zeros(len(grid), dtype=np.int64), np.zeros(len(grid), dtype=np.int64)
+    big = np.iinfo(np.int64).max
+    lo, hi = np.full(len(grid), big, dtype=np.int64), np.full(len(grid), -big, dtype=np.int64)
     most = 0
     for rows in _chunks(n):
         dep = unpack(final[rows], n)
@@ -360,17 +375,73 @@ def _receptive(final: np.ndarray, layout: Layout, rank: np.ndarray, pos) -> Diag
             if has.any():
                 lo[k] = min(lo[k], int((a - own[:, k])[has].min()))
                 hi[k] = max(hi[k], int((b - own[:, k])[has].max()))
+    extra = f" ({detail})" if detail else ""
     if nd == 1:
         unit = "samples" if layout.input_type == "sequence" else "positions"
-        text = f"receptive field {int(hi[0] - lo[0]) + 1} {unit}; a position reads up to {most} earlier ones"
-    else:
-        names = ("rows", "columns") if nd == 2 else ("frames", "rows", "columns")
-        letters = ("r", "c") if nd == 2 else ("t", "r", "c")
-        box = " x ".join(str(int(b - a + 1)) for a, b in zip(lo, hi))
-        ranges = ", ".join(f"{nm} {_rel(le, int(a))}..{_rel(le, int(b))}" for nm, le, a, b in zip(names, letters, lo, hi))
-        text = (f"receptive field {box} {'pixels' if nd == 2 else 'positions'} ({ranges}); "
-                f"a position reads up to {most} earlier ones")
-    return Diagnostic(pos, "note", text)
+        span = int(hi[0] - lo[0]) + 1 if hi[0] >= lo[0] else 0
+        text = f"receptive field {span} {unit}{extra}; a position reads up to {most} earlier ones"
+        return Diagnostic(pos, "note", text), span
+    lo, hi = np.minimum(lo, 0), np.maximum(hi, 0)
+    names = ("rows", "columns") if nd == 2 else ("frames", "rows", "columns")
+    letters = ("r", "c") if nd == 2 else ("t", "r", "c")
+    box = " x ".join(str(int(b - a + 1)) for a, b in zip(lo, hi))
+    ranges = ", ".join(f"{nm} {_rel(le, int(a))}..{_rel(le, int(b))}" for nm, le, a, b in zip(names, letters, lo, hi))
+    text = (f"receptive field {box} {'pixels' if nd == 2 else 'positions'} ({ranges}){extra}; "
+            f"a position reads up to {most} earlier ones")
+    return Diagnostic(pos, "note", text), None
+
+
+def _detail(model: ModelIR) -> str | None:
+    for describe in RECEPTIVE_DETAILS:
+        text = describe(model)
+        if text:
+            return text
+    return None
+
+
+def _context_warnings(model: ModelIR, span: int | None, layout: Layout) -> list[Diagnostic]:
+    """A layer's ``meta["declared_context"]`` (earlier positions a prediction should see) longer than the window."""
+    if span is None:
+        return []
+    out = []
+    unit = "samples" if layout.input_type == "sequence" else "positions"
+    for n in layer_nodes(model.graph):
+        node = model.graph.nodes[n]
+        want = node["meta"].get("declared_context")
+        if want and span < want:
+            out.append(Diagnostic(node["pos"], "warning",
+                                  f"the receptive field ({span} {unit}) is shorter than the declared context "
+                                  f"({want} {unit}): predictions never see {unit} more than {span} back",
+                                  "add layers or larger dilations, or declare a shorter context"))
+    return out
+
+
+def _reach_warning(model: ModelIR, layout: Layout, rank: np.ndarray, result: "Analysis") -> list[Diagnostic] | None:
+    """Models whose layers claim ``meta["full_reach"]`` (attention): every earlier position should reach every
+    later one within the model's depth. None when no layer claims it; else the warning (if some pair is missed)."""
+    g = model.graph
+    nodes = [n for n in layer_nodes(g) if g.nodes[n]["meta"].get("full_reach")]
+    if not nodes:
+        return None
+    n = layout.n
+    reads = np.zeros(n, dtype=np.int64)
+    for rows in _chunks(n):
+        reads[rows] = unpack(result.final[rows], n).sum(axis=1)
+    total = n * (n - 1) // 2
+    reached = int(reads.sum())
+    if reached >= total:
+        return []
+    short = np.flatnonzero(reads < rank)
+    p = int(short[np.argmin(rank[short])])
+    seen = unpack(result.final[p], n)
+    earlier = np.flatnonzero((rank < rank[p]) & ~seen)
+    q = int(earlier[np.argmin(rank[earlier])])
+    last = g.nodes[nodes[-1]]
+    kind, depth = last["meta"]["full_reach"], len(nodes)
+    msg = (f"reachability: within {depth} {kind} layer{'s' if depth != 1 else ''}, {100.0 * reached / total:.1f}% "
+           f"of the (earlier, later) position pairs are connected (e.g. position {layout.describe(p)} cannot see "
+           f"{layout.describe(q)})")
+    return [Diagnostic(last["pos"], "warning", msg, last["meta"].get("reach_remedy"))]
 
 
 def generation_orders(model: ModelIR, layout: Layout | None = None) -> np.ndarray:
@@ -434,8 +505,11 @@ def analyze(model: ModelIR) -> Analysis:
     else:
         rank = np.empty(layout.n, dtype=np.int64)
         rank[orders[0]] = np.arange(layout.n)
-        result.diagnostics.extend(_blind_warning(model, layout, rank, result))
-        result.diagnostics.append(_receptive(result.final, layout, rank, header.pos))
+        reach = _reach_warning(model, layout, rank, result)
+        result.diagnostics.extend(_blind_warning(model, layout, rank, result) if reach is None else reach)
+        note, span = _receptive(result.final, layout, rank, header.pos, _detail(model))
+        result.diagnostics.append(note)
+        result.diagnostics.extend(_context_warnings(model, span, layout))
     g.graph["causality"] = result
     return result
 

@@ -85,7 +85,7 @@ GOLDEN = {
                             "(e.g. (r-1, c+2)); gated_block removes it")]),
     "narrow MADE": (
         "    input x: vector[8] levels 2\n    made([3], masks=2)\n    output bernoulli\n",
-        [(1, 1, "note", "receptive field 8 positions; a position reads up to 7 earlier ones"),
+        [(1, 1, "note", "receptive field 7 positions; a position reads up to 7 earlier ones"),
          (3, 5, "warning", "blind spot: a position cannot see up to 3 earlier positions inside its receptive field "
                            "(e.g. i-1); hidden layers of at least 7 units remove it")]),
     "condition nobody reads": (
@@ -100,7 +100,7 @@ GOLDEN = {
                         "earlier ones")]),
     "sequence": (
         "    input x: sequence[10] levels 4\n    nade(hidden=4)\n",
-        [(1, 1, "note", "receptive field 10 samples; a position reads up to 9 earlier ones")]),
+        [(1, 1, "note", "receptive field 9 samples; a position reads up to 9 earlier ones")]),
 }
 
 

@@ -1,0 +1,288 @@
+"""Autoregressive layers over sequences: ``embed``, ``causal_conv``, ``gated_residual`` (WaveNet), ``bytenet_block``.
+
+A layer over a sequence maps features ``(F, L)`` to ``(F', L)``. The first layer reads the
+model's input and must not see the current sample: ``embed(dim)`` shifts the input right by
+one (position i embeds x_{i-1}; a learned start vector at 0), and a first ``causal_conv``
+drops its current-sample tap (mask A: taps at -d, ..., -(k-1)d). Later causal convolutions
+read taps ``-(k-1)d .. 0``. ``gated_residual`` carries two streams: the residual stream
+(``residual`` features) feeds the next block, the running sum of the skip outputs (``skip``
+features) is the main output, so the layer after a stack of blocks (WaveNet's head) reads
+the summed skips. ``context=N`` on ``embed`` or ``causal_conv`` declares how many earlier
+samples a prediction should see; the checker warns when the receptive field is shorter.
+
+Example:
+    >>> from flowdsl.registry import LAYERS, LayerContext
+    >>> from flowdsl.values import Symbol
+    >>> ctx = LayerContext(shape=(32, 100), model_kind="autoregressive", input_type="sequence", levels=256, index=1)
+    >>> call = Symbol("gated_residual", kwargs=(("kernel", 2), ("dilation", 4), ("residual", 32), ("skip", 64)))
+    >>> info = LAYERS.bind(call).infer(ctx)
+    >>> info.out_shape, info.params, info.meta["offsets"]
+    ((64, 100), 7328, (-4, 0))
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from typing_extensions import Annotated
+
+from ..causality import RECEPTIVE_DETAILS, DepContext, DepMaps, any_group, conv, read
+from ..checks import MODEL_CHECKS
+from ..errors import Diagnostic, SpecError
+from ..ir import layer_nodes
+from ..registry import Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
+from .ar_basic import AR, ar_input
+
+__all__ = ["Embed", "CausalConv", "GatedResidual", "ByteNetBlock", "conv_offsets", "describe_dilations",
+           "dilation_schedule", "check_residual_streams"]
+
+Kernel = Annotated[PositiveInt, Field(le=64)]
+Dilation = Annotated[PositiveInt, Field(le=1 << 20)]
+_FIRST_HINT = "start the model with causal_conv (its first layer drops the current sample) or embed (shifts by one)"
+
+
+def _sequence(ctx: LayerContext, name: str) -> tuple[int, int]:
+    f, grid = ar_input(ctx)
+    if len(grid) != 1:
+        raise SpecError(f"{name} models sequences, but this model's input is a {ctx.input_type} over a "
+                        f"{len(grid)}-d grid {list(grid)}", hint="use masked_conv or gated_block on images")
+    return f, grid[0]
+
+
+def conv_offsets(kernel: int, dilation: int, padding: str = "causal", first: bool = False) -> tuple[int, ...]:
+    """The taps a 1-d convolution reads, relative to the output position.
+
+    >>> conv_offsets(3, 2), conv_offsets(3, 2, first=True), conv_offsets(3, 2, "same")
+    ((-4, -2, 0), (-4, -2), (-2, 0, 2))
+    """
+    if padding == "same":
+        return tuple((j - (kernel - 1) // 2) * dilation for j in range(kernel))
+    taps = tuple(-(kernel - 1 - j) * dilation for j in range(kernel))
+    return taps[:-1] if first else taps
+
+
+def describe_dilations(runs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> str:
+    """``[(dilations, kernels), ...]`` of the stacks -> "3 stacks of dilations 1..512, kernel 2".
+
+    >>> describe_dilations([((1, 2, 4, 8), (2, 2, 2, 2))] * 3)
+    '3 stacks of dilations 1..8, kernel 2'
+    >>> describe_dilations([((1, 3), (3, 3))])
+    '1 stack of dilations 1, 3, kernel 3'
+    """
+    def dil(d):
+        doubling = len(d) > 2 and all(b == 2 * a for a, b in zip(d, d[1:]))
+        return f"{d[0]}..{d[-1]}" if doubling else ", ".join(map(str, d))
+
+    kernels = sorted({k for _, ks in runs for k in ks})
+    ktext = f"kernel {kernels[0]}" if len(kernels) == 1 else "kernels " + ", ".join(map(str, kernels))
+    stacks = f"{len(runs)} stack{'s' if len(runs) != 1 else ''}"
+    if all(r[0] == runs[0][0] for r in runs):
+        return f"{stacks} of dilations {dil(runs[0][0])}, {ktext}"
+    return f"{stacks} of dilations " + "; ".join(dil(r[0]) for r in runs) + f", {ktext}"
+
+
+def _taps(offsets):
+    return [((o,), None) for o in offsets]
+
+
+@register_layer
+class Embed(Layer):
+    """``embed(dim, context=None)``: a learned embedding of the integer input, shifted right by one position.
+
+    Position i receives the embedding of x_{i-1} (position 0 a learned start vector), so the
+    layers after it may read the current position. It must be the model's first layer.
+    """
+
+    name: ClassVar[str] = "embed"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_sequence:build_embed"
+    summary: ClassVar[str] = "embedding of the integer input, shifted right by one (a learned start vector)"
+    dim: PositiveInt = 64
+    context: PositiveInt | None = None
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        if ctx.index != 0:
+            raise SpecError("embed reads the model's integer input: it must be the first layer",
+                            hint="use conv1x1 to change the number of features later on")
+        f, length = _sequence(ctx, self.name)
+        levels = f
+        return LayerInfo(out_shape=(self.dim, length), params=levels * self.dim + self.dim, logdet="n/a",
+                         meta={"levels": levels, "takes_indices": True, "declared_context": self.context,
+                               "report": f"{levels} levels -> {self.dim} features, shifted right by one"})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        return maps.only(read(any_group(maps.main), (-1,)))
+
+
+@register_layer
+class CausalConv(Layer):
+    """``causal_conv(kernel, channels, dilation=1, padding=causal, context=None)``: a dilated causal 1-d convolution.
+
+    Output t reads inputs t-(k-1)d, ..., t-d, t; as the first layer (reading the model's input)
+    the tap at t is dropped (mask A). ``padding=same`` centres the kernel and reads later
+    samples: the checker reports it as a causality error.
+    """
+
+    name: ClassVar[str] = "causal_conv"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_sequence:build_causal_conv"
+    summary: ClassVar[str] = "dilated causal 1-d convolution (WaveNet); mask A as the first layer"
+    kernel: Kernel = 2
+    channels: PositiveInt = 64
+    dilation: Dilation = 1
+    padding: choice("causal", "same") = "causal"
+    context: PositiveInt | None = None
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        f, length = _sequence(ctx, self.name)
+        first = ctx.index == 0
+        offsets = conv_offsets(self.kernel, self.dilation, self.padding, first and self.padding == "causal")
+        if not offsets:
+            raise SpecError("a first causal_conv with kernel=1 reads no earlier sample (its only tap is the "
+                            "current one, which mask A removes)", arg="kernel", hint="use kernel >= 2")
+        hint = ("padding=same centres the kernel on the current sample and reads later ones: use padding=causal"
+                if self.padding == "same" else _FIRST_HINT)
+        return LayerInfo(
+            out_shape=(self.channels, length), params=f * self.channels * len(offsets) + self.channels,
+            logdet="n/a",
+            meta={"in_features": f, "offsets": offsets, "dilation": self.dilation, "kernel": self.kernel,
+                  "first": first, "declared_context": self.context, "causality_hint": hint,
+                  "report": f"kernel {self.kernel}, dilation {self.dilation}, {f} -> {self.channels} features"
+                            + (", mask A" if first else "")})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        return maps.only(conv(any_group(maps.main), _taps(ctx.meta["offsets"])))
+
+
+@register_layer
+class GatedResidual(Layer):
+    """``gated_residual(kernel, dilation, residual, skip)``: a WaveNet block (van den Oord et al. 2016).
+
+    z = tanh(W_f * x) . sigmoid(W_g * x) with a dilated causal convolution over the residual
+    stream x (plus the condition, if any); the residual stream continues as x + 1x1(z) and the
+    skip sum as s + 1x1(z). The first block of a stack reads its input as the residual stream
+    (it must have ``residual`` features) and starts the skip sum.
+    """
+
+    name: ClassVar[str] = "gated_residual"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_sequence:build_gated_residual"
+    summary: ClassVar[str] = "WaveNet block: gated dilated causal conv, residual and skip 1x1s (skips summed)"
+    kernel: Kernel = 2
+    dilation: Dilation = 1
+    residual: PositiveInt = 64
+    skip: PositiveInt = 128
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        f, length = _sequence(ctx, self.name)
+        starts = not (ctx.previous and ctx.previous[-1] == self.name)
+        r, s, k = self.residual, self.skip, self.kernel
+        if starts and f != r:
+            raise SpecError(f"the first gated_residual of a stack reads its input as the residual stream: "
+                            f"residual must equal the {f} input features (got {r})", arg="residual",
+                            hint=f"use residual={f}, or put causal_conv(kernel=2, channels={r}) before it")
+        if not starts and f != s:
+            raise SpecError(f"gated_residual adds its skip output to the previous block's skip sum of {f} features "
+                            f"(got skip={s})", arg="skip", hint=f"use skip={f} in every block of the stack")
+        context = ctx.context_features
+        params = r * 2 * r * k + 2 * r + (r * r + r) + (r * s + s) + context * 2 * r
+        offsets = conv_offsets(k, self.dilation)
+        return LayerInfo(
+            out_shape=(s, length), params=params, logdet="n/a",
+            meta={"residual": r, "skip": s, "offsets": offsets, "dilation": self.dilation, "kernel": k,
+                  "starts_stack": starts, "reads_condition": context > 0, "causality_hint": _FIRST_HINT,
+                  "report": f"kernel {k}, dilation {self.dilation}, residual {r}, skip {s}"
+                            + (" (starts the skip sum)" if starts else "") + (", conditional" if context else "")})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        residual = maps.get("residual")
+        x = any_group(maps.main if residual is None else residual)
+        z = conv(x, _taps(ctx.meta["offsets"]))
+        skips = z if residual is None else (any_group(maps.main) | z)
+        return maps.only(skips, residual=x | z)
+
+
+@register_layer
+class ByteNetBlock(Layer):
+    """``bytenet_block(kernel, dilation, channels)``: a ByteNet decoder residual block (Kalchbrenner et al. 2016).
+
+    x + 1x1(relu(LN(conv_k,d(relu(LN(1x1(relu(LN(x))))))))): channels -> channels/2 -> masked
+    dilated causal conv -> channels (layer norm over the features of each position).
+    """
+
+    name: ClassVar[str] = "bytenet_block"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_sequence:build_bytenet_block"
+    summary: ClassVar[str] = "ByteNet residual block: 1x1 down, masked dilated causal conv, 1x1 up, layer norms"
+    kernel: Kernel = 3
+    dilation: Dilation = 1
+    channels: PositiveInt = 64
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        f, length = _sequence(ctx, self.name)
+        c, k = self.channels, self.kernel
+        if c % 2:
+            raise SpecError(f"bytenet_block's inner convolution has channels/2 features: channels must be even "
+                            f"(got {c})", arg="channels")
+        if f != c:
+            raise SpecError(f"bytenet_block's residual connection needs {c} input features, but it gets {f}",
+                            arg="channels", hint=f"use channels={f}, or start with embed(dim={c})")
+        h = c // 2
+        params = 2 * c + (c * h + h) + 2 * h + (h * h * k + h) + 2 * h + (h * c + c)
+        return LayerInfo(
+            out_shape=(c, length), params=params, logdet="n/a",
+            meta={"offsets": conv_offsets(k, self.dilation), "dilation": self.dilation, "kernel": k,
+                  "causality_hint": _FIRST_HINT,
+                  "report": f"kernel {k}, dilation {self.dilation}, {c} -> {h} -> {c} features, residual"})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        x = any_group(maps.main)
+        return maps.only(conv(x, _taps(ctx.meta["offsets"])) | x)
+
+
+# ----------------------------------------------------------------------------- model-level rules
+def dilation_schedule(model) -> str | None:
+    """RECEPTIVE_DETAILS hook: the stacks of dilated layers ("3 stacks of dilations 1..512, kernel 2").
+
+    A stack is a run of dilated layers (not the model's first layer) whose dilation keeps growing.
+    """
+    g = model.graph
+    runs: list[tuple[list[int], list[int]]] = []
+    for n in layer_nodes(g):
+        meta = g.nodes[n]["meta"]
+        if "dilation" not in meta or meta.get("first"):
+            continue
+        if not runs or meta["dilation"] <= runs[-1][0][-1]:
+            runs.append(([], []))
+        runs[-1][0].append(meta["dilation"])
+        runs[-1][1].append(meta["kernel"])
+    if not runs or max(max(d) for d, _ in runs) == 1:
+        return None
+    return describe_dilations([(tuple(d), tuple(k)) for d, k in runs])
+
+
+def check_residual_streams(model, limits) -> list[Diagnostic]:
+    """Model check: consecutive gated_residual blocks share one residual stream, so their widths must agree."""
+    if model.header.kind != "autoregressive" or not model.complete:
+        return []
+    g, prev, out = model.graph, None, []
+    for n in layer_nodes(g):
+        layer = g.nodes[n]["layer"]
+        if isinstance(layer, GatedResidual) and isinstance(prev, GatedResidual) and prev.residual != layer.residual:
+            out.append(Diagnostic(g.nodes[n]["pos"], "error",
+                                  f"gated_residual continues a residual stream of {prev.residual} features, but "
+                                  f"declares residual={layer.residual}",
+                                  f"use residual={prev.residual} in every block of the stack"))
+        prev = layer
+    return out
+
+
+def _register() -> None:
+    if dilation_schedule not in RECEPTIVE_DETAILS:
+        RECEPTIVE_DETAILS.append(dilation_schedule)
+    if check_residual_streams not in MODEL_CHECKS:
+        MODEL_CHECKS.append(check_residual_streams)
+
+
+_register()
