@@ -8,8 +8,12 @@ of each position's distribution, positions in flattened order), ``log_prob(x, co
 
 The input (integers in ``0..levels-1``) enters the first layer one-hot encoded (``C * levels``
 features per grid position, grouped by colour channel), unless the first layer's module has
-``takes_indices = True`` (an embedding), which then receives the integers. The head (a 1x1
-projection, mask B over colour groups) maps the last features to the output parameters.
+``takes_indices = True`` (an embedding), which then receives the integers. Layer modules map
+``h [B, F, *grid]`` to ``h'``; a module with ``streams = True`` is called ``layer(h, context,
+extra) -> (h', extra')`` with a dict of further streams (the vertical stack; ``"skip"``: summed
+skip connections, which the next stream-unaware layer and the head read instead of ``h``),
+as in :mod:`flowdsl.causality`. The head (a 1x1 projection, mask B over colour groups) maps
+the last features to the output parameters.
 
 With a MADE of K masks, ``mask_index`` picks the mask whose ``order`` and ``conditionals``
 are reported; in training mode each ``log_prob`` call uses the next mask in turn
@@ -144,12 +148,13 @@ class CompiledAR(nn.Module):
         self._select(config)
         first = self.layers[0] if len(self.layers) else None
         h = x if getattr(first, "takes_indices", False) else self._encode(x)
-        v = None
+        extra: dict = {}  # streams besides the main one (a gated PixelCNN's vertical stack, summed skips)
         for layer in self.layers:
             if getattr(layer, "streams", False):
-                h, v = layer(h, ctx, v)
+                h, extra = layer(h, ctx, extra)
             else:
-                h, v = layer(h, ctx), None
+                h, extra = layer(extra.get("skip", h), ctx), {}
+        h = extra.get("skip", h)
         if self.head is not None:
             h = self.head(h)
         b, p = h.shape[0], self.dist.params_per_position
@@ -166,6 +171,9 @@ class CompiledAR(nn.Module):
 
     def log_prob(self, x, context=None) -> torch.Tensor:
         """Exact log p(x) in nats, ``[B]``."""
+        for m in self.layers:  # a sampler that defines no likelihood (e.g. non-parametric texture synthesis)
+            if getattr(m, "no_likelihood", None):
+                raise NotImplementedError(f"model '{self.name}': {m.no_likelihood}")
         x = self._check(x)
         ctx = self._context(context, x.shape[0])
         flat = x.reshape(x.shape[0], -1)
@@ -192,8 +200,16 @@ class CompiledAR(nn.Module):
         return tqdm(total=total, disable=not show, desc=f"sampling {self.name}", leave=False)
 
     @torch.no_grad()
-    def _fill(self, x, known, ctx, config: int, bar):
-        """Ancestral sampling of the unknown positions in the order of ``config``; known ones are kept."""
+    def _fill(self, x, known, ctx, config: int, bar, cached: bool = False):
+        """Ancestral sampling of the unknown positions in the order of ``config``; known ones are kept.
+
+        ``cached``: one incremental step per position through the layers' caches
+        (:mod:`flowdsl.runtime.ar_cache`) when every layer has one; the naive loop otherwise."""
+        if cached:
+            from .ar_cache import fill, supports
+
+            if supports(self, config):
+                return fill(self, x, known, ctx, bar)
         flat, known = x.reshape(x.shape[0], -1).clone(), known.reshape(x.shape[0], -1)
         for pos in self.orders[min(config, len(self.orders) - 1)].tolist():
             todo = ~known[:, pos]
@@ -206,10 +222,12 @@ class CompiledAR(nn.Module):
         return flat.reshape(x.shape)
 
     @torch.no_grad()
-    def sample(self, n: int, context=None, progress: bool | None = None) -> torch.Tensor:
+    def sample(self, n: int, context=None, progress: bool | None = None, cached: bool = True) -> torch.Tensor:
         """``n`` exact ancestral samples, integers ``[n, *input_shape]`` (from the mixture of masks, if several).
 
-        ``progress``: a tqdm bar (None: only on a terminal, for long runs)."""
+        ``progress``: a tqdm bar (None: only on a terminal, for long runs). ``cached``: generate with the
+        layers' caches (one step per position) where the model has them; False: the naive reference,
+        the whole network per position (both draw the same samples from the same random stream)."""
         ctx = self._context(context, n)
         x = torch.zeros((n, *self.input_shape), dtype=torch.long, device=self._device())
         known = torch.zeros_like(x, dtype=torch.bool)
@@ -218,12 +236,13 @@ class CompiledAR(nn.Module):
         with self._progress(self.size * len(configs.unique()), progress) as bar:
             for k in configs.unique().tolist():
                 rows = (configs == k).nonzero().flatten()
-                x[rows] = self._fill(x[rows], known[rows], None if ctx is None else ctx[rows], k, bar)
+                x[rows] = self._fill(x[rows], known[rows], None if ctx is None else ctx[rows], k, bar, cached)
         self._select(self._mask_index)
         return x
 
     @torch.no_grad()
-    def complete(self, x, known_mask, context=None, progress: bool | None = None) -> torch.Tensor:
+    def complete(self, x, known_mask, context=None, progress: bool | None = None,
+                 cached: bool = True) -> torch.Tensor:
         """Fill the positions where ``known_mask`` is False by sampling, in generation order, from the
         model's conditionals given everything before them; known positions are kept exactly. (Known
         positions later in the order do not influence earlier draws: exact when they form a prefix.)"""
@@ -231,7 +250,7 @@ class CompiledAR(nn.Module):
         known = torch.as_tensor(known_mask, dtype=torch.bool, device=x.device).expand_as(x)
         ctx = self._context(context, x.shape[0])
         with self._progress(self.size, progress) as bar:
-            out = self._fill(x, known, ctx, self._mask_index, bar)
+            out = self._fill(x, known, ctx, self._mask_index, bar, cached)
         self._select(self._mask_index)
         return out
 

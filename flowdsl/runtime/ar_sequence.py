@@ -1,0 +1,216 @@
+"""Torch modules of the sequence layers (embed, causal_conv, gated_residual, bytenet_block) and their steppers.
+
+Features are ``[B, F, L]``. A convolution's taps are the offsets the checker propagated
+(:func:`flowdsl.layers.ar_sequence.conv_offsets`), an arithmetic progression with step d, so
+the forward pass is one dilated ``conv1d`` on a padded input. Each module's ``stepper(plan)``
+is its incremental form for cached generation (:mod:`flowdsl.runtime.ar_cache`): a history of
+its input read at ``t + offset`` (the Fast WaveNet queue), O(1) work per step.
+
+Example:
+    >>> import torch
+    >>> conv = TapConv1d(2, 3, offsets=(-4, -2, 0))
+    >>> conv(torch.randn(1, 2, 10)).shape
+    torch.Size([1, 3, 10])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .ar_cache import Plan, Stepper, gate
+from .base import BuildNode
+
+__all__ = ["Embed", "TapConv1d", "GatedResidual", "ByteNetBlock", "History", "build_embed", "build_causal_conv",
+           "build_gated_residual", "build_bytenet_block"]
+
+
+class History:
+    """A layer's input so far, ``[B, P + L, F]`` (P zero columns of left padding), read at ``t + offsets``."""
+
+    def __init__(self, plan: Plan, features: int, offsets):
+        self.pad = max(0, -min(offsets))
+        self.buf = plan.zeros(plan.batch, self.pad + plan.grid[0], features)
+        self.offsets = torch.as_tensor(offsets, device=plan.device) + self.pad
+
+    def write(self, h, t: int):
+        self.buf[:, t + self.pad] = h
+
+    def read(self, t: int) -> torch.Tensor:
+        """``[B, n * F]``: the taps at t, offset-major."""
+        return self.buf[:, self.offsets + t].reshape(self.buf.shape[0], -1)
+
+
+def _tap_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """``[O, F, n] -> [n * F, O]`` matching :meth:`History.read`."""
+    return weight.permute(2, 1, 0).reshape(-1, weight.shape[0])
+
+
+class TapConv1d(nn.Module):
+    """``out[t] = b + sum_j W_j x[t + offsets[j]]`` with evenly spaced offsets (zero padding outside)."""
+
+    def __init__(self, in_features: int, out_features: int, offsets):
+        super().__init__()
+        self.offsets = tuple(int(o) for o in offsets)
+        self.dilation = self.offsets[1] - self.offsets[0] if len(self.offsets) > 1 else 1
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, len(self.offsets)))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+
+    def forward(self, x, context=None):
+        first, last, length = self.offsets[0], self.offsets[-1], x.shape[-1]
+        left, right = max(-first, 0), max(last, 0)
+        y = F.conv1d(F.pad(x, (left, right)), self.weight.to(x.dtype), self.bias.to(x.dtype), dilation=self.dilation)
+        return y[:, :, first + left: first + left + length]
+
+    def stepper(self, plan: Plan):
+        return _ConvStepper(self, plan)
+
+
+class _ConvStepper(Stepper):
+    def __init__(self, conv: TapConv1d, plan: Plan):
+        self.hist, self.first = History(plan, conv.weight.shape[1], conv.offsets), plan.first
+        self.w, self.b = _tap_matrix(conv.weight), conv.bias
+
+    def step(self, h, v, t):
+        self.hist.write(h, t)
+        return torch.addmm(self.b, self.hist.read(t), self.w), None
+
+    def commit(self, h, v, t):
+        if self.first:
+            self.hist.write(h, t)
+        return None
+
+
+class Embed(nn.Module):
+    """Integers ``[B, L]`` -> ``[B, dim, L]``: position i gets the embedding of x_{i-1}, position 0 a start vector."""
+
+    takes_indices = True
+
+    def __init__(self, levels: int, dim: int):
+        super().__init__()
+        self.table = nn.Embedding(levels, dim)
+        self.start = nn.Parameter(torch.zeros(dim))
+        nn.init.normal_(self.table.weight, std=dim ** -0.5)
+
+    def forward(self, x, context=None):
+        e = self.table(x.long()).to(self.start.dtype)  # [B, L, dim]
+        e = torch.cat([self.start.expand(x.shape[0], 1, -1), e[:, :-1]], dim=1)
+        return e.transpose(1, 2)
+
+    def stepper(self, plan: Plan):
+        return _EmbedStepper(self, plan)
+
+
+class _EmbedStepper(Stepper):
+    def __init__(self, embed: Embed, plan: Plan):
+        self.e, self.prev = embed, torch.zeros(plan.batch, dtype=torch.long, device=plan.device)
+
+    def step(self, h, v, t):
+        if t == 0:
+            return self.e.start.expand(self.prev.shape[0], -1), None
+        return self.e.table(self.prev), None
+
+    def commit(self, h, v, t):
+        self.prev = h.long().clone()  # x_t: what position t + 1 embeds
+        return None
+
+
+class GatedResidual(nn.Module):
+    """A WaveNet block: ``forward(h, context, v) -> (skip sum, residual stream)``; ``v`` None starts a stack."""
+
+    streams = True
+
+    def __init__(self, residual: int, skip: int, offsets, context_features: int = 0):
+        super().__init__()
+        self.conv = TapConv1d(residual, 2 * residual, offsets)
+        self.res = nn.Conv1d(residual, residual, 1)
+        self.skip = nn.Conv1d(residual, skip, 1)
+        self.cond = nn.Linear(context_features, 2 * residual, bias=False) if context_features else None
+
+    def forward(self, h, context=None, v=None):
+        x, s = (h, None) if v is None else (v, h)
+        pre = self.conv(x)
+        if self.cond is not None and context is not None:
+            pre = pre + self.cond(context)[:, :, None]
+        z = gate(pre)
+        skip = self.skip(z)
+        return (skip if s is None else s + skip), x + self.res(z)
+
+    def stepper(self, plan: Plan):
+        return _GatedResidualStepper(self, plan)
+
+
+class _GatedResidualStepper(Stepper):
+    def __init__(self, m: GatedResidual, plan: Plan):
+        r = m.res.in_channels
+        self.starts = not plan.after_stream
+        self.hist = History(plan, r, m.conv.offsets)
+        self.wc, self.bc = _tap_matrix(m.conv.weight), m.conv.bias
+        if m.cond is not None and plan.context is not None:
+            self.bc = self.bc + m.cond(plan.context)  # [B, 2R]
+        self.w_out = torch.cat([m.res.weight[:, :, 0], m.skip.weight[:, :, 0]]).T.contiguous()
+        self.b_out = torch.cat([m.res.bias, m.skip.bias])
+        self.r = r
+
+    def step(self, h, v, t):
+        x, s = (h, None) if self.starts else (v, h)
+        self.hist.write(x, t)
+        z = gate(torch.addmm(self.bc, self.hist.read(t), self.wc) if self.bc.dim() == 1
+                 else self.bc + self.hist.read(t) @ self.wc)
+        out = torch.addmm(self.b_out, z, self.w_out)
+        res, skip = x + out[:, : self.r], out[:, self.r:]
+        return (skip if s is None else s + skip), res
+
+
+class ByteNetBlock(nn.Module):
+    """x + 1x1(relu(LN(conv(relu(LN(1x1(relu(LN(x))))))))), layer norms over the features of each position."""
+
+    def __init__(self, channels: int, offsets):
+        super().__init__()
+        c, h = channels, channels // 2
+        self.norm1, self.down = nn.LayerNorm(c), nn.Conv1d(c, h, 1)
+        self.norm2, self.conv = nn.LayerNorm(h), TapConv1d(h, h, offsets)
+        self.norm3, self.up = nn.LayerNorm(h), nn.Conv1d(h, c, 1)
+
+    @staticmethod
+    def _ln(norm, x):
+        return norm(x.transpose(1, 2)).transpose(1, 2)
+
+    def forward(self, x, context=None):
+        a = F.relu(self._ln(self.norm2, self.down(F.relu(self._ln(self.norm1, x)))))
+        return x + self.up(F.relu(self._ln(self.norm3, self.conv(a))))
+
+    def stepper(self, plan: Plan):
+        return _ByteNetStepper(self, plan)
+
+
+class _ByteNetStepper(Stepper):
+    def __init__(self, m: ByteNetBlock, plan: Plan):
+        self.m, self.hist = m, History(plan, m.down.out_channels, m.conv.offsets)
+        self.wc, self.bc = _tap_matrix(m.conv.weight), m.conv.bias
+        self.wd, self.wu = m.down.weight[:, :, 0].T.contiguous(), m.up.weight[:, :, 0].T.contiguous()
+
+    def step(self, h, v, t):
+        m = self.m
+        a = F.relu(m.norm2(torch.addmm(m.down.bias, F.relu(m.norm1(h)), self.wd)))
+        self.hist.write(a, t)
+        y = F.relu(m.norm3(torch.addmm(self.bc, self.hist.read(t), self.wc)))
+        return h + torch.addmm(m.up.bias, y, self.wu), None
+
+
+def build_embed(layer, node: BuildNode):
+    return Embed(node.meta["levels"], layer.dim)
+
+
+def build_causal_conv(layer, node: BuildNode):
+    return TapConv1d(node.meta["in_features"], layer.channels, node.meta["offsets"])
+
+
+def build_gated_residual(layer, node: BuildNode):
+    return GatedResidual(layer.residual, layer.skip, node.meta["offsets"], node.context_features)
+
+
+def build_bytenet_block(layer, node: BuildNode):
+    return ByteNetBlock(layer.channels, node.meta["offsets"])
