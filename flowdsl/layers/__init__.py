@@ -5,7 +5,7 @@ in ``flowdsl/runtime`` (its torch code), and one import line below.
 """
 
 from . import coupling, distributions, elementwise, masks, nets, structural  # noqa: F401
-from . import freeform, residual  # noqa: F401  (planar, radial, sylvester; residual flows; continuous)
+from . import continuous, freeform, residual  # noqa: F401  (planar, radial, sylvester; residual flows; FFJORD)
 from . import autoregressive_flows, made_net, splines  # noqa: F401  (made net; MAF/IAF/NAF/UMNN/SOS; spline flows)
 from . import ar_basic, ar_conv, ar_rnn  # noqa: F401  (autoregressive: fvbn, nade, made, relu, conv1x1; PixelCNN; PixelRNN)
 from . import ar_sequence  # noqa: F401  (WaveNet, ByteNet: embed, causal_conv, gated_residual, bytenet_block)
