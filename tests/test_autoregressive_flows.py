@@ -185,7 +185,7 @@ def test_reports_say_order_passes_and_one_pass_direction():
     for name, text in (("maf", "affine transformer; order natural; density in one pass, sampling in 6 passes"),
                        ("iaf", "affine transformer; order natural; sampling in one pass, density in 6 passes"),
                        ("naf", "dsf transformer; order natural; density in one pass, sampling in 4 passes "
-                               "(inverse by bracketed Newton)")):
+                               "(inverse by bracketed Newton to 8 eps)")):
         model = flowdsl.analyze_file(_spec(name)).model()
         reports = [model.graph.nodes[n]["meta"].get("report") for n in layer_nodes(model.graph)]
         assert reports[0] == text

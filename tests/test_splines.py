@@ -149,7 +149,7 @@ def test_spline_coupling_reports():
     assert reports[0] == "rational-quadratic spline, 8 bins on [-3, 3], identity tails; analytic inverse"
     assert reports[2] == "rq_spline transformer; order natural; density in one pass, sampling in 6 passes"
     assert reports[4] == ("monotone cubic spline, 8 bins on [-3, 3], linear tails; "
-                          "inverse by bracketed Newton in the bin")
+                          "inverse by bracketed Newton in the bin to 8 eps")
 
 
 def flowdsl_spec(name):

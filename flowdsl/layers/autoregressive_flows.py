@@ -95,10 +95,12 @@ class AutoregressiveLayer(Layer):
         s = made_structure(net, self.order, n, k, ctx.context_features)
         if s.complete:
             dep = Dependency.autoregressive(s.rank)
-        else:  # IAF: z_i reads z_j for connected j, hence x_j and everything x_j's z reads
+        else:
+            # MAF: y_i reads x_i and every connected x_j; IAF: z_i reads z_j for every connected j, hence
+            # x_j and all that z_j reads (the transitive closure). Every dim is transformed, even one that
+            # reads no other (Dependency.explicit would guess "untransformed" for an identity row).
             pattern = s.connectivity | np.eye(n, dtype=bool) if self.direction == "forward" \
                 else made_math.transitive_closure(s.connectivity)
-            # every dim is transformed (even one that reads no other dim): not Dependency.explicit's guess
             dep = Dependency("explicit", n, np.arange(n), np.ones(n, dtype=bool), pattern)
         order = effective_order(net, self.order).describe()
         one_pass, slow = ("density", "sampling") if self.direction == "forward" else ("sampling", "density")
@@ -122,7 +124,7 @@ class AutoregressiveLayer(Layer):
         return narrow_findings(self.made(), s)
 
 
-_NEWTON = "inverse by bracketed Newton"
+_NEWTON = "inverse by bracketed Newton to 8 eps"
 
 
 @register_layer
@@ -245,7 +247,7 @@ class AutoregressiveCubicSpline(AutoregressiveLayer):
     name: ClassVar[str] = "autoregressive cubic_spline"
     summary: ClassVar[str] = "monotone cubic spline autoregressive flow, linear tails"
     transformer: ClassVar[str] = "cubic_spline"
-    inverse_kind: ClassVar[str] = "inverse by bracketed Newton in the bin"
+    inverse_kind: ClassVar[str] = "inverse by bracketed Newton in the bin to 8 eps"
     bins: Bins = 8
     bound: Bound = 3.0
 

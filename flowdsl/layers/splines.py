@@ -54,7 +54,8 @@ def spline_summary(kind: str, bins: int, bound: float) -> str:
     b = _num(bound)
     if kind == "rq":
         return f"rational-quadratic spline, {bins} bins on [-{b}, {b}], identity tails; analytic inverse"
-    return f"monotone cubic spline, {bins} bins on [-{b}, {b}], linear tails; inverse by bracketed Newton in the bin"
+    return (f"monotone cubic spline, {bins} bins on [-{b}, {b}], linear tails; "
+            f"inverse by bracketed Newton in the bin to 8 eps")
 
 
 class _SplineCoupling(Coupling):
