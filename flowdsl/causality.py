@@ -2,13 +2,16 @@
 
 The engine follows every output position of every layer back to the input positions it
 reads. A network's activations are *streams* (the main data path, plus e.g. the vertical
-stack of a gated PixelCNN), each a packed bitset array ``uint8 [G, *grid, NB]``: for
+stack of a gated PixelCNN, or summed ``skip`` connections), each a packed bitset array ``uint8 [G, *grid, NB]``: for
 channel group ``g`` at grid position ``s``, the set of flattened input positions (bit ``q``
 of ``NB = ceil(N / 8)`` bytes) that the features there depend on. Groups are colour
 channels (R, G, B features of a PixelCNN) or a single group. A layer declares its structure
 by a ``dependencies(maps, ctx) -> DepMaps`` method on its spec, built from the operations
-here (:func:`read`, :func:`conv`, :func:`mix`, :func:`accumulate`), so every tap of every
-kernel, mask, shift, padding, channel group, residual and skip edge is propagated exactly.
+here (:func:`read`, :func:`conv`, :func:`mix`, :func:`accumulate`, :func:`connect`), so every
+tap of every kernel, mask, shift, padding, channel group, residual and skip edge is propagated
+exactly. Streams protocol (the runtime follows the same): a layer whose spec has
+``streams = True`` receives and returns every stream; any other layer (and the output head)
+reads the ``skip`` stream if one is present, else ``main``, and ends every other stream.
 
 Layouts: ``vector[D]`` and ``sequence[L]`` have grid ``(D,)`` and one channel;
 ``image[C, H, W]`` has grid ``(H, W)`` and C channels (sub-positions of a pixel, generated
@@ -46,7 +49,8 @@ from .errors import Diagnostic
 from .ir import ModelIR, layer_nodes
 
 __all__ = [
-    "Layout", "layout_of", "DepMaps", "DepContext", "read", "conv", "mix", "any_group", "connect", "union", "accumulate",
+    "Layout", "layout_of", "DepMaps", "DepContext", "read", "conv", "mix", "any_group", "connect", "union",
+    "accumulate",
     "members", "pack", "unpack", "group_allowed", "Analysis", "analyze", "dependency_sets", "check_causality",
     "generation_orders", "RECEPTIVE_DETAILS",
 ]
@@ -467,9 +471,16 @@ def _propagate(model: ModelIR, layout: Layout, config: int, record: list):
             return None, Diagnostic(node["pos"], "warning", f"causality not checked: layer '{layer.name}' declares "
                                     f"no dependency structure")
         ctx = DepContext(layout, i, tuple(node["in_shape"]), tuple(node["out_shape"]), node["meta"], config)
+        if not getattr(layer, "streams", False):
+            maps = maps.only(_data(maps))
         maps = rule(maps, ctx)
-        record.append((n, maps.main))
-    return maps, None
+        record.append((n, _data(maps)))
+    return maps.only(_data(maps)), None
+
+
+def _data(maps: DepMaps) -> np.ndarray:
+    """What a stream-unaware layer, or the output head, reads: the ``skip`` sum if a layer left one, else main."""
+    return maps.get("skip", maps.main)
 
 
 def analyze(model: ModelIR) -> Analysis:

@@ -89,12 +89,14 @@ GOLDEN = {
          (3, 5, "warning", "blind spot: a position cannot see up to 3 earlier positions inside its receptive field "
                            "(e.g. i-1); hidden layers of at least 7 units remove it")]),
     "condition nobody reads": (
-        "    input x: image[1, 4, 4] levels 2\n    condition y: label[3]\n    masked_conv(mask=A, kernel=3, channels=8)\n",
+        "    input x: image[1, 4, 4] levels 2\n    condition y: label[3]\n"
+        "    masked_conv(mask=A, kernel=3, channels=8)\n",
         [(1, 1, "note", "receptive field 2 x 3 pixels (rows r-1..r, columns c-1..c+1); a position reads up to 4 "
                         "earlier ones"),
          (3, 5, "warning", "condition 'y' is declared but no layer reads it")]),
     "gated blocks read the condition, no blind spot": (
-        "    input x: image[1, 4, 4] levels 2\n    condition y: label[3]\n    gated_block(mask=A, kernel=3, channels=8)\n"
+        "    input x: image[1, 4, 4] levels 2\n    condition y: label[3]\n"
+        "    gated_block(mask=A, kernel=3, channels=8)\n"
         "    gated_block(kernel=3, channels=8)\n",
         [(1, 1, "note", "receptive field 4 x 5 pixels (rows r-3..r, columns c-2..c+2); a position reads up to 14 "
                         "earlier ones")]),

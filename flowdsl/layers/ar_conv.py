@@ -120,6 +120,7 @@ class GatedBlock(Layer):
 
     name: ClassVar[str] = "gated_block"
     models: ClassVar[frozenset[str]] = AR
+    streams: ClassVar[bool] = True  # reads and writes the vertical stack besides the main (horizontal) one
     runtime: ClassVar[str] = "flowdsl.runtime.ar_conv:build_gated_block"
     summary: ClassVar[str] = "Gated PixelCNN block: vertical + horizontal stacks, gated units, no blind spot"
     mask: choice("A", "B") = "B"

@@ -50,7 +50,8 @@ class MaskedConv2d(nn.Conv2d):
 class GatedBlock(nn.Module):
     """Vertical stack (rows up to r, shifted down for the link), horizontal stack, gated tanh * sigmoid units.
 
-    ``forward(h, context, v) -> (h', v')``: ``v`` is the vertical stack of the previous block (None: use h).
+    ``forward(h, context, extra) -> (h', {"vertical": v'})``: ``extra["vertical"]`` is the vertical stack of
+    the previous block (absent: the block starts one from h).
     """
 
     streams = True
@@ -77,9 +78,9 @@ class GatedBlock(nn.Module):
         f, g = t.chunk(2, dim=1)
         return torch.tanh(f) * torch.sigmoid(g)
 
-    def forward(self, h, context=None, v=None):
+    def forward(self, h, context=None, extra=None):
         k = self.k
-        v = h if v is None else v
+        v = (extra or {}).get("vertical", h)
         v_pre = self.vertical(F.pad(v, (k // 2, k // 2, k // 2, 0)))  # rows r-k//2..r, columns c-k//2..c+k//2
         h_pre = F.conv2d(F.pad(h, (k // 2, 0, 0, 0)), self.horizontal.weight * self.h_mask.to(h.dtype),
                          self.horizontal.bias) + self.link(shift_down(v_pre))
@@ -87,7 +88,7 @@ class GatedBlock(nn.Module):
             v_pre = v_pre + self.cond_v(context)[:, :, None, None]
             h_pre = h_pre + self.cond_h(context)[:, :, None, None]
         out = self.out(self._gate(h_pre))
-        return (out + h if self.residual else out), self._gate(v_pre)
+        return (out + h if self.residual else out), {"vertical": self._gate(v_pre)}
 
 
 def build_masked_conv(layer, node: BuildNode):
