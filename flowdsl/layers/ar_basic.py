@@ -256,9 +256,9 @@ def _made_cached(d: int, features: int, p: int, hidden: tuple, masks: int, order
             layer_masks.append(deg[:, None] >= prev[None, :])
             prev = deg
         layer_masks.append(np.repeat(deg_in, p)[:, None] > prev[None, :])  # output unit i * P + q
-        reach = layer_masks[0].astype(np.int64)
-        for m in layer_masks[1:]:
-            reach = (m.astype(np.int64) @ reach > 0).astype(np.int64)
+        reach = layer_masks[0].astype(np.float32)
+        for m in layer_masks[1:]:  # boolean products through float32 BLAS (entries stay 0/1 counts < 2**24)
+            reach = ((m.astype(np.float32) @ reach) > 0).astype(np.float32)
         conn = reach.reshape(d, p, d, features).any(axis=(1, 3))
         out.append((tuple(layer_masks), conn))
     return orders, tuple(out)
