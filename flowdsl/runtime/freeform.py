@@ -25,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -34,6 +36,9 @@ from .base import Bijection, BuildNode
 __all__ = ["Planar", "Radial", "Sylvester", "solve_tanh_shift", "inverse_tol", "bjorck_orthonormal"]
 
 MAX_ITER = 200
+#: planar keeps w.u_hat >= -1 + PLANAR_MARGIN, so rounding in w.u_hat can never reach -1
+PLANAR_MARGIN = 1e-4
+SHIFT = math.log(math.e - 1)  # softplus(SHIFT) = 1: m(0) = 0, so u = 0 is the identity
 
 
 def inverse_tol(dtype: torch.dtype) -> float:
@@ -47,7 +52,7 @@ def solve_tanh_shift(s: torch.Tensor, c: torch.Tensor, tol: float | None = None)
 
     The left side is strictly increasing (slope ``1 + s sech^2 a > min(1, 1 + s)``) and
     ``|a - c| <= |s|``, so the root is unique and bracketed; a Newton step leaving the bracket
-    is replaced by bisection, so the iteration always converges.
+    (or longer than half of it) is replaced by bisection, so the iteration always converges.
     """
     s, c = torch.broadcast_tensors(s, c)
     tol = inverse_tol(c.dtype) if tol is None else tol
@@ -60,8 +65,9 @@ def solve_tanh_shift(s: torch.Tensor, c: torch.Tensor, tol: float | None = None)
         lo = torch.where(g < 0, a, lo)
         hi = torch.where(g > 0, a, hi)
         newton = a - g / (1 + s * (1 - t * t))
-        inside = (newton >= lo) & (newton <= hi)
-        a_new = torch.where(inside, newton, 0.5 * (lo + hi))
+        # Newton only when it lands strictly inside the bracket and moves less than half of it (rtsafe)
+        good = (newton > lo) & (newton < hi) & ((newton - a).abs() <= 0.5 * (hi - lo))
+        a_new = torch.where(good, newton, 0.5 * (lo + hi))
         done = ((a_new - a).abs() <= tol * (1 + a.abs())) | (hi - lo <= tol * (1 + a.abs()))
         a = a_new
         if bool(done.all()):
@@ -79,7 +85,11 @@ def _polish(a: torch.Tensor, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 class Planar(Bijection):
-    """y = x + u_hat tanh(w.x + b), u_hat = u + (m(w.u) - w.u) w / |w|^2, m(a) = -1 + softplus(a)."""
+    """y = x + u_hat tanh(w.x + b), u_hat = u + (m(w.u) - w.u) w / |w|^2.
+
+    m(a) = -1 + max(softplus(a + log(e - 1)), 1e-4) > -1 (Rezende & Mohamed's m, shifted so that
+    m(0) = 0: u = 0 is the identity; floored so that rounding never reaches -1).
+    """
 
     def __init__(self, features: int):
         super().__init__()
@@ -94,7 +104,7 @@ class Planar(Bijection):
     def u_hat(self):
         """``(u_hat, s = w.u_hat)``; ``s > -1`` is what makes the layer invertible."""
         wu = self.w @ self.u
-        m = -1 + F.softplus(wu)
+        m = -1 + F.softplus(wu + SHIFT).clamp_min(PLANAR_MARGIN)
         norm2 = (self.w @ self.w).clamp_min(torch.finfo(self.w.dtype).tiny)
         u_hat = self.u + (m - wu) * self.w / norm2
         return u_hat, self.w @ u_hat
