@@ -9,3 +9,4 @@ from . import continuous, freeform, residual  # noqa: F401  (planar, radial, syl
 from . import autoregressive_flows, made_net, splines  # noqa: F401  (made net; MAF/IAF/NAF/UMNN/SOS; spline flows)
 from . import ar_basic, ar_conv, ar_rnn  # noqa: F401  (autoregressive: fvbn, nade, made, relu, conv1x1; PixelCNN; PixelRNN)
 from . import ar_sequence  # noqa: F401  (WaveNet, ByteNet: embed, causal_conv, gated_residual, bytenet_block)
+from . import ar_attention  # noqa: F401  (Transformer / Sparse Transformer: attention, mlp)

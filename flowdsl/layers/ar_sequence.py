@@ -167,6 +167,7 @@ class GatedResidual(Layer):
 
     name: ClassVar[str] = "gated_residual"
     models: ClassVar[frozenset[str]] = AR
+    streams: ClassVar[bool] = True  # reads and writes the residual stream besides the main one (the skip sum)
     runtime: ClassVar[str] = "flowdsl.runtime.ar_sequence:build_gated_residual"
     summary: ClassVar[str] = "WaveNet block: gated dilated causal conv, residual and skip 1x1s (skips summed)"
     kernel: Kernel = 2

@@ -118,7 +118,10 @@ class _EmbedStepper(Stepper):
 
 
 class GatedResidual(nn.Module):
-    """A WaveNet block: ``forward(h, context, v) -> (skip sum, residual stream)``; ``v`` None starts a stack."""
+    """A WaveNet block: ``forward(h, context, extra) -> (skip sum, {"residual": residual stream})``.
+
+    ``h`` is the skip sum so far and ``extra["residual"]`` the residual stream; without a residual
+    stream (the first block of a stack) ``h`` is the residual stream and the skip sum starts here."""
 
     streams = True
 
@@ -129,14 +132,15 @@ class GatedResidual(nn.Module):
         self.skip = nn.Conv1d(residual, skip, 1)
         self.cond = nn.Linear(context_features, 2 * residual, bias=False) if context_features else None
 
-    def forward(self, h, context=None, v=None):
+    def forward(self, h, context=None, extra=None):
+        v = extra.get("residual") if isinstance(extra, dict) else extra
         x, s = (h, None) if v is None else (v, h)
         pre = self.conv(x)
         if self.cond is not None and context is not None:
             pre = pre + self.cond(context)[:, :, None]
         z = gate(pre)
         skip = self.skip(z)
-        return (skip if s is None else s + skip), x + self.res(z)
+        return (skip if s is None else s + skip), {"residual": x + self.res(z)}
 
     def stepper(self, plan: Plan):
         return _GatedResidualStepper(self, plan)

@@ -1,0 +1,269 @@
+"""Attention over sequences: ``attention(heads, dim, pattern)`` (Transformer / Sparse Transformer) and ``mlp(hidden)``.
+
+Patterns (Child et al. 2019), each intersected with causality (key j <= query i):
+
+- ``dense``: every j <= i;
+- ``strided(stride=l)``: A1 = {max(0, i-l), ..., i} (the previous l positions) and
+  A2 = {j : (i - j) mod l = 0} (every l-th position back);
+- ``fixed(block=l, summary=c)``: A1 = {j : floor(j / l) = floor(i / l)} (the block so far) and
+  A2 = {j : j mod l in {l-c, ..., l-1}} (the last c "summary" positions of every block).
+
+With at least as many heads as index sets, head h attends to set h mod (number of sets)
+(the paper's multi-head variant); with fewer heads every head attends to their union. A
+layer is pre-norm and residual: ``x + W_o attn(LN(x))``; the first attention layer of a
+model also adds learned position embeddings to its input. ``mlp(hidden)`` is the
+Transformer's position-wise block ``x + W2 relu(W1 LN(x))``. The checker propagates each
+pattern's index sets exactly (banded and strided unions, no L x L matrix), proves causality,
+reports the pattern's density and checks that every earlier position reaches every later
+one within the model's depth.
+
+Example:
+    >>> import numpy as np
+    >>> sets = StridedPattern(stride=2).index_sets(5)
+    >>> [np.flatnonzero(s[4]).tolist() for s in sets]   # query 4: the last 2 back, then every 2nd back
+    [[2, 3, 4], [0, 2, 4]]
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BeforeValidator, Field
+from typing_extensions import Annotated
+
+from ..causality import DepContext, DepMaps, accumulate, any_group, layout_of, read, unpack
+from ..checks import MODEL_CHECKS
+from ..errors import Diagnostic, SpecError
+from ..ir import layer_nodes
+from ..registry import Family, Layer, LayerContext, LayerInfo, PositiveInt, Spec, register_layer
+from .ar_basic import AR, ar_input
+
+__all__ = ["PATTERNS", "Pattern", "DensePattern", "StridedPattern", "FixedPattern", "Attention", "PositionMLP",
+           "head_masks", "pattern_density", "check_attention_patterns"]
+
+PATTERNS = Family("attention pattern")
+
+
+def _causal(n: int) -> np.ndarray:
+    return np.tri(n, dtype=bool)
+
+
+def _blocks(a: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """``[G, L, NB] -> [G, L' / size, size, NB]`` (zero-padded to a multiple of size)."""
+    g, n, nb = a.shape
+    padded = -(-n // size) * size
+    out = np.zeros((g, padded, nb), dtype=a.dtype)
+    out[:, :n] = a
+    return out.reshape(g, padded // size, size, nb), n
+
+
+def window(a: np.ndarray, width: int) -> np.ndarray:
+    """``out[i] = OR of a[j] for i - width <= j <= i`` in O(log width) shifted unions."""
+    out, span = a.copy(), 1  # out covers offsets 0 .. span-1
+    while span < width + 1:
+        step = min(span, width + 1 - span)
+        out |= read(out, (-step,))
+        span += step
+    return out
+
+
+class Pattern(Spec):
+    """An attention pattern: causal index sets over ``n`` positions, and their exact dependency rule."""
+
+    def index_sets(self, n: int) -> list[np.ndarray]:
+        """The paper's sets as ``bool [n, n]`` (query i, key j), intersected with j <= i."""
+        return [s & _causal(n) for s in self.raw_sets(n)]
+
+    def raw_sets(self, n: int) -> list[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def propagate(self, a: np.ndarray) -> list[np.ndarray]:  # pragma: no cover - abstract
+        """Per index set: ``out[g, i] = OR over j in the set of query i of a[g, j]`` (packed ``[G, L, NB]``)."""
+        raise NotImplementedError
+
+    def labels(self) -> tuple[str, ...]:
+        return ("causal",)
+
+
+@PATTERNS.register
+class DensePattern(Pattern):
+    name: ClassVar[str] = "dense"
+
+    def raw_sets(self, n):
+        return [np.ones((n, n), dtype=bool)]
+
+    def propagate(self, a):
+        return [accumulate(a, 0)]
+
+
+@PATTERNS.register
+class StridedPattern(Pattern):
+    name: ClassVar[str] = "strided"
+    stride: PositiveInt = 8
+
+    def raw_sets(self, n):
+        i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+        return [(j >= i - self.stride) & (j <= i), (i - j) % self.stride == 0]
+
+    def propagate(self, a):
+        blocks, n = _blocks(a, self.stride)
+        every = np.bitwise_or.accumulate(blocks, axis=1).reshape(a.shape[0], -1, a.shape[2])[:, :n]
+        return [window(a, self.stride), every]
+
+    def labels(self):
+        return ("local", "strided")
+
+
+@PATTERNS.register
+class FixedPattern(Pattern):
+    name: ClassVar[str] = "fixed"
+    block: PositiveInt = 8
+    summary: PositiveInt = 1
+
+    def raw_sets(self, n):
+        i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+        l, c = self.block, self.summary
+        return [(j // l) == (i // l), np.broadcast_to((j % l) >= l - c, (n, n)).copy()]
+
+    def propagate(self, a):
+        blocks, n = _blocks(a, self.block)
+        within = np.bitwise_or.accumulate(blocks, axis=2).reshape(a.shape[0], -1, a.shape[2])[:, :n]
+        keep = (np.arange(a.shape[1]) % self.block) >= self.block - self.summary
+        return [within, accumulate(np.where(keep[None, :, None], a, 0).astype(a.dtype), 0)]
+
+    def labels(self):
+        return ("block", "summary")
+
+
+PatternField = Annotated[Pattern, BeforeValidator(PATTERNS.coerce)]
+
+
+def head_assignment(heads: int, sets: int) -> list[tuple[int, ...]]:
+    """Which index sets each head attends to: set h mod S with at least S heads, else all of them."""
+    return [(h % sets,) for h in range(heads)] if heads >= sets else [tuple(range(sets))] * heads
+
+
+def head_masks(pattern: Pattern, heads: int, n: int) -> np.ndarray:
+    """``bool [heads, n, n]``: the keys each head's query i may attend to."""
+    sets = pattern.index_sets(n)
+    return np.stack([np.logical_or.reduce([sets[k] for k in ks]) for ks in head_assignment(heads, len(sets))])
+
+
+def pattern_density(pattern: Pattern, n: int) -> tuple[int, int, int]:
+    """``(attended pairs, causal pairs, pairs reading a later key)`` of the union of a pattern's sets, counted
+    from the exact rule the checker propagates (the proof that the pattern is causal: the last count is 0)."""
+    lay = layout_of("sequence", (n,))
+    union = np.bitwise_or.reduce(pattern.propagate(DepMaps.identity(lay).main), axis=0)[0]
+    count = later = 0
+    for rows in np.array_split(np.arange(n), max(1, n // 512)):
+        bits = unpack(union[rows], n)
+        count += int(bits.sum())
+        later += int((bits & (np.arange(n)[None, :] > rows[:, None])).sum())
+    return count, n * (n + 1) // 2, later
+
+
+def _sequence(ctx: LayerContext, name: str) -> tuple[int, int]:
+    f, grid = ar_input(ctx)
+    if len(grid) != 1:
+        raise SpecError(f"{name} attends over sequences, but this model's input is a {ctx.input_type} over a "
+                        f"{len(grid)}-d grid {list(grid)}")
+    return f, grid[0]
+
+
+@register_layer
+class Attention(Layer):
+    """``attention(heads, dim, pattern=dense|strided(stride)|fixed(block, summary))``: causal self-attention."""
+
+    name: ClassVar[str] = "attention"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_attention:build_attention"
+    summary: ClassVar[str] = "causal multi-head self-attention (dense or Sparse Transformer patterns), residual"
+    heads: Annotated[PositiveInt, Field(le=1024)] = 4
+    dim: PositiveInt = 64
+    pattern: PatternField = DensePattern()
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        f, n = _sequence(ctx, self.name)
+        if self.dim % self.heads:
+            raise SpecError(f"attention splits dim={self.dim} features over {self.heads} heads: dim must be "
+                            f"divisible by heads", arg="heads")
+        if f != self.dim:
+            raise SpecError(f"attention's residual connection needs {self.dim} input features, but it gets {f}",
+                            arg="dim", hint=f"use dim={f}, or start the model with embed(dim={self.dim})")
+        positions = "attention" not in ctx.previous
+        d = self.dim
+        params = (n * d if positions else 0) + 2 * d + (d * 3 * d + 3 * d) + (d * d + d)
+        attended, causal, later = pattern_density(self.pattern, n)
+        if later:
+            raise SpecError(f"attention pattern {self.pattern.describe()} attends to later positions "
+                            f"({later} (query, key) pairs with key > query)", arg="pattern")
+        labels = self.pattern.labels()
+        assign = head_assignment(self.heads, len(labels))
+        return LayerInfo(
+            out_shape=(d, n), params=params, logdet="n/a",
+            meta={"positions": positions, "length": n, "full_reach": "attention", "density": (attended, causal),
+                  "head_sets": assign, "causality_hint": "attention reads the current position: start the model "
+                  "with embed (which shifts the input by one)",
+                  "reach_remedy": "stack more attention layers, or use a denser pattern",
+                  "report": f"{self.heads} heads, pattern {self.pattern.describe()}, "
+                            f"{100.0 * attended / causal:.1f}% of causal pairs"
+                            + (", learned positions" if positions else "")})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        a = any_group(maps.main)
+        return maps.only(np.bitwise_or.reduce(self.pattern.propagate(a), axis=0) | a)
+
+
+@register_layer
+class PositionMLP(Layer):
+    """``mlp(hidden)``: the Transformer's position-wise block x + W2 relu(W1 LN(x)) (any grid)."""
+
+    name: ClassVar[str] = "mlp"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_attention:build_mlp"
+    summary: ClassVar[str] = "position-wise residual MLP block (Transformer feed-forward)"
+    hidden: PositiveInt = 256
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        f, grid = ar_input(ctx)
+        if ctx.index == 0:
+            raise SpecError("mlp reads the current position: it cannot be the first layer",
+                            hint="start the model with embed (which shifts the input by one)")
+        h = self.hidden
+        return LayerInfo(out_shape=(f, *grid), params=2 * f + (f * h + h) + (h * f + f), logdet="n/a",
+                         meta={"in_features": f, "report": f"{f} -> {h} -> {f} features per position, residual"})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        return maps.only(maps.main)
+
+
+def check_attention_patterns(model, limits) -> list[Diagnostic]:
+    """Model check: a note with each attention pattern's density (attended pairs / causal pairs), once per pattern."""
+    if model.header.kind != "autoregressive" or not model.complete:
+        return []
+    g, seen, out = model.graph, set(), []
+    for n in layer_nodes(g):
+        layer, meta = g.nodes[n]["layer"], g.nodes[n]["meta"]
+        if not isinstance(layer, Attention) or layer.pattern in seen:
+            continue
+        seen.add(layer.pattern)
+        attended, causal = meta["density"]
+        labels = layer.pattern.labels()
+        heads = "; ".join(f"head{'s' if len(hs) > 1 else ''} {', '.join(map(str, hs))}: {name}"
+                          for name, hs in _heads_by_set(meta["head_sets"], labels).items())
+        out.append(Diagnostic(g.nodes[n]["pos"], "note",
+                              f"attention pattern {layer.pattern.describe()} is causal and attends {attended:,} of "
+                              f"{causal:,} causal pairs ({100.0 * attended / causal:.1f}%); {heads}"))
+    return out
+
+
+def _heads_by_set(assign, labels) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for h, ks in enumerate(assign):
+        out.setdefault(" + ".join(labels[k] for k in ks), []).append(h)
+    return out
+
+
+if check_attention_patterns not in MODEL_CHECKS:
+    MODEL_CHECKS.append(check_attention_patterns)

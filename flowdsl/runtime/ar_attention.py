@@ -1,0 +1,162 @@
+"""Torch modules of ``attention`` and ``mlp``, with the KV-cache stepper for cached generation.
+
+The pattern's per-head boolean masks (:func:`flowdsl.layers.ar_attention.head_masks`, the
+same index sets the checker propagated) are a buffer built once. On CUDA, where
+``torch.nn.attention.flex_attention`` exists, they also become a FlexAttention block mask
+(built once per device and length, so empty blocks are skipped); elsewhere attention is
+``scaled_dot_product_attention`` with the boolean mask. A query with no key (a position before
+the first summary of a ``fixed`` head) gets a zero output.
+
+Example:
+    >>> import torch
+    >>> from flowdsl.layers.ar_attention import StridedPattern, head_masks
+    >>> att = Attention(length=8, dim=4, heads=2, masks=head_masks(StridedPattern(stride=2), 2, 8), positions=True)
+    >>> att(torch.randn(3, 4, 8)).shape
+    torch.Size([3, 4, 8])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..layers.ar_attention import head_masks
+from .ar_cache import Plan, Pointwise, Stepper
+from .base import BuildNode
+
+__all__ = ["Attention", "PositionMLP", "build_attention", "build_mlp", "flex_available"]
+
+
+def flex_available() -> bool:
+    try:
+        from torch.nn.attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Attention(nn.Module):
+    """``x + W_o attn(LN(x))`` over ``[B, dim, L]`` (plus learned positions in the model's first attention layer).
+
+    ``use_flex``: None (FlexAttention on CUDA when available), True or False (force a path)."""
+
+    def __init__(self, length: int, dim: int, heads: int, masks, positions: bool):
+        super().__init__()
+        self.heads, self.dim = heads, dim
+        self.pos = nn.Parameter(torch.randn(length, dim) * 0.02) if positions else None
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        mask = torch.as_tensor(masks, dtype=torch.bool)
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("empty", ~mask.any(dim=-1), persistent=False)  # [H, L]: queries with no key
+        self.use_flex: bool | None = None
+        self._block_masks: dict = {}
+
+    def _split(self, y):
+        b, n, _ = y.shape
+        q, k, v = y.reshape(b, n, 3, self.heads, self.dim // self.heads).permute(2, 0, 3, 1, 4)
+        return q, k, v  # [B, H, L, hd] each
+
+    def _flex(self, q, k, v):
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        n = q.shape[2]
+        key = (q.device, n)
+        if key not in self._block_masks:
+            mask = self.mask
+
+            def mask_mod(b, h, qi, ki):
+                return mask[h, qi, ki]
+
+            self._block_masks[key] = create_block_mask(mask_mod, B=None, H=self.heads, Q_LEN=n, KV_LEN=n,
+                                                       device=q.device)
+        return flex_attention(q, k, v, block_mask=self._block_masks[key])
+
+    def attend(self, q, k, v):
+        """Masked attention ``[B, H, L, hd]``; zero for queries with no key."""
+        flex = self.use_flex if self.use_flex is not None else (q.is_cuda and flex_available())
+        if flex:
+            out = self._flex(q, k, v)
+        else:
+            eye = torch.eye(q.shape[2], dtype=torch.bool, device=q.device)
+            safe = self.mask | (self.empty[:, :, None] & eye)  # a key for every query; its output is zeroed
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe)
+        return out.masked_fill(self.empty[None, :, :, None], 0.0)
+
+    def forward(self, x, context=None):
+        h = x.transpose(1, 2)
+        if self.pos is not None:
+            h = h + self.pos.to(h.dtype)
+        q, k, v = self._split(self.qkv(self.norm(h)))
+        out = self.attend(q, k, v).transpose(1, 2).reshape(h.shape)
+        return (h + self.proj(out)).transpose(1, 2)
+
+    def stepper(self, plan: Plan):
+        return _KVCache(self, plan)
+
+
+class _KVCache(Stepper):
+    """Keys and values of every position so far; query t attends to the pattern's keys of row t only."""
+
+    def __init__(self, m: Attention, plan: Plan):
+        self.m, n, hd = m, plan.grid[0], m.dim // m.heads
+        self.k = plan.zeros(plan.batch, m.heads, n, hd)
+        self.v = plan.zeros(plan.batch, m.heads, n, hd)
+        tril = torch.ones(n, n, dtype=torch.bool, device=m.mask.device).tril()
+        self.dense = bool((m.mask == tril).all())  # dense: slice the first t + 1 keys
+        self.scale = 1.0 / math.sqrt(hd)
+        if self.dense:
+            return
+        rows = m.mask.sum(dim=-1)  # [H, L]
+        width = max(int(rows.max()), 1)
+        order = torch.sort(m.mask.to(torch.int8), dim=-1, descending=True, stable=True).indices[..., :width]
+        self.idx = order  # [H, L, width]: the allowed keys first
+        self.valid = torch.arange(width, device=plan.device)[None, None, :] < rows[..., None]
+        self.heads = torch.arange(m.heads, device=plan.device)[:, None]
+
+    def step(self, h, v, t):
+        m = self.m
+        x = h if m.pos is None else h + m.pos[t]
+        y = m.qkv(m.norm(x)).reshape(x.shape[0], 3, m.heads, -1)
+        q, k, val = y[:, 0], y[:, 1], y[:, 2]  # [B, H, hd]
+        self.k[:, :, t], self.v[:, :, t] = k, val
+        if self.dense:
+            keys, values = self.k[:, :, : t + 1], self.v[:, :, : t + 1]
+            w = torch.softmax(torch.einsum("bhd,bhwd->bhw", q, keys) * self.scale, dim=-1)
+        else:
+            idx, valid = self.idx[:, t], self.valid[:, t]  # [H, W]
+            keys, values = self.k[:, self.heads, idx], self.v[:, self.heads, idx]  # [B, H, W, hd]
+            scores = torch.einsum("bhd,bhwd->bhw", q, keys) * self.scale
+            w = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=-1).nan_to_num(0.0)
+        out = torch.einsum("bhw,bhwd->bhd", w, values).reshape(x.shape)
+        return x + m.proj(out), None
+
+
+class PositionMLP(nn.Module):
+    """``x + W2 relu(W1 LN(x))`` at every position of ``[B, F, *grid]``."""
+
+    def __init__(self, features: int, hidden: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(features)
+        self.up = nn.Linear(features, hidden)
+        self.down = nn.Linear(hidden, features)
+
+    def forward(self, x, context=None):
+        h = x.movedim(1, -1)
+        return (h + self.down(F.relu(self.up(self.norm(h))))).movedim(-1, 1)
+
+    def stepper(self, plan: Plan):
+        return Pointwise(self, plan)
+
+
+def build_attention(layer, node: BuildNode):
+    n = node.meta["length"]
+    return Attention(n, layer.dim, layer.heads, head_masks(layer.pattern, layer.heads, n), node.meta["positions"])
+
+
+def build_mlp(layer, node: BuildNode):
+    return PositionMLP(node.meta["in_features"], layer.hidden)
