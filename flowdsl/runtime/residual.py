@@ -154,14 +154,16 @@ def exact_residual_logdet(gx: torch.Tensor, x: torch.Tensor, create_graph: bool)
     return torch.linalg.slogdet(eye + rows.transpose(0, 1))[1]
 
 
-def hutchinson_series(gx: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, create_graph: bool) -> torch.Tensor:
+def hutchinson_series(gx: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, create_graph: bool,
+                      v: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_k (-1)^(k+1) weights[k-1] v^T J^k v / k`` per example, with the Neumann-series gradient.
 
     ``weights`` [K, B]: term k's weight per example (1 for a plain truncated series; for Russian
     roulette, 1{reached} / P(reached)). The value carries no graph through the series; when
     ``create_graph`` the result's gradient is ``w^T (dJ) v`` with ``w = sum_k (-1)^(k+1) weights[k-1] (J^T)^(k-1) v``.
+    ``v`` [B, D]: the probe vectors (default: Rademacher; basis vectors summed give exact traces).
     """
-    v = rademacher(gx.shape, gx)
+    v = rademacher(gx.shape, gx) if v is None else v
     u = v
     estimate = gx.new_zeros(gx.shape[0])
     w = torch.zeros_like(v)
