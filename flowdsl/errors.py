@@ -8,8 +8,8 @@ Example:
     >>> d = Diagnostic(pos=pos, severity="error", message="unknown layer 'cuopling'")
     >>> print(d.render(source="flow f {\\n    cuopling\\n}\\n"))
     spec.flow:2:5: error: unknown layer 'cuopling'
-        cuopling
-        ^
+            cuopling
+            ^
 """
 
 from __future__ import annotations

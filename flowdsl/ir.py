@@ -109,7 +109,8 @@ def build_graph(header: ModelHeader, sites: list[Site], spec_dir: str = ".") -> 
                 node.update(out_shape=tuple(info.out_shape), params=info.params, logdet=info.logdet,
                             dependency=info.dependency, meta=dict(info.meta))
                 for f in findings:
-                    diags.append(Diagnostic(site.pos, f.severity, f.message, _hint(SpecError(""), site.trace)))
+                    where = dict(site.arg_pos).get(f.arg, site.pos) if f.arg else site.pos
+                    diags.append(Diagnostic(where, f.severity, f.message, _hint(SpecError(""), site.trace)))
                 shape = tuple(info.out_shape)
         g.add_node(i, **node)
         g.add_edge(prev, i, port="main")

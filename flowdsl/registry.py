@@ -19,7 +19,7 @@ Example:
     >>> from flowdsl.values import Symbol
     >>> import flowdsl.layers
     >>> layer = LAYERS.bind(Symbol("permute", args=(Symbol("reverse"),)))
-    >>> type(layer).__name__, layer.order
+    >>> type(layer).__name__, layer.order.name
     ('Permute', 'reverse')
 """
 
@@ -174,6 +174,8 @@ def _pydantic_message(owner: str, key: str | None, e: dict) -> str:
     bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
     if kind in bounds:
         bound = next(iter(ctx.values()))
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
         return f"argument '{key}' of {owner} must be {bounds[kind]} {bound} (got {got_text})"
     if kind == "literal_error":
         return f"argument '{key}' of {owner} must be one of {ctx.get('expected', '')} (got {got_text})"

@@ -85,10 +85,13 @@ class Dependency:
         return cls("autoregressive", len(rank), np.arange(len(rank)), np.ones(len(rank), bool), rank)
 
     @classmethod
-    def explicit(cls, matrix) -> "Dependency":
+    def explicit(cls, matrix, transformed=None) -> "Dependency":
+        """A given pattern; ``transformed`` defaults to "every row that is not an identity row"."""
         matrix = np.asarray(matrix, dtype=bool)
         n = matrix.shape[0]
-        return cls("explicit", n, np.arange(n), ~np.all(matrix == np.eye(n, dtype=bool), axis=1), matrix)
+        if transformed is None:
+            transformed = ~np.all(matrix == np.eye(n, dtype=bool), axis=1)
+        return cls("explicit", n, np.arange(n), np.asarray(transformed, dtype=bool), matrix)
 
     # -- queries
     def matrix(self) -> np.ndarray:

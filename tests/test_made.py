@@ -136,7 +136,7 @@ NARROW = """flow f {
 
 def test_golden_narrow_hidden_layer_warning():
     assert _diags(NARROW) == [(
-        "m.flow:3:5", "warning",
+        "m.flow:3:27", "warning",
         "made hidden layer too narrow: hidden layer 1 has 3 units, fewer than the 4 needed to carry every "
         "dependency of 5 inputs; conditionals that lose inputs: dim 4 misses dim 3",
     )]

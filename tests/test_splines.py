@@ -174,7 +174,7 @@ def test_golden_bins_below_one():
 def test_golden_bound_not_positive():
     text = "flow f {\n    input x: vector[4]\n    autoregressive rq_spline(bins=8, bound=0)\n}\n"
     assert _diags(text) == [("s.flow:3:38", "error",
-                             "argument 'bound' of autoregressive rq_spline must be > 0.0 (got 0)")]
+                             "argument 'bound' of autoregressive rq_spline must be > 0 (got 0)")]
     text = "flow f {\n    input x: vector[4]\n    coupling cubic_spline(bound=-1.5)\n}\n"
     assert _diags(text) == [("s.flow:3:27", "error",
-                             "argument 'bound' of coupling cubic_spline must be > 0.0 (got -1.5)")]
+                             "argument 'bound' of coupling cubic_spline must be > 0 (got -1.5)")]

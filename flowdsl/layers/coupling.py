@@ -11,7 +11,7 @@ Example:
     >>> layer = LAYERS.bind(Symbol("coupling affine", kwargs=(("mask", Symbol("half")),)))
     >>> info = layer.infer(LayerContext(shape=(4,)))
     >>> info.out_shape, info.params
-    ((4,), 8964)
+    ((4,), 4612)
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Example:
     >>> import torch
     >>> base = Normal((2,))
-    >>> base.log_prob(torch.zeros(1, 2)).item()  # -log(2 pi)
-    -1.8378770664093453
+    >>> round(base.log_prob(torch.zeros(1, 2)).item(), 6)  # -log(2 pi)
+    -1.837877
 """
 
 from __future__ import annotations
