@@ -310,6 +310,30 @@ def _coords(layout: Layout, rank: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return rank[rows][:, None] if len(layout.grid) == 1 else layout.coords(rows)
 
 
+def _box(view: np.ndarray, own: np.ndarray, grid, mine: np.ndarray | None = None) -> np.ndarray:
+    """``bool [rows, *grid]``: the bounding box of each row's reads, and of its own position where ``mine``."""
+    mine = np.ones(len(own), dtype=bool) if mine is None else mine
+    box = np.ones((len(own),) + tuple(grid), dtype=bool)
+    for k, size in enumerate(grid):
+        lo, hi = _extent(view, k)
+        lo = np.where(mine, np.where(lo < 0, own[:, k], np.minimum(lo, own[:, k])), lo)
+        hi = np.where(mine, np.maximum(hi, own[:, k]), hi)
+        ax = np.arange(size)
+        inside = (ax[None, :] >= lo[:, None]) & (ax[None, :] <= hi[:, None])
+        box &= inside.reshape((len(own),) + tuple(size if j == k else 1 for j in range(len(grid))))
+    return box
+
+
+def _frame_boxes(view: np.ndarray, own: np.ndarray, grid) -> np.ndarray:
+    """Video grids ``(T, H, W)``: in each frame, the bounding box of the pixels read there (and of the position
+    itself, in its own frame). A frame read only near the position is not a hole; a hole inside a frame's read
+    region is (e.g. a masked decoder's blind spot in the current frame)."""
+    box = np.zeros((len(own),) + tuple(grid), dtype=bool)
+    for t in range(grid[0]):
+        box[:, t] = _box(view[:, :, t], own[:, 1:], grid[1:], mine=own[:, 0] == t)
+    return box
+
+
 def _blind(pos_deps: np.ndarray, layout: Layout, rank: np.ndarray, first_only: bool = False):
     """Per position: earlier positions inside the bounding box of itself and what it reads, that it cannot read.
 
@@ -323,14 +347,7 @@ def _blind(pos_deps: np.ndarray, layout: Layout, rank: np.ndarray, first_only: b
     for rows in _chunks(n):
         view = _grid_view(unpack(pos_deps[rows], n), layout, rank)
         own = _coords(layout, rank, rows)
-        box = np.ones((len(rows),) + grid, dtype=bool)
-        for k, size in enumerate(grid):
-            lo, hi = _extent(view, k)
-            lo = np.where(lo < 0, own[:, k], np.minimum(lo, own[:, k]))
-            hi = np.maximum(hi, own[:, k])
-            ax = np.arange(size)
-            inside = (ax[None, :] >= lo[:, None]) & (ax[None, :] <= hi[:, None])
-            box &= inside.reshape((len(rows),) + tuple(size if j == k else 1 for j in range(len(grid))))
+        box = _frame_boxes(view, own, grid) if len(grid) == 3 else _box(view, own, grid)
         earlier = rank_view[None] < rank[rows].reshape((-1,) + (1,) * (rank_view.ndim))
         blind = box[:, None] & earlier & ~view  # [rows, C, *grid]
         counts = blind.reshape(len(rows), blind.shape[1], -1).any(axis=1).sum(axis=1)

@@ -10,3 +10,4 @@ from . import autoregressive_flows, made_net, splines  # noqa: F401  (made net; 
 from . import ar_basic, ar_conv, ar_rnn  # noqa: F401  (autoregressive: fvbn, nade, made, relu, conv1x1; PixelCNN; PixelRNN)
 from . import ar_sequence  # noqa: F401  (WaveNet, ByteNet: embed, causal_conv, gated_residual, bytenet_block)
 from . import ar_attention  # noqa: F401  (Transformer / Sparse Transformer: attention, mlp)
+from . import ar_video  # noqa: F401  (Video Pixel Network: video_encoder, pixel_decoder)

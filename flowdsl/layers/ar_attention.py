@@ -100,7 +100,7 @@ class DensePattern(Pattern):
 @PATTERNS.register
 class StridedPattern(Pattern):
     name: ClassVar[str] = "strided"
-    stride: PositiveInt = 8
+    stride: PositiveInt
 
     def raw_sets(self, n):
         i, j = np.arange(n)[:, None], np.arange(n)[None, :]
@@ -118,8 +118,8 @@ class StridedPattern(Pattern):
 @PATTERNS.register
 class FixedPattern(Pattern):
     name: ClassVar[str] = "fixed"
-    block: PositiveInt = 8
-    summary: PositiveInt = 1
+    block: PositiveInt
+    summary: PositiveInt
 
     def raw_sets(self, n):
         i, j = np.arange(n)[:, None], np.arange(n)[None, :]
@@ -188,6 +188,9 @@ class Attention(Layer):
         if self.dim % self.heads:
             raise SpecError(f"attention splits dim={self.dim} features over {self.heads} heads: dim must be "
                             f"divisible by heads", arg="heads")
+        if isinstance(self.pattern, FixedPattern) and self.pattern.summary > self.pattern.block:
+            raise SpecError(f"pattern fixed(block={self.pattern.block}, summary={self.pattern.summary}): a block "
+                            f"cannot have more summary positions than positions", arg="pattern")
         if f != self.dim:
             raise SpecError(f"attention's residual connection needs {self.dim} input features, but it gets {f}",
                             arg="dim", hint=f"use dim={f}, or start the model with embed(dim={self.dim})")

@@ -132,7 +132,7 @@ class GatedBlockStepper(Stepper):
     """A Gated PixelCNN block: the vertical stack one row at a time (when the row above is complete), the
     horizontal stack at each pixel; the vertical row r-1 is passed on to the next block at the start of row r."""
 
-    def __init__(self, module: GatedBlock, plan: Plan, cond_v=None, cond_h=None):
+    def __init__(self, module: GatedBlock, plan: Plan):
         self.m, k = module, module.k
         self.p, self.h, self.w = k // 2, *plan.grid
         self.first, self.v_from_h = plan.first, not plan.after_stream
@@ -144,11 +144,17 @@ class GatedBlockStepper(Stepper):
         self.wh, self.bh = wh.reshape(wh.shape[0], -1).T.contiguous(), module.horizontal.bias
         self.link_w = module.link.weight[:, :, 0, 0]
         ctx = plan.context
-        self.cond_v = cond_v if cond_v is not None else (
-            module.cond_v(ctx) if module.cond_v is not None and ctx is not None else None)
-        self.cond_h = cond_h if cond_h is not None else (
-            module.cond_h(ctx) if module.cond_h is not None and ctx is not None else None)
+        self.label_v = module.cond_v(ctx) if module.cond_v is not None and ctx is not None else None
+        self.label_h = module.cond_h(ctx) if module.cond_h is not None and ctx is not None else None
         self.row, self.link_row = -1, None
+
+    def cond_v(self, r: int):
+        """What the condition adds to the vertical stack's row r (``[B, 2ch, W]``-broadcastable, or None)."""
+        return None if self.label_v is None else self.label_v[:, :, None]
+
+    def cond_h(self, r: int, c: int):
+        """What the condition adds to the horizontal stack at (r, c) (``[B, 2ch]``, or None)."""
+        return self.label_h
 
     def _write(self, h, g):
         r, c = divmod(g, self.w)
@@ -168,17 +174,17 @@ class GatedBlockStepper(Stepper):
         strip = self.vbuf[:, :, r - 1: r + self.p]  # rows r-1-p .. r-1
         v_pre = F.conv2d(strip, m.vertical.weight, m.vertical.bias)[:, :, 0]  # [B, 2ch, W]
         self.link_row = torch.einsum("oi,biw->bow", self.link_w, v_pre) + m.link.bias[None, :, None]
-        if self.cond_v is not None:
-            v_pre = v_pre + self.cond_v[:, :, None]
-        return gate(v_pre)
+        extra = self.cond_v(r - 1)
+        return gate(v_pre if extra is None else v_pre + extra)
 
     def step(self, h, v, g):
         r, c = self._write(h, g)
         out_v = self._start_row(r, v) if r != self.row else None
         patch = self.hbuf[:, :, r, c: c + self.p + 1]
         pre = torch.addmm(self.bh, patch.reshape(patch.shape[0], -1), self.wh) + self.link_row[:, :, c]
-        if self.cond_h is not None:
-            pre = pre + self.cond_h
+        extra = self.cond_h(r, c)
+        if extra is not None:
+            pre = pre + extra
         out = self.m.out(gate(pre)[:, :, None, None])[:, :, 0, 0]
         return (out + h if self.m.residual else out), out_v
 
