@@ -61,11 +61,12 @@ def _kind(model) -> str:
 
 
 def _as_images(model, x: np.ndarray):
-    """[N, C, H, W] view of samples, or None when the input is not image-like."""
+    """[N, C, H, W] view of samples, or None when the input is not image-like (a vector of a square
+    number of discrete features, such as flattened digits, is shown as a square image)."""
     kind, shape = _kind(model), model.input_shape
     if kind == "image":
         return x
-    if kind in ("vector", "sequence") and model.levels and shape[0] >= 16 and math.isqrt(shape[0]) ** 2 == shape[0]:
+    if kind == "vector" and model.levels and shape[0] >= 16 and math.isqrt(shape[0]) ** 2 == shape[0]:
         s = math.isqrt(shape[0])
         return x.reshape(len(x), 1, s, s)
     return None
@@ -105,7 +106,7 @@ def write_output(model, x: np.ndarray, path, cols: int | None = None, rgb=None, 
         np.save(path, x)
         return f"array {list(x.shape)}"
     if suffix == ".wav":
-        if kind not in ("sequence", "vector"):
+        if kind != "sequence":
             raise _fail(path, f"a WAV file needs a sequence model, but the input is {kind}{list(model.input_shape)}",
                         "write .png or .npy")
         signal = mu_law_decode(x, model.levels) if model.levels else np.clip(x, -1, 1)

