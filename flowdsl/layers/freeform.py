@@ -125,7 +125,9 @@ class Sylvester(Layer):
             else:
                 pattern = np.eye(d, dtype=bool)
                 pattern[np.ix_(coords, coords)] = np.triu(np.ones((m, m), dtype=bool))
-                dependency = Dependency.explicit(pattern)
+                moved = np.zeros(d, dtype=bool)
+                moved[coords] = True  # even the last coordinate, whose row is diagonal, is transformed
+                dependency = Dependency.explicit(pattern, transformed=moved)
             q_text = f"Q = permutation ({'natural' if coords[0] == 0 else 'reverse'} order)"
         else:
             dependency = Dependency.dense(d)
