@@ -11,3 +11,4 @@ from . import ar_basic, ar_conv, ar_rnn  # noqa: F401  (autoregressive: fvbn, na
 from . import ar_sequence  # noqa: F401  (WaveNet, ByteNet: embed, causal_conv, gated_residual, bytenet_block)
 from . import ar_attention  # noqa: F401  (Transformer / Sparse Transformer: attention, mlp)
 from . import ar_video  # noqa: F401  (Video Pixel Network: video_encoder, pixel_decoder)
+from . import ar_texture  # noqa: F401  (Efros-Leung texture synthesis: nonparametric)

@@ -1,0 +1,197 @@
+"""Non-parametric texture synthesis (Efros & Leung 1999): ``nonparametric(window, source, eps=0.1)``.
+
+Each pixel is drawn in raster order from the example image's pixels whose causal
+neighbourhood (the already generated part of a ``window x window`` square around the pixel,
+and its earlier colour channels) matches: with Gaussian weights (sigma = window / 6.4, on a
+1/1024 grid so that distances are exact), the candidates whose weighted SSD is within
+``(1 + eps)`` of the best are equally likely. It is a sampler, not a likelihood model:
+``sample`` works, ``log_prob`` raises. The source PNG is read by a small dependency-free
+reader, relative to the spec file; nothing in a spec is executed.
+
+Example:
+    >>> weights = gaussian_weights(3)
+    >>> [(o, int(w)) for o, w in weights]   # the causal part of a 3x3 window, weight 1024 at distance 0
+    [((-1, -1), 313), ((-1, 0), 559), ((-1, 1), 313), ((0, -1), 559)]
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from functools import lru_cache
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+from typing_extensions import Annotated
+
+from ..causality import DepContext, DepMaps, conv
+from ..errors import SpecError
+from ..registry import Layer, LayerContext, LayerInfo, PositiveInt, register_layer
+from .ar_basic import AR, ar_input, as_groups, colour_groups
+from .ar_conv import masked_taps
+
+__all__ = ["NonParametric", "read_png", "gaussian_weights", "PNGError"]
+
+
+class PNGError(ValueError):
+    """The file is not a PNG this reader understands."""
+
+
+def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
+    out = np.zeros((height, stride), dtype=np.uint8)
+    prev = np.zeros(stride, dtype=np.int32)
+    pos = 0
+    for r in range(height):
+        kind, line = raw[pos], np.frombuffer(raw, dtype=np.uint8, count=stride, offset=pos + 1).astype(np.int32)
+        pos += stride + 1
+        if kind == 0:
+            cur = line
+        elif kind == 2:
+            cur = (line + prev) & 0xFF
+        elif kind in (1, 3, 4):
+            cur = np.zeros(stride, dtype=np.int32)
+            for i in range(stride):  # sequential: each byte depends on the one bpp to its left
+                a = int(cur[i - bpp]) if i >= bpp else 0
+                c = int(prev[i - bpp]) if i >= bpp else 0
+                b = int(prev[i])
+                if kind == 1:
+                    pred = a
+                elif kind == 3:
+                    pred = (a + b) // 2
+                else:
+                    p = a + b - c
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                cur[i] = (int(line[i]) + pred) & 0xFF
+        else:
+            raise PNGError(f"unknown row filter {kind}")
+        out[r], prev = cur, cur
+    return out
+
+
+def read_png(path) -> tuple[np.ndarray, int]:
+    """``(pixels [C, H, W] int64, largest value)`` of a non-interlaced PNG (grey, grey+alpha, RGB, RGBA, palette;
+    alpha is dropped). Raises :class:`PNGError` or ``OSError``."""
+    data = Path(path).read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise PNGError("not a PNG file")
+    pos, idat, header, palette = 8, [], None, None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos: pos + 8])
+        body = data[pos + 8: pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"PLTE":
+            palette = np.frombuffer(body, dtype=np.uint8).reshape(-1, 3)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    if header is None or not idat:
+        raise PNGError("no image header or data")
+    width, height, depth, colour, _, _, interlace = header
+    if interlace:
+        raise PNGError("interlaced PNGs are not supported")
+    samples = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour)
+    if samples is None or depth not in (1, 2, 4, 8, 16) or (depth < 8 and colour not in (0, 3)):
+        raise PNGError(f"unsupported colour type {colour} with bit depth {depth}")
+    bits = samples * depth
+    stride, bpp = (width * bits + 7) // 8, max(1, bits // 8)
+    rows = _unfilter(zlib.decompress(b"".join(idat)), height, stride, bpp)
+    if depth == 16:
+        values = rows.reshape(height, -1, 2).astype(np.int64)
+        values = (values[..., 0] << 8) | values[..., 1]
+    elif depth == 8:
+        values = rows.astype(np.int64)
+    else:
+        values = np.unpackbits(rows, axis=1)[:, : width * depth].reshape(height, width, depth)
+        values = (values * (1 << np.arange(depth - 1, -1, -1))).sum(axis=-1)
+    pixels = values.reshape(height, width, samples).transpose(2, 0, 1)
+    if colour == 3:
+        if palette is None:
+            raise PNGError("palette image without a palette")
+        pixels = palette[pixels[0]].transpose(2, 0, 1).astype(np.int64)
+        return pixels, 255
+    if colour in (4, 6):
+        pixels = pixels[:-1]  # drop alpha
+    return pixels, (1 << depth) - 1
+
+
+@lru_cache(maxsize=32)
+def gaussian_weights(window: int) -> tuple[tuple[tuple[int, int], int], ...]:
+    """The causal offsets of a window (rows above, then the current row to the left) and their integer weights:
+    ``round(1024 exp(-d^2 / (2 sigma^2)))`` with sigma = window / 6.4 (Efros & Leung)."""
+    half, sigma = window // 2, window / 6.4
+    taps = masked_taps((window, window), (half, half), "A", 1)
+    return tuple((off, max(1, round(1024 * math.exp(-(off[0] ** 2 + off[1] ** 2) / (2 * sigma ** 2)))))
+                 for off, _ in taps)
+
+
+@lru_cache(maxsize=16)
+def _load(path: str, mtime: float, channels: int, levels: int) -> np.ndarray:
+    pixels, top = read_png(path)
+    if pixels.shape[0] == 3 and channels == 1:
+        if not (pixels == pixels[:1]).all():
+            raise SpecError("the source is a colour image, but the model's input has 1 channel", arg="source",
+                            hint="declare image[3, H, W], or use a grey example")
+        pixels = pixels[:1]
+    if pixels.shape[0] != channels:
+        raise SpecError(f"the source has {pixels.shape[0]} channel{'s' if pixels.shape[0] != 1 else ''}, but the "
+                        f"model's input has {channels}", arg="source")
+    return pixels * levels // (top + 1)
+
+
+@register_layer
+class NonParametric(Layer):
+    """``nonparametric(window, source, eps=0.1)``: Efros-Leung sampling from an example image (a sampler only)."""
+
+    name: ClassVar[str] = "nonparametric"
+    models: ClassVar[frozenset[str]] = AR
+    runtime: ClassVar[str] = "flowdsl.runtime.ar_texture:build_nonparametric"
+    summary: ClassVar[str] = "Efros-Leung texture synthesis: pixels drawn from matching example neighbourhoods"
+    window: Annotated[PositiveInt, Field(le=63)] = 7
+    source: str
+    eps: Annotated[float, Field(ge=0.0, le=10.0)] = 0.1
+
+    def infer(self, ctx: LayerContext) -> LayerInfo:
+        if ctx.index != 0:
+            raise SpecError("nonparametric reads the model's input pixels: it must be the only layer")
+        _, grid = ar_input(ctx)
+        if len(grid) != 2:
+            raise SpecError(f"nonparametric synthesises images, but this model's input is a {ctx.input_type}")
+        if self.window % 2 == 0:
+            raise SpecError(f"argument 'window' of nonparametric must be odd (got {self.window}): the "
+                            f"neighbourhood is centred on the pixel", arg="window")
+        out = ctx.output
+        if out is not None and out.name != "categorical":
+            raise SpecError(f"nonparametric draws each pixel from a histogram of example pixels: it needs output "
+                            f"categorical, not {out.name}")
+        path = Path(ctx.spec_dir) / self.source
+        if not path.is_file():
+            raise SpecError(f"texture source '{self.source}' not found (looked for {path})", arg="source")
+        channels = colour_groups(ctx)
+        try:
+            pixels = _load(str(path.resolve()), path.stat().st_mtime, channels, ctx.levels)
+        except (PNGError, OSError, zlib.error, ValueError, struct.error, IndexError) as err:
+            if isinstance(err, SpecError):
+                raise
+            raise SpecError(f"cannot read texture source '{self.source}': {err}", arg="source") from None
+        half, (hs, ws) = self.window // 2, pixels.shape[1:]
+        candidates = max(0, hs - half) * max(0, ws - 2 * half)
+        if candidates == 0:
+            raise SpecError(f"the source ({hs}x{ws}) is smaller than the causal part of a {self.window}x{self.window} "
+                            f"window: no neighbourhood to copy", arg="window")
+        return LayerInfo(
+            out_shape=(channels * ctx.levels, *grid), params=0, logdet="n/a",
+            meta={"emits": "params", "pixels": pixels, "channels": channels, "candidates": candidates,
+                  "causality_hint": "a neighbourhood must exclude the pixel itself",
+                  "report": f"{self.window}x{self.window} window, {candidates} candidate neighbourhoods from "
+                            f"{self.source} ({hs}x{ws}), eps {self.eps:g}; a sampler (no likelihood)"})
+
+    def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
+        g, w = ctx.meta["channels"], self.window
+        return maps.only(conv(as_groups(maps.main, g), masked_taps((w, w), (w // 2, w // 2), "A", g), groups=g))
