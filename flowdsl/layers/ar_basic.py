@@ -276,6 +276,9 @@ class MadeModel(Layer):
     With K > 1 masks, training cycles through K hidden-degree draws (connectivity-agnostic);
     ``order=agnostic`` also draws an input order per mask. At evaluation the model's log-prob
     is the exact log of the average of the K masks' probabilities (Germain et al. 2015).
+    Each draw assigns the degrees ``lo..D-1`` to a hidden layer's units at random but as evenly
+    as its width allows (``lo``: the previous layer's lowest), so layers of at least D-1 units
+    miss no dependency; narrower ones leave a blind spot, which the checker reports.
     """
 
     name: ClassVar[str] = "made"
