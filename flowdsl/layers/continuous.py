@@ -6,7 +6,7 @@ dynamics net reads ``(z, t)`` (and the one-hot condition, if any). The map is in
 for any dynamics that is Lipschitz in z (Picard-Lindelof): the inverse integrates backwards.
 
 - ``solver``: ``dopri5`` (adaptive; ``rtol``, ``atol``), ``rk4`` or ``euler`` (fixed grid; ``steps``);
-  default tolerances: rtol 1e-8, atol 1e-10 in float64 (1e-5, 1e-6 in float32);
+  default tolerances: rtol 1e-9, atol 1e-10 in float64 (1e-5, 1e-6 in float32);
 - ``trace``: ``hutchinson`` (one Rademacher vector per integration: unbiased) or ``exact``
   (D backward passes per evaluation; also under :func:`flowdsl.exact_logdet`).
 
@@ -32,7 +32,7 @@ from .nets import MLP, Net
 __all__ = ["Continuous", "DEFAULT_TOLERANCES", "DEFAULT_STEPS", "SMOOTH_ACTIVATION", "dynamics_net"]
 
 #: (rtol, atol) of the adaptive solver when the spec gives none, by dtype
-DEFAULT_TOLERANCES = {"float64": (1e-8, 1e-10), "float32": (1e-5, 1e-6)}
+DEFAULT_TOLERANCES = {"float64": (1e-9, 1e-10), "float32": (1e-5, 1e-6)}
 #: steps of a fixed-grid solver over [0, time] when the spec gives none
 DEFAULT_STEPS = 32
 

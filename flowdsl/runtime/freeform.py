@@ -171,18 +171,21 @@ def bjorck_orthonormal(v: torch.Tensor, tol: float | None = None, max_iter: int 
     """Orthonormal columns from ``v`` [D, M] by the iteration Q <- Q (3I - Q^T Q) / 2 (Bjorck & Bowie).
 
     ``v`` is first scaled so its singular values are at most 1 (the iteration then converges
-    for any full-rank ``v``); it stops when ``max |Q^T Q - I| <= tol``. A rank-deficient ``v``
-    (singular values that never grow) falls back to a QR factorisation.
+    for any full-rank ``v``); once ``max |Q^T Q - I| <= tol`` (default ``64 M eps``) one more
+    step (quadratic convergence) reaches rounding level. A rank-deficient ``v`` (singular
+    values that never grow) falls back to a QR factorisation.
     """
-    tol = inverse_tol(v.dtype) * 0.1 if tol is None else tol
-    eye = torch.eye(v.shape[1], dtype=v.dtype, device=v.device)
+    m = v.shape[1]
+    tol = 64 * m * torch.finfo(v.dtype).eps if tol is None else tol
+    eye = torch.eye(m, dtype=v.dtype, device=v.device)
     gram = v.T @ v
     q = v / torch.sqrt(gram.abs().sum(0).max().clamp_min(torch.finfo(v.dtype).tiny))
     for _ in range(max_iter):
         qtq = q.T @ q
-        if bool(((qtq - eye).abs().max() <= tol)):
-            return q
+        converged = bool(((qtq - eye).abs().max() <= tol))
         q = q @ (1.5 * eye - 0.5 * qtq)
+        if converged:
+            return q
     return torch.linalg.qr(q).Q
 
 
