@@ -173,6 +173,18 @@ def _resume(path, spec: dict, spec_path):
     return model, payload
 
 
+def _counters(model) -> dict:
+    """Per-step counters that live outside the state dict (a MADE's mask in turn: ``_cycle``)."""
+    return {name: m._cycle for name, m in model.named_modules() if isinstance(getattr(m, "_cycle", None), int)}
+
+
+def _set_counters(model, counters: dict) -> None:
+    modules = dict(model.named_modules())
+    for name, value in counters.items():
+        if name in modules:
+            modules[name]._cycle = value
+
+
 def _param_digest(model) -> str:
     h = hashlib.sha256()
     for name, p in sorted(model.state_dict().items()):
@@ -262,6 +274,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
                 group["lr"] = cfg["lr"]
             if len(payload.get("rng", [])) == world:
                 _set_rng_state(payload["rng"][rank], dev)
+            _set_counters(net, payload.get("counters", {}))
         else:
             torch.manual_seed(cfg["seed"] + rank)
             with torch.no_grad():  # data-dependent initialisation (actnorm) on the whole first global batch
@@ -290,7 +303,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
                 states = [{k: v.cpu() for k, v in s.items()} for s in states]
             if rank == 0 and output is not None:
                 save_checkpoint(net, output, optimizer=opt.state_dict(), step=step, rng=states, train=cfg,
-                                history=history, data=ds.name, world_size=world)
+                                history=history, data=ds.name, world_size=world, counters=_counters(net))
 
         from tqdm.auto import tqdm
 

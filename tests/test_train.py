@@ -166,3 +166,13 @@ def test_a_cpu_budget_stops_early_with_a_checkpoint_and_an_evaluation(tmp_path):
     assert 0 < result.step < 100_000 and result.history[-1]["step"] == result.step
     assert f"stopped at step {result.step}: the CPU budget of 0.5 s is spent" in lines
     assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] == result.step
+
+
+def test_resuming_a_made_with_several_masks_picks_up_the_next_mask(tmp_path):
+    spec = write(tmp_path, "made.ar", "autoregressive m {\n input x: vector[64] levels 2\n"
+                                      " made([16], masks=3, order=random(seed=0))\n output bernoulli\n}\n")
+    full = flowdsl.train(spec, "digits-binary", steps=5, batch=16, **quiet())
+    flowdsl.train(spec, "digits-binary", steps=2, batch=16, output=tmp_path / "m.pt", **quiet())
+    resumed = flowdsl.train(spec, "digits-binary", steps=5, batch=16, resume=tmp_path / "m.pt", **quiet())
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
