@@ -45,6 +45,10 @@ __all__ = ["PATTERNS", "Pattern", "DensePattern", "StridedPattern", "FixedPatter
 PATTERNS = Family("attention pattern")
 
 
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 def _causal(n: int) -> np.ndarray:
     return np.tri(n, dtype=bool)
 
@@ -166,7 +170,7 @@ def pattern_density(pattern: Pattern, n: int) -> tuple[int, int, int]:
 def _sequence(ctx: LayerContext, name: str) -> tuple[int, int]:
     f, grid = ar_input(ctx)
     if len(grid) != 1:
-        raise SpecError(f"{name} attends over sequences, but this model's input is a {ctx.input_type} over a "
+        raise SpecError(f"{name} attends over sequences, but this model's input is {_a(ctx.input_type)} over a "
                         f"{len(grid)}-d grid {list(grid)}")
     return f, grid[0]
 

@@ -42,10 +42,14 @@ Dilation = Annotated[PositiveInt, Field(le=1 << 20)]
 _FIRST_HINT = "start the model with causal_conv (its first layer drops the current sample) or embed (shifts by one)"
 
 
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 def _sequence(ctx: LayerContext, name: str) -> tuple[int, int]:
     f, grid = ar_input(ctx)
     if len(grid) != 1:
-        raise SpecError(f"{name} models sequences, but this model's input is a {ctx.input_type} over a "
+        raise SpecError(f"{name} models sequences, but this model's input is {_a(ctx.input_type)} over a "
                         f"{len(grid)}-d grid {list(grid)}", hint="use masked_conv or gated_block on images")
     return f, grid[0]
 

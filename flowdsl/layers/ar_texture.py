@@ -11,7 +11,7 @@ reader, relative to the spec file; nothing in a spec is executed.
 Example:
     >>> weights = gaussian_weights(3)
     >>> [(o, int(w)) for o, w in weights]   # the causal part of a 3x3 window, weight 1024 at distance 0
-    [((-1, -1), 313), ((-1, 0), 559), ((-1, 1), 313), ((0, -1), 559)]
+    [((-1, -1), 11), ((-1, 0), 105), ((-1, 1), 11), ((0, -1), 105)]
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ __all__ = ["NonParametric", "read_png", "gaussian_weights", "PNGError"]
 
 class PNGError(ValueError):
     """The file is not a PNG this reader understands."""
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
 def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
@@ -162,7 +166,7 @@ class NonParametric(Layer):
             raise SpecError("nonparametric reads the model's input pixels: it must be the only layer")
         _, grid = ar_input(ctx)
         if len(grid) != 2:
-            raise SpecError(f"nonparametric synthesises images, but this model's input is a {ctx.input_type}")
+            raise SpecError(f"nonparametric synthesises images, but this model's input is {_a(ctx.input_type)}")
         if self.window % 2 == 0:
             raise SpecError(f"argument 'window' of nonparametric must be odd (got {self.window}): the "
                             f"neighbourhood is centred on the pixel", arg="window")

@@ -23,7 +23,7 @@ Example:
     >>> ctx = LayerContext(shape=(4, 1, 8, 8), model_kind="autoregressive", input_type="video", levels=17)
     >>> info = LAYERS.bind(Symbol("video_encoder", kwargs=(("channels", 8), ("blocks", 1)))).infer(ctx)
     >>> info.out_shape, info.params
-    ((8, 4, 8, 8), 5680)
+    ((8, 4, 8, 8), 7040)
 """
 
 from __future__ import annotations
@@ -49,10 +49,14 @@ def encoder_dilations(blocks: int) -> list[int]:
     return [2 ** b for b in range(blocks)]
 
 
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 def _video(ctx: LayerContext, name: str):
     f, grid = ar_input(ctx)
     if len(grid) != 3:
-        raise SpecError(f"{name} models videos, but this model's input is a {ctx.input_type}",
+        raise SpecError(f"{name} models videos, but this model's input is {_a(ctx.input_type)}",
                         hint="declare 'input x: video[T, C, H, W] levels N'")
     return f, grid
 

@@ -245,11 +245,12 @@ def _plans(model, batch: int, ctx, dtype, device, grid):
 
 
 @torch.no_grad()
-def fill(model, x, known, ctx, bar=None, record: bool = False):
+def fill(model, x, known, ctx, bar=None, record: bool = False, steps: int | None = None):
     """Ancestral sampling of the unknown positions of ``x`` (known ones are kept), one step per position.
 
     Draws exactly as the naive reference does (same rows, same order, same random stream).
-    With ``record``, also returns the parameters of every position's conditional ``[B, N, P]``.
+    With ``record``, also returns the parameters of every position's conditional ``[B, N, P]``;
+    ``steps`` stops after that many grid positions (the rest of ``x`` is left as it is).
     """
     layout = layout_of("x", model.input_shape)
     grid, channels = layout.grid, layout.channels
@@ -269,7 +270,7 @@ def fill(model, x, known, ctx, bar=None, record: bool = False):
             return ids[:, 0] if channels == 1 else ids
         return F.one_hot(ids, levels).to(dtype).reshape(b, channels * levels)
 
-    for g in range(int(prod(grid))):
+    for g in range(int(prod(grid)) if steps is None else min(int(steps), int(prod(grid)))):
         for c in range(channels):
             pos = int(index[c, g])
             h, v = first_input(g), None
@@ -296,11 +297,12 @@ def fill(model, x, known, ctx, bar=None, record: bool = False):
 
 
 @torch.no_grad()
-def step_conditionals(model, x, context=None) -> torch.Tensor:
+def step_conditionals(model, x, context=None, steps: int | None = None) -> torch.Tensor:
     """``[B, N, P]``: every position's conditional computed by the cached driver, teacher-forced on ``x``.
 
-    Equals ``model.conditionals(x)`` (up to rounding) when the caches are right.
+    Equals ``model.conditionals(x)`` (up to rounding) when the caches are right. ``steps``: only the
+    first that many grid positions (the rest stay zero).
     """
     x = model._check(x)
     ctx = model._context(context, x.shape[0])
-    return fill(model, x, torch.ones_like(x, dtype=torch.bool), ctx, record=True)[1]
+    return fill(model, x, torch.ones_like(x, dtype=torch.bool), ctx, record=True, steps=steps)[1]
