@@ -34,7 +34,7 @@ def node_labels(ir) -> dict:
     g, header = ir.graph, ir.header
     labels = {}
     for n, d in g.nodes(data=True):
-        op, line = d["op"], f"line {d['pos'].line}" if d.get("pos") and d["pos"].line else ""
+        op, line = d["op"], _where(d, header.file)
         if op == "input":
             inp = header.input
             text = f"input {inp.name}: {inp.type_name}{_shape(inp.shape)}" + (f" levels {inp.levels}" if inp.levels else "")
@@ -54,6 +54,18 @@ def node_labels(ir) -> dict:
                 text += f" · {d['params']:,} params"
         labels[n] = text
     return labels
+
+
+def _where(node, main: str) -> str:
+    """``line 7``; in a block of another file ``glow_step.flow:3 (glow_step at line 9)``."""
+    pos = node.get("pos")
+    if pos is None or pos.line <= 0:
+        return ""
+    where = f"line {pos.line}" if pos.file == main else f"{Path(pos.file).name}:{pos.line}"
+    calls = [p for _, p in node.get("trace", ()) if p.file == main]
+    if pos.file != main and calls:
+        where += f" ({node['trace'][0][0]} at line {calls[0].line})"
+    return where
 
 
 def _id(n) -> str:

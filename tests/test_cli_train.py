@@ -178,3 +178,17 @@ def test_video_samples_become_one_row_of_frames_each(tmp_path):
     assert write_output(video, x, tmp_path / "v.png").startswith("2 video(s) of 3 frames")
     with Image.open(tmp_path / "v.png") as im:
         assert im.size == grid_size(6, 4, 4, cols=3) == (3 * (32 + 2) + 2, 2 * (32 + 2) + 2)
+
+
+def test_graph_engines_and_block_locations(monkeypatch, tmp_path):
+    from flowdsl.api import analyze_file
+    from flowdsl.graph import draw, node_labels
+
+    ir = analyze_file("specs/glow_conditional.flow").model()
+    labels = node_labels(ir)
+    assert labels[0].startswith("input x: image[1, 8, 8] levels 17\ncondition y: label[10]\nline 4")
+    assert labels[3] == "actnorm\n[4, 4, 4] -> [4, 4, 4]\nglow_step.flow:3 (glow_step at line 9) · 8 params"
+    monkeypatch.setattr("flowdsl.graph.shutil.which", lambda name: None)  # no Graphviz
+    assert draw(ir, tmp_path / "g.png") == "matplotlib"
+    with pytest.raises(ValueError, match="Graphviz's `dot` program is not installed"):
+        draw(ir, tmp_path / "g.svg", engine="graphviz")
