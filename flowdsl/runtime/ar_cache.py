@@ -250,8 +250,19 @@ def fill(model, x, known, ctx, bar=None, record: bool = False, steps: int | None
 
     Draws exactly as the naive reference does (same rows, same order, same random stream).
     With ``record``, also returns the parameters of every position's conditional ``[B, N, P]``;
-    ``steps`` stops after that many grid positions (the rest of ``x`` is left as it is).
+    ``steps`` stops after that many grid positions (the rest of ``x`` is left as it is). On the CPU the
+    steps run on one intra-op thread: each is a handful of tiny operations, which threads only slow down.
     """
+    threads = torch.get_num_threads()
+    if x.device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        return _fill(model, x, known, ctx, bar, record, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fill(model, x, known, ctx, bar, record, steps):
     layout = layout_of("x", model.input_shape)
     grid, channels = layout.grid, layout.channels
     b, levels = x.shape[0], model.levels
