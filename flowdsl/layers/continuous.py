@@ -81,7 +81,11 @@ class Continuous(Layer):
                    f"dopri5, rtol {t64[0]:g} / atol {t64[1]:g} in float64 ({t32[0]:g} / {t32[1]:g} in float32)")
         else:
             tols = {}
-            how = f"{self.solver}, {self.steps or DEFAULT_STEPS} fixed steps"
+            steps = self.steps or DEFAULT_STEPS
+            order = 4 if self.solver == "rk4" else 1
+            # a fixed grid is only as accurate as the method: the stated round-trip/log-det accuracy
+            accuracy = 10 * max(1.0, self.time) * (self.time / steps) ** order
+            how = f"{self.solver}, {steps} fixed steps (accuracy O(h^{order}), about {accuracy:.1g})"
         trace = "exact trace" if self.trace == "exact" else "Hutchinson trace (unbiased)"
         report = (f"dynamics {net.describe()} of (z, t); {how}; log-det = integral of the {trace} over "
                   f"[0, {self.time:g}]; inverse integrates backwards (accurate to the solver's tolerance)")
@@ -90,6 +94,7 @@ class Continuous(Layer):
             dependency=Dependency.dense(d),
             meta={"features": d, "net": net, "net_in": net_in, "net_out": net_out, "tolerances": tols,
                   "steps": None if adaptive else (self.steps or DEFAULT_STEPS),
+                  **({} if adaptive else {"roundtrip_tol": accuracy, "logdet_tol": accuracy}),
                   "reads_condition": ctx.context_features > 0, "report": report},
         )
 
