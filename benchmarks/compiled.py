@@ -1,0 +1,139 @@
+"""torch.compile: graph breaks of every bundled flow's ``log_prob``, and the compiled/eager speed ratio.
+
+    python -m benchmarks.compiled [--specs specs/*.flow] [--speed]
+
+:func:`explain` runs ``torch._dynamo.explain`` on a compiled flow's ``log_prob`` (evaluation
+mode, after one training-mode call so that data-initialised layers are initialised) and
+returns the graph and break counts with the distinct reasons and where they happen.
+:func:`compiled_speedup` times ``torch.compile(flow.log_prob)`` against eager with the
+side-by-side harness (training step and evaluation); :mod:`benchmarks.run` calls it for each
+pairing under ``--compile``. Compilation needs a C++ compiler on CPU (gcc).
+
+Example:
+    >>> import flowdsl
+    >>> flow = flowdsl.compile_source("flow f {\\n input x: vector[2]\\n coupling affine(mask=half)\\n}\\n")
+    >>> explain(flow)["breaks"]  # doctest: +SKIP
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from .harness import Impl, measure
+
+__all__ = ["example_input", "explain", "compiled_speedup", "explain_specs", "render_explain", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def example_input(flow, batch: int = 8):
+    """(x, context) fitting a compiled flow: integers for discrete inputs, labels for conditional ones."""
+    gen = torch.Generator().manual_seed(0)
+    if flow.levels:
+        x = torch.randint(0, flow.levels, (batch, *flow.input_shape), generator=gen).float()
+    else:
+        x = torch.randn((batch, *flow.input_shape), generator=gen)
+    ctx = torch.arange(batch) % flow.classes if flow.classes else None
+    return x, ctx
+
+
+def _where(b) -> str:
+    stack = getattr(b, "user_stack", None)
+    if not stack:
+        return ""
+    frame = stack[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno}"
+
+
+def explain(flow, x=None, context=None) -> dict:
+    """``{"graphs", "breaks", "reasons": [(reason, "file:line"), ...]}`` for ``flow.log_prob``."""
+    import torch._dynamo as dynamo
+
+    if x is None:
+        x, context = example_input(flow)
+    flow.train()
+    with torch.no_grad():
+        flow.log_prob(x, context)  # data-dependent initialisation (actnorm) happens outside the trace
+    flow.eval()
+    dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = dynamo.explain(flow.log_prob)(x, context)
+    reasons = sorted({(b.reason.splitlines()[0][:120], _where(b)) for b in out.break_reasons})
+    return {"graphs": out.graph_count, "breaks": out.graph_break_count, "reasons": reasons}
+
+
+def compiled_speedup(impl: Impl, x, repeats: int = 5, block_s: float = 0.2) -> dict:
+    """Compiled / eager throughput of flowdsl's model (train step and eval log_prob), and its graph breaks."""
+    import torch._dynamo as dynamo
+
+    flow = impl.module
+    dynamo.reset()
+    compiled = Impl("compiled", flow, torch.compile(flow.log_prob), None)
+    t0 = time.perf_counter()
+    res = measure([impl, compiled], x, x.shape[0], repeats=repeats, block_s=block_s, ops=("train", "log_prob"),
+                  warmup=2)
+    wall = time.perf_counter() - t0
+    speed = {op: res["flowdsl"][op] / res["compiled"][op] for op in ("train", "log_prob")}
+    breaks = None
+    if x.device.type == "cpu":
+        breaks = explain(flow, x)["breaks"]
+    dynamo.reset()
+    return {"speedup": speed, "breaks": breaks, "wall": wall}
+
+
+def explain_specs(paths, log=print) -> list[tuple[str, dict]]:
+    import flowdsl
+
+    rows = []
+    for path in paths:
+        path = Path(path)
+        try:
+            flow = flowdsl.compile_file(path)
+            info = explain(flow)
+        except Exception as err:  # noqa: BLE001 - reported in the table
+            info = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"}
+        name = str(path.relative_to(ROOT)) if path.is_absolute() and ROOT in path.parents else str(path)
+        rows.append((name, info))
+        log(f"{name}: " + (info["error"] if "error" in info else
+                           f"{info['graphs']} graph(s), {info['breaks']} break(s)"
+                           + "".join(f"\n    {r} @ {w}" for r, w in info["reasons"])))
+    return rows
+
+
+def render_explain(rows) -> str:
+    out = ["| spec | graphs | breaks | reasons (file:line) |", "| --- | ---: | ---: | --- |"]
+    for name, info in rows:
+        if "error" in info:
+            out.append(f"| {name} | | | {info['error']} |")
+            continue
+        reasons = "<br>".join(f"{r.replace('|', '/')} @ `{w}`" for r, w in info["reasons"]) or "none"
+        out.append(f"| {name} | {info['graphs']} | {info['breaks']} | {reasons} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.compiled", description=__doc__.splitlines()[0])
+    p.add_argument("--specs", nargs="*", help="flow specs (default: specs/*.flow and benchmarks/specs/*.flow)")
+    p.add_argument("--doc", action="store_true", help="write the table into docs/benchmarks.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    paths = args.specs or sorted((ROOT / "specs").glob("*.flow")) + sorted((ROOT / "benchmarks" / "specs").glob("*.flow"))
+    rows = explain_specs(paths)
+    table = render_explain(rows)
+    print(table)
+    if args.doc:
+        from .run import write_doc
+
+        write_doc(table, "graph-breaks")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

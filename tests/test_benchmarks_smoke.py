@@ -1,0 +1,126 @@
+"""Smoke test of the benchmark code (``python -m benchmarks.run --quick``): seconds, no peers needed.
+
+The flowdsl half always runs and is checked for real (parameter counts equal the checker's
+analytic count, timings finite and positive, samples of the right shape, the tables render);
+the peer half runs only for the peer libraries that are installed (the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+import torch
+
+from benchmarks import cases, peers
+from benchmarks.compile_time import causality_time, deep_spec, stage_times
+from benchmarks.harness import Impl, measure, param_count
+from benchmarks.run import main, render_cases, run_cases
+
+HAVE = {lib: importlib.util.find_spec(lib) is not None for lib in ("zuko", "nflows", "normflows")}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def flowdsl_rows():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # a module fixture runs before the autouse one: one thread here too
+    try:
+        return run_cases(None, quick=True, peers=False, log=lambda line: None)
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_flowdsl_half_every_pairing(flowdsl_rows):
+    assert [r["case"].key for r in flowdsl_rows] == [c.key for c in cases.CASES]
+    for row in flowdsl_rows:
+        (impl,) = row["impls"]
+        assert impl.library == "flowdsl"
+        assert row["params"]["flowdsl"] == impl.extra["declared"] > 0, row["case"].key
+        for op in ("train", "log_prob", "sample"):
+            t = row["timings"]["flowdsl"][op]
+            assert math.isfinite(t) and t > 0, (row["case"].key, op, t)
+        with torch.no_grad():
+            x = impl.sample(3)
+        assert tuple(x.shape) == (3, *row["case"].shape)
+        assert torch.isfinite(impl.log_prob(x)).all()
+
+
+def test_tables_render(flowdsl_rows):
+    info = {"cpu": "cpu", "cores": 2, "threads": 1, "torch": torch.__version__, "python": "3",
+            "device": "cpu", "zuko": "-", "nflows": "-", "normflows": "-"}
+    text = render_cases(flowdsl_rows, info, "0", "0", "python -m benchmarks.run --quick")
+    for row in flowdsl_rows:
+        assert f"| {row['case'].key} | flowdsl | {row['params']['flowdsl']:,} |" in text
+
+
+def test_missing_peer_is_reported_not_fatal(monkeypatch):
+    def absent():
+        raise ImportError("no such library")
+
+    case = cases.CASES[0]
+    monkeypatch.setattr(cases, "CASES", [cases.Case(case.key, case.title, case.spec, case.shape, 8, (absent,))])
+    import benchmarks.run as run
+
+    monkeypatch.setattr(run, "CASES", cases.CASES)
+    (row,) = run.run_cases(None, quick=True, log=lambda line: None)
+    assert row["missing"] == ["absent"] and [i.library for i in row["impls"]] == ["flowdsl"]
+
+
+def test_harness_alternates_and_reports_missing_ops():
+    calls = []
+    a = Impl("a", torch.nn.Linear(2, 1), lambda x: calls.append("a") or x.sum(1))
+    b = Impl("b", torch.nn.Linear(2, 1), lambda x: calls.append("b") or x.sum(1))
+    res = measure([a, b], torch.zeros(4, 2), 4, repeats=3, block_s=1e-4, ops=("log_prob", "sample"), warmup=1)
+    assert res["a"]["sample"] is None and res["b"]["sample"] is None
+    assert res["a"]["log_prob"] > 0 and res["b"]["log_prob"] > 0
+    assert calls[:2] == ["a", "a"] and "b" in calls  # warm-up and calibration of a, then b, then the rounds
+
+
+def test_cli_quick_flowdsl_only(capsys):
+    assert main(["--quick", "--only", "planar", "--no-peers"]) == 0
+    out = capsys.readouterr().out
+    assert "planar" in out and "528 params" in out
+
+
+def test_front_end_timings():
+    small, large = stage_times(deep_spec(5), "d.flow"), stage_times(deep_spec(50), "d.flow", build=False)
+    assert (small["layers"], large["layers"]) == (10, 100)
+    assert all(v > 0 for k, v in small.items() if k != "layers")
+    total, causal = causality_time(8, layers=3)
+    assert 0 < causal <= total + 1e-3
+
+
+PEER_CASES = [("maf", "zuko"), ("maf", "nflows"), ("nsf_coupling", "zuko"), ("nsf_coupling", "nflows"),
+              ("nsf_ar", "zuko"), ("nsf_ar", "nflows"), ("realnvp", "normflows"), ("glow", "normflows"),
+              ("planar", "normflows")]
+
+
+@pytest.mark.parametrize("key,lib", PEER_CASES)
+def test_peer_half_same_parameter_count(key, lib):
+    if not HAVE[lib]:
+        pytest.skip(f"{lib} is not installed (pip install -e .[bench]): peer half only")
+    case = next(c for c in cases.CASES if c.key == key)
+    builder = next(b for b in case.peers if b.__name__.startswith(lib))
+    torch.manual_seed(0)
+    peer = cases.build_peer(builder)
+    ours = cases.flowdsl_impl(case)
+    assert param_count(peer.module) == param_count(ours.module) == ours.extra["declared"]
+    x = torch.randn(4, *case.shape)
+    res = measure([ours, peer], x, 4, repeats=1, block_s=1e-4, ops=("log_prob",), warmup=1)
+    assert res[lib]["log_prob"] > 0 and torch.isfinite(peer.log_prob(x.clone())).all()
+
+
+def test_peer_masks_match_the_spec():
+    """The coupling spec keeps the even features first, as zuko's and nflows' masks (peers.checkered) do."""
+    text = cases.CASES[2].path.read_text()
+    assert "for m in [even, odd, even, odd, even]" in text
+    assert peers.checkered(0)[:4].tolist() == [True, False, True, False]
