@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks import cases, peers
-from benchmarks.compile_time import causality_time, deep_spec, stage_times
-from benchmarks.harness import Impl, measure, param_count
-from benchmarks.run import main, render_cases, run_cases
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ is not installed: run from the repo
+
+from benchmarks import cases, peers  # noqa: E402
+from benchmarks.compile_time import causality_time, deep_spec, stage_times  # noqa: E402
+from benchmarks.harness import Impl, measure, param_count  # noqa: E402
+from benchmarks.run import main, render_cases, run_cases  # noqa: E402
 
 HAVE = {lib: importlib.util.find_spec(lib) is not None for lib in ("zuko", "nflows", "normflows")}
 
