@@ -6,6 +6,7 @@ import math
 import re
 import wave
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -192,3 +193,16 @@ def test_graph_engines_and_block_locations(monkeypatch, tmp_path):
     assert draw(ir, tmp_path / "g.png") == "matplotlib"
     with pytest.raises(ValueError, match="Graphviz's `dot` program is not installed"):
         draw(ir, tmp_path / "g.svg", engine="graphviz")
+
+
+def test_the_new_commands_keep_check_and_graph_torch_free(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from flowdsl.cli import main; main(['check', 'specs/nice.flow']); "
+            f"main(['graph', 'specs/nice.flow', '-o', {str(tmp_path / 'n.dot')!r}]); print(sorted(m for m in "
+            "('torch', 'matplotlib', 'sklearn') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 0 and res.stdout.strip().endswith("[]"), res.stdout + res.stderr
+    assert (tmp_path / "n.dot").read_text().startswith('digraph "nice"')
