@@ -150,17 +150,40 @@ def bind_spec(cls: type[Spec], sym: Symbol, pos: Pos | None = None) -> Spec:
             raise SpecError(f"argument '{key}' of {sym.name} given twice", p)
         data[key] = value
         arg_pos[key] = p
+    # Symbolic arguments (nets, masks, estimators, ...) bind first, one by one, so that a problem
+    # inside one of them (a SpecError with its own position) does not hide the others.
+    problems: list[SpecError] = []
+    bad: set[str] = set()
+    for key in list(data):
+        if not isinstance(data[key], Symbol):
+            continue
+        for meta in cls.model_fields[key].metadata:
+            if not isinstance(meta, BeforeValidator):
+                continue
+            try:
+                data[key] = meta.func(data[key])
+            except SpecError as err:
+                err.pos = err.pos or arg_pos.get(key, where)
+                problems.append(err)
+                problems.extend(SpecError(d.message, d.pos, d.hint) for d in err.extra)
+                err.extra = []
+                bad.add(key)
+            except (ValueError, TypeError):
+                pass  # pydantic reports it below, at the argument's position
+            break
     try:
-        return cls.model_validate(data)
+        result = cls.model_validate({k: v for k, v in data.items() if k not in bad})
     except ValidationError as err:
-        problems = []
         for e in err.errors():
             key = str(e["loc"][0]) if e["loc"] else None
-            p = arg_pos.get(key, where)
-            problems.append(SpecError(_pydantic_message(sym.name, key, e), p))
-        first = problems[0]
-        first.extra = [pr.at(where) for pr in problems[1:]]
-        raise first from None
+            if key not in bad:  # a bad symbolic argument was left out: it is not "missing"
+                problems.append(SpecError(_pydantic_message(sym.name, key, e), arg_pos.get(key, where)))
+    else:
+        if not problems:
+            return result
+    first = problems[0]
+    first.extra = [pr.at(where) for pr in problems[1:]]
+    raise first from None
 
 
 def _pydantic_message(owner: str, key: str | None, e: dict) -> str:
