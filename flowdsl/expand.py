@@ -407,7 +407,9 @@ def expand_model(unit, model: ast.ModelDef, limits: Limits, recursive: set[str] 
     ex = _Expander(unit, model, limits, recursive or set())
     ex.body(model.body, dict(unit.constants), (), top=True)
     decls = {k: v.value for k, v in ex.decls.items()}
-    if "input" not in decls and not any(d.message.startswith(("unknown input", "input")) for d in ex.diags):
+    declared = any(isinstance(stmt, ast.InputDecl) for stmt in model.body)  # an invalid one was reported already
+    if "input" not in decls and not declared and not any(d.message.startswith(("unknown input", "input"))
+                                                         for d in ex.diags):
         if not any(d.severity == "error" and "size" in d.message for d in ex.diags):
             ex.error(model.pos, f"model '{model.name}' declares no input", hint="e.g. 'input x: vector[2]'")
     base = decls.get("base")

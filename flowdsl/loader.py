@@ -72,6 +72,9 @@ def _load(unit: Unit, text, filename: str, stack: tuple[str, ...]) -> None:
         return
     unit.sources[filename] = text if isinstance(text, str) else ""
     unit.programs[filename] = prog
+    if not prog.items:
+        unit.diagnostics.append(Diagnostic(Pos(filename, 1, 1), "warning",
+                                           "the file is empty: it defines no model, block or constant"))
     base = Path(filename).parent
     for item in prog.items:
         if isinstance(item, ast.Use):

@@ -22,7 +22,10 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from .errors import Diagnostic, FlowDSLError, Pos
 
-__all__ = ["parse_text", "file_kind", "get_parser"]
+__all__ = ["parse_text", "file_kind", "get_parser", "MAX_TOKENS", "MAX_NAME"]
+
+MAX_TOKENS = 100_000  # bounds the parse time of any file
+MAX_NAME = 256  # characters in a name
 
 
 def file_kind(filename: str) -> str:
@@ -39,7 +42,9 @@ class _BracketNewlines:
 
     def process(self, stream):
         depth = 0
-        for tok in stream:
+        for count, tok in enumerate(stream):
+            if count >= MAX_TOKENS or (tok.type.endswith("NAME") and len(tok.value) > MAX_NAME):
+                _too_long(tok, count >= MAX_TOKENS)
             if tok.value in ("(", "["):
                 depth += 1
             elif tok.value in (")", "]"):
@@ -47,6 +52,22 @@ class _BracketNewlines:
             elif depth and tok.type.endswith("_SEP") and ";" not in tok.value:
                 continue
             yield tok
+
+
+def _too_long(tok: Token, tokens: bool) -> None:
+    if tokens:
+        msg = f"the spec has more than {MAX_TOKENS:,} tokens (words, numbers and symbols)"
+    else:
+        msg = f"name '{tok.value[:16]}...' is {len(tok.value):,} characters long (limit {MAX_NAME})"
+    raise _Refused(msg, tok.line, tok.column)
+
+
+class _Refused(Exception):
+    """Raised by the post-lexer for input too large to parse; parse_text turns it into a diagnostic."""
+
+    def __init__(self, message: str, line: int, column: int):
+        super().__init__(message)
+        self.message, self.line, self.column = message, line, column
 
 
 @lru_cache(maxsize=None)
@@ -166,10 +187,13 @@ def parse_text(text: str, filename: str = "<string>", kind: str | None = None) -
         text += "\n"
     try:
         return parser.parse(text)
+    except _Refused as err:
+        diag = Diagnostic(pos=Pos(filename, err.line, err.column), severity="error", message=err.message)
+        raise FlowDSLError([diag], {filename: text}) from None
     except UnexpectedInput as err:
         line, column = getattr(err, "line", 0), getattr(err, "column", 0)
         if isinstance(err, UnexpectedToken) and err.token.type == "$END":
-            lines = text.splitlines() or [""]
+            lines = text[:-1].split("\n")  # lines as Lark counts them (str.splitlines also splits at \r, \f, ...)
             line, column = len(lines), len(lines[-1]) + 1
         if isinstance(err, UnexpectedToken) and err.token.type.endswith("_SEP") and err.token.value[:1] != ";":
             # Point at the end of the line rather than at the start of the next one.

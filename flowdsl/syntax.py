@@ -8,16 +8,18 @@ Example:
 
 from __future__ import annotations
 
-from lark import Token, Transformer
+from lark import Token, Transformer, Tree
 from lark.exceptions import VisitError
 
 from . import ast
 from .errors import Diagnostic, FlowDSLError, Pos, SpecError
 from .parser import file_kind, parse_text
+from .values import MAX_INT
 
-__all__ = ["parse_program", "MAX_SOURCE_BYTES"]
+__all__ = ["parse_program", "MAX_SOURCE_BYTES", "MAX_NESTING"]
 
 MAX_SOURCE_BYTES = 1_000_000
+MAX_NESTING = 200  # parse trees deeper than this are refused (they are walked recursively)
 
 
 class _ToAST(Transformer):
@@ -103,9 +105,14 @@ class _ToAST(Transformer):
     # -- expressions
     def _number(self, c, pos):
         text = str(c[0])
-        value = int(text) if text.isdigit() else float(text)
+        if text.isdigit():  # (int() refuses more than 4300 digits: check the length first)
+            if len(text) > len(str(MAX_INT)) or int(text) > MAX_INT:
+                raise SpecError(f"number {_clip(text)} is too large (limit {MAX_INT})", pos)
+            value = int(text)
+        else:
+            value = float(text)
         if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
-            raise SpecError(f"number {text} is out of range", pos)
+            raise SpecError(f"number {_clip(text)} is out of range", pos)
         return ast.Number(pos=pos, value=value)
 
     def _string(self, c, pos):
@@ -137,6 +144,35 @@ class _ToAST(Transformer):
         return c[0]
 
 
+def _clip(text: str) -> str:
+    """A long literal, shortened for a message: its start and its length."""
+    return text if len(text) <= 24 else f"{text[:16]}... ({len(text)} characters)"
+
+
+def _column(text, index: int) -> int:
+    """1-based column of ``index`` in ``text`` (str, or bytes decoded leniently)."""
+    start = text.rfind(b"\n" if isinstance(text, bytes) else "\n", 0, index) + 1
+    part = text[start:index]
+    return len(part.decode("utf-8", "replace") if isinstance(part, bytes) else part) + 1
+
+
+def _check_depth(tree: Tree, filename: str, text: str) -> None:
+    """Refuse a parse tree deeper than :data:`MAX_NESTING` (it is walked recursively): at the first place,
+    in the text, where it goes too deep."""
+    stack, deepest = [(tree, 1)], []
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            meta = node.meta
+            deepest.append((1, 1) if getattr(meta, "empty", True) else (meta.line, meta.column))
+            continue
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+    if deepest:
+        line, column = min(deepest)
+        raise FlowDSLError([Diagnostic(Pos(filename, line, column), "error",
+                                       f"the spec is nested more than {MAX_NESTING} levels deep")], {filename: text})
+
+
 def _unquote(tok) -> str:
     text = str(tok)[1:-1]
     return text.encode("latin-1", "backslashreplace").decode("unicode_escape") if "\\" in text else text
@@ -149,15 +185,19 @@ def parse_program(text: str | bytes, filename: str = "<string>") -> ast.Program:
             text = text.decode("utf-8")
         except UnicodeDecodeError as err:
             line = text[: err.start].count(b"\n") + 1
-            raise FlowDSLError([Diagnostic(Pos(filename, line, 1), "error",
+            raise FlowDSLError([Diagnostic(Pos(filename, line, _column(text, err.start)), "error",
                                            f"the file is not UTF-8 text (byte {err.start})")]) from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     if len(text) > MAX_SOURCE_BYTES:
         raise FlowDSLError([Diagnostic(Pos(filename, 1, 1), "error",
                                        f"the file is too large ({len(text)} characters; limit {MAX_SOURCE_BYTES})")])
     if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise FlowDSLError([Diagnostic(Pos(filename, line, 1), "error", "the file contains a NUL character")])
+        at = text.index("\x00")
+        line = text[:at].count("\n") + 1
+        raise FlowDSLError([Diagnostic(Pos(filename, line, _column(text, at)), "error",
+                                       "the file contains a NUL character")])
     tree = parse_text(text, filename, file_kind(filename))
+    _check_depth(tree, filename, text)
     try:
         return _ToAST(filename).transform(tree)
     except SpecError as err:  # raised by a rule handler that Lark called without wrapping

@@ -1,90 +1,282 @@
-"""No input may crash the front end: mutated specs get diagnostics, never another exception."""
+"""No input may crash, hang or over-allocate: the front end answers every input with diagnostics.
+
+Fuzzed inputs (mutations of the bundled specs, registry-driven random models, grammar-generated
+text, raw bytes) go through the checker and, when accepted and small, the compiler and a forward
+pass; anything but :class:`flowdsl.FlowDSLError` escaping is a failure, and so is an input that
+takes longer than :data:`HANG_SECONDS`. Pathological inputs each get one precise diagnostic
+(golden: line, column, message). ``FLOWDSL_FUZZ_SCALE`` multiplies the number of examples.
+"""
 
 from __future__ import annotations
 
+import functools
+import math
+import os
+import resource
+import signal
+import tracemalloc
+from contextlib import contextmanager
+
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowdsl
-from conftest import acceptance_specs
+from flowdsl.cli import main
+from fuzz_inputs import SOURCES, mutated_specs, random_specs, vocabulary
 
-SOURCES = [p.read_text() for p in acceptance_specs()]
-TOKENS = ["(", ")", "[", "]", "{", "}", ",", "=", "->", "..", ";", "\n", "-", "**", "0", "1e9", "2.5", '"x"',
-          "repeat", "for", "in", "block", "use", "let", "input", "levels", "coupling", "autoregressive", "split",
-          "squeeze", "mask", "net", "half", "flow", "#"]
+SCALE = float(os.environ.get("FLOWDSL_FUZZ_SCALE", "1"))
+HANG_SECONDS = 30  # per input, on a loaded machine; typical inputs take milliseconds
+LIMITS = flowdsl.Limits(max_layers=2_000, max_params=5_000_000)
+COMPILE_PARAMS, COMPILE_SIZE = 200_000, 1024  # accepted specs at most this big are compiled and run
+FUZZ = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 
 
-def _analyze(text: str, name: str) -> None:
+def n(examples: int) -> int:
+    return max(1, int(examples * SCALE))
+
+
+class Hang(BaseException):
+    """An input took too long (BaseException: no ``except Exception`` in the code under test swallows it)."""
+
+
+@contextmanager
+def watchdog(seconds: float = HANG_SECONDS):
+    def alarm(signum, frame):
+        raise Hang(f"the input took more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        analysis = flowdsl.analyze_source(text, name)
-    except flowdsl.FlowDSLError:
-        return
-    for d in analysis.diagnostics:
-        assert d.severity in ("error", "warning", "note") and d.pos.file == name
-        d.render(text)
-    if analysis.ok:
-        _compile_and_run(analysis)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
-def _compile_and_run(analysis) -> None:
-    """A spec the checker accepts must compile and run (small flows only, to stay fast)."""
-    import math
+def _lines(text) -> int:
+    return (text.count(b"\n") if isinstance(text, bytes) else text.count("\n")) + 1
 
+
+def check_input(text, name: str, compile_: bool = True, limits: flowdsl.Limits = LIMITS):
+    """Analyse (and, if accepted and small, compile and run) one input; only FlowDSLError may escape."""
+    with watchdog():
+        try:
+            analysis = flowdsl.analyze_source(text, name, limits)
+        except flowdsl.FlowDSLError as err:
+            assert err.diagnostics and all(d.severity == "error" for d in err.errors)
+            return None
+        for d in analysis.diagnostics:
+            assert d.severity in ("error", "warning", "note") and d.message
+            if d.pos.file == name:
+                assert 0 <= d.pos.line <= _lines(text) + 1 and d.pos.column >= 0, d
+            d.render(analysis.sources.get(d.pos.file))
+        if analysis.ok and compile_:
+            for ir in analysis.models.values():
+                _compile_and_run(analysis, ir)
+    return analysis
+
+
+_COMPILED: set = set()
+
+
+def _structure(ir):
+    from flowdsl.ir import layer_nodes
+
+    h = ir.header
+    layers = tuple((ir.graph.nodes[n]["layer"].describe(), ir.graph.nodes[n]["in_shape"]) for n in layer_nodes(ir.graph))
+    return (h.kind, h.input.shape, h.input.levels, h.condition, str(h.base), str(h.output), layers)
+
+
+def _compile_and_run(analysis, ir) -> None:
     import torch
 
     from flowdsl.compiler import compile_model
 
-    for ir in analysis.models.values():
-        if ir.header.kind != "flow" or ir.params > 2_000_000 or math.prod(ir.header.input.shape) > 4096:
-            continue
-        try:
-            flow = compile_model(ir, analysis.unit)
-        except flowdsl.FlowDSLError as err:
-            assert "no runtime yet" in str(err) or "cannot be compiled yet" in str(err), str(err)
-            continue
-        flow.eval()
-        x = torch.rand(2, *flow.input_shape) * (flow.levels or 1)
-        ctx = torch.zeros(2, dtype=torch.long) if flow.context_shape is not None else None
-        z, ld = flow(x, ctx)
-        assert z.shape == x.shape and ld.shape == (2,)
-
-
-@settings(max_examples=150)
-@given(st.sampled_from(range(len(SOURCES))), st.data())
-def test_mutated_acceptance_specs_get_diagnostics(index, data):
-    text = SOURCES[index]
-    for _ in range(data.draw(st.integers(1, 4))):
-        i = data.draw(st.integers(0, len(text)))
-        op = data.draw(st.sampled_from(["delete", "insert", "duplicate"]))
-        j = min(len(text), i + data.draw(st.integers(1, 12)))
-        if op == "delete":
-            text = text[:i] + text[j:]
-        elif op == "insert":
-            text = text[:i] + data.draw(st.sampled_from(TOKENS)) + text[i:]
+    size = math.prod(ir.header.input.shape)
+    if ir.params > COMPILE_PARAMS or size > COMPILE_SIZE:
+        return
+    key = _structure(ir)
+    if key in _COMPILED:  # the same model as an earlier input (a mutated comment, a renamed constant, ...)
+        return
+    _COMPILED.add(key)
+    try:
+        model = compile_model(ir, analysis.unit)
+    except flowdsl.FlowDSLError as err:  # a layer without a runtime yet
+        assert "no runtime yet" in str(err) or "cannot be compiled yet" in str(err), str(err)
+        return
+    allocated = sum(p.numel() for p in model.parameters())
+    assert allocated == ir.params <= LIMITS.max_params, (allocated, ir.params)
+    model.eval()
+    levels = getattr(model, "levels", None)
+    classes = getattr(model, "classes", 0)
+    ctx = torch.zeros(2, dtype=torch.long) if classes else None
+    with torch.no_grad():
+        if ir.header.kind == "flow":
+            x = torch.rand(2, *model.input_shape) * (levels or 1)
+            z, ld = model(x, ctx)
+            assert z.shape == x.shape and ld.shape == (2,)
         else:
-            text = text[:j] + text[i:j] + text[j:]
-    name = "m.flow" if "flow " in SOURCES[index] else "m.ar"
-    _analyze(text, name)
+            x = torch.randint(0, levels, (2, *model.input_shape))
+            assert model.log_prob(x, ctx).shape == (2,)
 
 
-@settings(max_examples=100)
-@given(st.binary(max_size=200))
-def test_random_bytes(data):
-    _analyze(data, "r.flow")
+# ----------------------------------------------------------------------------- fuzzing
+@settings(max_examples=n(600), **FUZZ)
+@given(mutated_specs())
+def test_mutated_bundled_specs(case):
+    check_input(*case)
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "", "\n\n", "flow f {}", "flow f {\n input x: vector[2]\n}\n" * 3,
-        "flow f {\n" + "repeat 2 {\n" * 300 + "}\n" * 300 + "}\n",
-        "let a = " + "(" * 500 + "1" + ")" * 500 + "\n",
-        "let a = 1e999\n", "let a = 9" * 400 + "\n", "flow f {\n input x: vector[999999999999]\n}\n",
-        "flow f {\n input x: vector[2]\n " + "a" * 100_000 + "\n}\n",
-        "block b(x) { b(x) }\nflow f {\n input x: vector[2]\n b(1)\n}\n",
-        "use \"r.flow\"\nflow f {\n input x: vector[2]\n}\n",
-    ],
-)
-def test_pathological_inputs(text):
-    _analyze(text, "r.flow")
+@settings(max_examples=n(400), **FUZZ)
+@given(random_specs())
+def test_registry_driven_random_models(case):
+    check_input(*case)
+
+
+@settings(max_examples=n(400), **FUZZ)
+@given(st.binary(max_size=300), st.sampled_from(["r.flow", "r.ar"]))
+def test_random_bytes(data, name):
+    check_input(data, name)
+
+
+@settings(max_examples=n(250), **FUZZ)
+@given(st.lists(st.sampled_from(vocabulary()), max_size=40), st.sampled_from(["w.flow", "w.ar"]))
+def test_random_word_soup(words, name):
+    check_input(" ".join(words), name)
+
+
+@functools.lru_cache(maxsize=None)
+def _grammar_strategy(kind: str):
+    from hypothesis.extra.lark import from_lark
+
+    from flowdsl.parser import get_parser
+
+    names = st.sampled_from([w for w in vocabulary() if w.isidentifier()])
+    return from_lark(get_parser(kind), explicit={"common__NAME": names})
+
+
+@settings(max_examples=n(80), **FUZZ)
+@given(st.data())
+def test_grammar_generated_text(data):
+    kind = data.draw(st.sampled_from(["flow", "ar"]))
+    text = data.draw(_grammar_strategy(kind))
+    check_input(text, f"g.{kind}")
+
+
+def test_check_command_never_shows_a_traceback(tmp_path, capsys):
+    """`flowdsl check` on a sample of mutated specs: exit status 0 or 1, diagnostics, no traceback."""
+    import random
+
+    rng = random.Random(7)
+    for i in range(n(30)):
+        data, name = SOURCES[rng.randrange(len(SOURCES))]
+        cut = rng.randrange(len(data))
+        path = tmp_path / f"c{i}_{name}"
+        path.write_bytes(data[:cut] + data[cut + rng.randrange(1, 20):])
+        with watchdog():
+            status = main(["check", str(path), "--max-layers", "2000"])
+        out = capsys.readouterr()
+        assert status in (0, 1) and "Traceback" not in out.err + out.out
+        assert f"{path}: " in out.out or f"{path}:" in out.err
+
+
+def test_memory_stays_bounded():
+    """The whole fuzz run must not have grown the process beyond a generous bound (kilobytes on Linux)."""
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4_000_000
+
+
+# ----------------------------------------------------------------------------- pathological inputs (golden)
+FLOW = "flow f {\n    input x: vector[2]\n"
+EMPTY = (1, 1, "warning", "the file is empty: it defines no model, block or constant")
+DEEP = "the spec is nested more than 200 levels deep"
+PATHOLOGICAL = {
+    "empty file": ("", [EMPTY]),
+    "only comments and blank lines": ("# nothing\n\n   \n", [EMPTY]),
+    "deeply nested blocks": (FLOW + "    repeat 2 {\n" * 300 + "    }\n" * 300 + "}\n", [(101, 12, "error", DEEP)]),
+    "deeply nested lists": ("let a = " + "[" * 2000 + "1" + "]" * 2000 + "\n", [(1, 207, "error", DEEP)]),
+    "deeply nested calls": (FLOW + "    coupling affine(net=" + "mlp(" * 300 + ")" * 300 + ")\n}\n",
+                            [(3, 412, "error", DEEP)]),
+    "a long chain of minus signs": ("let a = " + "-" * 5000 + "1\n", [(1, 207, "error", DEEP)]),
+    "a long sum": ("let a = " + "1 + " * 3000 + "1\n", [(1, 9, "error", DEEP)]),
+    "a huge repeat": (FLOW + "    repeat 1000000000 { actnorm }\n}\n",
+                      [(3, 12, "error", "repeat 1000000000 exceeds the layer limit (10000)")]),
+    "nested repeats": (FLOW + "    repeat 50 { repeat 50 { repeat 50 { actnorm } } }\n}\n",
+                       [(3, 41, "error", "the model has more than 100 layers (the layer limit)")]),
+    "too many layers": (FLOW + "    actnorm\n" * 101 + "}\n",
+                        [(103, 5, "error", "the model has more than 100 layers (the layer limit)")]),
+    "a huge float": ("let a = 1e999\n", [(1, 9, "error", "number 1e999 is out of range")]),
+    "a huge whole number": ("let a = " + "9" * 400 + "\n", [(1, 9, "error", "number 9999999999999999... (400 "
+                                                             "characters) is too large (limit 9007199254740992)")]),
+    "more digits than Python converts": ("let a = " + "9" * 5000 + "\n", [(1, 9, "error", "number 9999999999999999... "
+                                         "(5000 characters) is too large (limit 9007199254740992)")]),
+    "a huge power": ("let a = 10 ** 10 ** 10\n", [(1, 9, "error", "number too large (10 ** 10000000000)")]),
+    "a huge range": ("let a = 0..99999999999\n", [(1, 9, "error", "range too long (limit 100000)")]),
+    "a huge input": ("flow f {\n    input x: vector[999999999999]\n}\n",
+                     [(2, 5, "error", "the input has 999999999999 elements (limit 50000000)")]),
+    "a huge net": (FLOW + "    coupling affine(net=mlp([100000, 100000]))\n}\n",
+                   [(1, 1, "error", "model 'f' would have 10,000,500,002 parameters (limit 200,000,000)")]),
+    "a very long line": (FLOW + "    " + "a" * 100_000 + "\n}\n",
+                         [(3, 5, "error", "name 'aaaaaaaaaaaaaaaa...' is 100,000 characters long (limit 256)")]),
+    "a very long comment": ("# " + "x" * 200_000 + "\n" + FLOW + "    actnorm\n}\n", []),
+    "a file too large": ("#" * 1_100_000, [(1, 1, "error", "the file is too large (1100000 characters; limit 1000000)")]),
+    "bytes that are not UTF-8": (b"flow f {\n input x: vector[2]\n \xff\xfe actnorm\n}\n",
+                                 [(3, 2, "error", "the file is not UTF-8 text (byte 30)")]),
+    "a NUL character": ("flow f {\n input x: vector[2]\x00\n}\n", [(2, 20, "error", "the file contains a NUL character")]),
+    "a byte-order mark": ("\ufeff" + FLOW + "    actnorm\n}\n", []),
+    "a recursive block": ("block b(x) { b(x) }\n" + FLOW + "    b(1)\n    actnorm\n}\n",
+                          [(1, 1, "error", "block 'b' is recursive: b -> b")]),
+    "a use of itself": ('use "p.flow"\n' + FLOW + "    actnorm\n}\n", [(1, 1, "error", "use cycle: p.flow -> p.flow")]),
+}
+
+
+SMALL_LIMITS = flowdsl.Limits(max_layers=100)  # the layer limit's code path, without expanding 10,000 layers
+
+
+@pytest.mark.parametrize("name", list(PATHOLOGICAL))
+def test_pathological_input_gets_a_precise_diagnostic(name):
+    text, expected = PATHOLOGICAL[name]
+    limits = SMALL_LIMITS if "layers" in name or "repeats" in name else flowdsl.Limits()
+    tracemalloc.start()
+    try:
+        analysis = check_input(text, "p.flow", compile_=False, limits=limits)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 300 * 2**20, f"{name}: the front end allocated {peak / 2**20:.0f} MiB"
+    if analysis is None:  # a FlowDSLError from the parser: the same diagnostics
+        try:
+            flowdsl.analyze_source(text, "p.flow")
+        except flowdsl.FlowDSLError as err:
+            diags = err.diagnostics
+    else:
+        diags = analysis.diagnostics
+    assert [(d.pos.line, d.pos.column, d.severity, d.message) for d in diags] == expected
+
+
+def test_too_many_tokens():
+    """A 300 KB list is refused at its 100,001st token, well within the watchdog (no tracemalloc: it is slow)."""
+    text = FLOW + "    coupling affine(mask=[" + ", ".join(["1"] * 50_001) + "])\n}\n"
+    with watchdog():
+        diags = flowdsl.check_source(text, "p.flow")
+    assert [(d.pos.line, d.pos.column, d.message) for d in diags] == [
+        (3, 150000, "the spec has more than 100,000 tokens (words, numbers and symbols)")]
+
+
+def test_use_cycle_and_missing_file_on_disk(tmp_path, capsys):
+    (tmp_path / "a.flow").write_text('use "b.flow"\nflow a {\n    input x: vector[2]\n    actnorm\n}\n')
+    (tmp_path / "b.flow").write_text('use "a.flow"\nblock step() { actnorm }\n')
+    (tmp_path / "m.flow").write_text('use "lib/missing.flow"\nflow m {\n    input x: vector[2]\n    actnorm\n}\n')
+    got = [(d.pos.file, d.pos.line, d.pos.column, d.message) for d in flowdsl.check_file(tmp_path / "a.flow")]
+    assert got == [(str(tmp_path / "b.flow"), 1, 1, "use cycle: a.flow -> b.flow -> a.flow")]
+    got = [(d.pos.file, d.pos.line, d.pos.column, d.message) for d in flowdsl.check_file(tmp_path / "m.flow")]
+    assert got == [(str(tmp_path / "m.flow"), 1, 1,
+                    f"cannot find 'lib/missing.flow' (looked for {tmp_path / 'lib' / 'missing.flow'})")]
+    assert main(["check", str(tmp_path / "m.flow")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'm.flow'}:1:1: error: cannot find 'lib/missing.flow'" in err and "Traceback" not in err
+
+
+def test_accepted_bundled_specs_compile_and_run():
+    for data, name in SOURCES:
+        check_input(data, name)
