@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import flowdsl
 from conftest import ACCEPTANCE, SPECS
-from flowdsl.causality import DepMaps, connect, layout_of, unpack
+from flowdsl.causality import connect, layout_of, unpack
 from flowdsl.layers.ar_attention import DensePattern, FixedPattern, StridedPattern, head_masks
 from flowdsl.runtime.ar_cache import step_conditionals
 from flowdsl.testing import check_autoregressive, perturb_parameters
@@ -113,8 +113,9 @@ def brute_reach(masks: list[np.ndarray], n: int) -> np.ndarray:
 def test_density_note_counts_attended_pairs(pattern, n):
     d = [x for x in diags(f"input x: sequence[{n}] levels 2\n embed(dim=4)\n"
                           f" attention(heads=2, dim=4, pattern={pattern})") if "attends" in x.message]
-    sets = {"strided(stride=4)": StridedPattern(stride=4), "fixed(block=4, summary=1)": FixedPattern(block=4, summary=1),
-            "dense": DensePattern()}[pattern].index_sets(n)
+    patterns = {"strided(stride=4)": StridedPattern(stride=4), "dense": DensePattern(),
+                "fixed(block=4, summary=1)": FixedPattern(block=4, summary=1)}
+    sets = patterns[pattern].index_sets(n)
     attended = int(np.logical_or.reduce(sets).sum())
     assert len(d) == 1 and f"attends {attended:,} of {n * (n + 1) // 2:,} causal pairs" in d[0].message
     assert d[0].severity == "note" and "is causal" in d[0].message
@@ -195,7 +196,8 @@ def test_tiny_attention_models_are_causal_complete_and_normalised(pattern, float
 
 
 def test_flex_attention_agrees_with_masked_sdpa(float64):
-    body = ("input x: sequence[10] levels 3\n embed(dim=4)\n attention(heads=2, dim=4, pattern=fixed(block=4, summary=1))\n"
+    body = ("input x: sequence[10] levels 3\n embed(dim=4)\n"
+            " attention(heads=2, dim=4, pattern=fixed(block=4, summary=1))\n"
             " attention(heads=2, dim=4, pattern=strided(stride=3))")
     m = flowdsl.compile_source(source(body), filename="m.ar").eval()
     perturb_parameters(m, scale=0.3, seed=0)

@@ -28,7 +28,8 @@ SMALL = {
     "wavenet": "input x: sequence[24] levels 3\n causal_conv(kernel=2, channels=4)\n"
                " repeat 2 { for d in doubling(1, 4) { gated_residual(kernel=2, dilation=d, residual=4, skip=5) } }\n"
                " relu -> conv1x1(6)\n output categorical",
-    "wavenet_k3": "input x: sequence[30] levels 3\n condition y: label[2]\n causal_conv(kernel=3, channels=4, dilation=2)\n"
+    "wavenet_k3": "input x: sequence[30] levels 3\n condition y: label[2]\n"
+                  " causal_conv(kernel=3, channels=4, dilation=2)\n"
                   " for d in [1, 3] { gated_residual(kernel=3, dilation=d, residual=4, skip=3) }\n"
                   " output logistic_mixture(2)",
     "bytenet": "input x: sequence[30] levels 3\n embed(dim=6)\n"
@@ -200,8 +201,9 @@ def test_non_causal_padding_is_a_positioned_error():
     line, col, sev, msg = diags[0]
     assert (line, col, sev) == (4, 2, "error")
     assert msg.startswith("causal_conv breaks causality: the prediction of position 0 reads itself")
-    hint = flowdsl.analyze_source(source("input x: sequence[16] levels 2\n causal_conv(kernel=2, channels=4)\n"
-                                         " causal_conv(kernel=3, channels=4, padding=same)"), "t.ar").diagnostics[0].hint
+    text = source("input x: sequence[16] levels 2\n causal_conv(kernel=2, channels=4)\n"
+                  " causal_conv(kernel=3, channels=4, padding=same)")
+    hint = flowdsl.analyze_source(text, "t.ar").diagnostics[0].hint
     assert hint.startswith("padding=same centres the kernel")
 
 
@@ -227,7 +229,8 @@ def test_a_gated_stack_must_start_causally():
 
 def test_stream_width_errors():
     body = ("input x: sequence[16] levels 2\n causal_conv(kernel=2, channels=4)\n"
-            " gated_residual(kernel=2, residual=4, skip=6)\n gated_residual(kernel=2, dilation=2, residual={r}, skip={s})")
+            " gated_residual(kernel=2, residual=4, skip=6)\n"
+            " gated_residual(kernel=2, dilation=2, residual={r}, skip={s})")
     assert diagnostics(body.format(r=4, s=5))[0][2:] == (
         "error", "gated_residual adds its skip output to the previous block's skip sum of 6 features (got skip=5)")
     assert diagnostics(body.format(r=8, s=6))[0] == (

@@ -185,13 +185,15 @@ def errors(path):
 
 
 def test_missing_source_is_a_positioned_error(tmp_path):
-    path = write_spec(tmp_path, "    input x: image[1, 8, 8] levels 256\n    nonparametric(window=7, source=\"gone.png\")\n")
+    path = write_spec(tmp_path, "    input x: image[1, 8, 8] levels 256\n"
+                                "    nonparametric(window=7, source=\"gone.png\")\n")
     (line, col, msg), = errors(path)
     assert (line, col) == (3, 29) and msg.startswith("texture source 'gone.png' not found")
 
 
 def test_even_window_is_a_positioned_error(tmp_path):
-    path = write_spec(tmp_path, "    input x: image[1, 8, 8] levels 256\n    nonparametric(window=6, source=\"src.png\")\n",
+    path = write_spec(tmp_path, "    input x: image[1, 8, 8] levels 256\n"
+                                "    nonparametric(window=6, source=\"src.png\")\n",
                       np.zeros((8, 8)))
     assert errors(path) == [(3, 19, "argument 'window' of nonparametric must be odd (got 6): the neighbourhood is "
                                     "centred on the pixel")]

@@ -150,7 +150,8 @@ def test_video_errors():
         4, 16, "channels (4) must be divisible by the 3 colour channels: each channel's prediction gets its own "
                "group of features")
     assert errs("input x: video[2, 1, 4, 4] levels 2\n video_encoder(channels=4)\n"
-                " pixel_decoder(channels=4, kernel=4)")[0][2].startswith("argument 'kernel' of pixel_decoder must be odd")
+                " pixel_decoder(channels=4, kernel=4)")[0][2].startswith(
+        "argument 'kernel' of pixel_decoder must be odd")
 
 
 def test_analysis_reports_no_blind_spot_for_gated_frames_but_a_short_encoder_reach_is_in_the_note():

@@ -39,7 +39,8 @@ MODELS = {
                 " relu -> masked_conv(mask=B, kernel=3, channels=6)\n relu -> conv1x1(6)\n output categorical",
     "pixelcnn_rgb": "input x: image[3, 3, 4] levels 2\n masked_conv(mask=A, kernel=3, channels=6)\n"
                     " relu -> masked_conv(mask=B, kernel=3, channels=6)\n output logistic_mixture(2)",
-    "gated_pixelcnn": "input x: image[1, 5, 4] levels 3\n condition y: label[2]\n gated_block(mask=A, kernel=5, channels=6)\n"
+    "gated_pixelcnn": "input x: image[1, 5, 4] levels 3\n condition y: label[2]\n"
+                      " gated_block(mask=A, kernel=5, channels=6)\n"
                       " repeat 2 { gated_block(kernel=3, channels=6) }\n relu -> conv1x1(6)\n output categorical",
     "gated_rgb": "input x: image[3, 3, 3] levels 2\n gated_block(mask=A, kernel=3, channels=6)\n"
                  " gated_block(kernel=3, channels=6)\n output categorical",

@@ -42,7 +42,7 @@ from .ar_basic import AR, ar_input
 __all__ = ["PATTERNS", "Pattern", "DensePattern", "StridedPattern", "FixedPattern", "Attention", "PositionMLP",
            "head_masks", "pattern_density", "check_attention_patterns"]
 
-PATTERNS = Family("attention pattern")
+PATTERNS = Family("pattern")
 
 
 def _a(word: str) -> str:
