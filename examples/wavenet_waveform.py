@@ -1,10 +1,10 @@
-"""WaveNet (specs/wavenet.ar, shortened to 1,024 samples) on synthetic mu-law waveforms: samples as WAV and plot.
+"""WaveNet (specs/wavenet.ar, shortened to 512 samples) on synthetic mu-law waveforms: samples as WAV and plot.
 
-    python examples/wavenet_waveform.py               # several minutes on two CPU cores
-    python examples/wavenet_waveform.py --steps 20    # a quick look
+    python examples/wavenet_waveform.py --device cuda # 30 gated residual layers: slow on a CPU (tens of minutes)
+    python examples/wavenet_waveform.py --steps 5 --length 256   # a quick look
 
-Needs the WaveNet layers (causal_conv, gated_residual) and specs/wavenet.ar; until they land the
-script says so and exits with status 2. Writes into --out: wavenet_1k.ar, wavenet.pt, samples.wav
+Needs specs/wavenet.ar and its layers (causal_conv, gated_residual); without them the script says
+so and exits with status 2. Writes into --out: wavenet_short.ar, wavenet.pt, samples.wav
 (mu-law decoded, 16 kHz), samples.png, completion.wav (the second half of a test waveform re-generated).
 """
 
@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--length", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--length", type=int, default=512)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", default=str(ROOT / "examples" / "out" / "wavenet_waveform"))
     args = p.parse_args(argv)
     source = ROOT / "specs" / "wavenet.ar"
@@ -33,7 +34,7 @@ def run(argv=None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = out / "wavenet_1k.ar"
+    spec = out / "wavenet_short.ar"
     spec.write_text(source.read_text().replace("sequence[4096]", f"sequence[{args.length}]"))
     try:
         flowdsl.compile_file(spec)
@@ -41,11 +42,14 @@ def run(argv=None) -> int:
         print(f"specs/wavenet.ar does not compile yet:\n{err}", file=sys.stderr)
         return 2
     ckpt = out / "wavenet.pt"
-    result = flowdsl.train(spec, "waveform", steps=args.steps, batch=8, lr=1e-3, output=ckpt, progress=None)
+    result = flowdsl.train(spec, "waveform", steps=args.steps, batch=8, lr=1e-3, output=ckpt, device=args.device,
+                           progress=None)
     print(f"WaveNet on waveforms after {result.step} steps: {result.evaluation['bits_per_dim']:.3f} bits/sample (test)")
-    main(["sample", str(ckpt), "-n", "2", "-o", str(out / "samples.wav")])
-    main(["sample", str(ckpt), "-n", "2", "-o", str(out / "samples.png")])
-    main(["complete", str(ckpt), "--input", "waveform:0", "--mask", "right", "-n", "1", "-o", str(out / "completion.wav")])
+    device = ["--device", args.device] if args.device else []
+    main(["sample", str(ckpt), "-n", "2", "-o", str(out / "samples.wav"), *device])
+    main(["sample", str(ckpt), "-n", "2", "-o", str(out / "samples.png"), *device])
+    main(["complete", str(ckpt), "--input", "waveform:0", "--mask", "right", "-n", "1",
+          "-o", str(out / "completion.wav"), *device])
     return 0
 
 

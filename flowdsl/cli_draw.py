@@ -246,10 +246,11 @@ def cmd_complete(args) -> int:
             hidden.reshape(images.shape[1:]).transpose(1, 0, 2).reshape(images.shape[2], -1)
         shown[cover] = OCCLUDED
         rgb = np.concatenate([rgb[:1], shown[None], rgb[1:]])
-        what = write_output(model, rgb, args.output, cols=args.n + 2, rgb=rgb)
+        what = write_output(model, rgb, args.output, cols=args.n + 2, rgb=rgb) + \
+            f" (original, occluded, {args.n} completion(s))"
     else:
-        what = write_output(model, out, args.output, rate=args.rate)
-    print(f"wrote {args.output}: {what} (original, occluded, {args.n} completion(s))")
+        what = write_output(model, out, args.output, rate=args.rate) + f" ({args.n} completion(s))"
+    print(f"wrote {args.output}: {what}")
     return 0
 
 

@@ -307,8 +307,9 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
 
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg["steps"], initial=start, disable=(None if progress is None else not progress) or rank != 0,
-                   desc=f"train {header.name}", dynamic_ncols=True, file=sys.stderr)
+        hide = True if rank != 0 else (None if progress is None else not progress)  # None: on a terminal only
+        bar = tqdm(total=cfg["steps"], initial=start, disable=hide, desc=f"train {header.name}", dynamic_ncols=True,
+                   file=sys.stderr)
         write = bar.write if not bar.disable and log is not None else say
         net.train()
         evaluation, step = None, start
