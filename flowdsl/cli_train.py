@@ -54,7 +54,11 @@ def cmd_eval(args) -> int:
     header = model.ir.header
     ds = fit(load_data(name, shape=header.input.shape, levels=header.input.levels), header, model.spec["sources"])
     x, y = tensors(ds, header.input.levels, args.split, device)
-    result = evaluate(model, x, y, batch=args.batch, seed=args.seed)
+    try:
+        result = evaluate(model, x, y, batch=args.batch, seed=args.seed)
+    except NotImplementedError as err:  # a sampler without a likelihood (texture synthesis)
+        print(f"{args.checkpoint}: error: {err}", file=sys.stderr)
+        return 1
     step = f", step {payload['step']}" if "step" in payload else ""
     print(f"{model.name}{step} on {ds.name} ({args.split} split, {result['examples']} examples): "
           f"{result['nats']:.4f} nats, {result['bits_per_dim']:.4f} bits/dim")

@@ -256,6 +256,9 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
             torch.manual_seed(cfg["seed"])  # the same initial weights on every rank
             net = compile_model(ir, analysis.unit)
         net.to(dev)
+        if not any(p.requires_grad for p in net.parameters()):
+            raise _error(f"{header.kind} '{header.name}' has no trainable parameters: there is nothing to train",
+                         f"sample it directly: flowdsl compile {spec} -o CKPT, then flowdsl sample CKPT", spec)
         conditional = getattr(net, "context_shape", None) == ()
         x_train, y_train = tensors(ds, header.input.levels, "train", dev)
         x_test, y_test = tensors(ds, header.input.levels, "test", dev)

@@ -206,3 +206,13 @@ def test_the_new_commands_keep_check_and_graph_torch_free(tmp_path):
                          cwd=Path(__file__).resolve().parent.parent)
     assert res.returncode == 0 and res.stdout.strip().endswith("[]"), res.stdout + res.stderr
     assert (tmp_path / "n.dot").read_text().startswith('digraph "nice"')
+
+
+def test_a_sampler_without_parameters_or_likelihood_is_refused_clearly(capsys, tmp_path):
+    np.save(tmp_path / "tex.npy", np.random.default_rng(0).integers(0, 256, (20, 1, 32, 32)))
+    code, _, err = run(capsys, "train", "specs/texture.ar", "--data", tmp_path / "tex.npy", "-o", tmp_path / "t.pt")
+    assert code == 1 and "autoregressive 'texture' has no trainable parameters: there is nothing to train" in err
+    assert "Traceback" not in err
+    assert run(capsys, "compile", "specs/texture.ar", "-o", tmp_path / "t.pt")[0] == 0
+    code, _, err = run(capsys, "eval", tmp_path / "t.pt", "--data", tmp_path / "tex.npy")
+    assert code == 1 and "defines no likelihood" in err
