@@ -173,22 +173,11 @@ def _resume(path, spec: dict, spec_path):
     return model, payload
 
 
-def _counters(model) -> dict:
-    """Per-step counters that live outside the state dict (a MADE's mask in turn: ``_cycle``)."""
-    return {name: m._cycle for name, m in model.named_modules() if isinstance(getattr(m, "_cycle", None), int)}
-
-
-def _set_counters(model, counters: dict) -> None:
-    modules = dict(model.named_modules())
-    for name, value in counters.items():
-        if name in modules:
-            modules[name]._cycle = value
-
-
 def _param_digest(model) -> str:
     h = hashlib.sha256()
     for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode() + p.detach().cpu().contiguous().numpy().tobytes())
+        if torch.is_tensor(p):  # skip extra state (a MADE's mask counter)
+            h.update(name.encode() + p.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -277,7 +266,6 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
                 group["lr"] = cfg["lr"]
             if len(payload.get("rng", [])) == world:
                 _set_rng_state(payload["rng"][rank], dev)
-            _set_counters(net, payload.get("counters", {}))
         else:
             torch.manual_seed(cfg["seed"] + rank)
             with torch.no_grad():  # data-dependent initialisation (actnorm) on the whole first global batch
@@ -306,7 +294,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
                 states = [{k: v.cpu() for k, v in s.items()} for s in states]
             if rank == 0 and output is not None:
                 save_checkpoint(net, output, optimizer=opt.state_dict(), step=step, rng=states, train=cfg,
-                                history=history, data=ds.name, world_size=world, counters=_counters(net))
+                                history=history, data=ds.name, world_size=world)
 
         from tqdm.auto import tqdm
 

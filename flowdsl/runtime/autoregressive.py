@@ -71,6 +71,14 @@ class CompiledAR(nn.Module):
         self._cycle = 0
 
     # -- configuration (MADE masks)
+    def get_extra_state(self):
+        """The mask in turn travels in the state dict, so a resumed connectivity-agnostic run is exact."""
+        return {"cycle": self._cycle, "mask_index": self._mask_index}
+
+    def set_extra_state(self, state):
+        self._cycle = int(state["cycle"])
+        self._mask_index = int(state["mask_index"])
+
     @property
     def mask_index(self) -> int:
         return self._mask_index
