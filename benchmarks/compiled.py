@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .harness import Impl, measure
+from .harness import Impl, measure, paired_ratio
 
 __all__ = ["example_input", "explain", "compiled_speedup", "explain_specs", "render_explain", "main"]
 
@@ -69,7 +69,7 @@ def explain(flow, x=None, context=None) -> dict:
     return {"graphs": out.graph_count, "breaks": out.graph_break_count, "reasons": reasons}
 
 
-def compiled_speedup(impl: Impl, x, repeats: int = 5, block_s: float = 0.2) -> dict:
+def compiled_speedup(impl: Impl, x, repeats: int = 5, block_s: float = 0.2, clock: str = "wall") -> dict:
     """Compiled / eager throughput of flowdsl's model (train step and eval log_prob), and its graph breaks."""
     import torch._dynamo as dynamo
 
@@ -78,9 +78,9 @@ def compiled_speedup(impl: Impl, x, repeats: int = 5, block_s: float = 0.2) -> d
     compiled = Impl("compiled", flow, torch.compile(flow.log_prob), None)
     t0 = time.perf_counter()
     res = measure([impl, compiled], x, x.shape[0], repeats=repeats, block_s=block_s, ops=("train", "log_prob"),
-                  warmup=2)
+                  warmup=2, clock=clock)
     wall = time.perf_counter() - t0
-    speed = {op: res["flowdsl"][op] / res["compiled"][op] for op in ("train", "log_prob")}
+    speed = {op: paired_ratio(res, "compiled", "flowdsl", op) for op in ("train", "log_prob")}
     breaks = None
     if x.device.type == "cpu":
         breaks = explain(flow, x)["breaks"]

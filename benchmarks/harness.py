@@ -27,7 +27,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["Impl", "param_count", "perturb", "measure", "peak_memory", "OPS", "fmt_rate", "fmt_bytes"]
+__all__ = ["Impl", "param_count", "perturb", "measure", "paired_ratio", "peak_memory", "OPS", "CLOCKS", "fmt_rate",
+           "fmt_bytes"]
 
 #: operation name -> what it times
 OPS = {
@@ -96,20 +97,29 @@ def _op(impl: Impl, op: str, x: torch.Tensor, n: int, bf16: bool) -> Callable[[]
     return sample
 
 
-def _time(fn, iters: int, device) -> float:
+#: clock name -> function: "cpu" is this thread's CPU time (with one torch thread every CPU op, backward
+#: included, runs on the calling thread, so time lost to other processes on a shared machine is not
+#: charged); "wall" is wall-clock time (the only meaningful clock with several threads or on a GPU)
+CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
+
+
+def _time(fn, iters: int, device, clock: str = "wall") -> float:
+    now = CLOCKS[clock]
     _sync(device)
-    start = time.perf_counter()
+    start = now()
     for _ in range(iters):
         fn()
     _sync(device)
-    return (time.perf_counter() - start) / iters
+    return (now() - start) / iters
 
 
 def measure(impls, x, n_sample: int, repeats: int = 5, block_s: float = 0.2, ops=tuple(OPS),
-            bf16: bool = False, warmup: int = 2) -> dict:
-    """``{library: {op: median seconds per call}}`` (``None`` where an impl lacks the operation)."""
+            bf16: bool = False, warmup: int = 2, clock: str = "wall") -> dict:
+    """``{library: {op: median seconds per call}}`` (``None`` where an impl lacks the operation);
+    ``out["rounds"][library][op]`` keeps each round's time (for ratios paired by round)."""
     device = x.device
     out = {impl.library: {} for impl in impls}
+    out["rounds"] = {impl.library: {} for impl in impls}
     for op in ops:
         calls = []
         for impl in impls:
@@ -120,15 +130,16 @@ def measure(impls, x, n_sample: int, repeats: int = 5, block_s: float = 0.2, ops
             impl.module.train(op == "train")
             for _ in range(warmup):
                 fn()
-            once = _time(fn, 1, device)
+            once = _time(fn, 1, device, clock)
             calls.append((impl, fn, max(1, int(block_s / max(once, 1e-6)))))
         times = {impl.library: [] for impl, _, _ in calls}
         for r in range(repeats):
             for impl, fn, iters in (calls if r % 2 == 0 else calls[::-1]):
                 impl.module.train(op == "train")
-                times[impl.library].append(_time(fn, iters, device))
+                times[impl.library].append(_time(fn, iters, device, clock))
         for lib, ts in times.items():
             out[lib][op] = statistics.median(ts)
+            out["rounds"][lib][op] = ts
     for impl in impls:
         impl.module.eval()
     return out
@@ -149,6 +160,15 @@ def _quiet_stderr():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def paired_ratio(res: dict, lib: str, other: str, op: str) -> float | None:
+    """Median over rounds of ``time(other) / time(lib)`` (> 1: ``lib`` faster); rounds pair runs made
+    back to back, so a load that drifts during the measurement cancels."""
+    a, b = res["rounds"][lib].get(op), res["rounds"][other].get(op)
+    if not a or not b:
+        return None
+    return statistics.median(tb / ta for ta, tb in zip(a, b))
 
 
 def _cpu_peak(fn) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .cases import CASES, build_peer, flowdsl_impl
-from .harness import OPS, fmt_bytes, fmt_rate, measure, param_count, peak_memory, perturb
+from .harness import OPS, fmt_bytes, fmt_rate, measure, paired_ratio, param_count, peak_memory, perturb
 
 __all__ = ["main", "run_cases", "machine", "render_cases"]
 
@@ -61,12 +61,18 @@ def _load() -> str:
         return "n/a"
 
 
+def default_clock(device) -> str:
+    """This thread's CPU time on a CPU with one torch thread, wall-clock time otherwise."""
+    return "cpu" if torch.device(device).type == "cpu" and torch.get_num_threads() == 1 else "wall"
+
+
 def run_cases(keys=None, device="cpu", quick=False, peers=True, repeats=None, block_s=None, bf16=False,
-              compile_=False, log=print) -> list[dict]:
+              compile_=False, clock=None, log=print) -> list[dict]:
     """Measure each selected pairing; one dict per case (see :func:`render_cases`)."""
     device = torch.device(device)
-    repeats = repeats or (2 if quick else 7)
-    block_s = block_s or (0.005 if quick else 0.25)
+    repeats = repeats or (2 if quick else 11)
+    block_s = block_s or (0.005 if quick else 0.15)
+    clock = clock or default_clock(device)
     rows = []
     for case in CASES:
         if keys and case.key not in keys:
@@ -88,14 +94,14 @@ def run_cases(keys=None, device="cpu", quick=False, peers=True, repeats=None, bl
             perturb(impl.module, 0.05, seed=i)
         start = time.perf_counter()
         timings = measure(impls, x, batch, repeats=repeats, block_s=block_s, bf16=bf16,
-                          warmup=1 if quick else 3)
+                          warmup=1 if quick else 3, clock=clock)
         memory = {impl.library: peak_memory(impl, x, bf16) for impl in impls} if not quick else {}
-        row = {"case": case, "batch": batch, "impls": impls, "missing": missing, "timings": timings,
+        row = {"case": case, "batch": batch, "clock": clock, "impls": impls, "missing": missing, "timings": timings,
                "memory": memory, "params": {impl.library: param_count(impl.module) for impl in impls}}
         if compile_:
             from .compiled import compiled_speedup
 
-            row["compiled"] = compiled_speedup(impls[0], x, repeats=repeats, block_s=block_s)
+            row["compiled"] = compiled_speedup(impls[0], x, repeats=repeats, block_s=block_s, clock=clock)
         rows.append(row)
         log(_console(row) + f"   ({time.perf_counter() - start:.1f} s)")
     return rows
@@ -127,8 +133,12 @@ def _console(row) -> str:
 
 
 def _ratio(row, lib, op) -> str:
-    a, b = _rate(row, "flowdsl", op), _rate(row, lib, op)
-    return "n/a" if a is None or b is None else f"{a / b:.2f}"
+    r = paired_ratio(row["timings"], "flowdsl", lib, op)
+    return "n/a" if r is None else f"{r:.2f}"
+
+
+_CLOCK_WORDS = {"cpu": "CPU time (this thread's: time the shared machine gave to other processes is not charged)",
+                "wall": "wall-clock time"}
 
 
 def render_cases(rows, info: dict, load_before: str, load_after: str, args_line: str) -> str:
@@ -139,8 +149,10 @@ def render_cases(rows, info: dict, load_before: str, load_after: str, args_line:
            + f"; torch {info['torch']}, Python {info['python']}; zuko {info['zuko']}, nflows {info['nflows']}, "
            f"normflows {info['normflows']}. Load average (1, 5, 15 min) before: {load_before}; after: {load_after}.",
            "",
-           "Throughput in examples (samples) per second, median of the repeats; ratio = flowdsl / peer "
-           "(> 1: flowdsl faster). Peak = tensor memory allocated by one training step above what was held before it.",
+           f"Throughput in examples (samples) per second of {_CLOCK_WORDS[rows[0]['clock'] if rows else 'wall']}, "
+           "median of the rounds; ratio = flowdsl / peer throughput, the median over rounds of the ratio of two "
+           "blocks timed back to back (> 1: flowdsl faster). Peak = tensor memory allocated by one training step "
+           "above what was held before it.",
            "",
            "| pairing | library | params | train | log_prob | sample | train ratio | log_prob ratio | sample ratio "
            "| train peak |",
@@ -197,6 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-peers", action="store_true", help="flowdsl half only")
     p.add_argument("--repeats", type=int, help="timed rounds per operation (default 7; --quick 2)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable on a shared machine)")
+    p.add_argument("--clock", choices=("cpu", "wall"), help="cpu: this thread's CPU time (default on a CPU with one "
+                   "thread); wall: wall-clock time (default otherwise)")
     p.add_argument("--frontend", action=argparse.BooleanOptionalAction, default=None,
                    help="time parse/check/build of the specs (default: on unless --quick)")
     p.add_argument("--doc", action="store_true", help=f"write the tables into {DOC.relative_to(ROOT)}")
@@ -209,7 +223,7 @@ def main(argv=None) -> int:
     load_before = _load()
     print(f"{info['cpu']}; torch {info['torch']} ({info['threads']} threads); device {device}; load {load_before}")
     rows = run_cases(args.only, device, args.quick, not args.no_peers, args.repeats, bf16=args.bf16,
-                     compile_=args.compile)
+                     compile_=args.compile, clock=args.clock)
     load_after = _load()
     line = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.doc:
