@@ -41,6 +41,29 @@ class Coupling(Bijection):
             axis = kept.reshape(kept.shape[0], -1)[:, 0] if kept.dim() > 1 else kept
             self.register_buffer("kept_idx", torch.nonzero(axis).flatten(), persistent=False)
             self.register_buffer("trans_idx", torch.nonzero(~axis).flatten(), persistent=False)
+        # kept and transformed parts that are two contiguous blocks (half, channel(p)) are read as views
+        # and joined by one cat: no gathers, no scatter (decided once, here)
+        self.blocks = None
+        if not spatial:
+            n_kept = int(axis.sum())
+            if bool(axis[:n_kept].all()):
+                self.blocks = (True, n_kept)  # kept first
+            elif bool(axis[len(axis) - n_kept:].all()):
+                self.blocks = (False, len(axis) - n_kept)  # transformed first
+
+    def _parts(self, x):
+        """(kept part, transformed part) along axis 1."""
+        if self.blocks is None:
+            return x.index_select(1, self.kept_idx), x.index_select(1, self.trans_idx)
+        kept_first, n = self.blocks
+        a, b = x[:, :n], x[:, n:]
+        return (a, b) if kept_first else (b, a)
+
+    def _join(self, x, x_k, y_t):
+        """x with its transformed part replaced by y_t."""
+        if self.blocks is None:
+            return x.index_copy(1, self.trans_idx, y_t)
+        return torch.cat([x_k, y_t] if self.blocks[0] else [y_t, x_k], dim=1)
 
     def _params(self, x_kept, context):
         out = self.net(x_kept, context)
@@ -63,14 +86,13 @@ class Coupling(Bijection):
                 y = (x - t) * torch.exp(-log_s) if self.affine else x - t
             ld = sum_except_batch(log_s) if self.affine else x.new_zeros(x.shape[0])
             return y, sign * ld
-        x_k = x.index_select(1, self.kept_idx)
-        x_t = x.index_select(1, self.trans_idx)
+        x_k, x_t = self._parts(x)
         log_s, t = self._params(x_k, context)
         if sign > 0:
             y_t = x_t * torch.exp(log_s) + t if self.affine else x_t + t
         else:
             y_t = (x_t - t) * torch.exp(-log_s) if self.affine else x_t - t
-        y = x.index_copy(1, self.trans_idx, y_t)
+        y = self._join(x, x_k, y_t)
         ld = sum_except_batch(log_s) if self.affine else x.new_zeros(x.shape[0])
         return y, sign * ld
 

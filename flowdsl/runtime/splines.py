@@ -229,10 +229,9 @@ class SplineCoupling(Coupling):
             keep = m.bool().expand_as(x)
             y = torch.where(keep, x, y)
             return y, sum_except_batch(torch.where(keep, torch.zeros_like(ld), ld))
-        x_k = x.index_select(1, self.kept_idx)
-        x_t = x.index_select(1, self.trans_idx)
+        x_k, x_t = self._parts(x)
         y_t, ld = fn(x_t, self._split_params(self.net(x_k, context), x_t))
-        return x.index_copy(1, self.trans_idx, y_t), sum_except_batch(ld)
+        return self._join(x, x_k, y_t), sum_except_batch(ld)
 
 
 def build_spline_coupling(layer, node: BuildNode) -> SplineCoupling:
