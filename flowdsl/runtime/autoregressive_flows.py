@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .base import Bijection, BuildNode
 from .made import MADE
@@ -72,11 +73,34 @@ class AutoregressiveFlow(Bijection):
         self.transformer = transformer
         self.direction = direction
         self.generations = tuple(tuple(int(i) for i in g) for g in generations)
+        d, k = made.features, made.params_per_dim
         for g, dims in enumerate(self.generations):
             self.register_buffer(f"_gen{g}", torch.tensor(dims, dtype=torch.long), persistent=False)
+            # the MADE output rows of this generation's parameters (output p * D + i: parameter p of dim i)
+            rows = torch.tensor([p * d + i for p in range(k) for i in dims], dtype=torch.long)
+            self.register_buffer(f"_rows{g}", rows, persistent=False)
 
     def _gen(self, g: int) -> torch.Tensor:
         return getattr(self, f"_gen{g}")
+
+    def _pass_params(self):
+        """``(u, context, g) -> [B, len(gen g), k]``: the MADE with its masks applied once per inverse
+        (not once per pass), computing only the output rows of generation ``g``."""
+        made = self.made
+        hidden = [(layer.weight * layer.mask, layer.bias) for layer in made.layers[:-1]]
+        last = made.layers[-1]
+        w_last = last.weight * last.mask
+        k = made.params_per_dim
+
+        def params(u, context, g):
+            h = u if context is None else torch.cat([u, context.to(u.dtype)], dim=1)
+            for (w, b), act in zip(hidden, made.acts):
+                h = act(F.linear(h, w, b))
+            rows = getattr(self, f"_rows{g}")
+            out = F.linear(h, w_last.index_select(0, rows), last.bias.index_select(0, rows))
+            return out.reshape(u.shape[0], k, -1).transpose(1, 2)
+
+        return params
 
     def _one_pass(self, u, context):
         v, ld = self.transformer(u, self.made.params(u, context))
@@ -86,9 +110,10 @@ class AutoregressiveFlow(Bijection):
         """Solve ``v = h(u; net(u))`` for u, one generation of the dependency DAG per pass."""
         u = torch.zeros_like(v)
         ld = v.new_zeros(v.shape[0])
+        params = self._pass_params()
         for g in range(len(self.generations)):
             idx = self._gen(g)
-            p = self.made.params(u, context).index_select(1, idx)
+            p = params(u, context, g)
             sol, part = self.transformer.inverse(v.index_select(1, idx), p)
             u = u.index_copy(1, idx, sol)
             ld = ld + part.sum(dim=1)
