@@ -128,3 +128,16 @@ def test_peer_masks_match_the_spec():
     text = cases.CASES[2].path.read_text()
     assert "for m in [even, odd, even, odd, even]" in text
     assert peers.checkered(0)[:4].tolist() == [True, False, True, False]
+
+
+def test_residual_log_prob_without_grad_accepts_an_input_that_requires_grad():
+    """Found by the benchmark: normflows flags its input ``requires_grad`` in place; a flowdsl residual
+    flow then evaluated under no_grad on that tensor must still work (and agree with a fresh input)."""
+    import flowdsl
+
+    flow = flowdsl.compile_file(cases.SPECS / "resflow.flow").eval()
+    x = torch.randn(5, 16, dtype=torch.float32)
+    with torch.no_grad(), flowdsl.exact_logdet():
+        expected = flow.log_prob(x)
+        flagged = flow.log_prob(x.clone().requires_grad_(True))
+    assert torch.allclose(flagged, expected, atol=1e-5)

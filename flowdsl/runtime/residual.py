@@ -220,7 +220,8 @@ class Residual(Bijection):
     def _forward(self, flat: torch.Tensor, context):
         grad = torch.is_grad_enabled()
         with torch.enable_grad():
-            x = flat if flat.requires_grad else flat.detach().requires_grad_(True)
+            # under no_grad an input that requires grad (a view of it made here has no graph) is detached too
+            x = flat if grad and flat.requires_grad else flat.detach().requires_grad_(True)
             gx = self.g(x, context)
             if self.method == "exact" or exact_logdet_enabled():
                 logdet = exact_residual_logdet(gx, x, create_graph=grad)
