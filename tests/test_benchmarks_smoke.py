@@ -141,3 +141,36 @@ def test_residual_log_prob_without_grad_accepts_an_input_that_requires_grad():
         expected = flow.log_prob(x)
         flagged = flow.log_prob(x.clone().requires_grad_(True))
     assert torch.allclose(flagged, expected, atol=1e-5)
+
+
+class _HostReads:
+    """Records every op that copies a tensor value to the host (``.item()``, ``bool(t)``): a GPU sync."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        hits = self.hits = []
+        scalar = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default}
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func in scalar:
+                    hits.append(func)
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+
+
+@pytest.mark.parametrize("key", ["maf", "nsf_ar", "nsf_coupling", "realnvp", "glow", "planar"])
+def test_no_host_sync_in_the_forward_pass(key):
+    """What ``--device cuda`` needs: log_prob (training and evaluation) never reads a device value on
+    the host. (The residual flow does, by design: adaptive power iterations and roulette lengths.)"""
+    impl = cases.flowdsl_impl(next(c for c in cases.CASES if c.key == key))
+    x = torch.randn(4, *impl.module.input_shape)
+    for training in (True, False):
+        impl.module.train(training)
+        impl.log_prob(x)  # first call: data-dependent initialisation (actnorm) may read the device once
+        reads = _HostReads()
+        with reads.mode:
+            impl.log_prob(x)
+        assert reads.hits == [], (key, training, reads.hits)

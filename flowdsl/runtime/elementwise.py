@@ -41,6 +41,7 @@ class ActNorm(Bijection):
         self.bias = nn.Parameter(torch.zeros(features))
         self.log_scale = nn.Parameter(torch.zeros(features))
         self.register_buffer("initialized", torch.tensor(False))
+        self._ready = False  # True once `initialized` was seen set: training steps then never read it (no host sync)
 
     @classmethod
     def build(cls, layer, node: BuildNode):
@@ -55,9 +56,15 @@ class ActNorm(Bijection):
         self.log_scale.copy_(-torch.log(std.clamp_min(1e-6)))
         self.initialized.fill_(True)
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ready = False  # the loaded flag is read again by the next training call
+
     def forward(self, x, context=None):
-        if self.training and not bool(self.initialized):
-            self._initialize(x)
+        if self.training and not self._ready:
+            if not bool(self.initialized):
+                self._initialize(x)
+            self._ready = True
         y = (x + _view(self.bias, x)) * torch.exp(_view(self.log_scale, x))
         ld = self.log_scale.sum() * _spatial(x)
         return y, ld.expand(x.shape[0]).to(x.dtype)
