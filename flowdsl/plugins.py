@@ -10,6 +10,7 @@ Python, or a package installed with an entry point in the ``flowdsl.layers`` gro
 **The simple way**: decorate a torch bijection (``forward``/``inverse`` returning
 ``(value, logdet[B])``). Its arguments are the typed keyword parameters of ``__init__``;
 ``shape`` (the input shape), ``context_features`` and ``node`` are filled in by the compiler.
+A ``ValueError`` raised by ``__init__`` becomes a diagnostic at the layer's call.
 The decorator declares the contract the checker applies and :mod:`flowdsl.testing` verifies:
 
 - ``shape``: ``"same"`` or ``f(in_shape, **args) -> out_shape`` (raise ValueError to refuse a shape);
@@ -18,7 +19,7 @@ The decorator declares the contract the checker applies and :mod:`flowdsl.testin
   or ``f(shape, **args) -> Dependency | bool matrix``;
 - ``logdet``: ``"exact"`` (default), ``"zero"``, ``"estimated, unbiased"``, ...;
 - ``params``: an int, ``f(shape, **args) -> int``, or None: counted by building the module on
-  PyTorch's meta device (nothing allocated).
+  PyTorch's meta device (nothing allocated), or on the CPU when its ``__init__`` needs real data.
 
 **The full way**: decorate a torch-free :class:`~flowdsl.registry.Layer` subclass (your own
 ``infer``), pairing it with its torch class or builder through ``runtime=``.
@@ -55,14 +56,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from pydantic import BeforeValidator, create_model
+from pydantic import BeforeValidator, Field, create_model
 from typing_extensions import Annotated
 
 from .errors import Diagnostic, FlowDSLError, Pos, SpecError
 from .registry import LAYERS, NETS, Layer, LayerContext, LayerInfo, _strict_int, choice, symbolic
 from .structure import Dependency
 
-__all__ = ["layer", "load_plugins", "load_module", "load_entry_points", "PluginError", "ENTRY_POINT_GROUP",
+__all__ = ["layer", "unregister", "load_plugins", "load_module", "load_entry_points", "PluginError", "ENTRY_POINT_GROUP",
            "RUNTIMES", "PluginLayer"]
 
 ENTRY_POINT_GROUP = "flowdsl.layers"
@@ -137,12 +138,23 @@ def _dependency(c: dict, shape, args) -> Dependency | None:
     raise SpecError(f"unknown dependency kind '{dep}'")  # pragma: no cover - refused by layer()
 
 
+_COUNTS: dict = {}
+#: parameters are counted on the CPU when the meta device cannot run the layer's __init__, up to this input size
+MAX_CPU_COUNT_SIZE = 1_000_000
+
+
 def _count_params(spec, ctx: LayerContext, out, dep) -> int:
-    """Build the module on the meta device (nothing allocated) and count its parameters."""
+    """Build the module, on the meta device first (nothing allocated), and count its parameters."""
     import torch
 
     from .runtime.base import BuildNode
 
+    key = (spec, tuple(ctx.shape), ctx.context_features)
+    try:
+        if key in _COUNTS:
+            return _COUNTS[key]
+    except TypeError:  # an unhashable argument: count every time
+        key = None
     node = BuildNode(in_shape=tuple(ctx.shape), out_shape=out, dependency=dep, context_features=ctx.context_features,
                      levels=ctx.levels, model_kind=ctx.model_kind, spec_dir=ctx.spec_dir, index=ctx.index)
     builder = getattr(RUNTIMES, type(spec).name)
@@ -151,10 +163,26 @@ def _count_params(spec, ctx: LayerContext, out, dep) -> int:
             module = builder(spec, node)
     except SpecError:
         raise
-    except Exception as err:
-        raise SpecError(f"{spec.name} could not be built to count its parameters ({type(err).__name__}: {err})",
-                        hint="declare the count with @layer(..., params=...)") from None
-    return sum(p.numel() for p in module.parameters())
+    except ValueError as err:  # the layer refuses its arguments or shape: say it in its words
+        raise SpecError(str(err) or f"{spec.name} refuses these arguments") from None
+    except Exception as err:  # data-dependent code (numpy masks, nonzero): build it for real if it is small
+        if math.prod(ctx.shape) > MAX_CPU_COUNT_SIZE:
+            raise SpecError(f"{spec.name} could not be built to count its parameters ({type(err).__name__}: {err})",
+                            hint="declare the count with @layer(..., params=...)") from None
+        try:
+            with torch.device("cpu"):
+                module = builder(spec, node)
+        except SpecError:
+            raise
+        except ValueError as err2:  # the layer refuses its arguments or shape: say it in its words
+            raise SpecError(str(err2) or f"{spec.name} refuses these arguments") from None
+        except Exception as err2:
+            raise SpecError(f"{spec.name} could not be built to count its parameters ({type(err2).__name__}: "
+                            f"{err2})", hint="declare the count with @layer(..., params=...)") from None
+    count = sum(p.numel() for p in module.parameters())
+    if key is not None:
+        _COUNTS[key] = count
+    return count
 
 
 # ----------------------------------------------------------------------------- the decorator
@@ -204,8 +232,29 @@ def _fields(cls, name: str) -> dict:
                 raise PluginError(cls.__module__, f"layer '{name}': argument '{p.name}' of {cls.__qualname__} needs "
                                                   f"a type annotation")
             ann = type(p.default)
-        fields[p.name] = (_field_type(ann), ... if p.default is p.empty else p.default)
+        default = p.default
+        if isinstance(default, str) and _is_spec_type(ann):
+            default = _spec_value(default, cls, name, p.name)
+        fields[p.name] = (_field_type(ann), ... if default is p.empty else Field(default, validate_default=True))
     return fields
+
+
+def _is_spec_type(annotation) -> bool:
+    from .registry import Spec
+
+    return isinstance(annotation, type) and issubclass(annotation, Spec)
+
+
+def _spec_value(text: str, cls, name: str, arg: str):
+    """A default written in the spec language (``"mlp([64, 64])"``), as the value a spec would give."""
+    from .syntax import parse_program
+    from .values import evaluate
+
+    try:
+        return evaluate(parse_program(f"let v = {text}\n", "<default>").items[0].value, {})
+    except (FlowDSLError, SpecError) as err:
+        raise PluginError(cls.__module__, f"layer '{name}': the default of '{arg}' is not a spec value: {text!r}",
+                          hint=str(err).splitlines()[0]) from None
 
 
 def _builder(cls):
@@ -279,6 +328,16 @@ def layer(name: str, *, shape="same", dependency="dense", logdet: str = "exact",
         return cls
 
     return decorate
+
+
+def unregister(name: str) -> None:
+    """Remove a user-defined layer from the registry (tests that define throwaway layers)."""
+    cls = LAYERS.members.get(name)
+    if cls is None or getattr(cls, "_origin", None) is None:
+        raise KeyError(f"'{name}' is not a user-defined layer")
+    del LAYERS.members[name]
+    if hasattr(RUNTIMES, name):
+        delattr(RUNTIMES, name)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -99,11 +99,37 @@ def _causality_case(model, rank, declared, tol, case):
     return {"causality": 0.0}
 
 
-def _completeness(model, rank, expected, tol, labels_fn, rounds: int = 3, per_round: int = 4) -> tuple[int, str]:
-    """Pairs (j, k) expected but never observed to interact; the report of the first one."""
+def _completeness(model, rank, expected, tol, labels_fn, rounds: int = 3, per_round: int = 4,
+                  redraws: int = 3) -> tuple[int, str]:
+    """Pairs (j, k) expected but never observed to interact; the report of the first one.
+
+    A declared dependency may be silent for particular parameters (a dead ReLU unit): pairs still
+    missing after ``rounds`` of random inputs are tried again on ``redraws`` copies of the model
+    with re-drawn parameter noise; only a pair that no copy shows is reported.
+    """
+    observed = _observe(model, rank, expected, tol, labels_fn, rounds, per_round, seed=1234)
+    for k in range(redraws):
+        if not (expected & ~observed).any():
+            break
+        import copy
+
+        from .jacobian import perturb_parameters
+
+        twin = perturb_parameters(copy.deepcopy(model), scale=0.5, seed=k)
+        observed |= _observe(twin, rank, expected & ~observed, tol, labels_fn, rounds, per_round, seed=k)
+    missing = np.argwhere(expected & ~observed)
+    if not len(missing):
+        return 0, ""
+    j, k = missing[0]
+    return len(missing), (f"the conditional of position {j} never reacted to position {k} (rank {rank[k]} < "
+                          f"{rank[j]}), which it is declared to read ({len(missing)} such pairs)")
+
+
+def _observe(model, rank, expected, tol, labels_fn, rounds: int, per_round: int, seed: int) -> np.ndarray:
+    """``bool [N, N]``: (j, k) seen to interact, perturbing the positions k that some expected pair needs."""
     n = rank.shape[0]
     levels = int(model.levels)
-    gen = torch.Generator().manual_seed(1234)
+    gen = torch.Generator().manual_seed(seed)
     observed = np.zeros((n, n), dtype=bool)
     device = next((t.device for t in list(model.parameters()) + list(model.buffers())), None)
     for _ in range(rounds):
@@ -120,12 +146,7 @@ def _completeness(model, rank, expected, tol, labels_fn, rounds: int = 3, per_ro
             lab = labels_fn(per_round, gen)
             changed = _changed(_conditionals(model, flat.reshape(x.shape), lab), _conditionals(model, x, lab), tol)
             observed[:, k] |= changed.any(axis=0)
-    missing = np.argwhere(expected & ~observed)
-    if not len(missing):
-        return 0, ""
-    j, k = missing[0]
-    return len(missing), (f"the conditional of position {j} never reacted to position {k} (rank {rank[k]} < "
-                          f"{rank[j]}), which it is declared to read ({len(missing)} such pairs)")
+    return observed
 
 
 def _all_inputs(model, limit: int):

@@ -33,7 +33,7 @@ from .search import Mismatch, PropertyFailure, search
 from .strategies import inputs, labels, one_hot
 
 __all__ = ["check_bijection", "check_structure", "PropertyFailure", "default_tolerances", "describe_module",
-           "MAX_BRUTE_FORCE_DIM"]
+           "input_domain", "MAX_BRUTE_FORCE_DIM"]
 
 #: inputs with more numbers than this skip the brute-force log-det (D backward passes per example)
 MAX_BRUTE_FORCE_DIM = 512
@@ -120,6 +120,17 @@ def _bijection_errors(module, x, context, roundtrip_tol, logdet_tol, brute_force
     return errors
 
 
+def input_domain(module):
+    """The open interval of input values a compiled model's first layer declares (``meta["domain"]``), or None."""
+    ir = getattr(module, "ir", None)
+    if ir is None or getattr(module, "levels", None) is not None:
+        return None
+    from ..ir import layer_nodes
+
+    nodes = layer_nodes(ir.graph)
+    return ir.graph.nodes[nodes[0]]["meta"].get("domain") if nodes else None
+
+
 def _setting(module, shape, levels, classes, context_features):
     if _is_flow(module):
         shape = tuple(module.input_shape) if shape is None else tuple(shape)
@@ -145,13 +156,15 @@ def _contexts(batch, classes, context_features, dtype, device):
 def check_bijection(module, x=None, context=None, roundtrip_tol: float | None = None, logdet_tol: float | None = None,
                     *, shape=None, levels=None, classes=None, context_features=None, examples: int = 20,
                     batch: int = 2, seed: int | None = None, scale: float = 3.0, extreme: bool = False,
-                    brute_force: bool | None = None, dtype=None) -> dict:
+                    brute_force: bool | None = None, domain=None, dtype=None) -> dict:
     """Round trip, log-det against the brute-force Jacobian, and inverse log-det = -forward log-det.
 
     Arguments:
         module: a compiled flow (``inverse_and_logdet``) or a layer (``inverse`` returning ``(x, logdet)``).
         x, context: check this input (and context); otherwise Hypothesis draws ``examples`` inputs.
         shape, levels: a layer's input shape (a flow knows its own); ``levels`` draws values in [0, levels).
+        domain: draw values in this open interval (default: what a flow's first layer declares as its
+            ``meta["domain"]``; reals in [-scale, scale] otherwise).
         classes / context_features: labels for a conditional flow / one-hot contexts for a layer.
         brute_force: compare with the autograd Jacobian (default: when the input has at most
             :data:`MAX_BRUTE_FORCE_DIM` numbers).
@@ -177,7 +190,9 @@ def check_bijection(module, x=None, context=None, roundtrip_tol: float | None = 
     bf = brute_force if brute_force is not None else math.prod(shape) <= MAX_BRUTE_FORCE_DIM
     from hypothesis import strategies as st
 
-    strategy = st.tuples(inputs(shape, levels, batch=batch, scale=scale, extreme=extreme, dtype=dtype, device=device),
+    domain = domain if domain is not None else input_domain(module)
+    strategy = st.tuples(inputs(shape, levels, batch=batch, scale=scale, extreme=extreme, domain=domain, dtype=dtype,
+                                device=device),
                          _contexts(batch, classes, features, dtype, device))
     return search("bijection", lambda c: _bijection_errors(module, c[0], c[1], roundtrip_tol, logdet_tol, bf),
                   strategy, examples=examples, seed=seed, subject=subject)
@@ -239,7 +254,8 @@ def check_structure(model, x=None, context=None, *, examples: int = 10, batch: i
             raise PropertyFailure("structure", subject, m.problems, m.case, m.errors, 1) from None
     from hypothesis import strategies as st
 
-    strategy = st.tuples(inputs(model.input_shape, model.levels, batch=batch, dtype=dtype, device=device),
+    strategy = st.tuples(inputs(model.input_shape, model.levels, batch=batch, domain=input_domain(model), dtype=dtype,
+                                device=device),
                          labels(model.classes, batch=batch, device=device) if model.classes else st.none())
     return search("structure", lambda c: _structure_errors(model, c[0], c[1], tol), strategy, examples=examples,
                   seed=seed, subject=subject)

@@ -87,7 +87,7 @@ class Subject:
         gen = torch.Generator().manual_seed(self.seed)
         model.train()
         with torch.no_grad():  # data-dependent initialisation (actnorm) on a first batch
-            shape = (16, *model.input_shape)
+            shape = (8 if self.kind == "flow" else 2, *model.input_shape)
             levels = getattr(model, "levels", None)
             if self.kind == "flow":
                 x = torch.rand(shape, generator=gen, dtype=torch.float64) * levels if levels else \
@@ -95,7 +95,7 @@ class Subject:
             else:
                 x = torch.randint(0, levels, shape, generator=gen)
             classes = getattr(model, "classes", 0)
-            labels = torch.randint(0, classes, (16,), generator=gen) if classes else None
+            labels = torch.randint(0, classes, shape[:1], generator=gen) if classes else None
             model(x, labels) if self.kind == "flow" else model.log_prob(x, labels)
         return model.eval()
 

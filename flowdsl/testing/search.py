@@ -84,7 +84,8 @@ def search(prop: str, check, strategy, *, examples: int = 20, seed: int | None =
     """Run ``check`` on up to ``examples`` cases of ``strategy``; return the worst errors (and ``examples``).
 
     Raises :class:`PropertyFailure` with the minimal failing case. ``seed`` None is deterministic
-    (derandomized); an integer picks another reproducible stream of cases.
+    (derandomized); an integer picks another reproducible stream of cases. Called from inside another
+    Hypothesis test, the failing case is not shrunk (the outer test shrinks its own).
     """
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hseed
@@ -100,6 +101,10 @@ def search(prop: str, check, strategy, *, examples: int = 20, seed: int | None =
             elif worst.get(k) is None or not (v <= worst[k]):
                 worst[k] = v
 
+    from hypothesis import currently_in_test_context
+
+    # Inside another Hypothesis test (which shrinks its own case), do not multiply the shrinking work.
+    shrink = shrink and not currently_in_test_context()
     phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
 
     @settings(max_examples=max(1, examples), deadline=None, database=None, derandomize=seed is None,
