@@ -269,6 +269,15 @@ def _builder(cls):
     return build
 
 
+def _origin(cls) -> str:
+    """Where a class is defined: its file (a module loaded twice under two names is still one) and name."""
+    try:
+        where = inspect.getfile(cls)
+    except (TypeError, OSError):
+        where = cls.__module__
+    return f"{where}:{cls.__qualname__}"
+
+
 def _spec_args(spec) -> dict:
     return {k: getattr(spec, k) for k in type(spec).model_fields}
 
@@ -298,7 +307,7 @@ def layer(name: str, *, shape="same", dependency="dense", logdet: str = "exact",
                           hint=f"one of {', '.join(_DEPENDENCIES)}, a function or None")
 
     def decorate(cls):
-        origin = f"{cls.__module__}.{cls.__qualname__}"
+        origin = _origin(cls)
         doc = summary or (inspect.getdoc(cls) or "").split("\n")[0]
         if isinstance(cls, type) and issubclass(cls, Layer):
             cls.name = name
@@ -348,9 +357,7 @@ def load_module(target: str):
             path = Path(target)
             if not path.is_file():
                 raise PluginError(target, f"cannot load plugin '{target}': no such file")
-            name = f"flowdsl_plugin_{path.stem}"
-            if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path.resolve()):
-                return sys.modules[name]
+            name = f"flowdsl_plugin_{path.stem}"  # executed again on each load: its layers re-register themselves
             spec = importlib.util.spec_from_file_location(name, path.resolve())
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module

@@ -172,7 +172,8 @@ def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, 
         tol: relative change that counts as "the conditional moved" (default by dtype).
 
     Returns ``causality`` (worst forbidden change: 0), ``completeness`` (missing pairs) and
-    ``normalisation`` (``|log sum p|``; None when skipped), ``examples``. Raises :class:`PropertyFailure`.
+    ``normalisation`` (``|log sum p|``; None when skipped; ``no_likelihood`` says why when ``log_prob``
+    raises NotImplementedError), ``examples``. Raises :class:`PropertyFailure`.
     """
     from .properties import _ref, describe_module
 
@@ -218,7 +219,10 @@ def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, 
         if configs > 1:
             model.mask_index = start
     if normalisation:
-        report["normalisation"] = _normalisation(model, subject, classes, max_configurations, device, dtype)
+        try:
+            report["normalisation"] = _normalisation(model, subject, classes, max_configurations, device, dtype)
+        except NotImplementedError as err:  # a sampler that defines no likelihood
+            report["no_likelihood"] = str(err)
     if sampling:
         _sampling(model, subject, classes, device)
     return report

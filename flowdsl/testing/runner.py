@@ -96,7 +96,10 @@ class Subject:
                 x = torch.randint(0, levels, shape, generator=gen)
             classes = getattr(model, "classes", 0)
             labels = torch.randint(0, classes, shape[:1], generator=gen) if classes else None
-            model(x, labels) if self.kind == "flow" else model.log_prob(x, labels)
+            try:
+                model(x, labels) if self.kind == "flow" else model.log_prob(x, labels)
+            except NotImplementedError:  # a sampler without a likelihood: nothing to initialise from data
+                pass
         return model.eval()
 
     @property
@@ -232,7 +235,7 @@ def _normalisation(s: Subject, examples, seed):
     model, where = _ar_tiny(s)
     report = check_autoregressive(model, causality=False, complete=False, sampling=False, seed=seed)
     if report["normalisation"] is None:
-        raise Skip("too many inputs to enumerate")
+        raise Skip(report.get("no_likelihood") or "too many inputs to enumerate")
     return report["normalisation"], int(model.levels) ** math.prod(model.input_shape), where
 
 
