@@ -51,10 +51,18 @@ def _where(b) -> str:
     return f"{Path(frame.filename).name}:{frame.lineno}"
 
 
+def _quiet_dynamo() -> None:
+    """Graph-break warnings are reported by :func:`explain`; keep them off the console."""
+    import logging
+
+    torch._logging.set_logs(dynamo=logging.ERROR)
+
+
 def explain(flow, x=None, context=None) -> dict:
     """``{"graphs", "breaks", "reasons": [(reason, "file:line"), ...]}`` for ``flow.log_prob``."""
     import torch._dynamo as dynamo
 
+    _quiet_dynamo()
     if x is None:
         x, context = example_input(flow)
     flow.train()
@@ -74,18 +82,26 @@ def compiled_speedup(impl: Impl, x, repeats: int = 5, block_s: float = 0.2, cloc
     import torch._dynamo as dynamo
 
     flow = impl.module
-    dynamo.reset()
-    compiled = Impl("compiled", flow, torch.compile(flow.log_prob), None)
+    _quiet_dynamo()
     t0 = time.perf_counter()
-    res = measure([impl, compiled], x, x.shape[0], repeats=repeats, block_s=block_s, ops=("train", "log_prob"),
-                  warmup=2, clock=clock)
+    speed, errors = {}, {}
+    for op in ("log_prob", "train"):
+        dynamo.reset()
+        compiled = Impl("compiled", flow, torch.compile(flow.log_prob), None)
+        try:
+            res = measure([impl, compiled], x, x.shape[0], repeats=repeats, block_s=block_s, ops=(op,), warmup=2,
+                          clock=clock)
+        except Exception as err:  # noqa: BLE001 - e.g. double backward, which aot_autograd does not support
+            speed[op], errors[op] = None, f"{type(err).__name__}: {str(err).splitlines()[0][:100]}"
+            flow.eval()
+            continue
+        speed[op] = paired_ratio(res, "compiled", "flowdsl", op)
     wall = time.perf_counter() - t0
-    speed = {op: paired_ratio(res, "compiled", "flowdsl", op) for op in ("train", "log_prob")}
     breaks = None
     if x.device.type == "cpu":
         breaks = explain(flow, x)["breaks"]
     dynamo.reset()
-    return {"speedup": speed, "breaks": breaks, "wall": wall}
+    return {"speedup": speed, "breaks": breaks, "wall": wall, "errors": errors}
 
 
 def explain_specs(paths, log=print) -> list[tuple[str, dict]]:

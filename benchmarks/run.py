@@ -127,9 +127,14 @@ def _console(row) -> str:
         lines.append(f"  not installed: {', '.join(row['missing'])}")
     if "compiled" in row:
         c = row["compiled"]
-        lines.append("  torch.compile (flowdsl): " + ", ".join(f"{k} x{v:.2f}" for k, v in c["speedup"].items())
+        lines.append("  torch.compile (flowdsl): " + ", ".join(_speed(c, k) for k in c["speedup"])
                      + (f"; graph breaks: {c['breaks']}" if c.get("breaks") is not None else ""))
     return "\n".join(lines)
+
+
+def _speed(c: dict, op: str) -> str:
+    v = c["speedup"].get(op)
+    return f"{op} x{v:.2f}" if v is not None else f"{op}: {c.get('errors', {}).get(op, 'n/a')}"
 
 
 def _ratio(row, lib, op) -> str:
@@ -181,9 +186,9 @@ def render_cases(rows, info: dict, load_before: str, load_after: str, args_line:
         for row in rows:
             c = row.get("compiled")
             if c:
-                s = c["speedup"]
-                out.append(f"| {row['case'].key} | {s.get('train', float('nan')):.2f} | "
-                           f"{s.get('log_prob', float('nan')):.2f} | {c.get('breaks', 'n/a')} |")
+                cells = [f"{c['speedup'][op]:.2f}" if c["speedup"].get(op) is not None
+                         else c.get("errors", {}).get(op, "n/a") for op in ("train", "log_prob")]
+                out.append(f"| {row['case'].key} | {cells[0]} | {cells[1]} | {c.get('breaks', 'n/a')} |")
     return "\n".join(out)
 
 
