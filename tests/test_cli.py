@@ -85,3 +85,9 @@ def test_layers_lists_the_registry(capsys):
 def test_limits_from_the_command_line(capsys):
     assert main(["check", str(SPECS / "glow.flow"), "--max-params", "1000"]) == 1
     assert "parameters (limit 1,000)" in capsys.readouterr().err
+
+
+def test_layer_reference_is_current(capsys):
+    """docs/layers.md is generated from the registry; regenerate it with `flowdsl layers --markdown`."""
+    assert main(["layers", "--markdown"]) == 0
+    assert capsys.readouterr().out == (ROOT / "docs" / "layers.md").read_text()
