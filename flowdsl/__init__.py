@@ -17,12 +17,16 @@ from .errors import Diagnostic, FlowDSLError, Pos
 __all__ = [
     "Analysis", "Diagnostic", "FlowDSLError", "Limits", "Pos", "analyze_file", "analyze_source", "check_file",
     "check_source", "compile_file", "compile_source", "exact_logdet", "load", "model_names", "model_names_source",
-    "train",
+    "train", "layer",
 ]
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
+    if name == "layer":
+        from .plugins import layer
+
+        return layer
     if name == "exact_logdet":
         from .estimators import exact_logdet
 

@@ -53,10 +53,15 @@ class Diagnostic:
         """Render as ``file:line:col: severity: message``, then the source line and a caret."""
         text = f"{self.pos}: {self.severity}: {self.message}"
         if source is not None and self.pos.line > 0:
-            lines = source.splitlines()
+            lines = source.split("\n")  # the parser counts lines at "\n" only
             if self.pos.line <= len(lines):
-                line = lines[self.pos.line - 1].expandtabs(4)
-                caret = " " * max(self.pos.column - 1, 0) + "^"
+                line = lines[self.pos.line - 1].rstrip("\r").expandtabs(4)
+                column = max(self.pos.column - 1, 0)
+                if len(line) > 120:  # show a window around the column of a very long line
+                    start = max(0, min(column - 60, len(line) - 120))
+                    line = ("..." if start else "") + line[start:start + 120] + ("..." if start + 120 < len(line) else "")
+                    column = column - start + (3 if start else 0)
+                caret = " " * column + "^"
                 text += f"\n    {line}\n    {caret}"
         if self.hint:
             text += f"\n    hint: {self.hint}"

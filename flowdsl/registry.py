@@ -249,7 +249,8 @@ def symbolic(family: Family, base: type):
     return Annotated[base, BeforeValidator(family.coerce)]
 
 
-PositiveInt = Annotated[int, BeforeValidator(_strict_int), Field(ge=1)]
+# Sizes are capped so that no spec can make the checker allocate absurd arrays before the limits apply.
+PositiveInt = Annotated[int, BeforeValidator(_strict_int), Field(ge=1, le=2**24)]
 NonNegativeInt = Annotated[int, BeforeValidator(_strict_int), Field(ge=0)]
 
 

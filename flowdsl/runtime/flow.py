@@ -118,7 +118,7 @@ class CompiledFlow(nn.Module):
     def log_prob(self, x, context=None):
         """log p(x) in nats, [B]; for discrete inputs, of the integer data (uniform dequantization bound)."""
         if self.levels is not None:
-            x = x.to(torch.get_default_dtype() if not x.dtype.is_floating_point else x.dtype)
+            x = x.to(self._anchor.dtype if not x.dtype.is_floating_point else x.dtype)
             x = x + torch.rand_like(x)
         z, logdet = self(x, context)
         return self.base.log_prob(z) + logdet
