@@ -27,6 +27,17 @@ def acceptance_specs() -> list[Path]:
     return sorted(list(folder.glob("*.flow")) + list(folder.glob("*.ar")))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The models under test are small: one intra-op thread is faster than two, above all on shared CPUs."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def float64():
     import torch

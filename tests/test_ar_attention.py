@@ -39,15 +39,6 @@ def paper_fixed(n: int, l: int, c: int):
     return np.array(a1), np.array(a2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models: one intra-op thread is faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def spec(name: str):
     path = ACCEPTANCE / name
     return path if path.is_file() else SPECS / name

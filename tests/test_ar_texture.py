@@ -26,14 +26,6 @@ from flowdsl.runtime.ar_cache import step_conditionals
 from flowdsl.testing import check_autoregressive
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def spec(name: str):
     path = ACCEPTANCE / name
     return path if path.is_file() else SPECS / name

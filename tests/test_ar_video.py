@@ -24,15 +24,6 @@ SMALL = ("input x: video[3, 1, 3, 4] levels 3\n video_encoder(channels=4, blocks
          " pixel_decoder(channels=6, blocks=2)\n output categorical")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models: one intra-op thread is faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def spec(name: str):
     path = ACCEPTANCE / name
     return path if path.is_file() else SPECS / name

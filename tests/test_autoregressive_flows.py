@@ -37,15 +37,6 @@ ANALYTIC = {"affine", "rq_spline"}
 SPEC_NAMES = ["maf", "iaf", "naf", "umnn", "sos", "nsf"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Shared CPUs: intra-op threads only add contention for these small tensors."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _layer(kind, n, hidden=16, order=None, direction="forward"):
     args = (f", order={order}" if order else "") + (", direction=inverse" if direction == "inverse" else "")
     call = "autoregressive " + CALLS[kind].format(h=hidden, args=args)

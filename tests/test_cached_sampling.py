@@ -51,14 +51,6 @@ MODELS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name: str, dtype=torch.float64):
     m = flowdsl.compile_source("autoregressive m {\n " + MODELS[name] + "\n}\n", filename="m.ar").to(dtype).eval()
     perturb_parameters(m, scale=0.3, seed=11)

@@ -21,15 +21,6 @@ from flowdsl.testing import brute_force_logdet, check_sparsity, perturb_paramete
 SPLINES = {"rq": RQSpline, "cubic": CubicSpline}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Shared CPUs: intra-op threads only add contention for these small tensors."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _edges(spline, p):
     k = spline.bins
     return knots(p[..., :k], spline.bound), knots(p[..., k : 2 * k], spline.bound)

@@ -19,14 +19,7 @@ SPEC = ACCEPTANCE / "sylvester.flow" if (ACCEPTANCE / "sylvester.flow").exists()
     Path(__file__).parent.parent / "specs" / "sylvester.flow"
 
 
-@pytest.fixture(autouse=True)
-def float64_one_thread():
-    old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(old_dtype)
-    torch.set_num_threads(old_threads)
+pytestmark = pytest.mark.usefixtures("float64")  # one thread: set for the whole suite in conftest
 
 
 def assert_bijection(module, x, roundtrip_tol=1e-6, logdet_tol=1e-6):
