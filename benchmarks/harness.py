@@ -54,9 +54,14 @@ def param_count(module: nn.Module) -> int:
 
 @torch.no_grad()
 def perturb(module: nn.Module, scale: float = 0.05, seed: int = 0) -> nn.Module:
-    """Add N(0, scale^2) to every parameter, so zero-initialised heads do real work (same in every library)."""
+    """Add N(0, scale^2) to every parameter, so zero-initialised heads do real work (same in every library).
+
+    Scalar (0-d) parameters are left alone: they are settings stored as parameters (normflows keeps
+    its residual blocks' roulette probability and Poisson rate so), not weights."""
     gen = torch.Generator().manual_seed(seed)
     for p in module.parameters():
+        if p.dim() == 0:
+            continue
         p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device))
     return module
 

@@ -184,4 +184,5 @@ def normflows_resflow() -> Impl:
                                reverse=True, reduce_memory=True, geom_p=0.5, n_exact_terms=2)
              for _ in range(4)]
     return _normflows_impl(flows, nf.distributions.DiagGaussian(D, trainable=False),
-                           "normflows' LipschitzMLP puts a Swish (1 parameter) before its first layer too")
+                           "normflows counts 3 more parameters per block: a Swish (1 parameter) before the "
+                           "first linear map, and the roulette settings geom_p and lamb, stored as parameters")

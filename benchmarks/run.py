@@ -46,10 +46,12 @@ def machine(device: torch.device) -> dict:
             "python": platform.python_version(), "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    from importlib import metadata
+
     for lib in ("zuko", "nflows", "normflows"):
         try:
-            info[lib] = __import__(lib).__version__
-        except Exception:  # noqa: BLE001 - not installed (or broken): reported as missing
+            info[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
             info[lib] = "not installed"
     return info
 
