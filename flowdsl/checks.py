@@ -88,5 +88,10 @@ def run_checks(model: ModelIR, limits: Limits) -> list[Diagnostic]:
     for check in MODEL_CHECKS:
         if any(d.severity == "error" for d in out + model.diagnostics) and check is not check_resources:
             break
-        out.extend(check(model, limits))
+        try:
+            out.extend(check(model, limits))
+        except Exception as err:  # a bug in a check must reach the user as a diagnostic, not a traceback
+            out.append(Diagnostic(model.header.pos, "error",
+                                  f"internal error in {check.__name__}: {type(err).__name__}: {err}",
+                                  hint="this is a bug in flowdsl, not in the spec; please report it"))
     return out

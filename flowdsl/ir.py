@@ -96,8 +96,14 @@ def build_graph(header: ModelHeader, sites: list[Site], spec_dir: str = ".") -> 
                                context_features=classes, spec_dir=spec_dir, index=i - 1, previous=previous,
                                output=header.output, input_shape=inp.shape)
             try:
-                info = site.layer.infer(ctx)
-                findings = site.layer.check(ctx, info)
+                try:
+                    info = site.layer.infer(ctx)
+                    findings = site.layer.check(ctx, info)
+                except (SpecError, MemoryError):
+                    raise
+                except Exception as bug:  # a bug in a layer rule reaches the user as a diagnostic
+                    raise SpecError(f"internal error in the rules of '{site.key}': {type(bug).__name__}: {bug}",
+                                    hint="this is a bug in flowdsl, not in the spec; please report it") from None
             except SpecError as err:
                 where = err.pos or dict(site.arg_pos).get(err.arg, site.pos)
                 diags.append(Diagnostic(where, "error", err.message, _hint(err, site.trace)))

@@ -70,6 +70,7 @@ def check_input(text, name: str, compile_: bool = True, limits: flowdsl.Limits =
             return None
         for d in analysis.diagnostics:
             assert d.severity in ("error", "warning", "note") and d.message
+            assert not d.message.startswith("internal error"), d.render(text if isinstance(text, str) else None)
             if d.pos.file == name:
                 assert 0 <= d.pos.line <= _lines(text) + 1 and d.pos.column >= 0, d
             d.render(analysis.sources.get(d.pos.file))
