@@ -21,6 +21,12 @@ SPECS = ROOT / "specs"
 ACCEPTANCE = ROOT.parent / "shared" / "acceptance"
 
 
+def spec_path(name: str) -> Path:
+    """An acceptance spec by file name: from ../shared/acceptance, else the unchanged copy in specs/."""
+    path = ACCEPTANCE / name
+    return path if path.is_file() else SPECS / name
+
+
 def acceptance_specs() -> list[Path]:
     """The acceptance specs: from ../shared/acceptance, or the copies in specs/ where that is absent."""
     folder = ACCEPTANCE if ACCEPTANCE.is_dir() else SPECS

@@ -18,11 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowdsl
-from conftest import ACCEPTANCE, SPECS
 from flowdsl.causality import connect, layout_of, unpack
 from flowdsl.layers.ar_attention import DensePattern, FixedPattern, StridedPattern, head_masks
 from flowdsl.runtime.ar_cache import step_conditionals
 from flowdsl.testing import check_autoregressive, perturb_parameters
+from conftest import spec_path
 
 
 def paper_strided(n: int, l: int):
@@ -39,9 +39,7 @@ def paper_fixed(n: int, l: int, c: int):
     return np.array(a1), np.array(a2)
 
 
-def spec(name: str):
-    path = ACCEPTANCE / name
-    return path if path.is_file() else SPECS / name
+spec = spec_path  # shared helper in conftest
 
 
 def source(body: str) -> str:

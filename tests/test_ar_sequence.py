@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import flowdsl
-from conftest import ACCEPTANCE, SPECS
 from flowdsl.causality import dependency_sets
 from flowdsl.runtime.ar_cache import step_conditionals
 from flowdsl.testing import check_autoregressive, perturb_parameters
+from conftest import spec_path
 
 WAVENET_NOTE = "receptive field 3070 samples (3 stacks of dilations 1..512, kernel 2)"
 
@@ -39,9 +39,7 @@ SMALL = {
 }
 
 
-def spec(name: str):
-    path = ACCEPTANCE / name
-    return path if path.is_file() else SPECS / name
+spec = spec_path  # shared helper in conftest
 
 
 def source(body: str) -> str:

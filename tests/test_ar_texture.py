@@ -20,15 +20,13 @@ import torch
 from PIL import Image
 
 import flowdsl
-from conftest import ACCEPTANCE, SPECS
 from flowdsl.layers.ar_texture import gaussian_weights, read_png
 from flowdsl.runtime.ar_cache import step_conditionals
 from flowdsl.testing import check_autoregressive
+from conftest import spec_path
 
 
-def spec(name: str):
-    path = ACCEPTANCE / name
-    return path if path.is_file() else SPECS / name
+spec = spec_path  # shared helper in conftest
 
 
 def encode_png(pixels: np.ndarray, filters=(0, 1, 2, 3, 4)) -> bytes:

@@ -15,18 +15,16 @@ import pytest
 import torch
 
 import flowdsl
-from conftest import ACCEPTANCE, SPECS
 from flowdsl.causality import analyze, dependency_sets
 from flowdsl.runtime.ar_cache import fill, step_conditionals
 from flowdsl.testing import check_autoregressive, perturb_parameters
+from conftest import spec_path
 
 SMALL = ("input x: video[3, 1, 3, 4] levels 3\n video_encoder(channels=4, blocks=1)\n"
          " pixel_decoder(channels=6, blocks=2)\n output categorical")
 
 
-def spec(name: str):
-    path = ACCEPTANCE / name
-    return path if path.is_file() else SPECS / name
+spec = spec_path  # shared helper in conftest
 
 
 def source(body: str) -> str:
