@@ -48,8 +48,8 @@ def gated_spec(size: int, layers: int = 20) -> str:
 
 def _stages(text: str | None, path: Path | None, filename: str, build: bool) -> dict:
     from flowdsl import api
-    from flowdsl.ir import layer_nodes
-    from flowdsl.loader import load_file, load_source
+    from flowdsl.analysis.ir import layer_nodes
+    from flowdsl.language.loader import load_file, load_source
 
     t0 = time.perf_counter()
     unit = load_file(path) if path is not None else load_source(text, filename)
@@ -61,7 +61,7 @@ def _stages(text: str | None, path: Path | None, filename: str, build: bool) -> 
     out = {"parse": t1 - t0, "check": t2 - t1,
            "layers": sum(len(layer_nodes(ir.graph)) for ir in analysis.models.values())}
     if build:
-        from flowdsl.compiler import compile_model
+        from flowdsl.runtime.compiler import compile_model
 
         t3 = time.perf_counter()
         for ir in analysis.models.values():
@@ -80,7 +80,7 @@ def stage_times(text: str | None = None, filename: str = "<string>", path: Path 
 def causality_time(size: int, layers: int = 20) -> tuple[float, float]:
     """(whole check, causality analysis alone) in seconds for the gated PixelCNN on ``size x size``."""
     import flowdsl
-    from flowdsl import causality
+    from flowdsl.analysis import causality
 
     t0 = time.perf_counter()
     analysis = flowdsl.analyze_source(gated_spec(size, layers), "gated.ar")

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 import flowdsl
-from flowdsl.cli import main
+from flowdsl.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

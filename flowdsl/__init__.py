@@ -8,11 +8,8 @@ Example:
     ['f']
 """
 
-from .api import (
-    Analysis, Limits, analyze_file, analyze_source, check_file, check_source, compile_file, compile_source, load,
-    model_names, model_names_source,
-)
-from .errors import Diagnostic, FlowDSLError, Pos
+from flowdsl.api import Analysis, Limits, analyze_file, analyze_source, check_file, check_source, compile_file, compile_source, load, model_names, model_names_source
+from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
 __all__ = [
     "Analysis", "Diagnostic", "FlowDSLError", "Limits", "Pos", "analyze_file", "analyze_source", "check_file",
@@ -24,15 +21,15 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     if name == "layer":
-        from .plugins import layer
+        from flowdsl.plugins import layer
 
         return layer
     if name == "exact_logdet":
-        from .estimators import exact_logdet
+        from flowdsl.runtime.estimators import exact_logdet
 
         return exact_logdet
     if name == "train":
-        from .training import train
+        from flowdsl.training.trainer import train
 
         return train
     raise AttributeError(name)

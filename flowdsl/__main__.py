@@ -1,5 +1,5 @@
 """``python -m flowdsl``: the command-line interface."""
 
-from .cli import main
+from flowdsl.cli.main import main
 
 raise SystemExit(main())

@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import layers as _layers  # noqa: F401  (registers the built-in layers)
-from .checks import run_checks
-from .errors import Diagnostic, FlowDSLError, Pos, has_errors
-from .expand import Limits, block_cycles, expand_model
-from .ir import ModelIR, build_graph
-from .loader import Unit, load_file, load_source
+from flowdsl import layers as _layers  # noqa: F401  (registers the built-in layers)
+from flowdsl.analysis.checks import run_checks
+from flowdsl.errors import Diagnostic, FlowDSLError, Pos, has_errors
+from flowdsl.language.expand import Limits, block_cycles, expand_model
+from flowdsl.analysis.ir import ModelIR, build_graph
+from flowdsl.language.loader import Unit, load_file, load_source
 
 __all__ = [
     "Analysis", "analyze_file", "analyze_source", "check_file", "check_source", "model_names",
@@ -55,7 +55,7 @@ class Analysis:
             msg = "the file defines no model" if not self.models else f"the file defines several models ({names}); pick one"
             raise FlowDSLError([Diagnostic(Pos(file), "error", msg)], self.sources)
         if name not in self.models:
-            from .registry import suggest
+            from flowdsl.layers.registry import suggest
 
             raise FlowDSLError([Diagnostic(Pos(file), "error", f"no model named '{name}'",
                                            suggest(name, self.models) or f"models: {', '.join(self.models) or 'none'}")],
@@ -127,7 +127,7 @@ def _compile(analysis: Analysis, model: str | None):
     if not analysis.ok:
         raise analysis.error()
     ir = analysis.model(model)
-    from .compiler import compile_model
+    from flowdsl.runtime.compiler import compile_model
 
     return compile_model(ir, analysis.unit)
 
@@ -144,6 +144,6 @@ def compile_source(text: str, model: str | None = None, filename: str = "<string
 
 def load(path: str | Path, map_location=None):
     """Restore a model saved by ``flowdsl compile -o`` (or ``save``): spec source, hash, state."""
-    from .checkpoint import load_checkpoint
+    from flowdsl.checkpoint import load_checkpoint
 
     return load_checkpoint(path, map_location=map_location)

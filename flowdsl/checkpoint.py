@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import Diagnostic, FlowDSLError, Pos
+from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
 __all__ = ["save_checkpoint", "load_checkpoint", "FORMAT"]
 
@@ -53,8 +53,8 @@ def save_checkpoint(model, path, **extra) -> None:
 
 def load_checkpoint(path, map_location=None, return_payload: bool = False):
     """Recompile the model from the checkpoint's sources and restore its state."""
-    from .api import _analyze
-    from .loader import load_source
+    from flowdsl.api import _analyze
+    from flowdsl.language.loader import load_source
 
     try:
         payload = torch.load(path, map_location=map_location or "cpu", weights_only=True)
@@ -70,7 +70,7 @@ def load_checkpoint(path, map_location=None, return_payload: bool = False):
     analysis = _analyze(unit, None)
     if not analysis.ok:
         raise analysis.error()
-    from .compiler import compile_model
+    from flowdsl.runtime.compiler import compile_model
 
     model = compile_model(analysis.model(spec["model"]), unit)
     model.load_state_dict(payload["state_dict"])

@@ -21,7 +21,7 @@ The decorator declares the contract the checker applies and :mod:`flowdsl.testin
 - ``params``: an int, ``f(shape, **args) -> int``, or None: counted by building the module on
   PyTorch's meta device (nothing allocated), or on the CPU when its ``__init__`` needs real data.
 
-**The full way**: decorate a torch-free :class:`~flowdsl.registry.Layer` subclass (your own
+**The full way**: decorate a torch-free :class:`~flowdsl.layers.registry.Layer` subclass (your own
 ``infer``), pairing it with its torch class or builder through ``runtime=``.
 
 Example:
@@ -59,9 +59,9 @@ import numpy as np
 from pydantic import BeforeValidator, Field, create_model
 from typing_extensions import Annotated
 
-from .errors import Diagnostic, FlowDSLError, Pos, SpecError
-from .registry import LAYERS, NETS, Layer, LayerContext, LayerInfo, _strict_int, choice, symbolic
-from .structure import Dependency
+from flowdsl.errors import Diagnostic, FlowDSLError, Pos, SpecError
+from flowdsl.layers.registry import LAYERS, NETS, Layer, LayerContext, LayerInfo, _strict_int, choice, symbolic
+from flowdsl.layers.structure import Dependency
 
 __all__ = ["layer", "unregister", "load_plugins", "load_module", "load_entry_points", "PluginError", "ENTRY_POINT_GROUP",
            "RUNTIMES", "PluginLayer"]
@@ -147,7 +147,7 @@ def _count_params(spec, ctx: LayerContext, out, dep) -> int:
     """Build the module, on the meta device first (nothing allocated), and count its parameters."""
     import torch
 
-    from .runtime.base import BuildNode
+    from flowdsl.runtime.base import BuildNode
 
     key = (spec, tuple(ctx.shape), ctx.context_features)
     try:
@@ -191,7 +191,7 @@ _DEPENDENCIES = ("elementwise", "coupling", "autoregressive", "dense")
 
 def _strict_float(value):
     if isinstance(value, bool):
-        from .values import describe
+        from flowdsl.language.values import describe
 
         raise ValueError(f"must be a number (got {describe(value)})")
     return value
@@ -199,8 +199,8 @@ def _strict_float(value):
 
 def _field_type(annotation):
     """Spec-language friendly versions of plain Python types."""
-    from .layers.masks import Mask, MaskField
-    from .layers.nets import Net
+    from flowdsl.layers.masks import Mask, MaskField
+    from flowdsl.layers.nets import Net
 
     if annotation is int:
         return Annotated[int, BeforeValidator(_strict_int)]
@@ -240,15 +240,15 @@ def _fields(cls, name: str) -> dict:
 
 
 def _is_spec_type(annotation) -> bool:
-    from .registry import Spec
+    from flowdsl.layers.registry import Spec
 
     return isinstance(annotation, type) and issubclass(annotation, Spec)
 
 
 def _spec_value(text: str, cls, name: str, arg: str):
     """A default written in the spec language (``"mlp([64, 64])"``), as the value a spec would give."""
-    from .syntax import parse_program
-    from .values import evaluate
+    from flowdsl.language.syntax import parse_program
+    from flowdsl.language.values import evaluate
 
     try:
         return evaluate(parse_program(f"let v = {text}\n", "<default>").items[0].value, {})
@@ -297,7 +297,7 @@ def layer(name: str, *, shape="same", dependency="dense", logdet: str = "exact",
     """Class decorator: register a user-defined layer under ``name`` (see the module docs).
 
     On a torch class, generates its spec (arguments from ``__init__``) and contract; on a
-    :class:`~flowdsl.registry.Layer` subclass, registers it as it is, with ``runtime`` (a torch
+    :class:`~flowdsl.layers.registry.Layer` subclass, registers it as it is, with ``runtime`` (a torch
     class or a ``build(spec, node)`` function) as its compiled form.
     """
     if not isinstance(dependency, str) and dependency is not None and not callable(dependency):

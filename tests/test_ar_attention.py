@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.causality import connect, layout_of, unpack
+from flowdsl.analysis.causality import connect, layout_of, unpack
 from flowdsl.layers.ar_attention import DensePattern, FixedPattern, StridedPattern, head_masks
 from flowdsl.runtime.ar_cache import step_conditionals
 from flowdsl.testing import check_autoregressive, perturb_parameters

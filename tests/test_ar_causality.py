@@ -1,7 +1,7 @@
 """Causality of autoregressive models, measured against the checker's exact static analysis.
 
 - perturbation: changing the input at ``order[t]`` leaves the conditionals at ``order[0..t]`` unchanged;
-- the static dependency sets of :mod:`flowdsl.causality` equal the measured ones (small images);
+- the static dependency sets of :mod:`flowdsl.analysis.causality` equal the measured ones (small images);
 - the converse for models without a blind-spot warning: every earlier position inside the
   receptive field moves the conditional;
 - the engine's operations, and its speed on a 64x64, 20-layer PixelCNN.
@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.causality import (
+from flowdsl.analysis.causality import (
     DepMaps, accumulate, conv, dependency_sets, group_allowed, layout_of, members, mix, pack, read, unpack,
 )
 

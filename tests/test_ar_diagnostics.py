@@ -10,9 +10,9 @@ from typing import ClassVar
 import pytest
 
 import flowdsl
-from flowdsl.causality import read
+from flowdsl.analysis.causality import read
 from flowdsl.layers.ar_basic import AR, ar_input
-from flowdsl.registry import LAYERS, Layer, LayerInfo
+from flowdsl.layers.registry import LAYERS, Layer, LayerInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 

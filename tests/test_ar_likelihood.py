@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import flowdsl
-from flowdsl.made import permutation
+from flowdsl.layers.made_masks import permutation
 
 
 def compile_ar(body: str, seed: int = 0, scale: float = 0.5):

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import flowdsl
-from flowdsl.causality import dependency_sets
+from flowdsl.analysis.causality import dependency_sets
 from flowdsl.runtime.ar_cache import step_conditionals
 from flowdsl.testing import check_autoregressive, perturb_parameters
 from conftest import spec_path
@@ -98,7 +98,7 @@ def test_wavenet_check_reports_the_exact_receptive_field():
 
 
 def test_wavenet_cli_check_prints_the_note(capsys):
-    from flowdsl.cli import main
+    from flowdsl.cli.main import main
 
     assert main(["check", str(spec("wavenet.ar"))]) == 0
     out = capsys.readouterr()

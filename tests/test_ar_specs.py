@@ -72,7 +72,7 @@ def test_declared_parameter_counts_equal_module_numel(body):
     m = flowdsl.compile_source("autoregressive m {\n " + body + "\n}\n", filename="m.ar")
     assert m.ir.params == numel(m)
     graph = m.ir.graph
-    from flowdsl.ir import layer_nodes
+    from flowdsl.analysis.ir import layer_nodes
 
     for node_id, layer in zip(layer_nodes(graph), m.layers):
         assert graph.nodes[node_id]["params"] == numel(layer), graph.nodes[node_id]["layer"].name

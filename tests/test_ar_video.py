@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import flowdsl
-from flowdsl.causality import analyze, dependency_sets
+from flowdsl.analysis.causality import analyze, dependency_sets
 from flowdsl.runtime.ar_cache import fill, step_conditionals
 from flowdsl.testing import check_autoregressive, perturb_parameters
 from conftest import spec_path

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import flowdsl
 from conftest import ACCEPTANCE, SPECS
-from flowdsl.ir import layer_nodes
+from flowdsl.analysis.ir import layer_nodes
 from flowdsl.layers.nets import MLP
 from flowdsl.runtime.autoregressive_flows import Affine
 from flowdsl.runtime.monotone import DSF, SOS, UMNN, solve_increasing

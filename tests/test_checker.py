@@ -75,7 +75,7 @@ def test_model_names_and_unknown_model():
 
 
 def test_check_does_not_import_torch():
-    code = ("import sys, flowdsl; from flowdsl.cli import main; rc = main(['check', 'specs/glow.flow']); "
+    code = ("import sys, flowdsl; from flowdsl.cli.main import main; rc = main(['check', 'specs/glow.flow']); "
             "assert 'torch' not in sys.modules, 'torch imported'; print(rc)")
     out = subprocess.run([sys.executable, "-c", code], cwd=HERE.parent, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

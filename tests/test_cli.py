@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 import flowdsl
-from flowdsl.cli import main
+from flowdsl.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flowdsl.cli import main
+from flowdsl.cli.main import main
 from flowdsl.plugins import unregister
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def broken(tmp_path):
     spec = tmp_path / "broken.flow"
     spec.write_text("flow broken {\n    input x: vector[3]\n    t_cli_drop\n    actnorm\n}\n")
     yield plugin, spec
-    from flowdsl.registry import LAYERS
+    from flowdsl.layers.registry import LAYERS
 
     if "t_cli_drop" in LAYERS.members:
         unregister("t_cli_drop")
@@ -95,8 +95,8 @@ def test_documented_user_layer_example_end_to_end(capsys):
 
 
 def _pytest(args, cwd):
-    installed = any(ep.value == "flowdsl.pytest_plugin" for ep in entry_points(group="pytest11"))
-    extra = [] if installed else ["-p", "flowdsl.pytest_plugin"]
+    installed = any(ep.value == "flowdsl.testing.pytest_plugin" for ep in entry_points(group="pytest11"))
+    extra = [] if installed else ["-p", "flowdsl.testing.pytest_plugin"]
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(cwd), *extra, *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowdsl.cli import main
-from flowdsl.cli_draw import write_output
-from flowdsl.plotting import PLOT_SIZE, grid_size
+from flowdsl.cli.main import main
+from flowdsl.cli.draw import write_output
+from flowdsl.cli.plotting import PLOT_SIZE, grid_size
 
 FLOW = """flow tiny {
     input x: image[1, 8, 8] levels 17
@@ -129,7 +129,7 @@ def test_interpolate_decodes_the_line_between_two_latents(trained, capsys, tmp_p
         assert im.size == grid_size(5, 8, 8, cols=5)
     assert run(capsys, "interpolate", trained["flow"], "--index", "2", "7", "--steps", "5", "-o", tmp_path / "i.npy")[0] == 0
     strip = np.load(tmp_path / "i.npy")
-    from flowdsl.data import load_data
+    from flowdsl.training.data import load_data
 
     test = load_data("digits").test
     assert strip.shape == (5, 1, 8, 8) and (strip[0] == test[2]).all() and (strip[-1] == test[7]).all()
@@ -183,13 +183,13 @@ def test_video_samples_become_one_row_of_frames_each(tmp_path):
 
 def test_graph_engines_and_block_locations(monkeypatch, tmp_path):
     from flowdsl.api import analyze_file
-    from flowdsl.graph import draw, node_labels
+    from flowdsl.cli.graph import draw, node_labels
 
     ir = analyze_file("specs/glow_conditional.flow").model()
     labels = node_labels(ir)
     assert labels[0].startswith("input x: image[1, 8, 8] levels 17\ncondition y: label[10]\nline 4")
     assert labels[3] == "actnorm\n[4, 4, 4] -> [4, 4, 4]\nglow_step.flow:3 (glow_step at line 9) · 8 params"
-    monkeypatch.setattr("flowdsl.graph.shutil.which", lambda name: None)  # no Graphviz
+    monkeypatch.setattr("flowdsl.cli.graph.shutil.which", lambda name: None)  # no Graphviz
     assert draw(ir, tmp_path / "g.png") == "matplotlib"
     with pytest.raises(ValueError, match="Graphviz's `dot` program is not installed"):
         draw(ir, tmp_path / "g.svg", engine="graphviz")
@@ -199,7 +199,7 @@ def test_the_new_commands_keep_check_and_graph_torch_free(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from flowdsl.cli import main; main(['check', 'specs/nice.flow']); "
+    code = ("import sys; from flowdsl.cli.main import main; main(['check', 'specs/nice.flow']); "
             f"main(['graph', 'specs/nice.flow', '-o', {str(tmp_path / 'n.dot')!r}]); print(sorted(m for m in "
             "('torch', 'matplotlib', 'sklearn') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowdsl import data as D
+from flowdsl.training import data as D
 from flowdsl.api import analyze_source
 from flowdsl.errors import FlowDSLError
 

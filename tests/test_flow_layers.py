@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.ir import layer_nodes
+from flowdsl.analysis.ir import layer_nodes
 from flowdsl.testing import check_bijection, check_sparsity, perturb_parameters
 
 VECTOR_LAYERS = [

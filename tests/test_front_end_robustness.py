@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.cli import main
+from flowdsl.cli.main import main
 from fuzz_inputs import SOURCES, known_crash, mutated_specs, random_specs, vocabulary
 
 SCALE = float(os.environ.get("FLOWDSL_FUZZ_SCALE", "1"))
@@ -84,7 +84,7 @@ _COMPILED: set = set()
 
 
 def _structure(ir):
-    from flowdsl.ir import layer_nodes
+    from flowdsl.analysis.ir import layer_nodes
 
     h = ir.header
     layers = tuple((ir.graph.nodes[n]["layer"].describe(), ir.graph.nodes[n]["in_shape"]) for n in layer_nodes(ir.graph))
@@ -94,7 +94,7 @@ def _structure(ir):
 def _compile_and_run(analysis, ir) -> None:
     import torch
 
-    from flowdsl.compiler import compile_model
+    from flowdsl.runtime.compiler import compile_model
 
     size = math.prod(ir.header.input.shape)
     if ir.params > COMPILE_PARAMS or size > COMPILE_SIZE:
@@ -153,7 +153,7 @@ def test_random_word_soup(words, name):
 def _grammar_strategy(kind: str):
     from hypothesis.extra.lark import from_lark
 
-    from flowdsl.parser import get_parser
+    from flowdsl.language.parser import get_parser
 
     names = st.sampled_from([w for w in vocabulary() if w.isidentifier()])
     return from_lark(get_parser(kind), explicit={"common__NAME": names})

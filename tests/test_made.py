@@ -1,4 +1,4 @@
-"""MADE: the torch-free mask math (flowdsl.made), the made net spec, the torch MADE, golden diagnostics.
+"""MADE: the torch-free mask math (flowdsl.layers.made_masks), the made net spec, the torch MADE, golden diagnostics.
 
 The causality proof (mask product strictly triangular in the order), the lost-dependency
 warning, the pass count (depth of the dependency DAG), and the runtime's Jacobian zeros
@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl import made
+from flowdsl.layers import made_masks as made
 from flowdsl.layers.made_net import MADE as MADESpec
 from flowdsl.layers.structural import RandomOrder as PermuteRandom
 from flowdsl.runtime.made import MADE, build_made

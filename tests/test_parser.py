@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from conftest import ACCEPTANCE, SPECS, acceptance_specs
 from flowdsl import FlowDSLError
-from flowdsl.syntax import parse_program
-from flowdsl.values import Symbol, evaluate
+from flowdsl.language.syntax import parse_program
+from flowdsl.language.values import Symbol, evaluate
 
 
 def test_all_25_acceptance_specs_are_there():

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.ir import layer_nodes
+from flowdsl.analysis.ir import layer_nodes
 from flowdsl.runtime.freeform import Planar, Radial, solve_tanh_shift
 from flowdsl.testing import brute_force_logdet, per_example_jacobian, perturb_parameters
 

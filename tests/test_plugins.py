@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 import flowdsl
-from flowdsl.cli import main
+from flowdsl.cli.main import main
 from flowdsl.layers.masks import HalfMask, Mask
 from flowdsl.layers.nets import Net
 from flowdsl.plugins import PluginError, layer, load_entry_points, load_module, unregister
-from flowdsl.registry import LAYERS
+from flowdsl.layers.registry import LAYERS
 from flowdsl.runtime.base import Bijection
 from flowdsl.runtime.nets import build_net
 from flowdsl.testing import check_bijection, check_structure, perturb_parameters
@@ -169,8 +169,8 @@ def test_coupling_contract_feeds_coverage_and_is_verified(registered, float64):
 def test_a_layer_class_with_a_torch_runtime(registered, float64):
     from typing import ClassVar
 
-    from flowdsl.registry import Layer, LayerInfo
-    from flowdsl.structure import Dependency
+    from flowdsl.layers.registry import Layer, LayerInfo
+    from flowdsl.layers.structure import Dependency
 
     class Reverse(Bijection):
         def __init__(self, shape):

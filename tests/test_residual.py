@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.ir import layer_nodes
+from flowdsl.analysis.ir import layer_nodes
 from flowdsl.runtime.residual import SpectralLinear, exact_residual_logdet, hutchinson_series
 from flowdsl.testing import brute_force_logdet, perturb_parameters
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.ir import layer_nodes
+from flowdsl.analysis.ir import layer_nodes
 from flowdsl.runtime.splines import CubicSpline, RQSpline, knots
 from flowdsl.testing import brute_force_logdet, check_sparsity, perturb_parameters
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.ir import layer_nodes
+from flowdsl.analysis.ir import layer_nodes
 from flowdsl.runtime.freeform import Sylvester, bjorck_orthonormal
 from flowdsl.testing import brute_force_logdet, check_sparsity, per_example_jacobian, perturb_parameters
 

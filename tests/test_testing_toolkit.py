@@ -24,7 +24,7 @@ import flowdsl
 from fuzz_inputs import known_crash
 from flowdsl.layers.masks import HalfMask, Mask
 from flowdsl.plugins import layer, unregister
-from flowdsl.registry import LAYERS, LayerContext
+from flowdsl.layers.registry import LAYERS, LayerContext
 from flowdsl.runtime.base import Bijection
 from flowdsl.testing import (PropertyFailure, arguments, check_autoregressive, check_bijection, check_structure,
                              inputs, layer_calls, perturb_parameters, specs)

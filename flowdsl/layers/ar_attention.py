@@ -32,12 +32,12 @@ import numpy as np
 from pydantic import BeforeValidator, Field
 from typing_extensions import Annotated
 
-from ..causality import DepContext, DepMaps, accumulate, any_group, layout_of, read, unpack
-from ..checks import MODEL_CHECKS
-from ..errors import Diagnostic, SpecError
-from ..ir import layer_nodes
-from ..registry import Family, Layer, LayerContext, LayerInfo, PositiveInt, Spec, register_layer
-from .ar_basic import AR, ar_input
+from flowdsl.analysis.causality import DepContext, DepMaps, accumulate, any_group, layout_of, read, unpack
+from flowdsl.analysis.checks import MODEL_CHECKS
+from flowdsl.errors import Diagnostic, SpecError
+from flowdsl.analysis.ir import layer_nodes
+from flowdsl.layers.registry import Family, Layer, LayerContext, LayerInfo, PositiveInt, Spec, register_layer
+from flowdsl.layers.ar_basic import AR, ar_input
 
 __all__ = ["PATTERNS", "Pattern", "DensePattern", "StridedPattern", "FixedPattern", "Attention", "PositionMLP",
            "head_masks", "pattern_density", "check_attention_patterns"]

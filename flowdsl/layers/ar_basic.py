@@ -9,12 +9,12 @@ grid position (:func:`ar_input`). ``fvbn``, ``nade`` and ``made`` emit the outpu
 distribution's parameters themselves (``(P, D)``, ``meta["emits"] = "params"``); after any
 other last layer the output head, a 1x1 projection (mask B over colour groups), maps the
 features to P parameters per position (:func:`output_head`, registered in ``ir.SINK_RULES``).
-Every layer declares its exact dependency structure for :mod:`flowdsl.causality`.
+Every layer declares its exact dependency structure for :mod:`flowdsl.analysis.causality`.
 
 Example:
-    >>> from flowdsl.registry import LAYERS, LayerContext
-    >>> from flowdsl.values import Symbol
-    >>> from flowdsl.registry import OUTPUTS
+    >>> from flowdsl.layers.registry import LAYERS, LayerContext
+    >>> from flowdsl.language.values import Symbol
+    >>> from flowdsl.layers.registry import OUTPUTS
     >>> ctx = LayerContext(shape=(16,), model_kind="autoregressive", levels=2, output=OUTPUTS.bind("bernoulli"))
     >>> info = LAYERS.bind(Symbol("fvbn")).infer(ctx)
     >>> info.out_shape, info.params   # 16 x 16 weights over a 2-level one-hot, a bias each
@@ -30,12 +30,12 @@ import numpy as np
 from pydantic import BeforeValidator, Field
 from typing_extensions import Annotated
 
-from .. import made as made_math
-from ..causality import DepContext, DepMaps, any_group, connect, conv, group_allowed
-from ..errors import SpecError
-from ..ir import SINK_RULES
-from ..registry import Family, Layer, LayerContext, LayerInfo, NonNegativeInt, PositiveInt, Spec, register_layer
-from .distributions import Categorical
+from flowdsl.layers import made_masks as made_math
+from flowdsl.analysis.causality import DepContext, DepMaps, any_group, connect, conv, group_allowed
+from flowdsl.errors import SpecError
+from flowdsl.analysis.ir import SINK_RULES
+from flowdsl.layers.registry import Family, Layer, LayerContext, LayerInfo, NonNegativeInt, PositiveInt, Spec, register_layer
+from flowdsl.layers.distributions import Categorical
 
 __all__ = [
     "AR", "ar_input", "colour_groups", "params_per_position", "as_groups", "output_head", "FVBN", "NADE",

@@ -6,8 +6,8 @@ channels of it: the R-G-B masks); mask B lets features of the current pixel thro
 earlier channel groups and the same group, so that only the first layer may use mask A.
 
 Example:
-    >>> from flowdsl.registry import LAYERS, LayerContext
-    >>> from flowdsl.values import Symbol
+    >>> from flowdsl.layers.registry import LAYERS, LayerContext
+    >>> from flowdsl.language.values import Symbol
     >>> call = Symbol("masked_conv", kwargs=(("mask", Symbol("A")), ("kernel", 7), ("channels", 32)))
     >>> ctx = LayerContext(shape=(1, 8, 8), model_kind="autoregressive", input_type="image", levels=17)
     >>> info = LAYERS.bind(call).infer(ctx)
@@ -23,10 +23,10 @@ import numpy as np
 from pydantic import Field
 from typing_extensions import Annotated
 
-from ..causality import DepContext, DepMaps, any_group, conv, group_allowed, read
-from ..errors import SpecError
-from ..registry import Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
-from .ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
+from flowdsl.analysis.causality import DepContext, DepMaps, any_group, conv, group_allowed, read
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
+from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
 
 __all__ = ["MaskedConv", "GatedBlock", "masked_taps", "kernel_mask"]
 

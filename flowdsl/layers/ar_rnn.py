@@ -9,8 +9,8 @@ mirrored map and is shifted down one row before the two are added, so it cannot 
 future. Both keep H and W; their output has ``hidden`` features (in colour groups on RGB).
 
 Example:
-    >>> from flowdsl.registry import LAYERS, LayerContext
-    >>> from flowdsl.values import Symbol
+    >>> from flowdsl.layers.registry import LAYERS, LayerContext
+    >>> from flowdsl.language.values import Symbol
     >>> ctx = LayerContext(shape=(32, 8, 8), model_kind="autoregressive", input_type="image", levels=17, index=1)
     >>> LAYERS.bind(Symbol("row_lstm", kwargs=(("hidden", 32),))).infer(ctx).params
     24704
@@ -22,11 +22,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..causality import DepContext, DepMaps, accumulate, any_group, conv, group_allowed, read
-from ..errors import SpecError
-from ..registry import Layer, LayerContext, LayerInfo, PositiveInt, register_layer
-from .ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
-from .ar_conv import masked_taps
+from flowdsl.analysis.causality import DepContext, DepMaps, accumulate, any_group, conv, group_allowed, read
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, register_layer
+from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
+from flowdsl.layers.ar_conv import masked_taps
 
 __all__ = ["RowLSTM", "DiagonalBiLSTM"]
 

@@ -11,8 +11,8 @@ the summed skips. ``context=N`` on ``embed`` or ``causal_conv`` declares how man
 samples a prediction should see; the checker warns when the receptive field is shorter.
 
 Example:
-    >>> from flowdsl.registry import LAYERS, LayerContext
-    >>> from flowdsl.values import Symbol
+    >>> from flowdsl.layers.registry import LAYERS, LayerContext
+    >>> from flowdsl.language.values import Symbol
     >>> ctx = LayerContext(shape=(32, 100), model_kind="autoregressive", input_type="sequence", levels=256, index=1)
     >>> call = Symbol("gated_residual", kwargs=(("kernel", 2), ("dilation", 4), ("residual", 32), ("skip", 64)))
     >>> info = LAYERS.bind(call).infer(ctx)
@@ -27,12 +27,12 @@ from typing import ClassVar
 from pydantic import Field
 from typing_extensions import Annotated
 
-from ..causality import RECEPTIVE_DETAILS, DepContext, DepMaps, any_group, conv, read
-from ..checks import MODEL_CHECKS
-from ..errors import Diagnostic, SpecError
-from ..ir import layer_nodes
-from ..registry import Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
-from .ar_basic import AR, ar_input
+from flowdsl.analysis.causality import RECEPTIVE_DETAILS, DepContext, DepMaps, any_group, conv, read
+from flowdsl.analysis.checks import MODEL_CHECKS
+from flowdsl.errors import Diagnostic, SpecError
+from flowdsl.analysis.ir import layer_nodes
+from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
+from flowdsl.layers.ar_basic import AR, ar_input
 
 __all__ = ["Embed", "CausalConv", "GatedResidual", "ByteNetBlock", "conv_offsets", "describe_dilations",
            "dilation_schedule", "check_residual_streams"]

@@ -27,11 +27,11 @@ import numpy as np
 from pydantic import Field
 from typing_extensions import Annotated
 
-from ..causality import DepContext, DepMaps, conv
-from ..errors import SpecError
-from ..registry import Layer, LayerContext, LayerInfo, PositiveInt, register_layer
-from .ar_basic import AR, ar_input, as_groups, colour_groups
-from .ar_conv import masked_taps
+from flowdsl.analysis.causality import DepContext, DepMaps, conv
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, register_layer
+from flowdsl.layers.ar_basic import AR, ar_input, as_groups, colour_groups
+from flowdsl.layers.ar_conv import masked_taps
 
 __all__ = ["NonParametric", "read_png", "gaussian_weights", "PNGError"]
 

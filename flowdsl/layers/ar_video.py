@@ -18,8 +18,8 @@ Both declare their exact dependency structure over the (T, H, W) grid, so the ch
 the generation order and computes the receptive field.
 
 Example:
-    >>> from flowdsl.registry import LAYERS, LayerContext
-    >>> from flowdsl.values import Symbol
+    >>> from flowdsl.layers.registry import LAYERS, LayerContext
+    >>> from flowdsl.language.values import Symbol
     >>> ctx = LayerContext(shape=(4, 1, 8, 8), model_kind="autoregressive", input_type="video", levels=17)
     >>> info = LAYERS.bind(Symbol("video_encoder", kwargs=(("channels", 8), ("blocks", 1)))).infer(ctx)
     >>> info.out_shape, info.params
@@ -33,11 +33,11 @@ from typing import ClassVar
 from pydantic import Field
 from typing_extensions import Annotated
 
-from ..causality import DepContext, DepMaps, any_group, conv, group_allowed, read
-from ..errors import SpecError
-from ..registry import Layer, LayerContext, LayerInfo, PositiveInt, register_layer
-from .ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
-from .ar_conv import masked_taps
+from flowdsl.analysis.causality import DepContext, DepMaps, any_group, conv, group_allowed, read
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, register_layer
+from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
+from flowdsl.layers.ar_conv import masked_taps
 
 __all__ = ["VideoEncoder", "PixelDecoder", "encoder_dilations"]
 

@@ -18,8 +18,8 @@ mask product is strictly triangular in the order), records the Jacobian pattern,
 when a hidden layer is too narrow.
 
 Example:
-    >>> from flowdsl.registry import LAYERS, LayerContext
-    >>> from flowdsl.values import Symbol
+    >>> from flowdsl.layers.registry import LAYERS, LayerContext
+    >>> from flowdsl.language.values import Symbol
     >>> made = Symbol("made", args=((16,),))
     >>> layer = LAYERS.bind(Symbol("autoregressive affine", kwargs=(("net", made), ("order", Symbol("reverse")))))
     >>> info = layer.infer(LayerContext(shape=(3,)))
@@ -37,15 +37,13 @@ import numpy as np
 from pydantic import Field
 from typing_extensions import Annotated
 
-from .. import made as made_math
-from ..errors import SpecError
-from ..registry import (
-    NETS, Finding, Layer, LayerContext, LayerInfo, NonNegativeInt, PositiveInt, choice, register_layer, symbolic,
-)
-from ..structure import Dependency
-from .made_net import MADE, OrderField, effective_order, made_structure, narrow_findings
-from .nets import MLP, Net
-from .splines import Bins, Bound, spline_params_per_dim, spline_summary
+from flowdsl.layers import made_masks as made_math
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, NonNegativeInt, PositiveInt, choice, register_layer, symbolic
+from flowdsl.layers.structure import Dependency
+from flowdsl.layers.made_net import MADE, OrderField, effective_order, made_structure, narrow_findings
+from flowdsl.layers.nets import MLP, Net
+from flowdsl.layers.splines import Bins, Bound, spline_params_per_dim, spline_summary
 
 __all__ = [
     "AutoregressiveLayer", "AutoregressiveAffine", "AutoregressiveDSF", "AutoregressiveUMNN", "AutoregressiveSOS",

@@ -11,7 +11,7 @@ for any dynamics that is Lipschitz in z (Picard-Lindelof): the inverse integrate
   (D backward passes per evaluation; also under :func:`flowdsl.exact_logdet`).
 
 Example:
-    >>> from flowdsl.registry import LayerContext
+    >>> from flowdsl.layers.registry import LayerContext
     >>> info = Continuous(solver="rk4", steps=10).infer(LayerContext(shape=(2,)))
     >>> info.params, info.logdet
     (4546, 'estimated, unbiased')
@@ -24,10 +24,10 @@ from typing import ClassVar, Optional
 from pydantic import Field, ValidationError
 from typing_extensions import Annotated
 
-from ..errors import SpecError
-from ..registry import NETS, Finding, Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer, symbolic
-from ..structure import Dependency
-from .nets import MLP, Net
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer, symbolic
+from flowdsl.layers.structure import Dependency
+from flowdsl.layers.nets import MLP, Net
 
 __all__ = ["Continuous", "DEFAULT_TOLERANCES", "DEFAULT_STEPS", "SMOOTH_ACTIVATION", "dynamics_net"]
 

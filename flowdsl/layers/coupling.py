@@ -6,8 +6,8 @@ elementwise). The checker proves the split is a partition and that the condition
 reads only kept positions; the declared Jacobian is "identity on kept, kept -> transformed".
 
 Example:
-    >>> from flowdsl.registry import LAYERS, LayerContext
-    >>> from flowdsl.values import Symbol
+    >>> from flowdsl.layers.registry import LAYERS, LayerContext
+    >>> from flowdsl.language.values import Symbol
     >>> layer = LAYERS.bind(Symbol("coupling affine", kwargs=(("mask", Symbol("half")),)))
     >>> info = layer.infer(LayerContext(shape=(4,)))
     >>> info.out_shape, info.params
@@ -23,11 +23,11 @@ import numpy as np
 from pydantic import Field
 from typing_extensions import Annotated
 
-from ..errors import SpecError
-from ..registry import NETS, Layer, LayerContext, LayerInfo, register_layer, symbolic
-from ..structure import Dependency
-from .masks import HalfMask, MaskField
-from .nets import MLP, Net
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import NETS, Layer, LayerContext, LayerInfo, register_layer, symbolic
+from flowdsl.layers.structure import Dependency
+from flowdsl.layers.masks import HalfMask, MaskField
+from flowdsl.layers.nets import MLP, Net
 
 __all__ = ["Coupling", "AdditiveCoupling", "AffineCoupling", "coupling_io"]
 

@@ -1,7 +1,7 @@
 """Base densities of flows (``base ...``) and output distributions of autoregressive models (``output ...``).
 
 Example:
-    >>> from flowdsl.registry import BASES
+    >>> from flowdsl.layers.registry import BASES
     >>> BASES.bind("normal").learnable
     False
 """
@@ -13,7 +13,7 @@ from typing import ClassVar
 from pydantic import Field
 from typing_extensions import Annotated
 
-from ..registry import BASES, OUTPUTS, PositiveInt, Spec
+from flowdsl.layers.registry import BASES, OUTPUTS, PositiveInt, Spec
 
 __all__ = ["Normal", "Logistic", "Categorical", "Bernoulli", "LogisticMixture"]
 

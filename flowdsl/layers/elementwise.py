@@ -1,7 +1,7 @@
 """Elementwise bijections: actnorm, batchnorm, logit preprocessing, dequantization.
 
 Example:
-    >>> from flowdsl.registry import LayerContext
+    >>> from flowdsl.layers.registry import LayerContext
     >>> ActNorm().infer(LayerContext(shape=(3, 4, 4))).params
     6
 """
@@ -13,9 +13,9 @@ from typing import ClassVar
 from pydantic import Field
 from typing_extensions import Annotated
 
-from ..errors import SpecError
-from ..registry import Finding, Layer, LayerContext, LayerInfo, choice, register_layer
-from ..structure import Dependency
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import Finding, Layer, LayerContext, LayerInfo, choice, register_layer
+from flowdsl.layers.structure import Dependency
 
 __all__ = ["ActNorm", "BatchNorm", "Logit", "Dequantize"]
 

@@ -11,8 +11,8 @@ so any parameter values give a bijection:
   ``R_ii R~_ii = tanh(.) tanh(.) in (-1, 1)``, which proves ``det(I + diag(h') R~ R) > 0``.
 
 Example:
-    >>> from flowdsl.registry import LAYERS, LayerContext
-    >>> from flowdsl.values import Symbol
+    >>> from flowdsl.layers.registry import LAYERS, LayerContext
+    >>> from flowdsl.language.values import Symbol
     >>> layer = LAYERS.bind(Symbol("sylvester", kwargs=(("kind", Symbol("householder")), ("rank", 2))))
     >>> info = layer.infer(LayerContext(shape=(4,)))
     >>> info.params, info.logdet
@@ -27,9 +27,9 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from ..errors import SpecError
-from ..registry import Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
-from ..structure import Dependency
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
+from flowdsl.layers.structure import Dependency
 
 __all__ = ["Planar", "Radial", "Sylvester", "sylvester_order"]
 

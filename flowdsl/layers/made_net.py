@@ -2,13 +2,13 @@
 
 ``made([h1, h2, ...], order=natural, activation=relu)`` is an MLP whose weights are masked
 so that the parameters of dimension ``i`` read only the dimensions before ``i`` in the
-order (Germain et al. 2015). Its masks come from :mod:`flowdsl.made`; the autoregressive
+order (Germain et al. 2015). Its masks come from :mod:`flowdsl.layers.made_masks`; the autoregressive
 layers call :func:`made_structure` to prove causality and :func:`narrow_findings` to warn
 when a hidden layer is too narrow to carry every dependency.
 
 Example:
-    >>> from flowdsl.values import Symbol
-    >>> from flowdsl.registry import NETS
+    >>> from flowdsl.language.values import Symbol
+    >>> from flowdsl.layers.registry import NETS
     >>> net = NETS.bind(Symbol("made", args=((8, 8),), kwargs=(("order", Symbol("reverse")),)))
     >>> net.hidden, net.order.describe(), net.param_count((3,), (6,))
     ((8, 8), 'reverse', 158)
@@ -26,10 +26,10 @@ import numpy as np
 from pydantic import BeforeValidator
 from typing_extensions import Annotated
 
-from .. import made
-from ..errors import SpecError
-from ..registry import NETS, Family, Finding, NonNegativeInt, Spec, choice
-from .nets import ACTIVATIONS, Hidden, Net, _linear, _shape
+from flowdsl.layers import made_masks as made
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import NETS, Family, Finding, NonNegativeInt, Spec, choice
+from flowdsl.layers.nets import ACTIVATIONS, Hidden, Net, _linear, _shape
 
 __all__ = ["AR_ORDERS", "ArOrder", "Natural", "Reverse", "RandomOrder", "ExplicitOrder", "OrderField", "MADE",
            "made_structure", "narrow_findings", "effective_order"]
@@ -38,7 +38,7 @@ AR_ORDERS = Family("order")
 
 
 class ArOrder(Spec):
-    """A generation order; :meth:`key` is the hashable form :func:`flowdsl.made.permutation` takes."""
+    """A generation order; :meth:`key` is the hashable form :func:`flowdsl.layers.made_masks.permutation` takes."""
 
     def key(self):  # pragma: no cover - abstract
         raise NotImplementedError

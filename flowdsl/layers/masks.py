@@ -19,9 +19,9 @@ import numpy as np
 from pydantic import BeforeValidator
 from typing_extensions import Annotated
 
-from ..errors import SpecError
-from ..registry import Family, Spec, _strict_int
-from ..values import Symbol
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import Family, Spec, _strict_int
+from flowdsl.language.values import Symbol
 
 __all__ = ["MASKS", "Mask", "HalfMask", "Checkerboard", "ChannelMask", "ExplicitMask", "MaskField"]
 

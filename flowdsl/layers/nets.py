@@ -19,8 +19,8 @@ from typing import ClassVar
 from pydantic import Field
 from typing_extensions import Annotated
 
-from ..errors import SpecError
-from ..registry import NETS, PositiveInt, Spec, choice
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import NETS, PositiveInt, Spec, choice
 
 __all__ = ["Net", "MLP", "ResNet", "ConvNet", "ACTIVATIONS"]
 

@@ -33,12 +33,11 @@ from typing import ClassVar
 from pydantic import BeforeValidator, Field
 from typing_extensions import Annotated
 
-from ..errors import SpecError
-from ..registry import NETS, Family, Layer, LayerContext, LayerInfo, NonNegativeInt, PositiveInt, Spec, choice, \
-    register_layer, symbolic
-from ..structure import Dependency
-from ..values import Symbol
-from .nets import Hidden, Net, _linear
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import NETS, Family, Layer, LayerContext, LayerInfo, NonNegativeInt, PositiveInt, Spec, choice, register_layer, symbolic
+from flowdsl.layers.structure import Dependency
+from flowdsl.language.values import Symbol
+from flowdsl.layers.nets import Hidden, Net, _linear
 
 __all__ = [
     "LipschitzMLP", "LOGDETS", "LogdetEstimator", "PowerSeries", "RussianRoulette", "ExactLogdet", "Residual",

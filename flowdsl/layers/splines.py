@@ -13,8 +13,8 @@ transformed split and the net's input/output shapes are those of every coupling
   linear tails continuing the end slopes, inverse by a bracketed Newton search inside the bin.
 
 Example:
-    >>> from flowdsl.registry import LAYERS, LayerContext
-    >>> from flowdsl.values import Symbol
+    >>> from flowdsl.layers.registry import LAYERS, LayerContext
+    >>> from flowdsl.language.values import Symbol
     >>> layer = LAYERS.bind(Symbol("coupling rq_spline", kwargs=(("bins", 4),)))
     >>> info = layer.infer(LayerContext(shape=(4,)))
     >>> info.meta["net_out"], info.meta["report"]
@@ -29,8 +29,8 @@ from typing import ClassVar
 from pydantic import BeforeValidator, Field
 from typing_extensions import Annotated
 
-from ..registry import LayerContext, LayerInfo, _strict_int, register_layer
-from .coupling import Coupling
+from flowdsl.layers.registry import LayerContext, LayerInfo, _strict_int, register_layer
+from flowdsl.layers.coupling import Coupling
 
 __all__ = ["Bins", "Bound", "spline_params_per_dim", "spline_summary", "RQSplineCoupling", "CubicSplineCoupling"]
 

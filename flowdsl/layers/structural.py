@@ -3,7 +3,7 @@
 Index arrays are computed here, once, with numpy; the runtime receives them.
 
 Example:
-    >>> from flowdsl.registry import LayerContext
+    >>> from flowdsl.layers.registry import LayerContext
     >>> Squeeze().infer(LayerContext(shape=(1, 4, 4))).out_shape
     (4, 2, 2)
 """
@@ -16,9 +16,9 @@ import numpy as np
 from pydantic import BeforeValidator, Field
 from typing_extensions import Annotated
 
-from ..errors import SpecError
-from ..registry import Family, Layer, LayerContext, LayerInfo, NonNegativeInt, Spec, register_layer
-from ..structure import Dependency
+from flowdsl.errors import SpecError
+from flowdsl.layers.registry import Family, Layer, LayerContext, LayerInfo, NonNegativeInt, Spec, register_layer
+from flowdsl.layers.structure import Dependency
 
 __all__ = ["Permute", "InvConv1x1", "Squeeze", "Split", "ORDERS", "squeeze_source", "permutation_indices"]
 

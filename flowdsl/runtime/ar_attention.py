@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..layers.ar_attention import head_masks
-from .ar_cache import Plan, Pointwise, Stepper
-from .base import BuildNode
+from flowdsl.layers.ar_attention import head_masks
+from flowdsl.runtime.ar_cache import Plan, Pointwise, Stepper
+from flowdsl.runtime.base import BuildNode
 
 __all__ = ["Attention", "PositionMLP", "build_attention", "build_mlp", "flex_available"]
 

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..layers.ar_basic import made_layer_masks
-from ..layers.ar_conv import kernel_mask
-from .base import BuildNode
+from flowdsl.layers.ar_basic import made_layer_masks
+from flowdsl.layers.ar_conv import kernel_mask
+from flowdsl.runtime.base import BuildNode
 
 __all__ = ["FVBN", "NADE", "MADE", "ReLU", "GroupedLinear", "build_fvbn", "build_nade", "build_made",
            "build_relu", "build_conv1x1"]

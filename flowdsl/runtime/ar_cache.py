@@ -49,9 +49,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..causality import layout_of
-from .ar_basic import GroupedLinear, ReLU
-from .ar_conv import GatedBlock, MaskedConv2d
+from flowdsl.analysis.causality import layout_of
+from flowdsl.runtime.ar_basic import GroupedLinear, ReLU
+from flowdsl.runtime.ar_conv import GatedBlock, MaskedConv2d
 
 __all__ = ["Plan", "Stepper", "Pointwise", "STEPPERS", "register_stepper", "stepper_for", "supports", "fill",
            "step_conditionals", "gate"]

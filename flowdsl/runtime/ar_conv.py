@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..layers.ar_conv import kernel_mask
-from .ar_basic import GroupedLinear
-from .base import BuildNode
+from flowdsl.layers.ar_conv import kernel_mask
+from flowdsl.runtime.ar_basic import GroupedLinear
+from flowdsl.runtime.base import BuildNode
 
 __all__ = ["MaskedConv2d", "GatedBlock", "build_masked_conv", "build_gated_block", "shift_down"]
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .ar_conv import MaskedConv2d, shift_down
-from .base import BuildNode
+from flowdsl.runtime.ar_conv import MaskedConv2d, shift_down
+from flowdsl.runtime.base import BuildNode
 
 __all__ = ["RowLSTM", "DiagonalBiLSTM", "build_row_lstm", "build_diagonal_bilstm", "skew", "unskew"]
 

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .ar_cache import Plan, Stepper, gate
-from .base import BuildNode
+from flowdsl.runtime.ar_cache import Plan, Stepper, gate
+from flowdsl.runtime.base import BuildNode
 
 __all__ = ["Embed", "TapConv1d", "GatedResidual", "ByteNetBlock", "History", "build_embed", "build_causal_conv",
            "build_gated_residual", "build_bytenet_block"]

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..layers.ar_texture import gaussian_weights
-from .ar_cache import Plan, Stepper
-from .base import BuildNode
+from flowdsl.layers.ar_texture import gaussian_weights
+from flowdsl.runtime.ar_cache import Plan, Stepper
+from flowdsl.runtime.base import BuildNode
 
 __all__ = ["NonParametric", "build_nonparametric"]
 

@@ -23,12 +23,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..layers.ar_conv import kernel_mask
-from ..layers.ar_video import encoder_dilations
-from .ar_basic import GroupedLinear
-from .ar_cache import GatedBlockStepper, Plan, Stepper, gate
-from .ar_conv import shift_down
-from .base import BuildNode
+from flowdsl.layers.ar_conv import kernel_mask
+from flowdsl.layers.ar_video import encoder_dilations
+from flowdsl.runtime.ar_basic import GroupedLinear
+from flowdsl.runtime.ar_cache import GatedBlockStepper, Plan, Stepper, gate
+from flowdsl.runtime.ar_conv import shift_down
+from flowdsl.runtime.base import BuildNode
 
 __all__ = ["VideoEncoder", "PixelDecoder", "CondGatedBlock", "build_video_encoder", "build_pixel_decoder"]
 

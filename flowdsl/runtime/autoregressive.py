@@ -12,7 +12,7 @@ features per grid position, grouped by colour channel), unless the first layer's
 ``h [B, F, *grid]`` to ``h'``; a module with ``streams = True`` is called ``layer(h, context,
 extra) -> (h', extra')`` with a dict of further streams (the vertical stack; ``"skip"``: summed
 skip connections, which the next stream-unaware layer and the head read instead of ``h``),
-as in :mod:`flowdsl.causality`. The head (a 1x1 projection, mask B over colour groups) maps
+as in :mod:`flowdsl.analysis.causality`. The head (a 1x1 projection, mask B over colour groups) maps
 the last features to the output parameters.
 
 With a MADE of K masks, ``mask_index`` picks the mask whose ``order`` and ``conditionals``
@@ -40,11 +40,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..causality import generation_orders
-from ..compiler import COMPILERS, build_node
-from ..ir import layer_nodes
-from .ar_basic import GroupedLinear
-from .outputs import build_output
+from flowdsl.analysis.causality import generation_orders
+from flowdsl.runtime.compiler import COMPILERS, build_node
+from flowdsl.analysis.ir import layer_nodes
+from flowdsl.runtime.ar_basic import GroupedLinear
+from flowdsl.runtime.outputs import build_output
 
 __all__ = ["CompiledAR", "compile_autoregressive"]
 
@@ -214,7 +214,7 @@ class CompiledAR(nn.Module):
         ``cached``: one incremental step per position through the layers' caches
         (:mod:`flowdsl.runtime.ar_cache`) when every layer has one; the naive loop otherwise."""
         if cached:
-            from .ar_cache import fill, supports
+            from flowdsl.runtime.ar_cache import fill, supports
 
             if supports(self, config):
                 return fill(self, x, known, ctx, bar)

@@ -33,11 +33,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Bijection, BuildNode
-from .made import MADE
-from .monotone import DSF, SOS, UMNN
-from .nets import build_net
-from .splines import CubicSpline, RQSpline
+from flowdsl.runtime.base import Bijection, BuildNode
+from flowdsl.runtime.made import MADE
+from flowdsl.runtime.monotone import DSF, SOS, UMNN
+from flowdsl.runtime.nets import build_net
+from flowdsl.runtime.splines import CubicSpline, RQSpline
 
 __all__ = ["Affine", "AutoregressiveFlow", "build_autoregressive", "TRANSFORMERS"]
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import torch
 from torchdiffeq import odeint
 
-from ..estimators import exact_logdet_enabled
-from .base import Bijection, BuildNode
-from .nets import build_net
-from .residual import rademacher
+from flowdsl.runtime.estimators import exact_logdet_enabled
+from flowdsl.runtime.base import Bijection, BuildNode
+from flowdsl.runtime.nets import build_net
+from flowdsl.runtime.residual import rademacher
 
 __all__ = ["Continuous", "exact_trace"]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Bijection, BuildNode, sum_except_batch
-from .nets import build_net
+from flowdsl.runtime.base import Bijection, BuildNode, sum_except_batch
+from flowdsl.runtime.nets import build_net
 
 __all__ = ["Coupling", "build_coupling"]
 

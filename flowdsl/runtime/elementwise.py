@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Bijection, BuildNode, sum_except_batch
+from flowdsl.runtime.base import Bijection, BuildNode, sum_except_batch
 
 __all__ = ["ActNorm", "BatchNorm", "Logit", "Dequantize"]
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .structural import Split, Squeeze
+from flowdsl.runtime.structural import Split, Squeeze
 
 __all__ = ["CompiledFlow"]
 

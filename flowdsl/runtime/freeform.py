@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Bijection, BuildNode
+from flowdsl.runtime.base import Bijection, BuildNode
 
 __all__ = ["Planar", "Radial", "Sylvester", "solve_tanh_shift", "inverse_tol", "bjorck_orthonormal"]
 

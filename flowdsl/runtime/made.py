@@ -1,4 +1,4 @@
-"""The MADE conditioner in torch: masked linear layers whose masks come from :mod:`flowdsl.made`.
+"""The MADE conditioner in torch: masked linear layers whose masks come from :mod:`flowdsl.layers.made_masks`.
 
 The masks are computed once (numpy, cached) and stored as buffers; each forward multiplies
 the weights by them, so a masked weight never influences an output, whatever its value.
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import made as made_math
-from .nets import activation
+from flowdsl.layers import made_masks as made_math
+from flowdsl.runtime.nets import activation
 
 __all__ = ["MaskedLinear", "MADE", "build_made"]
 

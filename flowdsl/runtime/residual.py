@@ -30,9 +30,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..estimators import exact_logdet_enabled
-from .base import Bijection, BuildNode
-from .nets import FeatureNet, activation
+from flowdsl.runtime.estimators import exact_logdet_enabled
+from flowdsl.runtime.base import Bijection, BuildNode
+from flowdsl.runtime.nets import FeatureNet, activation
 
 __all__ = [
     "SpectralLinear", "LipSwish", "build_lipschitz_mlp", "Residual", "hutchinson_series", "exact_residual_logdet",
@@ -204,7 +204,7 @@ class Residual(Bijection):
 
     @classmethod
     def build(cls, layer, node: BuildNode):
-        from .nets import build_net
+        from flowdsl.runtime.nets import build_net
 
         net = build_net(layer.net, node.meta["net_in"], node.meta["net_out"], node.context_features)
         return cls(net, layer.logdet, node.meta["lipschitz"])

@@ -34,10 +34,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Bijection, BuildNode, sum_except_batch
-from .coupling import Coupling
-from .monotone import attach_root_gradient, solve_increasing
-from .nets import build_net
+from flowdsl.runtime.base import Bijection, BuildNode, sum_except_batch
+from flowdsl.runtime.coupling import Coupling
+from flowdsl.runtime.monotone import attach_root_gradient, solve_increasing
+from flowdsl.runtime.nets import build_net
 
 __all__ = ["RQSpline", "CubicSpline", "SplineCoupling", "build_spline_coupling", "knots"]
 

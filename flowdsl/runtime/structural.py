@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Bijection, BuildNode
+from flowdsl.runtime.base import Bijection, BuildNode
 
 __all__ = ["Permute", "InvConv1x1", "Squeeze", "Split"]
 

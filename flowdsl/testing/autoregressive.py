@@ -4,7 +4,7 @@ Works on any model with the autoregressive API: ``input_shape``, ``levels``, ``o
 (flattened positions in generation order), ``conditionals(x, context) -> [B, N, P]``,
 ``log_prob(x, context) -> [B]`` and ``sample(n, context)``; optionally ``context_shape`` /
 ``classes`` (labels), ``configurations`` and ``mask_index`` (several orders, as MADE's masks),
-and ``ir`` (the checker's proved dependency sets, :func:`flowdsl.causality.dependency_sets`).
+and ``ir`` (the checker's proved dependency sets, :func:`flowdsl.analysis.causality.dependency_sets`).
 
 - **causality**: changing the input at position k never changes the conditional of a position
   generated no later than k (Hypothesis draws x, k and the new value; a failure shrinks);
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from .search import Mismatch, PropertyFailure, search
-from .strategies import inputs
+from flowdsl.testing.search import Mismatch, PropertyFailure, search
+from flowdsl.testing.strategies import inputs
 
 __all__ = ["check_autoregressive", "MAX_CONFIGURATIONS"]
 
@@ -51,7 +51,7 @@ def _declared(model, config: int):
     ir = getattr(model, "ir", None)
     if ir is None or getattr(ir.header, "kind", None) != "autoregressive":
         return None
-    from ..causality import dependency_sets
+    from flowdsl.analysis.causality import dependency_sets
 
     try:
         return dependency_sets(ir, config)
@@ -113,7 +113,7 @@ def _completeness(model, rank, expected, tol, labels_fn, rounds: int = 3, per_ro
             break
         import copy
 
-        from .jacobian import perturb_parameters
+        from flowdsl.testing.jacobian import perturb_parameters
 
         twin = perturb_parameters(copy.deepcopy(model), scale=0.5, seed=k)
         observed |= _observe(twin, rank, expected & ~observed, tol, labels_fn, rounds, per_round, seed=k)
@@ -175,7 +175,7 @@ def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, 
     ``normalisation`` (``|log sum p|``; None when skipped; ``no_likelihood`` says why when ``log_prob``
     raises NotImplementedError), ``examples``. Raises :class:`PropertyFailure`.
     """
-    from .properties import _ref, describe_module
+    from flowdsl.testing.properties import _ref, describe_module
 
     dtype, device = _ref(model)
     tol = tol if tol is not None else (1e-10 if dtype == torch.float64 else 1e-5)

@@ -28,9 +28,9 @@ import math
 import numpy as np
 import torch
 
-from .jacobian import brute_force_logdet, per_example_jacobian
-from .search import Mismatch, PropertyFailure, search
-from .strategies import inputs, labels, one_hot
+from flowdsl.testing.jacobian import brute_force_logdet, per_example_jacobian
+from flowdsl.testing.search import Mismatch, PropertyFailure, search
+from flowdsl.testing.strategies import inputs, labels, one_hot
 
 __all__ = ["check_bijection", "check_structure", "PropertyFailure", "default_tolerances", "describe_module",
            "input_domain", "MAX_BRUTE_FORCE_DIM"]
@@ -81,7 +81,7 @@ def _is_flow(module) -> bool:
 
 
 def _bijection_errors(module, x, context, roundtrip_tol, logdet_tol, brute_force: bool) -> dict:
-    from ..estimators import exact_logdet
+    from flowdsl.runtime.estimators import exact_logdet
 
     flow = _is_flow(module)
     case = {"x": x} if context is None else {"x": x, "context": context}
@@ -125,7 +125,7 @@ def input_domain(module):
     ir = getattr(module, "ir", None)
     if ir is None or getattr(module, "levels", None) is not None:
         return None
-    from ..ir import layer_nodes
+    from flowdsl.analysis.ir import layer_nodes
 
     nodes = layer_nodes(ir.graph)
     return ir.graph.nodes[nodes[0]]["meta"].get("domain") if nodes else None
@@ -206,7 +206,7 @@ def _layer_label(node, i: int) -> str:
 
 
 def _structure_errors(model, x, labels_, tol: float) -> dict:
-    from ..ir import layer_nodes
+    from flowdsl.analysis.ir import layer_nodes
 
     g = model.ir.graph
     ctx = None
@@ -242,7 +242,7 @@ def check_structure(model, x=None, context=None, *, examples: int = 10, batch: i
     """Every layer of a compiled flow honours the dependency structure its rule declares.
 
     The Jacobian of each layer, at the input that reaches it, is zero wherever the declared
-    :class:`~flowdsl.structure.Dependency` forbids a dependency (up to ``tol`` relative to its
+    :class:`~flowdsl.layers.structure.Dependency` forbids a dependency (up to ``tol`` relative to its
     largest entry). Layers whose input has more than :data:`MAX_BRUTE_FORCE_DIM` numbers are skipped.
     """
     dtype, device = _ref(model)

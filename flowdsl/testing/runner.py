@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FlowDSLError
-from .search import PropertyFailure
+from flowdsl.errors import FlowDSLError
+from flowdsl.testing.search import PropertyFailure
 
 __all__ = ["Result", "Subject", "PROPERTIES", "subjects", "run_property", "run_file", "format_table"]
 
@@ -75,9 +75,9 @@ class Subject:
     def _compile(self, text: str):
         import torch
 
-        from ..api import analyze_source
-        from ..compiler import compile_model
-        from .jacobian import perturb_parameters
+        from flowdsl.api import analyze_source
+        from flowdsl.runtime.compiler import compile_model
+        from flowdsl.testing.jacobian import perturb_parameters
 
         analysis = analyze_source(text, self.path)
         if not analysis.ok:
@@ -112,7 +112,7 @@ class Subject:
         """``(model, description)`` of a tiny configuration (the declared one if it is small enough)."""
         key = ("tiny", max_size, max_configurations)
         if key not in self._cache:
-            from .tiny import shrink_source
+            from flowdsl.testing.tiny import shrink_source
 
             cfg = shrink_source(self.text, self.path, self.name, max_size=max_size,
                                 max_configurations=max_configurations)
@@ -142,7 +142,7 @@ def _params(s: Subject, examples, seed):
 def _shapes(s: Subject, examples, seed):
     import torch
 
-    from ..ir import layer_nodes
+    from flowdsl.analysis.ir import layer_nodes
 
     model = s.model
     g = model.ir.graph
@@ -161,7 +161,7 @@ def _shapes(s: Subject, examples, seed):
 
 
 def _bijection(s: Subject, examples, seed):
-    from .properties import MAX_BRUTE_FORCE_DIM, check_bijection
+    from flowdsl.testing.properties import MAX_BRUTE_FORCE_DIM, check_bijection
 
     model, where = s.tiny(MAX_BRUTE_FORCE_DIM)
     report = check_bijection(model, examples=examples, seed=seed)
@@ -176,7 +176,7 @@ def _bijection(s: Subject, examples, seed):
 
 
 def _structure(s: Subject, examples, seed):
-    from .properties import MAX_BRUTE_FORCE_DIM, check_structure
+    from flowdsl.testing.properties import MAX_BRUTE_FORCE_DIM, check_structure
 
     model, where = s.tiny(MAX_BRUTE_FORCE_DIM)
     report = check_structure(model, examples=max(1, examples // 2), seed=seed)
@@ -206,7 +206,7 @@ def _flow_sampling(s: Subject, examples, seed):
 
 # ----------------------------------------------------------------------------- autoregressive properties
 def _causality(s: Subject, examples, seed):
-    from .autoregressive import check_autoregressive
+    from flowdsl.testing.autoregressive import check_autoregressive
 
     report = check_autoregressive(s.model, examples=examples, seed=seed, complete=False, normalisation=False,
                                   sampling=False)
@@ -214,13 +214,13 @@ def _causality(s: Subject, examples, seed):
 
 
 def _ar_tiny(s: Subject):
-    from .autoregressive import MAX_CONFIGURATIONS
+    from flowdsl.testing.autoregressive import MAX_CONFIGURATIONS
 
     return s.tiny(64, MAX_CONFIGURATIONS)
 
 
 def _completeness(s: Subject, examples, seed):
-    from .autoregressive import check_autoregressive
+    from flowdsl.testing.autoregressive import check_autoregressive
 
     model, where = _ar_tiny(s)
     report = check_autoregressive(model, causality=False, normalisation=False, sampling=False, seed=seed)
@@ -230,7 +230,7 @@ def _completeness(s: Subject, examples, seed):
 
 
 def _normalisation(s: Subject, examples, seed):
-    from .autoregressive import check_autoregressive
+    from flowdsl.testing.autoregressive import check_autoregressive
 
     model, where = _ar_tiny(s)
     report = check_autoregressive(model, causality=False, complete=False, sampling=False, seed=seed)
@@ -240,7 +240,7 @@ def _normalisation(s: Subject, examples, seed):
 
 
 def _ar_sampling(s: Subject, examples, seed):
-    from .autoregressive import check_autoregressive
+    from flowdsl.testing.autoregressive import check_autoregressive
 
     model, where = _ar_tiny(s)
     check_autoregressive(model, causality=False, complete=False, normalisation=False, seed=seed)
@@ -259,7 +259,7 @@ PROPERTIES = {
 # ----------------------------------------------------------------------------- running
 def subjects(path, seed: int = 0) -> list[Subject]:
     """The models of a spec file (FlowDSLError if it does not check)."""
-    from ..api import analyze_file
+    from flowdsl.api import analyze_file
 
     path = str(path)
     analysis = analyze_file(path)

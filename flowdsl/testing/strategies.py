@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
-from ..errors import FlowDSLError, SpecError
-from ..registry import LAYERS, OUTPUTS, Family, Layer, LayerContext, Spec
-from ..values import Symbol, describe
-from .inputs import EXPLICIT_MAX, inputs, labels, one_hot
+from flowdsl.errors import FlowDSLError, SpecError
+from flowdsl.layers.registry import LAYERS, OUTPUTS, Family, Layer, LayerContext, Spec
+from flowdsl.language.values import Symbol, describe
+from flowdsl.testing.inputs import EXPLICIT_MAX, inputs, labels, one_hot
 
 __all__ = [
     "inputs", "labels", "one_hot", "values_for", "arguments", "call_text", "layer_calls", "LayerDraw", "specs",
@@ -145,7 +145,7 @@ def values_for(annotation, metadata=(), *, small: bool = True, extreme: bool = F
 
     Example:
         >>> from hypothesis import find
-        >>> from flowdsl.registry import PositiveInt
+        >>> from flowdsl.layers.registry import PositiveInt
         >>> find(values_for(PositiveInt), lambda v: v > 3)
         4
     """
@@ -272,7 +272,7 @@ def layer_calls(draw, ctx: LayerContext, *, names=None, small: bool = True, extr
 
     Example:
         >>> from hypothesis import find
-        >>> from flowdsl.registry import LayerContext
+        >>> from flowdsl.layers.registry import LayerContext
         >>> find(layer_calls(LayerContext(shape=(4,)), names=["permute"]), lambda d: True).text
         'permute'
     """
@@ -324,7 +324,7 @@ def specs(draw, kind: str = "flow", *, max_layers: int = 4, min_layers: int = 1,
         max_size: reject inputs with more numbers than this.
         exclude: ``exclude(text) -> bool``: layer calls and spec texts never to use (known problems, say).
     """
-    from ..api import analyze_source
+    from flowdsl.api import analyze_source
 
     ext = "flow" if kind == "flow" else "ar"
     t, shape, levels = draw(_input(kind, small))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .. import ast
+from flowdsl.language import ast
 
 __all__ = ["TinyConfig", "input_spans", "with_input", "shrink_source"]
 
@@ -48,7 +48,7 @@ def _offset(text: str, line: int, column: int) -> int:
 
 
 def _input_decl(text: str, filename: str, model: str) -> ast.InputDecl | None:
-    from ..syntax import parse_program
+    from flowdsl.language.syntax import parse_program
 
     prog = parse_program(text, filename)
     for m in prog.models:
@@ -123,8 +123,8 @@ def shrink_source(text: str, filename: str, model: str, *, max_size: int = 64, m
     ``max_configurations``: also shrink the levels of an autoregressive model so that
     ``levels ** N`` is at most this (for the normalisation check). None when nothing smaller works.
     """
-    from ..api import analyze_source
-    from ..ir import layer_nodes
+    from flowdsl.api import analyze_source
+    from flowdsl.analysis.ir import layer_nodes
 
     analysis = analyze_source(text, filename, limits)
     if not analysis.ok or model not in analysis.models:

@@ -37,7 +37,7 @@ def _require(module: str):
     try:
         return __import__(module, fromlist=["_"])
     except ImportError:
-        from .errors import Diagnostic, FlowDSLError, Pos
+        from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
         raise FlowDSLError([Diagnostic(Pos("plot"), "error", f"pictures need the '{module.split('.')[0]}' package",
                                        "pip install 'flowdsl[plot]'")]) from None

@@ -5,7 +5,7 @@ range), or a :class:`Symbol`: a bare name or a call such as ``half``, ``checkerb
 or ``mlp([64, 64])``, which the registry later binds to a typed spec.
 
 Example:
-    >>> from flowdsl.syntax import parse_program
+    >>> from flowdsl.language.syntax import parse_program
     >>> let = parse_program("let w = [2 ** 3, 1..3]\\n", "c.flow").items[0]
     >>> evaluate(let.value, {})
     (8, (1, 2, 3))
@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
-from . import ast
-from .errors import Pos, SpecError
+from flowdsl.language import ast
+from flowdsl.errors import Pos, SpecError
 
 __all__ = ["Symbol", "Value", "evaluate", "describe", "MAX_INT", "MAX_LIST"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import Diagnostic, FlowDSLError
-from .ir import ModelIR, layer_nodes
-from .runtime.base import BuildNode
-from .runtime.nets import resolve
+from flowdsl.errors import Diagnostic, FlowDSLError
+from flowdsl.analysis.ir import ModelIR, layer_nodes
+from flowdsl.runtime.base import BuildNode
+from flowdsl.runtime.nets import resolve
 
 __all__ = ["compile_model", "build_node", "COMPILERS"]
 
@@ -35,7 +35,7 @@ def build_node(ir: ModelIR, n, spec_dir: str = "."):
 
 
 def _compile_flow(ir: ModelIR, unit):
-    from .runtime.flow import CompiledFlow
+    from flowdsl.runtime.flow import CompiledFlow
 
     spec_dir = str(Path(unit.main).parent)
     layers = [build_node(ir, n, spec_dir) for n in layer_nodes(ir.graph)]

@@ -18,7 +18,7 @@ __all__ = ["add_commands", "cmd_train", "cmd_eval"]
 
 
 def cmd_train(args) -> int:
-    from .training import train
+    from flowdsl.training.trainer import train
 
     output = args.output or args.resume
     if output is None:
@@ -39,9 +39,9 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .data import fit, load_data
-    from .training import evaluate, tensors
+    from flowdsl.checkpoint import load_checkpoint
+    from flowdsl.training.data import fit, load_data
+    from flowdsl.training.trainer import evaluate, tensors
 
     model, payload = load_checkpoint(args.checkpoint, return_payload=True)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

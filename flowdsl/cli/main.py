@@ -17,16 +17,16 @@ import sys
 from importlib import import_module
 from pathlib import Path
 
-from .errors import FlowDSLError, render_all
+from flowdsl.errors import FlowDSLError, render_all
 
 __all__ = ["main", "EXTENSIONS"]
 
 #: modules that add subcommands: each has ``add_commands(subparsers)`` (one module per group of commands)
-EXTENSIONS: list[str] = ["flowdsl.cli_train", "flowdsl.cli_draw", "flowdsl.cli_test"]
+EXTENSIONS: list[str] = ["flowdsl.cli.train", "flowdsl.cli.draw", "flowdsl.cli.testcmd"]
 
 
 def _limits(args):
-    from .expand import Limits
+    from flowdsl.language.expand import Limits
 
     kw = {}
     if getattr(args, "max_layers", None):
@@ -48,8 +48,8 @@ def _shape(shape) -> str:
 
 # ----------------------------------------------------------------------------- parse
 def cmd_parse(args) -> int:
-    from . import ast
-    from .syntax import parse_program
+    from flowdsl.language import ast
+    from flowdsl.language.syntax import parse_program
 
     status = 0
     for path in args.files:
@@ -78,7 +78,7 @@ def cmd_parse(args) -> int:
 
 
 def _count(body) -> int:
-    from . import ast
+    from flowdsl.language import ast
 
     n = 0
     for s in body:
@@ -90,7 +90,7 @@ def _count(body) -> int:
 
 # ----------------------------------------------------------------------------- check
 def cmd_check(args) -> int:
-    from .api import analyze_file
+    from flowdsl.api import analyze_file
 
     status = 0
     for path in args.files:
@@ -111,7 +111,7 @@ def cmd_check(args) -> int:
 
 # ----------------------------------------------------------------------------- compile
 def _report(model, ir, path: str) -> str:
-    from .ir import layer_nodes
+    from flowdsl.analysis.ir import layer_nodes
 
     h = ir.header
     g = ir.graph
@@ -146,7 +146,7 @@ def _runtime_shapes(model, ir) -> str:
     """Run a batch of zeros through the compiled flow and compare every layer's shape with the IR."""
     import torch
 
-    from .ir import layer_nodes
+    from flowdsl.analysis.ir import layer_nodes
 
     if ir.header.kind != "flow" or not hasattr(model, "layers"):
         return ""
@@ -171,7 +171,7 @@ def _runtime_shapes(model, ir) -> str:
 
 
 def cmd_compile(args) -> int:
-    from .api import analyze_file
+    from flowdsl.api import analyze_file
 
     analysis = analyze_file(args.file, _limits(args))
     _print_diagnostics(analysis.diagnostics, analysis.sources)
@@ -182,8 +182,8 @@ def cmd_compile(args) -> int:
         print(f"{args.file}: error: the file defines several models ({', '.join(names)}); pick one with --model "
               f"to save it", file=sys.stderr)
         return 1
-    from .compiler import compile_model
-    from .checkpoint import save_checkpoint
+    from flowdsl.runtime.compiler import compile_model
+    from flowdsl.checkpoint import save_checkpoint
 
     for name in names:
         ir = analysis.model(name)
@@ -218,7 +218,7 @@ def _signature(cls) -> str:
 
 
 def _value_text(value) -> str:
-    from .values import describe
+    from flowdsl.language.values import describe
 
     if isinstance(value, str) and value.isidentifier():
         return value  # a bare word, as written in specs
@@ -226,8 +226,8 @@ def _value_text(value) -> str:
 
 
 def cmd_layers(args) -> int:
-    from . import layers  # noqa: F401
-    from .registry import LAYERS, NETS
+    from flowdsl import layers  # noqa: F401
+    from flowdsl.layers.registry import LAYERS, NETS
 
     md = getattr(args, "markdown", False)
     if md:

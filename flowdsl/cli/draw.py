@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Diagnostic, FlowDSLError, Pos
+from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
 __all__ = ["add_commands", "occluded", "write_output", "cmd_sample", "cmd_complete", "cmd_interpolate", "cmd_graph"]
 
@@ -96,8 +96,8 @@ def _density(model, samples: np.ndarray, data=None):
 
 def write_output(model, x: np.ndarray, path, cols: int | None = None, rgb=None, data=None, rate: int = 16000) -> str:
     """Write samples ``x`` ([N, *input_shape]) to ``path`` by its suffix; returns what was written."""
-    from . import plotting
-    from .data import mu_law_decode
+    from flowdsl.cli import plotting
+    from flowdsl.training.data import mu_law_decode
 
     path = Path(path)
     suffix, kind = path.suffix.lower(), _kind(model)
@@ -156,7 +156,7 @@ def _context(model, n: int, label):
 def _load(path, device):
     import torch
 
-    from .checkpoint import load_checkpoint
+    from flowdsl.checkpoint import load_checkpoint
 
     model, payload = load_checkpoint(path, return_payload=True)
     model.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
@@ -165,7 +165,7 @@ def _load(path, device):
 
 
 def _dataset(model, name):
-    from .data import fit, load_data
+    from flowdsl.training.data import fit, load_data
 
     header = model.ir.header
     return fit(load_data(name, shape=header.input.shape, levels=header.input.levels), header, model.spec["sources"])
@@ -238,7 +238,7 @@ def cmd_complete(args) -> int:
     out = model.complete(batch, known, None if ctx is None else ctx.to(dev)).cpu().numpy()
     images = _as_images(model, np.concatenate([x[None], out]))
     if Path(args.output).suffix.lower() == ".png" and images is not None:
-        from .plotting import OCCLUDED, to_rgb
+        from flowdsl.cli.plotting import OCCLUDED, to_rgb
 
         rgb = to_rgb(images, model.levels)
         shown = rgb[0].copy()
@@ -284,7 +284,7 @@ def cmd_interpolate(args) -> int:
         xt = xt.floor().clamp(0, model.levels - 1).long()
     xt = xt.cpu().numpy()
     if Path(args.output).suffix.lower() == ".png" and model.input_shape == (2,):
-        from .plotting import path_plot
+        from flowdsl.cli.plotting import path_plot
 
         w, h = path_plot(xt, args.output, data=ds.test, title=f"{model.name}: latent interpolation")
         what = f"a path of {args.steps} points, {w}x{h} pixels"
@@ -295,9 +295,9 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    from .api import analyze_file
-    from .cli import _print_diagnostics
-    from .graph import draw, to_dot
+    from flowdsl.api import analyze_file
+    from flowdsl.cli.main import _print_diagnostics
+    from flowdsl.cli.graph import draw, to_dot
 
     analysis = analyze_file(args.spec)
     _print_diagnostics(analysis.diagnostics, analysis.sources)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Diagnostic, FlowDSLError, Pos
+from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
 __all__ = ["Dataset", "DATASETS", "load_data", "fit", "describe_shape", "mu_law_encode", "mu_law_decode"]
 

@@ -5,7 +5,7 @@ range-checked by the registry), its position, and the chain of block calls that 
 it. Problems become diagnostics; expansion goes on past them, so that all are reported.
 
 Example:
-    >>> from flowdsl.loader import load_source
+    >>> from flowdsl.language.loader import load_source
     >>> import flowdsl.layers
     >>> unit = load_source("flow f {\\n  input x: vector[4]\\n  repeat 2 { permute(reverse) }\\n}\\n", "f.flow")
     >>> header, sites = expand_model(unit, unit.models[0], Limits())
@@ -21,10 +21,10 @@ from typing import Any
 
 import networkx as nx
 
-from . import ast
-from .errors import Diagnostic, Pos, SpecError
-from .registry import BASES, LAYERS, OUTPUTS, Layer, Spec, suggest
-from .values import Symbol, Value, describe, evaluate
+from flowdsl.language import ast
+from flowdsl.errors import Diagnostic, Pos, SpecError
+from flowdsl.layers.registry import BASES, LAYERS, OUTPUTS, Layer, Spec, suggest
+from flowdsl.language.values import Symbol, Value, describe, evaluate
 
 __all__ = ["Limits", "Site", "InputInfo", "ConditionInfo", "ModelHeader", "expand_model", "block_cycles"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .errors import Diagnostic, FlowDSLError, Pos
+from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
 __all__ = ["parse_text", "file_kind", "get_parser", "MAX_TOKENS", "MAX_NAME"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from .ir import main_path
+from flowdsl.analysis.ir import main_path
 
 __all__ = ["node_labels", "to_dot", "draw", "layout"]
 
@@ -108,7 +108,7 @@ def layout(graph: nx.DiGraph) -> dict:
 
 
 def _matplotlib(ir, path: Path) -> None:
-    from .plotting import _require
+    from flowdsl.cli.plotting import _require
 
     mpl = _require("matplotlib")
     mpl.use("Agg", force=False)

@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Dataset, fit, load_data
-from .errors import Diagnostic, FlowDSLError, Pos
+from flowdsl.checkpoint import load_checkpoint, save_checkpoint
+from flowdsl.training.data import Dataset, fit, load_data
+from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
 __all__ = ["train", "evaluate", "TrainResult", "spec_fingerprint", "DEFAULTS", "tensors"]
 
@@ -224,8 +224,8 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
     ``progress``: a tqdm bar (None: only on a terminal). ``log`` receives the progress lines
     (rank 0 only; None: silent). Returns a :class:`TrainResult`.
     """
-    from .api import analyze_file
-    from .compiler import compile_model
+    from flowdsl.api import analyze_file
+    from flowdsl.runtime.compiler import compile_model
 
     rank, world, dev, mine = _distributed(device)
     try:

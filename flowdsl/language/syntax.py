@@ -1,4 +1,4 @@
-"""Parse tree -> AST: a Lark Transformer that builds frozen :mod:`flowdsl.ast` nodes.
+"""Parse tree -> AST: a Lark Transformer that builds frozen :mod:`flowdsl.language.ast` nodes.
 
 Example:
     >>> prog = parse_program("let w = 2 * 32\\nflow f {\\n  input x: vector[4]\\n}\\n", "f.flow")
@@ -11,10 +11,10 @@ from __future__ import annotations
 from lark import Token, Transformer, Tree
 from lark.exceptions import VisitError
 
-from . import ast
-from .errors import Diagnostic, FlowDSLError, Pos, SpecError
-from .parser import file_kind, parse_text
-from .values import MAX_INT
+from flowdsl.language import ast
+from flowdsl.errors import Diagnostic, FlowDSLError, Pos, SpecError
+from flowdsl.language.parser import file_kind, parse_text
+from flowdsl.language.values import MAX_INT
 
 __all__ = ["parse_program", "MAX_SOURCE_BYTES", "MAX_NESTING"]
 

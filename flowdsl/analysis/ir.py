@@ -7,7 +7,7 @@ Nodes (integer ids) carry a dict like torch.fx's ``meta``:
 - ``pos``, ``trace``: where it was written, and the block calls around it;
 - ``layer``: the bound layer spec (frozen pydantic), ``key`` its name;
 - ``in_shape``, ``out_shape``, ``params``, ``logdet``, ``dependency`` (a
-  :class:`~flowdsl.structure.Dependency`), ``meta`` (layer-specific facts).
+  :class:`~flowdsl.layers.structure.Dependency`), ``meta`` (layer-specific facts).
 
 Edges carry ``port``: ``"main"`` for the data path, ``"factored"`` from a split to its latent.
 The graph holds no torch object: the compiler builds modules from it.
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from .errors import Diagnostic, SpecError
-from .expand import ModelHeader, Site
-from .registry import LayerContext
+from flowdsl.errors import Diagnostic, SpecError
+from flowdsl.language.expand import ModelHeader, Site
+from flowdsl.layers.registry import LayerContext
 
 __all__ = ["ModelIR", "build_graph", "main_path", "layer_nodes", "SINK_RULES"]
 

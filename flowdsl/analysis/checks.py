@@ -1,7 +1,7 @@
 """Model-level checks on the IR: coverage, resources, the condition, the model's shape contract.
 
 Each check is a pure function ``(ModelIR, ...) -> list[Diagnostic]``; layer-level rules
-(shapes, invertibility) already ran in :func:`flowdsl.ir.build_graph`. A check added by a
+(shapes, invertibility) already ran in :func:`flowdsl.analysis.ir.build_graph`. A check added by a
 later layer family appends itself to :data:`MODEL_CHECKS`.
 
 Example:
@@ -17,9 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import Diagnostic
-from .expand import Limits
-from .ir import ModelIR, layer_nodes
+from flowdsl.errors import Diagnostic
+from flowdsl.language.expand import Limits
+from flowdsl.analysis.ir import ModelIR, layer_nodes
 
 __all__ = ["check_coverage", "check_resources", "check_condition", "run_checks", "MODEL_CHECKS"]
 

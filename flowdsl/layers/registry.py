@@ -3,20 +3,20 @@
 A *spec* is a frozen pydantic model of one call's arguments: ``coupling affine(mask=half,
 net=mlp([64]))`` binds to ``AffineCoupling(mask=HalfMask(), net=MLP(hidden=(64,)))``.
 Specs are grouped in :class:`Family` objects (layers, nets, masks, bases, outputs, ...);
-a family binds a :class:`~flowdsl.values.Symbol` to the member of that name, with
+a family binds a :class:`~flowdsl.language.values.Symbol` to the member of that name, with
 positional arguments, "did you mean" suggestions and positioned errors.
 
 A layer kind is a :class:`Layer` subclass registered in :data:`LAYERS`; it declares
 
 - its argument schema (the pydantic fields),
 - ``infer(ctx) -> LayerInfo``: the shape rule, parameter count, log-det kind and
-  declared dependency structure (a :class:`~flowdsl.structure.Dependency`), raising
+  declared dependency structure (a :class:`~flowdsl.layers.structure.Dependency`), raising
   :class:`~flowdsl.errors.SpecError` on a shape or invertibility violation,
 - ``check(ctx, info) -> list[Finding]``: extra warnings and notes (optional),
 - ``runtime``: ``"module:callable"`` of the torch builder, imported only by the compiler.
 
 Example:
-    >>> from flowdsl.values import Symbol
+    >>> from flowdsl.language.values import Symbol
     >>> import flowdsl.layers
     >>> layer = LAYERS.bind(Symbol("permute", args=(Symbol("reverse"),)))
     >>> type(layer).__name__, layer.order.name
@@ -32,8 +32,8 @@ from typing import Any, ClassVar, Literal, Mapping
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from typing_extensions import Annotated
 
-from .errors import Pos, SpecError
-from .values import Symbol, describe
+from flowdsl.errors import Pos, SpecError
+from flowdsl.language.values import Symbol, describe
 
 __all__ = [
     "Spec", "Family", "Layer", "LayerContext", "LayerInfo", "Finding", "LAYERS", "NETS", "BASES", "OUTPUTS",
@@ -305,7 +305,7 @@ class LayerInfo:
     out_shape: tuple[int, ...]
     params: int = 0
     logdet: LogdetKind = "exact"
-    dependency: Any = None  # flowdsl.structure.Dependency, or None when not declared
+    dependency: Any = None  # flowdsl.layers.structure.Dependency, or None when not declared
     meta: Mapping[str, Any] = field(default_factory=dict)
     findings: tuple[Finding, ...] = ()
 

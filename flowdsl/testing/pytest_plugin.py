@@ -7,7 +7,7 @@ does not check is one failing item (``check``) showing the diagnostics.
 
 Options: ``--flowdsl-examples N`` (examples per property, default 20), ``--flowdsl-seed S``,
 ``--flowdsl-plugin MODULE`` (user-defined layers; installed ``flowdsl.layers`` entry points are
-loaded too). Without the entry point installed: ``pytest -p flowdsl.pytest_plugin --flowdsl ...``.
+loaded too). Without the entry point installed: ``pytest -p flowdsl.testing.pytest_plugin --flowdsl ...``.
 
 Example:
     >>> item_name("glow", "bijection")
@@ -40,8 +40,8 @@ def pytest_addoption(parser) -> None:
 def pytest_configure(config) -> None:
     if not config.getoption("flowdsl", default=False):
         return
-    from .errors import FlowDSLError
-    from .plugins import load_plugins
+    from flowdsl.errors import FlowDSLError
+    from flowdsl.plugins import load_plugins
 
     try:
         load_plugins(config.getoption("flowdsl_plugin") or ())
@@ -63,8 +63,8 @@ class SpecFile(pytest.File):
     """One spec file: its models' properties."""
 
     def collect(self):
-        from .errors import FlowDSLError
-        from .testing.runner import PROPERTIES, subjects
+        from flowdsl.errors import FlowDSLError
+        from flowdsl.testing.runner import PROPERTIES, subjects
 
         try:
             subs = subjects(self.path, self.config.getoption("flowdsl_seed") or 0)
@@ -90,7 +90,7 @@ class SpecItem(pytest.Item):
             raise SpecFailure(self.error)
         import torch
 
-        from .testing.runner import run_property
+        from flowdsl.testing.runner import run_property
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)

@@ -1,10 +1,10 @@
 """The abstract syntax tree: frozen, hashable pydantic models, each with its source position.
 
-Built from the Lark parse tree by :mod:`flowdsl.syntax`; consumed by :mod:`flowdsl.elaborate`.
+Built from the Lark parse tree by :mod:`flowdsl.language.syntax`; consumed by :mod:`flowdsl.elaborate`.
 Every node has a ``kind`` tag (a discriminated union) and a ``pos``.
 
 Example:
-    >>> from flowdsl.syntax import parse_program
+    >>> from flowdsl.language.syntax import parse_program
     >>> prog = parse_program("flow f {\\n  input x: vector[2]\\n  planar\\n}\\n", "f.flow")
     >>> [type(s).__name__ for s in prog.models[0].body]
     ['InputDecl', 'Chain']
@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import Pos
+from flowdsl.errors import Pos
 
 __all__ = [
     "Node", "Number", "String", "Name", "Call", "ListExpr", "RangeExpr", "BinOp", "Neg", "Expr",

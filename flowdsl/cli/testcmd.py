@@ -1,4 +1,4 @@
-"""``flowdsl test``, and ``--plugin`` for the commands that read specs (a :data:`flowdsl.cli.EXTENSIONS` module).
+"""``flowdsl test``, and ``--plugin`` for the commands that read specs (a :data:`flowdsl.cli.main.EXTENSIONS` module).
 
 ``flowdsl test SPEC... [--examples N] [--seed S] [--property NAME] [--plugin MODULE]`` runs every
 property of :mod:`flowdsl.testing.runner` on every model of the specs and prints a table
@@ -10,7 +10,7 @@ before ``check``, ``compile``, ``layers`` and ``test`` read a spec; installed pl
 ``flowdsl.layers`` entry points) are loaded for those commands too.
 
 Example:
-    >>> from flowdsl.cli import main
+    >>> from flowdsl.cli.main import main
     >>> import pathlib, tempfile
     >>> spec = pathlib.Path(tempfile.mkdtemp()) / "p.flow"
     >>> _ = spec.write_text("flow p {\\n input x: vector[3]\\n permute(reverse)\\n actnorm\\n}\\n")
@@ -35,7 +35,7 @@ def with_plugins(run):
     """Wrap a command: load the installed plugins and those named by ``--plugin`` before running it."""
 
     def wrapped(args):
-        from .plugins import load_plugins
+        from flowdsl.plugins import load_plugins
 
         load_plugins(getattr(args, "plugin", None) or ())
         return run(args)
@@ -52,7 +52,7 @@ def cmd_test(args) -> int:
         return 1
     import torch
 
-    from .testing.runner import PROPERTIES, format_table, run_file
+    from flowdsl.testing.runner import PROPERTIES, format_table, run_file
 
     known = {p for props in PROPERTIES.values() for p, _ in props}
     unknown = sorted(set(args.properties or ()) - known)

@@ -15,10 +15,10 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ast
-from .errors import Diagnostic, FlowDSLError, Pos, SpecError
-from .syntax import parse_program
-from .values import Value, evaluate
+from flowdsl.language import ast
+from flowdsl.errors import Diagnostic, FlowDSLError, Pos, SpecError
+from flowdsl.language.syntax import parse_program
+from flowdsl.language.values import Value, evaluate
 
 __all__ = ["Unit", "load_file", "load_source", "MAX_USE_DEPTH"]
 

@@ -19,7 +19,7 @@ R, G, B in turn); ``video[T, C, H, W]`` has grid ``(T, H, W)``. The default gene
 is raster order over the grid, channels innermost; a layer may declare its own orders
 (``meta["orders"]``, one per configuration, e.g. MADE's masks).
 
-The model check (:func:`check_causality`, in ``flowdsl.checks.MODEL_CHECKS``) reports an
+The model check (:func:`check_causality`, in ``flowdsl.analysis.checks.MODEL_CHECKS``) reports an
 error at the first layer whose main stream reads the current or a later position, a
 warning for a blind spot (earlier positions inside the receptive field's bounding box that
 no path reaches) at the layer from which it persists, and a note with the receptive field (on a
@@ -45,8 +45,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import Diagnostic
-from .ir import ModelIR, layer_nodes
+from flowdsl.errors import Diagnostic
+from flowdsl.analysis.ir import ModelIR, layer_nodes
 
 __all__ = [
     "Layout", "layout_of", "DepMaps", "DepContext", "read", "conv", "mix", "any_group", "connect", "union",
@@ -594,7 +594,7 @@ def check_causality(model: ModelIR, limits) -> list[Diagnostic]:
 
 
 def _register() -> None:
-    from .checks import MODEL_CHECKS
+    from flowdsl.analysis.checks import MODEL_CHECKS
 
     if check_causality not in MODEL_CHECKS:
         MODEL_CHECKS.append(check_causality)
