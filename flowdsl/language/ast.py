@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,7 +51,7 @@ class Argument(Node):
 
     kind: Literal["argument"] = "argument"
     name: str | None = None
-    value: "Expr"
+    value: Expr
 
 
 class Call(Node):
@@ -62,30 +62,30 @@ class Call(Node):
 
 class ListExpr(Node):
     kind: Literal["list"] = "list"
-    items: tuple["Expr", ...] = ()
+    items: tuple[Expr, ...] = ()
 
 
 class RangeExpr(Node):
     """``lo..hi``, inclusive."""
 
     kind: Literal["range"] = "range"
-    lo: "Expr"
-    hi: "Expr"
+    lo: Expr
+    hi: Expr
 
 
 class BinOp(Node):
     kind: Literal["binop"] = "binop"
     op: Literal["+", "-", "*", "/", "**"]
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
 
 
 class Neg(Node):
     kind: Literal["neg"] = "neg"
-    operand: "Expr"
+    operand: Expr
 
 
-Expr = Annotated[Union[Number, String, Name, Call, ListExpr, RangeExpr, BinOp, Neg], Field(discriminator="kind")]
+Expr = Annotated[Number | String | Name | Call | ListExpr | RangeExpr | BinOp | Neg, Field(discriminator="kind")]
 
 
 # ----------------------------------------------------------------------------- statements
@@ -145,18 +145,18 @@ class Let(Node):
 class Repeat(Node):
     kind: Literal["repeat"] = "repeat"
     count: Expr
-    body: tuple["Statement", ...]
+    body: tuple[Statement, ...]
 
 
 class ForLoop(Node):
     kind: Literal["for"] = "for"
     var: str
     iterable: Expr
-    body: tuple["Statement", ...]
+    body: tuple[Statement, ...]
 
 
 Statement = Annotated[
-    Union[Chain, InputDecl, ConditionDecl, BaseDecl, OutputDecl, Let, Repeat, ForLoop], Field(discriminator="kind")
+    Chain | InputDecl | ConditionDecl | BaseDecl | OutputDecl | Let | Repeat | ForLoop, Field(discriminator="kind")
 ]
 
 
@@ -185,7 +185,7 @@ class Program(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
     file: str
-    items: tuple[Annotated[Union[Use, Let, BlockDef, ModelDef], Field(discriminator="kind")], ...] = ()
+    items: tuple[Annotated[Use | Let | BlockDef | ModelDef, Field(discriminator="kind")], ...] = ()
 
     @property
     def models(self) -> list[ModelDef]:

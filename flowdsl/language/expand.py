@@ -2,7 +2,9 @@
 
 Each expanded layer is a :class:`Site`: the layer spec bound from its call (typed and
 range-checked by the registry), its position, and the chain of block calls that led to
-it. Problems become diagnostics; expansion goes on past them, so that all are reported.
+it. Problems become diagnostics, with a related note at each block call that led to them;
+expansion goes on past them, so that all are reported. Declarations (``input``, ``base``,
+...) are checked by :mod:`flowdsl.language.declarations`, whose names are re-exported here.
 
 Example:
     >>> from flowdsl.language.loader import load_source
@@ -15,21 +17,21 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from math import prod
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 
+from flowdsl.errors import Diagnostic, Pos, SpecError, trace_notes
 from flowdsl.language import ast
-from flowdsl.errors import Diagnostic, Pos, SpecError
-from flowdsl.layers.registry import BASES, LAYERS, OUTPUTS, Layer, Spec, suggest
+from flowdsl.language.declarations import ConditionInfo, Declarations, InputInfo, ModelHeader
 from flowdsl.language.values import Symbol, Value, describe, evaluate
+from flowdsl.layers.registry import BASES, LAYERS, Layer, suggest
 
-__all__ = ["Limits", "Site", "InputInfo", "ConditionInfo", "ModelHeader", "expand_model", "block_cycles"]
+__all__ = ["Limits", "Site", "InputInfo", "ConditionInfo", "ModelHeader", "expand_model", "block_cycles",
+           "MAX_BLOCK_DEPTH"]
 
-_INPUT_TYPES = {"vector": 1, "image": 3, "sequence": 1, "video": 4}
-_CONDITION_TYPES = {"label": 1}
 MAX_BLOCK_DEPTH = 64
 
 
@@ -54,38 +56,6 @@ class Site:
     @property
     def key(self) -> str:
         return self.layer.name
-
-
-@dataclass(frozen=True)
-class InputInfo:
-    name: str
-    type_name: str
-    shape: tuple[int, ...]
-    levels: int | None
-    pos: Pos
-
-
-@dataclass(frozen=True)
-class ConditionInfo:
-    name: str
-    type_name: str
-    classes: int
-    pos: Pos
-
-
-@dataclass(frozen=True)
-class ModelHeader:
-    """A model's declarations."""
-
-    name: str
-    kind: str  # "flow" | "autoregressive"
-    pos: Pos
-    file: str
-    input: InputInfo | None = None
-    condition: ConditionInfo | None = None
-    base: Spec | None = None
-    output: Spec | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def block_cycles(blocks: dict[str, ast.BlockDef]) -> list[list[str]]:
@@ -114,7 +84,7 @@ def _called_names(body) -> set[str]:
     return names
 
 
-class _Expander:
+class _Expander(Declarations):
     def __init__(self, unit, model: ast.ModelDef, limits: Limits, recursive: set[str]):
         self.unit = unit
         self.model = model
@@ -127,15 +97,13 @@ class _Expander:
         self.stopped = False
 
     def error(self, pos: Pos, message: str, hint: str | None = None, trace=()) -> None:
-        if trace:
-            calls = ", ".join(f"'{name}' called at {p}" for name, p in trace)
-            hint = (hint + "; " if hint else "") + f"in block {calls}"
-        self.diags.append(Diagnostic(pos, "error", message, hint))
+        self.diags.append(Diagnostic(pos, "error", message, hint, related=trace_notes(trace)))
 
     def spec_error(self, err: SpecError, pos: Pos, trace=()) -> None:
-        self.error(err.pos or pos, err.message, err.hint, trace)
-        for extra in err.extra:
-            self.diags.append(extra)
+        notes = trace_notes(trace)
+        self.diags.append(err.at(pos, notes))
+        for extra in err.extra:  # more problems of the same call: the same block calls led to them
+            self.diags.append(dataclasses.replace(extra, related=extra.related + notes) if notes else extra)
 
     def eval(self, expr, env, trace=()):
         try:
@@ -228,7 +196,7 @@ class _Expander:
             layer = LAYERS.bind(sym, call.pos)
         except SpecError as err:
             if err.hint is None:
-                err.hint = _constant_hint(err.message, sym, env)
+                err = err.replace(hint=_constant_hint(err.message, sym, env))
             self.spec_error(err, call.pos, trace)
             return
         if len(self.sites) >= self.limits.max_layers:
@@ -293,90 +261,6 @@ class _Expander:
             return
         self.body(block.body, {**self.unit.constants, **bound}, trace + ((block.name, call.pos),), top=False)
 
-    # -- declarations
-    def declaration(self, stmt, env, trace, top: bool) -> None:
-        what = stmt.kind
-        if not top:
-            self.error(stmt.pos, f"'{what}' declarations belong directly in the model, not in a block or loop",
-                       trace=trace)
-            return
-        if what in self.decls:
-            self.error(stmt.pos, f"'{what}' is declared twice (first at {self.decls[what].pos})")
-            return
-        if isinstance(stmt, ast.InputDecl):
-            info = self.input_decl(stmt, env)
-        elif isinstance(stmt, ast.ConditionDecl):
-            info = self.condition_decl(stmt, env)
-        else:
-            family = BASES if isinstance(stmt, ast.BaseDecl) else OUTPUTS
-            if isinstance(stmt, ast.BaseDecl) and self.model.model_kind != "flow":
-                self.error(stmt.pos, "'base' declares the base density of a flow; autoregressive models use 'output'")
-                return
-            if isinstance(stmt, ast.OutputDecl) and self.model.model_kind != "autoregressive":
-                self.error(stmt.pos, "'output' declares the distribution of an autoregressive model; flows use 'base'")
-                return
-            sym = self.symbol(stmt.dist, env, trace)
-            if sym is None:
-                return
-            try:
-                info = family.bind(sym, stmt.dist.pos)
-            except SpecError as err:
-                self.spec_error(err, stmt.dist.pos)
-                return
-        if info is not None:
-            self.decls[what] = _Decl(stmt.pos, info)
-
-    def _dims(self, dims, env, type_name, type_pos, expected: int):
-        if len(dims) != expected:
-            self.error(type_pos, f"{type_name} takes {expected} size{'s' if expected > 1 else ''}, got {len(dims)}",
-                       hint={1: f"{type_name}[N]", 3: "image[C, H, W]", 4: "video[T, C, H, W]"}.get(expected))
-            return None
-        out = []
-        for d in dims:
-            v = self.eval(d, env)
-            if v is None:
-                return None
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                self.error(d.pos, f"a size must be a whole number >= 1, got {describe(v)}")
-                return None
-            out.append(v)
-        return tuple(out)
-
-    def input_decl(self, stmt: ast.InputDecl, env):
-        if stmt.type_name not in _INPUT_TYPES:
-            self.error(stmt.type_pos, f"unknown input type '{stmt.type_name}'",
-                       hint=suggest(stmt.type_name, _INPUT_TYPES) or f"types: {', '.join(_INPUT_TYPES)}")
-            return None
-        shape = self._dims(stmt.dims, env, stmt.type_name, stmt.type_pos, _INPUT_TYPES[stmt.type_name])
-        if shape is None:
-            return None
-        if prod(shape) > self.limits.max_input_size:
-            self.error(stmt.pos, f"the input has {prod(shape)} elements (limit {self.limits.max_input_size})")
-            return None
-        levels = None
-        if stmt.levels is not None:
-            levels = self.eval(stmt.levels, env)
-            if levels is None:
-                return None
-            if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 2**24:
-                self.error(stmt.levels.pos, f"levels must be a whole number from 2 to {2**24}, got {describe(levels)}")
-                return None
-        return InputInfo(stmt.name, stmt.type_name, shape, levels, stmt.pos)
-
-    def condition_decl(self, stmt: ast.ConditionDecl, env):
-        if stmt.type_name not in _CONDITION_TYPES:
-            self.error(stmt.type_pos, f"unknown condition type '{stmt.type_name}'",
-                       hint=suggest(stmt.type_name, _CONDITION_TYPES) or "conditions: label[K]")
-            return None
-        dims = self._dims(stmt.dims, env, stmt.type_name, stmt.type_pos, 1)
-        if dims is None:
-            return None
-        if dims[0] < 2:
-            self.error(stmt.dims[0].pos, f"a label condition needs at least 2 classes, got {dims[0]}")
-            return None
-        return ConditionInfo(stmt.name, stmt.type_name, dims[0], stmt.pos)
-
-
 def _bare_names(value) -> list[str]:
     if isinstance(value, tuple):
         return [n for v in value for n in _bare_names(v)]
@@ -394,12 +278,6 @@ def _constant_hint(message: str, sym: Symbol, env) -> str | None:
             if hint:
                 return hint
     return None
-
-
-@dataclass(frozen=True)
-class _Decl:
-    pos: Pos
-    value: Any
 
 
 def expand_model(unit, model: ast.ModelDef, limits: Limits, recursive: set[str] | None = None):

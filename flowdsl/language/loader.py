@@ -15,8 +15,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flowdsl.language import ast
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos, SpecError
+from flowdsl.language import ast
 from flowdsl.language.syntax import parse_program
 from flowdsl.language.values import Value, evaluate
 

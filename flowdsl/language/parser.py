@@ -13,12 +13,12 @@ Example:
 from __future__ import annotations
 
 import difflib
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
@@ -59,18 +59,18 @@ def _too_long(tok: Token, tokens: bool) -> None:
         msg = f"the spec has more than {MAX_TOKENS:,} tokens (words, numbers and symbols)"
     else:
         msg = f"name '{tok.value[:16]}...' is {len(tok.value):,} characters long (limit {MAX_NAME})"
-    raise _Refused(msg, tok.line, tok.column)
+    raise _Refused(msg, tok)
 
 
 class _Refused(Exception):
     """Raised by the post-lexer for input too large to parse; parse_text turns it into a diagnostic."""
 
-    def __init__(self, message: str, line: int, column: int):
+    def __init__(self, message: str, tok: Token):
         super().__init__(message)
-        self.message, self.line, self.column = message, line, column
+        self.message, self.tok = message, tok
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_parser(kind: str) -> Lark:
     """The cached LALR parser for ``kind`` ("flow" or "ar")."""
     grammar_dir = resources.files("flowdsl.grammars")
@@ -139,12 +139,13 @@ def _innermost_open_bracket(text: str, upto: int) -> str | None:
     return stack[-1] if stack and stack[-1] in "([" else None
 
 
-def _syntax_message(err: UnexpectedInput, parser: Lark, text: str, kind: str) -> str:
+def _syntax_message(err: UnexpectedInput, parser: Lark, text: str, kind: str) -> tuple[str, Token | None]:
+    """The message, and the token it is about when that is not the offending one (None: the offending one)."""
     if isinstance(err, UnexpectedCharacters):
         ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
-        return f"unexpected character {ch!r}"
+        return f"unexpected character {ch!r}", None
     if not isinstance(err, UnexpectedToken):
-        return "unexpected end of file"
+        return "unexpected end of file", None
     tok = err.token
     expected = {t.rsplit("__", 1)[-1] for t in err.expected}
     found = "end of file" if tok.type == "$END" else (
@@ -152,31 +153,39 @@ def _syntax_message(err: UnexpectedInput, parser: Lark, text: str, kind: str) ->
     other = "autoregressive" if kind == "flow" else "flow"
     if "MODEL_KW" in expected and tok.value == other:
         ext = ".ar" if other == "autoregressive" else ".flow"
-        return f"'{other}' models belong in {ext} files (this is a .{kind} file)"
+        return f"'{other}' models belong in {ext} files (this is a .{kind} file)", None
     history = list(getattr(err, "token_history", None) or [])
     prev = history[-1] if history else None
     if tok.type.endswith("NAME") and prev is not None and prev.type.endswith("NAME"):
         close = difflib.get_close_matches(str(prev.value), ["coupling", "autoregressive"], n=1, cutoff=0.6)
-        if close:
-            err.line, err.column = prev.line, prev.column  # point at the misspelt word
-            return f"unknown layer family '{prev.value}' before '{tok.value}'; did you mean '{close[0]} {tok.value}'?"
+        if close:  # point at the misspelt word
+            return (f"unknown layer family '{prev.value}' before '{tok.value}'; "
+                    f"did you mean '{close[0]} {tok.value}'?"), prev
     closing = tok.type == "$END" or tok.value in ("}", "{") or tok.type.endswith(("_SEP", "MODEL_KW", "NAME"))
     opener = _innermost_open_bracket(text, getattr(tok, "start_pos", None) or len(text))
     if opener is not None and closing and ("RPAR" if opener == "(" else "RSQB") in expected:
+        anchor = None
         if prev is not None and tok.type != "$END" and prev.type.endswith("_SEP"):
-            err.line, err.column = prev.line, prev.column  # the end of the line that lacks it
+            anchor = prev  # the end of the line that lacks it
         what = "')' to close the argument list" if opener == "(" else "']' to close the list"
-        return f"missing {what} (found {found})"
+        return f"missing {what} (found {found})", anchor
     try:
         label = err.match_examples(parser.parse, _EXAMPLES, use_accepts=True)
     except Exception:  # match_examples replays the parser; an exotic state may defeat it
         label = None
     if label:
-        return f"{label} (found {found})"
+        return f"{label} (found {found})", None
     words = sorted({_word(t) for t in expected if not t.startswith(("__", "ANON")) and "anon" not in t.lower()})
     if words and len(words) <= 6:
-        return f"unexpected {found}; expected {', '.join(words)}"
-    return f"unexpected {found}"
+        return f"unexpected {found}; expected {', '.join(words)}", None
+    return f"unexpected {found}", None
+
+
+def _token_end(tok: Token | None, line: int, column: int) -> tuple[int, int]:
+    """Where ``tok`` ends, when the diagnostic points at its start and it is a token of the text (else 0, 0)."""
+    if tok is None or tok.type == "$END" or tok.type.endswith("_SEP") or (tok.line, tok.column) != (line, column):
+        return 0, 0
+    return tok.end_line or 0, tok.end_column or 0
 
 
 def parse_text(text: str, filename: str = "<string>", kind: str | None = None) -> Tree:
@@ -188,8 +197,9 @@ def parse_text(text: str, filename: str = "<string>", kind: str | None = None) -
     try:
         return parser.parse(text)
     except _Refused as err:
-        diag = Diagnostic(pos=Pos(filename, err.line, err.column), severity="error", message=err.message)
-        raise FlowDSLError([diag], {filename: text}) from None
+        tok = err.tok
+        pos = Pos(filename, tok.line, tok.column, *_token_end(tok, tok.line, tok.column))
+        raise FlowDSLError([Diagnostic(pos=pos, severity="error", message=err.message)], {filename: text}) from None
     except UnexpectedInput as err:
         line, column = getattr(err, "line", 0), getattr(err, "column", 0)
         if isinstance(err, UnexpectedToken) and err.token.type == "$END":
@@ -200,10 +210,17 @@ def parse_text(text: str, filename: str = "<string>", kind: str | None = None) -
             line = err.token.line
             column = err.token.column
         try:
-            msg = _syntax_message(err, parser, text, kind)
+            msg, anchor = _syntax_message(err, parser, text, kind)
         except Exception:  # the message is a nicety; a bad spec must never end in a traceback
-            msg = "syntax error"
+            msg, anchor = "syntax error", None
         if msg.startswith(("unknown layer family", "missing ')'", "missing ']'")):
-            line, column = err.line, err.column
-        diag = Diagnostic(pos=Pos(filename, max(line, 1), max(column, 1)), severity="error", message=msg)
+            line, column = (anchor.line, anchor.column) if anchor is not None else (err.line, err.column)
+        line, column = max(line, 1), max(column, 1)
+        if isinstance(err, UnexpectedToken):
+            end = _token_end(anchor or err.token, line, column)
+        elif isinstance(err, UnexpectedCharacters) and text[err.pos_in_stream:err.pos_in_stream + 1] not in ("", "\n"):
+            end = (line, column + 1)  # the one character the lexer refused
+        else:
+            end = (0, 0)
+        diag = Diagnostic(pos=Pos(filename, line, column, *end), severity="error", message=msg)
         raise FlowDSLError([diag], {filename: text}) from None

@@ -11,8 +11,8 @@ from __future__ import annotations
 from lark import Token, Transformer, Tree
 from lark.exceptions import VisitError
 
-from flowdsl.language import ast
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos, SpecError
+from flowdsl.language import ast
 from flowdsl.language.parser import file_kind, parse_text
 from flowdsl.language.values import MAX_INT
 
@@ -38,10 +38,10 @@ class _ToAST(Transformer):
     def _pos(self, meta) -> Pos:
         if getattr(meta, "empty", True):
             return Pos(self.filename, 0, 0)
-        return Pos(self.filename, meta.line, meta.column)
+        return Pos(self.filename, meta.line, meta.column, meta.end_line, meta.end_column)
 
     def _tok_pos(self, tok: Token) -> Pos:
-        return Pos(self.filename, tok.line, tok.column)
+        return Pos(self.filename, tok.line, tok.column, tok.end_line or 0, tok.end_column or 0)
 
     # -- top level
     def _start(self, c, pos):
@@ -164,12 +164,13 @@ def _check_depth(tree: Tree, filename: str, text: str) -> None:
         node, depth = stack.pop()
         if depth > MAX_NESTING:
             meta = node.meta
-            deepest.append((1, 1) if getattr(meta, "empty", True) else (meta.line, meta.column))
+            empty = getattr(meta, "empty", True)
+            deepest.append((1, 1, 0, 0) if empty else (meta.line, meta.column, meta.end_line, meta.end_column))
             continue
         stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
     if deepest:
-        line, column = min(deepest)
-        raise FlowDSLError([Diagnostic(Pos(filename, line, column), "error",
+        line, column, end_line, end_column = min(deepest)
+        raise FlowDSLError([Diagnostic(Pos(filename, line, column, end_line, end_column), "error",
                                        f"the spec is nested more than {MAX_NESTING} levels deep")], {filename: text})
 
 
@@ -194,7 +195,8 @@ def parse_program(text: str | bytes, filename: str = "<string>") -> ast.Program:
     if "\x00" in text:
         at = text.index("\x00")
         line = text[:at].count("\n") + 1
-        raise FlowDSLError([Diagnostic(Pos(filename, line, _column(text, at)), "error",
+        column = _column(text, at)
+        raise FlowDSLError([Diagnostic(Pos(filename, line, column, line, column + 1), "error",
                                        "the file contains a NUL character")])
     tree = parse_text(text, filename, file_kind(filename))
     _check_depth(tree, filename, text)

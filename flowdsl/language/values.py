@@ -14,11 +14,11 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Union
 
-from flowdsl.language import ast
 from flowdsl.errors import Pos, SpecError
+from flowdsl.language import ast
 
 __all__ = ["Symbol", "Value", "evaluate", "describe", "MAX_INT", "MAX_LIST"]
 
@@ -42,7 +42,7 @@ class Symbol:
         return f"{self.name}({', '.join(parts)})" if parts else self.name
 
 
-Value = Union[int, float, str, bool, tuple, Symbol]
+Value = int | float | str | bool | tuple | Symbol
 
 
 def describe(value: Value) -> str:

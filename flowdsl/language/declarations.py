@@ -1,0 +1,163 @@
+"""A model's declarations: ``input``, ``condition``, ``base`` and ``output``, checked and bound.
+
+:class:`ModelHeader` is what the rest of the compiler learns from them (the input's type,
+shape and levels, the label condition, the base density of a flow or the output
+distribution of an autoregressive model). The checks live in :class:`Declarations`, the
+part of the expander (:mod:`flowdsl.language.expand`) that handles declaration statements.
+
+Example:
+    >>> from flowdsl.language.loader import load_source
+    >>> from flowdsl.language.expand import Limits, expand_model
+    >>> unit = load_source("flow f {\\n  input x: image[1, 4, 4] levels 2\\n  input y: vector[2]\\n}\\n", "f.flow")
+    >>> header, _ = expand_model(unit, unit.models[0], Limits())
+    >>> header.input.type_name, header.input.shape, header.input.levels
+    ('image', (1, 4, 4), 2)
+    >>> [d.message for d in unit.diagnostics]
+    ["'input' is declared twice (first at f.flow:2:3)"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any
+
+from flowdsl.errors import Pos, SpecError
+from flowdsl.language import ast
+from flowdsl.language.values import describe
+from flowdsl.layers.registry import BASES, OUTPUTS, Spec, suggest
+
+__all__ = ["InputInfo", "ConditionInfo", "ModelHeader", "Declarations", "INPUT_TYPES", "CONDITION_TYPES"]
+
+INPUT_TYPES = {"vector": 1, "image": 3, "sequence": 1, "video": 4}  # type name -> number of sizes
+CONDITION_TYPES = {"label": 1}
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    name: str
+    type_name: str
+    shape: tuple[int, ...]
+    levels: int | None
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class ConditionInfo:
+    name: str
+    type_name: str
+    classes: int
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class ModelHeader:
+    """A model's declarations."""
+
+    name: str
+    kind: str  # "flow" | "autoregressive"
+    pos: Pos
+    file: str
+    input: InputInfo | None = None
+    condition: ConditionInfo | None = None
+    base: Spec | None = None
+    output: Spec | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decl:
+    """One accepted declaration: where it was written, and what it declares."""
+
+    pos: Pos
+    value: Any
+
+
+class Declarations:
+    """Declaration statements, for the expander that mixes this in.
+
+    The expander provides ``model`` (the :class:`ast.ModelDef`), ``limits``, ``decls`` (kind ->
+    :class:`Decl`, filled here), and the methods ``error``, ``spec_error``, ``eval`` and ``symbol``.
+    """
+
+    def declaration(self, stmt, env, trace, top: bool) -> None:
+        what = stmt.kind
+        if not top:
+            self.error(stmt.pos, f"'{what}' declarations belong directly in the model, not in a block or loop",
+                       trace=trace)
+            return
+        if what in self.decls:
+            self.error(stmt.pos, f"'{what}' is declared twice (first at {self.decls[what].pos})")
+            return
+        if isinstance(stmt, ast.InputDecl):
+            info = self.input_decl(stmt, env)
+        elif isinstance(stmt, ast.ConditionDecl):
+            info = self.condition_decl(stmt, env)
+        else:
+            family = BASES if isinstance(stmt, ast.BaseDecl) else OUTPUTS
+            if isinstance(stmt, ast.BaseDecl) and self.model.model_kind != "flow":
+                self.error(stmt.pos, "'base' declares the base density of a flow; autoregressive models use 'output'")
+                return
+            if isinstance(stmt, ast.OutputDecl) and self.model.model_kind != "autoregressive":
+                self.error(stmt.pos, "'output' declares the distribution of an autoregressive model; flows use 'base'")
+                return
+            sym = self.symbol(stmt.dist, env, trace)
+            if sym is None:
+                return
+            try:
+                info = family.bind(sym, stmt.dist.pos)
+            except SpecError as err:
+                self.spec_error(err, stmt.dist.pos)
+                return
+        if info is not None:
+            self.decls[what] = Decl(stmt.pos, info)
+
+    def _dims(self, dims, env, type_name, type_pos, expected: int):
+        if len(dims) != expected:
+            self.error(type_pos, f"{type_name} takes {expected} size{'s' if expected > 1 else ''}, got {len(dims)}",
+                       hint={1: f"{type_name}[N]", 3: "image[C, H, W]", 4: "video[T, C, H, W]"}.get(expected))
+            return None
+        out = []
+        for d in dims:
+            v = self.eval(d, env)
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                self.error(d.pos, f"a size must be a whole number >= 1, got {describe(v)}")
+                return None
+            out.append(v)
+        return tuple(out)
+
+    def input_decl(self, stmt: ast.InputDecl, env):
+        if stmt.type_name not in INPUT_TYPES:
+            self.error(stmt.type_pos, f"unknown input type '{stmt.type_name}'",
+                       hint=suggest(stmt.type_name, INPUT_TYPES) or f"types: {', '.join(INPUT_TYPES)}")
+            return None
+        shape = self._dims(stmt.dims, env, stmt.type_name, stmt.type_pos, INPUT_TYPES[stmt.type_name])
+        if shape is None:
+            return None
+        if prod(shape) > self.limits.max_input_size:
+            self.error(stmt.pos, f"the input has {prod(shape)} elements (limit {self.limits.max_input_size})")
+            return None
+        levels = None
+        if stmt.levels is not None:
+            levels = self.eval(stmt.levels, env)
+            if levels is None:
+                return None
+            if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 2**24:
+                self.error(stmt.levels.pos, f"levels must be a whole number from 2 to {2**24}, got {describe(levels)}")
+                return None
+        return InputInfo(stmt.name, stmt.type_name, shape, levels, stmt.pos)
+
+    def condition_decl(self, stmt: ast.ConditionDecl, env):
+        if stmt.type_name not in CONDITION_TYPES:
+            self.error(stmt.type_pos, f"unknown condition type '{stmt.type_name}'",
+                       hint=suggest(stmt.type_name, CONDITION_TYPES) or "conditions: label[K]")
+            return None
+        dims = self._dims(stmt.dims, env, stmt.type_name, stmt.type_pos, 1)
+        if dims is None:
+            return None
+        if dims[0] < 2:
+            self.error(stmt.dims[0].pos, f"a label condition needs at least 2 classes, got {dims[0]}")
+            return None
+        return ConditionInfo(stmt.name, stmt.type_name, dims[0], stmt.pos)
