@@ -144,8 +144,8 @@ def bind_spec(cls: type[Spec], sym: Symbol, pos: Pos | None = None) -> Spec:
     for i, (key, value) in enumerate(sym.kwargs):
         p = sym.kwarg_pos[i] if i < len(sym.kwarg_pos) else where
         if key not in fields:
-            raise SpecError(f"{sym.name} has no argument '{key}'", p,
-                            hint=suggest(key, fields) or (f"arguments: {', '.join(fields)}" if fields else "it takes none"))
+            known = f"arguments: {', '.join(fields)}" if fields else "it takes none"
+            raise SpecError(f"{sym.name} has no argument '{key}'", p, hint=suggest(key, fields) or known)
         if key in data:
             raise SpecError(f"argument '{key}' of {sym.name} given twice", p)
         data[key] = value
@@ -162,11 +162,9 @@ def bind_spec(cls: type[Spec], sym: Symbol, pos: Pos | None = None) -> Spec:
                 continue
             try:
                 data[key] = meta.func(data[key])
-            except SpecError as err:
-                err.pos = err.pos or arg_pos.get(key, where)
-                problems.append(err)
+            except SpecError as err:  # a new error at the argument (errors are built, never mutated)
+                problems.append(err.replace(pos=err.pos or arg_pos.get(key, where), extra=[]))
                 problems.extend(SpecError(d.message, d.pos, d.hint) for d in err.extra)
-                err.extra = []
                 bad.add(key)
             except (ValueError, TypeError):
                 pass  # pydantic reports it below, at the argument's position
@@ -181,9 +179,7 @@ def bind_spec(cls: type[Spec], sym: Symbol, pos: Pos | None = None) -> Spec:
     else:
         if not problems:
             return result
-    first = problems[0]
-    first.extra = [pr.at(where) for pr in problems[1:]]
-    raise first from None
+    raise problems[0].replace(extra=[pr.at(where) for pr in problems[1:]]) from None
 
 
 def _pydantic_message(owner: str, key: str | None, e: dict) -> str:
