@@ -48,7 +48,6 @@ def gated_spec(size: int, layers: int = 20) -> str:
 
 def _stages(text: str | None, path: Path | None, filename: str, build: bool) -> dict:
     from flowdsl import api
-    from flowdsl.analysis.ir import layer_nodes
     from flowdsl.language.loader import load_file, load_source
 
     t0 = time.perf_counter()
@@ -59,7 +58,7 @@ def _stages(text: str | None, path: Path | None, filename: str, build: bool) -> 
     if not analysis.ok:
         raise RuntimeError(f"{filename}: {analysis.diagnostics[0]}")
     out = {"parse": t1 - t0, "check": t2 - t1,
-           "layers": sum(len(layer_nodes(ir.graph)) for ir in analysis.models.values())}
+           "layers": sum(len(ir.layers) for ir in analysis.models.values())}
     if build:
         from flowdsl.runtime.compiler import compile_model
 
@@ -86,7 +85,7 @@ def causality_time(size: int, layers: int = 20) -> tuple[float, float]:
     analysis = flowdsl.analyze_source(gated_spec(size, layers), "gated.ar")
     total = time.perf_counter() - t0
     ir = analysis.model()
-    ir.graph.graph.pop("causality", None)  # the analysis caches itself on the graph: time it afresh
+    ir.cache.pop("causality", None)  # the analysis caches itself on the IR: time it afresh
     t1 = time.perf_counter()
     causality.analyze(ir)
     return total, time.perf_counter() - t1

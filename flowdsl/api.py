@@ -10,15 +10,12 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from flowdsl import layers as _layers  # noqa: F401  (registers the built-in layers)
-from flowdsl.analysis.checks import run_checks
-from flowdsl.errors import Diagnostic, FlowDSLError, Pos, has_errors
-from flowdsl.language.expand import Limits, block_cycles, expand_model
-from flowdsl.analysis.ir import ModelIR, build_graph
-from flowdsl.language.loader import Unit, load_file, load_source
+from flowdsl.analysis.analyze import Analysis, analyze_unit
+from flowdsl.errors import Diagnostic, FlowDSLError, has_errors
+from flowdsl.language.expand import Limits
+from flowdsl.language.loader import load_file, load_source
 
 __all__ = [
     "Analysis", "analyze_file", "analyze_source", "check_file", "check_source", "model_names",
@@ -26,77 +23,14 @@ __all__ = [
 ]
 
 
-@dataclass
-class Analysis:
-    """Everything the checker knows about one file."""
-
-    unit: Unit
-    models: dict[str, ModelIR] = field(default_factory=dict)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not has_errors(self.diagnostics)
-
-    @property
-    def sources(self) -> dict[str, str]:
-        return self.unit.sources
-
-    def error(self) -> FlowDSLError:
-        return FlowDSLError(self.diagnostics, self.sources)
-
-    def model(self, name: str | None = None) -> ModelIR:
-        """The named model (or the only one); FlowDSLError if it is absent or ambiguous."""
-        file = self.unit.main
-        if name is None:
-            if len(self.models) == 1:
-                return next(iter(self.models.values()))
-            names = ", ".join(self.models) or "none"
-            msg = "the file defines no model" if not self.models else f"the file defines several models ({names}); pick one"
-            raise FlowDSLError([Diagnostic(Pos(file), "error", msg)], self.sources)
-        if name not in self.models:
-            from flowdsl.layers.registry import suggest
-
-            raise FlowDSLError([Diagnostic(Pos(file), "error", f"no model named '{name}'",
-                                           suggest(name, self.models) or f"models: {', '.join(self.models) or 'none'}")],
-                               self.sources)
-        return self.models[name]
-
-
-def _analyze(unit: Unit, limits: Limits | None) -> Analysis:
-    limits = limits or Limits()
-    recursive: set[str] = set()
-    for cycle in block_cycles(unit.blocks):
-        recursive.update(cycle)
-        first = unit.blocks[cycle[0]]
-        path = " -> ".join(cycle + [cycle[0]])
-        unit.error(first.pos, f"block '{cycle[0]}' is recursive: {path}")
-    analysis = Analysis(unit=unit)
-    spec_dir = str(Path(unit.main).parent)
-    for model in unit.models:
-        if model.name in analysis.models:
-            continue
-        before = len(unit.diagnostics)
-        header, sites = expand_model(unit, model, limits, recursive)
-        ir = build_graph(header, sites, spec_dir)
-        if has_errors(unit.diagnostics[before:]):
-            ir.complete = False  # a layer is missing: model-level checks would only add noise
-        ir.diagnostics.extend(run_checks(ir, limits))
-        analysis.models[model.name] = ir
-        analysis.diagnostics.extend(ir.diagnostics)
-    analysis.diagnostics.extend(unit.diagnostics)
-    analysis.diagnostics.sort(key=Diagnostic.sort_key)
-    return analysis
-
-
 def analyze_source(text: str | bytes, filename: str = "<string>", limits: Limits | None = None) -> Analysis:
     """Parse, expand, infer and check a spec given as text."""
-    return _analyze(load_source(text, filename), limits)
+    return analyze_unit(load_source(text, filename), limits)
 
 
 def analyze_file(path: str | Path, limits: Limits | None = None) -> Analysis:
     """Parse, expand, infer and check a spec file."""
-    return _analyze(load_file(path), limits)
+    return analyze_unit(load_file(path), limits)
 
 
 def check_file(path: str | Path, limits: Limits | None = None) -> list[Diagnostic]:

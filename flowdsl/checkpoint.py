@@ -53,7 +53,7 @@ def save_checkpoint(model, path, **extra) -> None:
 
 def load_checkpoint(path, map_location=None, return_payload: bool = False):
     """Recompile the model from the checkpoint's sources and restore its state."""
-    from flowdsl.api import _analyze
+    from flowdsl.analysis.analyze import analyze_unit
     from flowdsl.language.loader import load_source
 
     try:
@@ -67,7 +67,7 @@ def load_checkpoint(path, map_location=None, return_payload: bool = False):
     unit = load_source(sources[spec["file"]], spec["file"], files=sources)
     if unit.source_hash != spec["hash"]:
         raise FlowDSLError([Diagnostic(Pos(str(path)), "error", "the checkpoint's sources do not match its hash")])
-    analysis = _analyze(unit, None)
+    analysis = analyze_unit(unit)
     if not analysis.ok:
         raise analysis.error()
     from flowdsl.runtime.compiler import compile_model

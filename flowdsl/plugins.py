@@ -54,10 +54,10 @@ import sys
 import typing
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Annotated
 
 import numpy as np
 from pydantic import BeforeValidator, Field, create_model
-from typing_extensions import Annotated
 
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos, SpecError
 from flowdsl.layers.registry import LAYERS, NETS, Layer, LayerContext, LayerInfo, _strict_int, choice, symbolic
@@ -98,10 +98,9 @@ class PluginLayer(Layer):
             params = _call_rule(params, "params", ctx.shape, args)
         elif params is None:
             params = _count_params(self, ctx, out, dep)
-        meta = {"reads_condition": bool(c["conditional"] and ctx.context_features), "plugin": c["origin"]}
-        if c["summary"]:
-            meta["report"] = c["summary"]
-        return LayerInfo(out_shape=out, params=int(params), logdet=c["logdet"], dependency=dep, meta=meta)
+        return LayerInfo(out_shape=out, params=int(params), logdet=c["logdet"], dependency=dep,
+                         reads_condition=bool(c["conditional"] and ctx.context_features), report=c["summary"] or "",
+                         meta={"plugin": c["origin"]})
 
 
 def _call_rule(rule, what: str, shape, args):
@@ -156,7 +155,7 @@ def _count_params(spec, ctx: LayerContext, out, dep) -> int:
     except TypeError:  # an unhashable argument: count every time
         key = None
     node = BuildNode(in_shape=tuple(ctx.shape), out_shape=out, dependency=dep, context_features=ctx.context_features,
-                     levels=ctx.levels, model_kind=ctx.model_kind, spec_dir=ctx.spec_dir, index=ctx.index)
+                     levels=ctx.levels, model_kind=ctx.model_kind, spec_dir=ctx.spec_dir, position=ctx.index)
     builder = getattr(RUNTIMES, type(spec).name)
     try:
         with torch.device("meta"):

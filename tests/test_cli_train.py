@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowdsl.cli.main import main
 from flowdsl.cli.draw import write_output
+from flowdsl.cli.main import main
 from flowdsl.cli.plotting import PLOT_SIZE, grid_size
 
 FLOW = """flow tiny {
@@ -187,8 +187,8 @@ def test_graph_engines_and_block_locations(monkeypatch, tmp_path):
 
     ir = analyze_file("specs/glow_conditional.flow").model()
     labels = node_labels(ir)
-    assert labels[0].startswith("input x: image[1, 8, 8] levels 17\ncondition y: label[10]\nline 4")
-    assert labels[3] == "actnorm\n[4, 4, 4] -> [4, 4, 4]\nglow_step.flow:3 (glow_step at line 9) · 8 params"
+    assert labels["input"].startswith("input x: image[1, 8, 8] levels 17\ncondition y: label[10]\nline 4")
+    assert labels[2] == "actnorm\n[4, 4, 4] -> [4, 4, 4]\nglow_step.flow:3 (glow_step at line 9) · 8 params"
     monkeypatch.setattr("flowdsl.cli.graph.shutil.which", lambda name: None)  # no Graphviz
     assert draw(ir, tmp_path / "g.png") == "matplotlib"
     with pytest.raises(ValueError, match="Graphviz's `dot` program is not installed"):

@@ -69,7 +69,7 @@ def test_fixed_grid_solvers(solver, steps, tol):
     perturb_parameters(flow, 0.5, seed=3)
     x = torch.randn(3, 2)
     z, logdet = flow(x)
-    stated = flow.ir.graph.nodes[1]["meta"]["roundtrip_tol"]  # the accuracy the layer states for its grid
+    stated = flow.ir.layers[0].info.roundtrip_tol  # the accuracy the layer states for its grid
     error = (flow.inverse(z) - x).abs().max()
     assert error <= tol and error <= stated  # backwards on the same grid: the method's accuracy
     assert (brute_force_logdet(flow, x) - logdet).abs().max() <= min(10 * tol, stated)
@@ -77,9 +77,9 @@ def test_fixed_grid_solvers(solver, steps, tol):
 
 def test_dynamics_read_time_and_condition():
     flow = ode_flow(2, "net=mlp([8]), trace=exact", extra="  condition y: label[2]\n")
-    node = flow.ir.graph.nodes[1]
-    assert node["meta"]["net_in"] == (3,)  # (z, t); the one-hot condition is appended by the net
-    assert node["params"] == (3 + 2 + 1) * 8 + 9 * 2 == sum(p.numel() for p in flow.parameters())
+    node = flow.ir.layers[0]
+    assert node.meta["net_in"] == (3,)  # (z, t); the one-hot condition is appended by the net
+    assert node.params == (3 + 2 + 1) * 8 + 9 * 2 == sum(p.numel() for p in flow.parameters())
     perturb_parameters(flow, 0.5, seed=4)
     x, labels = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
     assert_bijection(flow, x, labels)
@@ -118,14 +118,14 @@ def test_relu_dynamics_warn_and_default_is_smooth():
                                       "kink and the trace jumps; a smooth activation (tanh, softplus) suits ODEs"),
     ]
     a = flowdsl.analyze_source("flow f {\n  input x: vector[2]\n  continuous(net=mlp([8]))\n}\n", "ode.flow")
-    assert a.diagnostics == [] and a.models["f"].graph.nodes[1]["meta"]["net"].activation == "tanh"
+    assert a.diagnostics == [] and a.models["f"].layers[0].meta["net"].activation == "tanh"
 
 
 def test_acceptance_spec_compiles_and_is_exact():
     flow = flowdsl.compile_file(SPEC)
-    node = flow.ir.graph.nodes[1]
-    assert node["logdet"] == "estimated, unbiased" and "dopri5" in node["meta"]["report"]
-    assert node["params"] == flow.ir.params == sum(p.numel() for p in flow.parameters())
+    node = flow.ir.layers[0]
+    assert node.logdet == "estimated, unbiased" and "dopri5" in node.report
+    assert node.params == flow.ir.params == sum(p.numel() for p in flow.parameters())
     perturb_parameters(flow, 0.3, seed=0)
     x = torch.randn(3, 2)
     with flowdsl.exact_logdet():

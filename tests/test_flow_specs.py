@@ -10,9 +10,9 @@ import math
 
 import pytest
 import torch
+from conftest import ACCEPTANCE, SPECS
 
 import flowdsl
-from conftest import ACCEPTANCE, SPECS
 from flowdsl.testing import brute_force_logdet, check_bijection, perturb_parameters
 
 FOUNDATION = ["nice.flow", "realnvp.flow", "glow.flow"]
@@ -75,7 +75,7 @@ def test_multiscale_latent_layout_keeps_every_factored_part(float64):
     final, factors = flow._disassemble(z)
     assert [tuple(f.shape[1:]) for f in factors] == [(2, 4, 4)]
     assert tuple(final.shape[1:]) == (2, 4, 4)
-    assert flow.ir.graph.nodes[("latent", 8)]["out_shape"] == (2, 4, 4)
+    assert flow.ir.latents == [(7, (2, 4, 4))]
 
 
 def test_discrete_log_prob_and_sampling():
@@ -101,8 +101,7 @@ def test_uniform_dequantization_normalises_on_a_tiny_discrete_flow(float64):
 
 def test_nice_uses_logistic_base_and_zero_coupling_logdet(float64):
     flow = perturb_parameters(flowdsl.compile_file(_spec_path("nice.flow")), 0.1)
-    g = flow.ir.graph
-    kinds = [g.nodes[n]["logdet"] for n in g if g.nodes[n]["op"] == "layer"]
+    kinds = [node.logdet for node in flow.ir.layers]
     assert kinds.count("zero") == 4 and kinds[-1] == "exact"
     x = torch.randn(3, 8)
     _, ld = flow.layers[0](x)

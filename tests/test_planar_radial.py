@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.analysis.ir import layer_nodes
 from flowdsl.runtime.freeform import Planar, Radial, solve_tanh_shift
 from flowdsl.testing import brute_force_logdet, per_example_jacobian, perturb_parameters
 
@@ -96,12 +95,10 @@ def test_identity_at_initialisation():
 
 def test_acceptance_spec_compiles_and_is_exact():
     flow = flowdsl.compile_file(SPEC)
-    graph = flow.ir.graph
-    nodes = layer_nodes(graph)
     assert sum(p.numel() for p in flow.parameters()) == flow.ir.params == 8 * 5 + 4 * 4
-    for n, layer in zip(nodes, flow.layers):
-        assert graph.nodes[n]["params"] == sum(p.numel() for p in layer.parameters())
-        assert graph.nodes[n]["logdet"] == "exact" and graph.nodes[n]["meta"]["report"]
+    for node, layer in zip(flow.ir.layers, flow.layers):
+        assert node.params == sum(p.numel() for p in layer.parameters())
+        assert node.logdet == "exact" and node.report
     perturb_parameters(flow, 1.0, seed=3)
     x = 2 * torch.randn(6, 2)
     y, _ = flow(x)

@@ -14,8 +14,8 @@ import flowdsl
 from flowdsl.cli.main import main
 from flowdsl.layers.masks import HalfMask, Mask
 from flowdsl.layers.nets import Net
-from flowdsl.plugins import PluginError, layer, load_entry_points, load_module, unregister
 from flowdsl.layers.registry import LAYERS
+from flowdsl.plugins import PluginError, layer, load_entry_points, load_module, unregister
 from flowdsl.runtime.base import Bijection
 from flowdsl.runtime.nets import build_net
 from flowdsl.testing import check_bijection, check_structure, perturb_parameters
@@ -63,8 +63,8 @@ def test_decorated_torch_class_becomes_a_layer(registered, float64):
     assert sum(p.numel() for p in flow.parameters()) == flow.ir.params == 8  # counted on the meta device
     report = check_bijection(flow, examples=5)
     assert report["logdet"] < 1e-10 and report["examples"] >= 5
-    node = flow.ir.graph.nodes[1]
-    assert node["dependency"].kind == "elementwise" and node["logdet"] == "exact"
+    node = flow.ir.layers[0]
+    assert node.dependency.kind == "elementwise" and node.logdet == "exact"
 
 
 def test_arguments_are_typed_and_diagnosed_at_their_position(registered):
@@ -82,7 +82,7 @@ def test_arguments_are_typed_and_diagnosed_at_their_position(registered):
     registered.append("t_typed")
     ok = flowdsl.analyze_source(_spec("t_typed(k=2, kind=b, flag=true)"), "t.flow")
     assert ok.ok
-    layer_ = ok.models["f"].graph.nodes[1]["layer"]
+    layer_ = ok.models["f"].layers[0].layer
     assert (layer_.k, layer_.kind, layer_.flag) == (2, "b", True)
     cases = {
         "t_typed(k=2.5)": (3, 13, "argument 'k' of t_typed must be a whole number (got 2.5)"),

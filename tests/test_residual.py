@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.analysis.ir import layer_nodes
 from flowdsl.runtime.residual import SpectralLinear, exact_residual_logdet, hutchinson_series
 from flowdsl.testing import brute_force_logdet, perturb_parameters
 
@@ -44,7 +43,7 @@ def test_spectral_norm_and_lipschitz_bound(d, hidden, coeff, seed, scale):
     layer = flow.layers[0]
     gen = torch.Generator().manual_seed(seed)
     a, b = torch.randn(64, d, generator=gen), torch.randn(64, d, generator=gen)
-    lip = flow.ir.graph.nodes[1]["meta"]["lipschitz"]
+    lip = flow.ir.layers[0].meta["lipschitz"]
     assert lip == pytest.approx(coeff ** (len(hidden) + 1)) and lip < 1
     ratio = (layer.g(a) - layer.g(b)).norm(dim=1) / (a - b).norm(dim=1)
     assert (ratio <= lip * (1 + 1e-3)).all()
@@ -90,7 +89,7 @@ def test_russian_roulette_is_unbiased(estimator):
 def test_power_series_converges_to_the_exact_logdet():
     flow, x, exact = _layer_at_point(d=3, coeff=0.7)
     layer, d = flow.layers[0], 3
-    lip = flow.ir.graph.nodes[1]["meta"]["lipschitz"]
+    lip = flow.ir.layers[0].meta["lipschitz"]
     errors = []
     for terms in (1, 2, 4, 8, 16, 32):
         xs = x.expand(d, -1).clone().requires_grad_(True)
@@ -160,17 +159,16 @@ def test_accepted_activations_and_estimator_kinds():
              "russian_roulette(p=0.5)": "estimated, unbiased"}
     for estimator, kind in kinds.items():
         a = flowdsl.analyze_source(f"flow f {{\n  input x: vector[2]\n  residual(logdet={estimator})\n}}\n", "k.flow")
-        node = a.models["f"].graph.nodes[1]
-        assert node["logdet"] == kind and "Lip(g) <=" in node["meta"]["report"]
+        node = a.models["f"].layers[0]
+        assert node.logdet == kind and "Lip(g) <=" in node.report
 
 
 def test_acceptance_spec_compiles_and_is_exact():
     flow = flowdsl.compile_file(SPEC)
-    graph = flow.ir.graph
     assert sum(p.numel() for p in flow.parameters()) == flow.ir.params
-    for n, layer in zip(layer_nodes(graph), flow.layers):
-        assert graph.nodes[n]["params"] == sum(p.numel() for p in layer.parameters())
-    assert [graph.nodes[n]["logdet"] for n in layer_nodes(graph)] == ["estimated, biased", "estimated, unbiased", "exact"]
+    for node, layer in zip(flow.ir.layers, flow.layers):
+        assert node.params == sum(p.numel() for p in layer.parameters())
+    assert [node.logdet for node in flow.ir.layers] == ["estimated, biased", "estimated, unbiased", "exact"]
     perturb_parameters(flow, 1.0, seed=0)
     x = torch.randn(6, 4)
     with flowdsl.exact_logdet():  # in training mode: actnorm initialises, power iterations run on every call

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.analysis.ir import layer_nodes
 from flowdsl.runtime.freeform import Sylvester, bjorck_orthonormal
 from flowdsl.testing import brute_force_logdet, check_sparsity, per_example_jacobian, perturb_parameters
 
@@ -81,8 +80,7 @@ def test_triangular_declares_its_jacobian_pattern():
     for rank, order in [(5, "natural"), (5, "reverse"), (3, "reverse")]:
         flow = one_layer(5, f"sylvester(kind=triangular, rank={rank}, order={order})")
         perturb_parameters(flow, 1.0, seed=1)
-        graph = flow.ir.graph
-        allowed = graph.nodes[layer_nodes(graph)[0]]["dependency"].matrix()
+        allowed = flow.ir.layers[0].dependency.matrix()
         layer = flow.layers[0]
         check_sparsity(layer, torch.randn(6, 5), allowed)
         assert allowed.sum() < 25  # not dense: a real constraint was checked
@@ -128,12 +126,10 @@ def test_golden_order_needs_triangular_and_bad_kind():
 
 def test_acceptance_spec_compiles_and_is_exact():
     flow = flowdsl.compile_file(SPEC)
-    graph = flow.ir.graph
     assert sum(p.numel() for p in flow.parameters()) == flow.ir.params
-    for n, layer in zip(layer_nodes(graph), flow.layers):
-        node = graph.nodes[n]
-        assert node["params"] == sum(p.numel() for p in layer.parameters())
-        assert node["logdet"] == "exact" and "back-substitution" in node["meta"]["report"]
+    for node, layer in zip(flow.ir.layers, flow.layers):
+        assert node.params == sum(p.numel() for p in layer.parameters())
+        assert node.logdet == "exact" and "back-substitution" in node.report
     perturb_parameters(flow, 1.0, seed=0)
     x = torch.randn(5, 8)
     y, logdet = flow(x)

@@ -1,239 +1,50 @@
 """Exact causality analysis of autoregressive networks: per-position input-dependency sets.
 
 The engine follows every output position of every layer back to the input positions it
-reads. A network's activations are *streams* (the main data path, plus e.g. the vertical
-stack of a gated PixelCNN, or summed ``skip`` connections), each a packed bitset array ``uint8 [G, *grid, NB]``: for
-channel group ``g`` at grid position ``s``, the set of flattened input positions (bit ``q``
-of ``NB = ceil(N / 8)`` bytes) that the features there depend on. Groups are colour
-channels (R, G, B features of a PixelCNN) or a single group. A layer declares its structure
-by a ``dependencies(maps, ctx) -> DepMaps`` method on its spec, built from the operations
-here (:func:`read`, :func:`conv`, :func:`mix`, :func:`accumulate`, :func:`connect`), so every
-tap of every kernel, mask, shift, padding, channel group, residual and skip edge is propagated
-exactly. Streams protocol (the runtime follows the same): a layer whose spec has
-``streams = True`` receives and returns every stream; any other layer (and the output head)
-reads the ``skip`` stream if one is present, else ``main``, and ends every other stream.
+reads, running each layer's declared ``dependencies(maps, ctx)`` rule (built from the
+operations of :mod:`flowdsl.layers.dependency_sets`), so every tap of every kernel, mask, shift,
+padding, channel group, residual and skip edge is propagated exactly. Streams protocol (the
+runtime follows the same): a layer whose spec has ``streams = True`` receives and returns every
+stream; any other layer (and the output head) reads the ``skip`` stream if one is present, else
+``main``, and ends every other stream. The default generation order is raster order over the
+grid, channels innermost; a layer may declare its own orders (``CausalFacts.orders``, one per
+configuration, e.g. MADE's masks).
 
-Layouts: ``vector[D]`` and ``sequence[L]`` have grid ``(D,)`` and one channel;
-``image[C, H, W]`` has grid ``(H, W)`` and C channels (sub-positions of a pixel, generated
-R, G, B in turn); ``video[T, C, H, W]`` has grid ``(T, H, W)``. The default generation order
-is raster order over the grid, channels innermost; a layer may declare its own orders
-(``meta["orders"]``, one per configuration, e.g. MADE's masks).
-
-The model check (:func:`check_causality`, in ``flowdsl.analysis.checks.MODEL_CHECKS``) reports an
-error at the first layer whose main stream reads the current or a later position, a
-warning for a blind spot (earlier positions inside the receptive field's bounding box that
-no path reaches) at the layer from which it persists, and a note with the receptive field (on a
-1-d grid: the window of earlier positions read; :data:`RECEPTIVE_DETAILS` hooks add e.g. the
-dilation schedule). Layers may declare ``meta["declared_context"]`` (a warning when the window
-is shorter) and ``meta["full_reach"]`` (attention: every earlier position must reach every later
-one within the model's depth; a reachability warning with the fraction reached replaces the
-blind-spot check).
+The model check (:func:`check_causality`, listed for autoregressive models in
+:mod:`flowdsl.analysis.kinds`) reports an error at the first layer whose main stream reads the
+current or a later position, a warning for a blind spot (earlier positions inside the receptive
+field's bounding box that no path reaches) at the layer from which it persists, and a note with
+the receptive field (on a 1-d grid: the window of earlier positions read; the details of
+:data:`RECEPTIVE_DETAILS` add e.g. the dilation schedule). Layers may declare
+``CausalFacts.declared_context`` (a warning when the window is shorter) and
+``CausalFacts.full_reach`` (attention: every earlier position must reach every later one within
+the model's depth; a reachability warning with the fraction reached replaces the blind-spot check).
 
 Example:
-    >>> lay = layout_of("image", (1, 3, 3))
-    >>> maps = DepMaps.identity(lay)
-    >>> out = conv(maps.main, [((-1, 0), None), ((0, -1), None)])  # read above and left
-    >>> members(out[0, 1, 1], lay.n).tolist()   # pixel (1, 1) reads (0, 1) and (1, 0)
-    [1, 3]
+    >>> from flowdsl.api import analyze_source
+    >>> text = "autoregressive m {\\n input x: image[1, 4, 4] levels 2\\n masked_conv(mask=A, channels=4)\\n}\\n"
+    >>> ir = analyze_source(text, "m.ar").models["m"]
+    >>> dependency_sets(ir)[5].nonzero()[0].tolist()   # pixel (1, 1) reads the pixels before it in a 3x3 window
+    [0, 1, 2, 4]
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from flowdsl.analysis.ar_checks import dilation_schedule
+from flowdsl.analysis.ir import ModelIR
 from flowdsl.errors import Diagnostic
-from flowdsl.analysis.ir import ModelIR, layer_nodes
+from flowdsl.layers.dependency_sets import DepContext, DepMaps, Layout, layout_of, mix, unpack
 
-__all__ = [
-    "Layout", "layout_of", "DepMaps", "DepContext", "read", "conv", "mix", "any_group", "connect", "union",
-    "accumulate",
-    "members", "pack", "unpack", "group_allowed", "Analysis", "analyze", "dependency_sets", "check_causality",
-    "generation_orders", "RECEPTIVE_DETAILS",
-]
+__all__ = ["Analysis", "analyze", "dependency_sets", "check_causality", "generation_orders"]
 
-#: hooks ``describe(model) -> str | None`` adding a parenthesised detail to the receptive-field note, e.g.
-#: "3 stacks of dilations 1..512, kernel 2" (the first hook that answers wins); layer families append theirs
-RECEPTIVE_DETAILS: list = []
-
-
-# ----------------------------------------------------------------------------- layouts and maps
-@dataclass(frozen=True, eq=False)
-class Layout:
-    """Where each input position sits: ``index[c, *s]`` is the flattened position of channel c at grid s."""
-
-    input_type: str
-    shape: tuple[int, ...]
-    grid: tuple[int, ...]
-    channels: int
-    index: np.ndarray
-
-    @property
-    def n(self) -> int:
-        return int(prod(self.shape))
-
-    def raster_order(self) -> np.ndarray:
-        """Grid positions in raster order, the channels of each in turn."""
-        return self.index.reshape(self.channels, -1).T.reshape(-1).copy()
-
-    def coords(self, q: np.ndarray) -> np.ndarray:
-        """Grid coordinates ``[len(q), ndim]`` of flattened positions."""
-        inverse = np.empty(self.n, dtype=np.int64)
-        inverse[self.index.reshape(-1)] = np.arange(self.n) % int(prod(self.grid))
-        return np.stack(np.unravel_index(inverse[np.asarray(q)], self.grid), axis=-1)
-
-    def describe(self, p: int) -> str:
-        return str(tuple(int(v) for v in np.unravel_index(int(p), self.shape))) if len(self.shape) > 1 else str(int(p))
-
-
-def layout_of(input_type: str, shape: Sequence[int]) -> Layout:
-    shape = tuple(int(s) for s in shape)
-    n = int(prod(shape))
-    if len(shape) == 1:
-        return Layout(input_type, shape, shape, 1, np.arange(n).reshape(1, n))
-    if len(shape) == 3:
-        return Layout(input_type, shape, shape[1:], shape[0], np.arange(n).reshape(shape))
-    if len(shape) == 4:  # video [T, C, H, W]: channels are sub-positions of (t, h, w)
-        return Layout(input_type, shape, (shape[0],) + shape[2:], shape[1],
-                      np.arange(n).reshape(shape).transpose(1, 0, 2, 3).copy())
-    raise ValueError(f"no autoregressive layout for shape {list(shape)}")
-
-
-def pack(bits: np.ndarray) -> np.ndarray:
-    return np.packbits(bits, axis=-1, bitorder="little")
-
-
-def unpack(packed: np.ndarray, n: int) -> np.ndarray:
-    return np.unpackbits(packed, axis=-1, count=n, bitorder="little").astype(bool)
-
-
-def members(bits: np.ndarray, n: int) -> np.ndarray:
-    """The positions in one packed set."""
-    return np.flatnonzero(unpack(bits, n))
-
-
-@dataclass(frozen=True, eq=False)
-class DepMaps:
-    """The dependency sets of every stream after a layer; ``main`` feeds the next layer and the output."""
-
-    layout: Layout
-    streams: Mapping[str, np.ndarray]
-
-    @classmethod
-    def identity(cls, layout: Layout) -> "DepMaps":
-        bits = np.zeros(layout.index.shape + (layout.n,), dtype=bool)
-        np.put_along_axis(bits, layout.index[..., None], True, axis=-1)
-        return cls(layout, {"main": pack(bits)})
-
-    @property
-    def main(self) -> np.ndarray:
-        return self.streams["main"]
-
-    def get(self, name: str, default: np.ndarray | None = None) -> np.ndarray | None:
-        return self.streams.get(name, default)
-
-    def only(self, main: np.ndarray, **others: np.ndarray) -> "DepMaps":
-        """New maps holding ``main`` and the named streams (every other stream ends here)."""
-        return DepMaps(self.layout, {"main": main, **others})
-
-
-@dataclass(frozen=True)
-class DepContext:
-    """What a layer's ``dependencies`` rule sees."""
-
-    layout: Layout
-    index: int  # 0: the layer reads the model's input
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    meta: Mapping[str, Any] = field(default_factory=dict)
-    config: int = 0  # which configuration (e.g. MADE mask) is analysed
-
-    @property
-    def first(self) -> bool:
-        return self.index == 0
-
-
-# ----------------------------------------------------------------------------- operations
-def read(a: np.ndarray, offset: Sequence[int]) -> np.ndarray:
-    """``out[g, s] = a[g, s + offset]``, empty outside the grid (zero padding)."""
-    out = np.zeros_like(a)
-    src, dst = [slice(None)], [slice(None)]
-    for d, size in zip(offset, a.shape[1:-1]):
-        if abs(d) >= size:
-            return out
-        src.append(slice(max(d, 0), size + min(d, 0)))
-        dst.append(slice(max(-d, 0), size - max(d, 0)))
-    out[tuple(dst)] = a[tuple(src)]
-    return out
-
-
-def any_group(a: np.ndarray) -> np.ndarray:
-    """The union over groups, ``[1, *grid, NB]``."""
-    return np.bitwise_or.reduce(a, axis=0, keepdims=True)
-
-
-def mix(a: np.ndarray, allowed: np.ndarray | None, groups: int | None = None) -> np.ndarray:
-    """``out[go] = OR over gi with allowed[go, gi] of a[gi]``; ``None``: every group reads every group."""
-    if allowed is None:
-        u = any_group(a)
-        return np.repeat(u, groups or a.shape[0], axis=0) if (groups or a.shape[0]) != 1 else u
-    allowed = np.asarray(allowed, dtype=bool)
-    out = np.zeros((allowed.shape[0],) + a.shape[1:], dtype=np.uint8)
-    for go in range(allowed.shape[0]):
-        sel = np.flatnonzero(allowed[go])
-        if len(sel):
-            out[go] = np.bitwise_or.reduce(a[sel], axis=0)
-    return out
-
-
-def conv(a: np.ndarray, taps: Sequence[tuple[Sequence[int], np.ndarray | None]], groups: int = 1) -> np.ndarray:
-    """A convolution's dependency rule: output group go at s reads ``a[gi, s + offset]`` for each tap
-    ``(offset, allowed)`` with ``allowed[go, gi]`` (``None``: all groups). Returns ``[groups, *grid, NB]``."""
-    full = [off for off, allowed in taps if allowed is None]
-    out = np.zeros((groups,) + a.shape[1:], dtype=np.uint8)
-    if full:
-        u = any_group(a)
-        acc = np.zeros_like(u)
-        for off in full:
-            acc |= read(u, off)
-        out |= acc
-    for off, allowed in taps:
-        if allowed is not None:
-            out |= mix(read(a, off), allowed)
-    return out
-
-
-def connect(a: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """A dense pattern over a 1-d grid: ``out[g, s] = OR over t with matrix[s, t] of a[g, t]`` (MADE, attention)."""
-    m = np.asarray(matrix, dtype=np.float32)
-    return np.stack([pack((m @ np.unpackbits(a[g], axis=-1, bitorder="little").astype(np.float32)) > 0)
-                     for g in range(a.shape[0])])
-
-
-def union(*arrays: np.ndarray) -> np.ndarray:
-    """Elementwise union (broadcasting a single group over several)."""
-    out = arrays[0]
-    for a in arrays[1:]:
-        out = out | a
-    return out
-
-
-def accumulate(a: np.ndarray, axis: int, reverse: bool = False) -> np.ndarray:
-    """Running union along grid ``axis`` (0-based): position s reads every position before it (after, if reverse)."""
-    ax = axis + 1
-    if reverse:
-        a = np.flip(a, axis=ax)
-    out = np.bitwise_or.accumulate(a, axis=ax)
-    return np.flip(out, axis=ax).copy() if reverse else out
-
-
-def group_allowed(groups: int, strict: bool) -> np.ndarray | None:
-    """Colour-channel masks: group go reads groups gi < go (``strict``, mask A) or <= go (mask B)."""
-    g = np.arange(groups)
-    return (g[None, :] < g[:, None]) if strict else (g[None, :] <= g[:, None])
+#: details ``describe(model) -> str | None`` added in parentheses to the receptive-field note, e.g.
+#: "3 stacks of dilations 1..512, kernel 2" (the first that answers wins)
+RECEPTIVE_DETAILS = (dilation_schedule,)
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -426,22 +237,20 @@ def _context_warnings(model: ModelIR, span: int | None, layout: Layout) -> list[
         return []
     out = []
     unit = "samples" if layout.input_type == "sequence" else "positions"
-    for n in layer_nodes(model.graph):
-        node = model.graph.nodes[n]
-        want = node["meta"].get("declared_context")
+    for node in model.layers:
+        want = node.causal.declared_context if node.causal else None
         if want and span < want:
-            out.append(Diagnostic(node["pos"], "warning",
+            out.append(Diagnostic(node.pos, "warning",
                                   f"the receptive field ({span} {unit}) is shorter than the declared context "
                                   f"({want} {unit}): predictions never see {unit} more than {span} back",
                                   "add layers or larger dilations, or declare a shorter context"))
     return out
 
 
-def _reach_warning(model: ModelIR, layout: Layout, rank: np.ndarray, result: "Analysis") -> list[Diagnostic] | None:
+def _reach_warning(model: ModelIR, layout: Layout, rank: np.ndarray, result: Analysis) -> list[Diagnostic] | None:
     """Models whose layers claim ``meta["full_reach"]`` (attention): every earlier position should reach every
     later one within the model's depth. None when no layer claims it; else the warning (if some pair is missed)."""
-    g = model.graph
-    nodes = [n for n in layer_nodes(g) if g.nodes[n]["meta"].get("full_reach")]
+    nodes = [node for node in model.layers if node.causal and node.causal.full_reach]
     if not nodes:
         return None
     n = layout.n
@@ -457,20 +266,20 @@ def _reach_warning(model: ModelIR, layout: Layout, rank: np.ndarray, result: "An
     seen = unpack(result.final[p], n)
     earlier = np.flatnonzero((rank < rank[p]) & ~seen)
     q = int(earlier[np.argmin(rank[earlier])])
-    last = g.nodes[nodes[-1]]
-    kind, depth = last["meta"]["full_reach"], len(nodes)
+    last = nodes[-1]
+    kind, depth = last.causal.full_reach, len(nodes)
     msg = (f"reachability: within {depth} {kind} layer{'s' if depth != 1 else ''}, {100.0 * reached / total:.1f}% "
            f"of the (earlier, later) position pairs are connected (e.g. position {layout.describe(p)} cannot see "
            f"{layout.describe(q)})")
-    return [Diagnostic(last["pos"], "warning", msg, last["meta"].get("reach_remedy"))]
+    return [Diagnostic(last.pos, "warning", msg, last.causal.reach_remedy)]
 
 
 def generation_orders(model: ModelIR, layout: Layout | None = None) -> np.ndarray:
     """``[K, N]``: the generation order of every configuration (declared by a layer, else raster order)."""
     if layout is None:
         layout = layout_of(model.header.input.type_name, model.header.input.shape)
-    for n in layer_nodes(model.graph):
-        orders = model.graph.nodes[n]["meta"].get("orders")
+    for node in model.layers:
+        orders = node.causal.orders if node.causal else None
         if orders is not None:
             return np.asarray(orders, dtype=np.int64).reshape(-1, layout.n)
     return layout.raster_order()[None, :]
@@ -478,20 +287,18 @@ def generation_orders(model: ModelIR, layout: Layout | None = None) -> np.ndarra
 
 def _propagate(model: ModelIR, layout: Layout, config: int, record: list):
     """Run every layer's rule; returns (maps, None) or (None, diagnostic) for an unanalysable layer."""
-    g = model.graph
     maps = DepMaps.identity(layout)
-    for i, n in enumerate(layer_nodes(g)):
-        node = g.nodes[n]
-        layer = node["layer"]
+    for node in model.layers:
+        layer = node.layer
         rule = getattr(layer, "dependencies", None)
         if rule is None:
-            return None, Diagnostic(node["pos"], "warning", f"causality not checked: layer '{layer.name}' declares "
+            return None, Diagnostic(node.pos, "warning", f"causality not checked: layer '{layer.name}' declares "
                                     f"no dependency structure")
-        ctx = DepContext(layout, i, tuple(node["in_shape"]), tuple(node["out_shape"]), node["meta"], config)
+        ctx = DepContext(layout, node.position, tuple(node.in_shape), tuple(node.out_shape), node.meta, config)
         if not getattr(layer, "streams", False):
             maps = maps.only(_data(maps))
         maps = rule(maps, ctx)
-        record.append((n, _data(maps)))
+        record.append((node, _data(maps)))
     return maps.only(_data(maps)), None
 
 
@@ -501,18 +308,16 @@ def _data(maps: DepMaps) -> np.ndarray:
 
 
 def analyze(model: ModelIR) -> Analysis:
-    """The exact dependency analysis of an autoregressive model (cached on its graph)."""
-    cached = model.graph.graph.get("causality")
+    """The exact dependency analysis of an autoregressive model (cached on the IR)."""
+    cached = model.cache.get("causality")
     if cached is not None:
         return cached
     header = model.header
     layout = layout_of(header.input.type_name, header.input.shape)
     orders = generation_orders(model, layout)
     result = Analysis(layout, orders)
-    g = model.graph
-    sink = g.nodes["output"]
-    head = sink.get("meta", {}).get("head_allowed")
-    configs = max([g.nodes[n]["meta"].get("configurations", 1) for n in layer_nodes(g)] + [1])
+    head = model.sink.info.head.allowed if model.sink.info.head is not None else None
+    configs = max([node.causal.configurations for node in model.layers if node.causal] + [1])
     for config in range(configs):
         record: list = []
         maps, problem = _propagate(model, layout, config, record)
@@ -538,7 +343,7 @@ def analyze(model: ModelIR) -> Analysis:
         note, span = _receptive(result.final, layout, rank, header.pos, _detail(model))
         result.diagnostics.append(note)
         result.diagnostics.extend(_context_warnings(model, span, layout))
-    g.graph["causality"] = result
+    model.cache["causality"] = result
     return result
 
 
@@ -547,15 +352,16 @@ def _causality_error(model, layout, rank, record, bad) -> Diagnostic:
     for n, main in record:  # the first layer whose own output already reads the present or the future
         found = _violation(_per_position(main, layout), rank, layout)
         if found is not None:
-            node, bad = model.graph.nodes[n], found
-            where = node["pos"]
+            node, bad = n, found
+            where = node.pos
             break
     p, q, count = bad
     what = "itself" if p == q else f"the later position {layout.describe(q)}"
-    name = node["layer"].name if node else "the output"
+    name = node.layer.name if node else "the output"
     msg = (f"{name} breaks causality: the prediction of position {layout.describe(p)} reads {what} "
            f"({count} of {layout.n} positions read the current or a later position)")
-    hint = node["meta"].get("causality_hint") if node else "start the model with a causal layer (e.g. mask A)"
+    hint = (node.causal.causality_hint if node.causal else None) if node else \
+        "start the model with a causal layer (e.g. mask A)"
     return Diagnostic(where, "error", msg, hint)
 
 
@@ -571,14 +377,14 @@ def _blind_warning(model, layout, rank, result: Analysis) -> list[Diagnostic]:
         if not seen[key]:
             break
         start = n
-    node = model.graph.nodes[start] if start is not None else None
+    node = start
     count, p, q = worst
     unit = "pixels" if len(layout.grid) == 2 else "positions"
-    remedy = node["meta"].get("blind_spot_remedy") if node else None
+    remedy = node.causal.blind_spot_remedy if node is not None and node.causal else None
     unit = unit if count != 1 else unit[:-1]
     msg = (f"blind spot: a position cannot see up to {count} earlier {unit} inside its receptive field "
            f"(e.g. {_offset(layout, rank, p, q)})" + (f"; {remedy}" if remedy else ""))
-    return [Diagnostic(node["pos"] if node else model.header.pos, "warning", msg)]
+    return [Diagnostic(node.pos if node is not None else model.header.pos, "warning", msg)]
 
 
 def dependency_sets(model: ModelIR, config: int = 0) -> np.ndarray:
@@ -591,13 +397,3 @@ def check_causality(model: ModelIR, limits) -> list[Diagnostic]:
     if model.header.kind != "autoregressive" or not model.complete or model.header.input is None:
         return []
     return list(analyze(model).diagnostics)
-
-
-def _register() -> None:
-    from flowdsl.analysis.checks import MODEL_CHECKS
-
-    if check_causality not in MODEL_CHECKS:
-        MODEL_CHECKS.append(check_causality)
-
-
-_register()

@@ -1,8 +1,8 @@
 """Model-level checks on the IR: coverage, resources, the condition, the model's shape contract.
 
-Each check is a pure function ``(ModelIR, ...) -> list[Diagnostic]``; layer-level rules
-(shapes, invertibility) already ran in :func:`flowdsl.analysis.ir.build_graph`. A check added by a
-later layer family appends itself to :data:`MODEL_CHECKS`.
+Each check is a pure function ``(ModelIR, Limits) -> list[Diagnostic]``; layer-level rules
+(shapes, invertibility) already ran in :func:`flowdsl.analysis.ir.build_ir`. Which checks a kind
+of model runs, and in which order, is declared in :mod:`flowdsl.analysis.kinds`.
 
 Example:
     >>> from flowdsl.api import analyze_source
@@ -13,15 +13,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
+from flowdsl.analysis.ir import ModelIR
 from flowdsl.errors import Diagnostic
 from flowdsl.language.expand import Limits
-from flowdsl.analysis.ir import ModelIR, layer_nodes
 
-__all__ = ["check_coverage", "check_resources", "check_condition", "run_checks", "MODEL_CHECKS"]
+__all__ = ["check_coverage", "check_resources", "check_condition"]
 
 
 def _positions(indices, shape) -> str:
@@ -34,16 +34,14 @@ def check_coverage(model: ModelIR, limits: Limits) -> list[Diagnostic]:
     """Flows: a warning naming the input dimensions that no layer ever transforms."""
     if model.header.kind != "flow" or not model.complete:
         return []
-    g = model.graph
     shape = model.header.input.shape
     size = int(np.prod(shape))
     origin = np.arange(size)  # origin[i]: the input dimension now at position i
     covered = np.zeros(size, dtype=bool)
-    for n in layer_nodes(g):
-        node = g.nodes[n]
-        dep = node["dependency"]
-        if "factored" in node["meta"]:  # split: the first part stays, the rest leaves for the base
-            origin = origin[: int(np.prod(node["out_shape"]))]
+    for node in model.layers:
+        dep = node.dependency
+        if node.factored is not None:  # split: the first part stays, the rest leaves for the base
+            origin = origin[: int(np.prod(node.out_shape))]
             continue
         if dep is None:  # a layer that declares nothing is taken to transform everything
             covered[origin] = True
@@ -74,24 +72,6 @@ def check_condition(model: ModelIR, limits: Limits) -> list[Diagnostic]:
     cond = model.header.condition
     if cond is None or not model.complete:
         return []
-    if any(model.graph.nodes[n]["meta"].get("reads_condition") for n in layer_nodes(model.graph)):
+    if any(node.reads_condition for node in model.layers):
         return []
     return [Diagnostic(cond.pos, "warning", f"condition '{cond.name}' is declared but no layer reads it")]
-
-
-MODEL_CHECKS: list[Callable[[ModelIR, Limits], list[Diagnostic]]] = [check_resources, check_coverage, check_condition]
-
-
-def run_checks(model: ModelIR, limits: Limits) -> list[Diagnostic]:
-    """Run every model check; once one reports an error the rest are skipped (they would add noise)."""
-    out: list[Diagnostic] = []
-    for check in MODEL_CHECKS:
-        if any(d.severity == "error" for d in out + model.diagnostics) and check is not check_resources:
-            break
-        try:
-            out.extend(check(model, limits))
-        except Exception as err:  # a bug in a check must reach the user as a diagnostic, not a traceback
-            out.append(Diagnostic(model.header.pos, "error",
-                                  f"internal error in {check.__name__}: {type(err).__name__}: {err}",
-                                  hint="this is a bug in flowdsl, not in the spec; please report it"))
-    return out

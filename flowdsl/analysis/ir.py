@@ -1,141 +1,220 @@
-"""The graph IR: a networkx DiGraph of a model's layers with inferred shapes and declared structure.
+"""The typed IR: an ordered list of typed layer nodes between a model's input and its sink.
 
-Nodes (integer ids) carry a dict like torch.fx's ``meta``:
-
-- ``op``: ``"input"``, ``"layer"``, ``"latent"`` (a part factored out by ``split``),
-  ``"base"`` (a flow's base density) or ``"output"`` (an autoregressive model's head);
-- ``pos``, ``trace``: where it was written, and the block calls around it;
-- ``layer``: the bound layer spec (frozen pydantic), ``key`` its name;
-- ``in_shape``, ``out_shape``, ``params``, ``logdet``, ``dependency`` (a
-  :class:`~flowdsl.layers.structure.Dependency`), ``meta`` (layer-specific facts).
-
-Edges carry ``port``: ``"main"`` for the data path, ``"factored"`` from a split to its latent.
-The graph holds no torch object: the compiler builds modules from it.
+A :class:`ModelIR` holds the model's declarations (``header``), one :class:`LayerNode` per
+expanded layer in data-path order, and a :class:`SinkNode` (a flow's base density or an
+autoregressive model's output). Each layer node carries the bound spec, where it was written
+and the block calls around it, the shape arriving at it, and the facts its rules inferred
+(:class:`~flowdsl.layers.registry.LayerInfo`: output shape, parameters, log-det kind, declared
+dependency, what it factors out, whether it reads the condition, ...) as typed fields. The IR
+describes; it holds no torch object: the compiler builds modules from it. networkx is used where
+its algorithms are (drawing, ordering): :meth:`ModelIR.graph` builds a DiGraph view on demand.
 
 Example:
     >>> from flowdsl.api import analyze_source
     >>> a = analyze_source("flow f {\\n  input x: vector[4]\\n  coupling additive(mask=half)\\n}\\n", "f.flow")
-    >>> g = a.models["f"].graph
-    >>> [g.nodes[n]["op"] for n in main_path(g)]
-    ['input', 'layer', 'base']
+    >>> ir = a.models["f"]
+    >>> [(n.position, n.key, n.out_shape, n.logdet) for n in ir.layers]
+    [(0, 'coupling additive', (4,), 'zero')]
+    >>> ir.sink.op, list(ir.graph())
+    ('base', ['input', 0, 'base'])
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
 
 import networkx as nx
 
-from flowdsl.errors import Diagnostic, SpecError
+from flowdsl.errors import Diagnostic, Pos, SpecError, trace_notes
 from flowdsl.language.expand import ModelHeader, Site
-from flowdsl.layers.registry import LayerContext
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, SinkInfo
 
-__all__ = ["ModelIR", "build_graph", "main_path", "layer_nodes", "SINK_RULES"]
+__all__ = ["ModelIR", "LayerNode", "SinkNode", "build_ir"]
 
-#: model kind -> rule inferring the sink node from what reaches it: ``rule(header, shape, last)`` with
-#: ``last`` the last layer node's dict (None without layers) returns node facts to add (``params``,
-#: ``meta``) or raises SpecError. The autoregressive layers register their output head here.
-SINK_RULES: dict = {}
+
+@dataclass(frozen=True)
+class LayerNode:
+    """One expanded layer: its spec, source, the shape reaching it and what its rules inferred.
+
+    ``info`` is None where inference did not reach the layer (an earlier error); the facts then
+    read as empty (no parameters, no dependency).
+    """
+
+    position: int  # 0-based position among the model's layers
+    layer: Layer
+    key: str
+    pos: Pos
+    trace: tuple[tuple[str, Pos], ...] = ()
+    arg_pos: tuple[tuple[str, Pos], ...] = ()
+    in_shape: tuple[int, ...] | None = None
+    info: LayerInfo | None = None
+
+    @property
+    def out_shape(self) -> tuple[int, ...] | None:
+        return tuple(self.info.out_shape) if self.info else None
+
+    @property
+    def params(self) -> int:
+        return self.info.params if self.info else 0
+
+    @property
+    def logdet(self) -> str | None:
+        return self.info.logdet if self.info else None
+
+    @property
+    def dependency(self):
+        return self.info.dependency if self.info else None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self.info.meta) if self.info else {}
+
+    @property
+    def factored(self) -> tuple[int, ...] | None:
+        return self.info.factored if self.info else None
+
+    @property
+    def reads_condition(self) -> bool:
+        return bool(self.info and self.info.reads_condition)
+
+    @property
+    def report(self) -> str:
+        return self.info.report if self.info else ""
+
+    @property
+    def causal(self) -> CausalFacts | None:
+        return self.info.causal if self.info else None
+
+
+@dataclass(frozen=True)
+class SinkNode:
+    """A flow's base density (``op="base"``) or an autoregressive model's output (``op="output"``)."""
+
+    op: Literal["base", "output"]
+    spec: Any
+    pos: Pos
+    in_shape: tuple[int, ...] | None = None
+    info: SinkInfo = field(default_factory=SinkInfo)
+
+    @property
+    def params(self) -> int:
+        return self.info.params
 
 
 @dataclass
 class ModelIR:
-    """One model: its declarations, its graph, and whether shape inference reached the end."""
+    """One model: its declarations, its layers in order, its sink, and whether inference reached the end."""
 
     header: ModelHeader
-    graph: nx.DiGraph
+    layers: list[LayerNode]
+    sink: SinkNode
     complete: bool
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    #: results of analyses run on this IR (the causality analysis caches itself here)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return self.header.name
 
     @property
+    def kind(self) -> str:
+        return self.header.kind
+
+    @property
     def params(self) -> int:
-        return sum(self.graph.nodes[n].get("params", 0) for n in self.graph)
+        return sum(n.params for n in self.layers) + self.sink.params
+
+    @property
+    def latents(self) -> list[tuple[int, tuple[int, ...]]]:
+        """``(layer position, shape)`` of each part factored out to the base (multi-scale flows)."""
+        return [(n.position, n.factored) for n in self.layers if n.factored is not None]
+
+    def graph(self) -> nx.DiGraph:
+        """A networkx view for drawing: ``"input"`` -> layer positions -> ``"base"``/``"output"``, plus
+        ``("latent", position)`` nodes for factored parts (edge attribute ``port``: main or factored)."""
+        return self._graph
+
+    @cached_property
+    def _graph(self) -> nx.DiGraph:
+        g = nx.DiGraph(name=self.name, kind=self.kind)
+        g.add_node("input", op="input")
+        prev: Any = "input"
+        for node in self.layers:
+            g.add_node(node.position, op="layer", node=node)
+            g.add_edge(prev, node.position, port="main")
+            if self.complete and node.factored is not None:
+                g.add_node(("latent", node.position), op="latent", shape=node.factored)
+                g.add_edge(node.position, ("latent", node.position), port="factored")
+            prev = node.position
+        g.add_node(self.sink.op, op=self.sink.op)
+        g.add_edge(prev, self.sink.op, port="main")
+        return g
 
 
-def main_path(graph: nx.DiGraph) -> list[int]:
-    """Node ids along the data path, input first (a topological order of the ``main`` edges)."""
-    main = nx.DiGraph((u, v) for u, v, p in graph.edges(data="port") if p == "main")
-    main.add_nodes_from(n for n in graph if graph.nodes[n]["op"] in ("input",))
-    return list(nx.topological_sort(main))
+def _infer(site: Site, ctx: LayerContext) -> tuple[LayerInfo, list]:
+    try:
+        info = site.layer.infer(ctx)
+        return info, site.layer.check(ctx, info)
+    except (SpecError, MemoryError):
+        raise
+    except Exception as bug:  # a bug in a layer rule reaches the user as a diagnostic
+        raise SpecError(f"internal error in the rules of '{site.key}': {type(bug).__name__}: {bug}",
+                        hint="this is a bug in flowdsl, not in the spec; please report it") from None
 
 
-def layer_nodes(graph: nx.DiGraph) -> list[int]:
-    return [n for n in main_path(graph) if graph.nodes[n]["op"] == "layer"]
+def build_ir(header: ModelHeader, sites: list[Site], spec_dir: str = ".") -> ModelIR:
+    """Infer shapes and facts layer by layer; an error stops inference at that layer.
 
+    After an error inference goes on past shape-preserving flow layers only (so that all of a
+    model's errors show); a layer that moves data (squeeze, split, ...) leaves later shapes unknown.
+    """
+    from flowdsl.analysis.kinds import model_kind
 
-def _hint(err: SpecError, trace) -> str | None:
-    hint = err.hint
-    if trace:
-        calls = ", ".join(f"'{name}' called at {p}" for name, p in trace)
-        hint = (hint + "; " if hint else "") + f"in block {calls}"
-    return hint
-
-
-def build_graph(header: ModelHeader, sites: list[Site], spec_dir: str = ".") -> ModelIR:
-    """Infer shapes layer by layer and build the IR graph; errors stop inference at that layer."""
-    g = nx.DiGraph(name=header.name, kind=header.kind, header=header)
+    kind = model_kind(header.kind)
     diags: list[Diagnostic] = []
     inp = header.input
     complete = inp is not None
-    inferring = complete  # after an error, inference goes on past shape-preserving layers only
-    g.add_node(0, op="input", pos=header.input.pos if inp else header.pos, trace=(),
-               out_shape=inp.shape if inp else None)
+    inferring = complete
     shape = inp.shape if inp else None
-    prev = 0
     previous: tuple[str, ...] = ()
-    classes = header.condition.classes if header.condition else 0
-    for i, site in enumerate(sites, start=1):
-        node = dict(op="layer", layer=site.layer, key=site.key, pos=site.pos, trace=site.trace,
-                    in_shape=shape, out_shape=None, params=0, logdet=None, dependency=None, meta={})
+    features = header.condition.classes if header.condition else 0
+    layers: list[LayerNode] = []
+    last: LayerInfo | None = None
+    for position, site in enumerate(sites):
+        info: LayerInfo | None = None
+        in_shape = shape if inferring else None
         if inferring:
             ctx = LayerContext(shape=shape, model_kind=header.kind, input_type=inp.type_name, levels=inp.levels,
-                               context_features=classes, spec_dir=spec_dir, index=i - 1, previous=previous,
+                               context_features=features, spec_dir=spec_dir, index=position, previous=previous,
                                output=header.output, input_shape=inp.shape)
             try:
-                try:
-                    info = site.layer.infer(ctx)
-                    findings = site.layer.check(ctx, info)
-                except (SpecError, MemoryError):
-                    raise
-                except Exception as bug:  # a bug in a layer rule reaches the user as a diagnostic
-                    raise SpecError(f"internal error in the rules of '{site.key}': {type(bug).__name__}: {bug}",
-                                    hint="this is a bug in flowdsl, not in the spec; please report it") from None
+                info, findings = _infer(site, ctx)
             except SpecError as err:
                 where = err.pos or dict(site.arg_pos).get(err.arg, site.pos)
-                diags.append(Diagnostic(where, "error", err.message, _hint(err, site.trace)))
+                diags.append(Diagnostic(where, "error", err.message, err.hint, related=trace_notes(site.trace)))
                 diags.extend(err.extra)
                 complete = False
-                # A layer that moves data (squeeze, split, ...) leaves later shapes unknown: stop there.
-                inferring = header.kind == "flow" and not type(site.layer).structural
+                inferring = kind.infer_past_errors and not type(site.layer).structural
             else:
-                node.update(out_shape=tuple(info.out_shape), params=info.params, logdet=info.logdet,
-                            dependency=info.dependency, meta=dict(info.meta))
                 for f in findings:
                     where = dict(site.arg_pos).get(f.arg, site.pos) if f.arg else site.pos
-                    diags.append(Diagnostic(where, f.severity, f.message, _hint(SpecError(""), site.trace)))
+                    diags.append(Diagnostic(where, f.severity, f.message, related=trace_notes(site.trace)))
                 shape = tuple(info.out_shape)
-        g.add_node(i, **node)
-        g.add_edge(prev, i, port="main")
-        if complete and "factored" in node["meta"]:
-            latent = ("latent", i)
-            g.add_node(latent, op="latent", pos=site.pos, trace=site.trace, out_shape=node["meta"]["factored"])
-            g.add_edge(i, latent, port="factored")
-        prev = i
+                last = info
+        layers.append(LayerNode(position=position, layer=site.layer, key=site.key, pos=site.pos, trace=site.trace,
+                                arg_pos=site.arg_pos, in_shape=in_shape, info=info))
         previous = previous + (site.key,)
-    sink = "base" if header.kind == "flow" else "output"
-    spec = header.base if header.kind == "flow" else header.output
-    sink_params = spec.param_count(inp.shape) if inp is not None and hasattr(spec, "param_count") else 0
-    g.add_node(sink, op=sink, pos=header.pos, trace=(), in_shape=shape if complete else None, spec=spec,
-               params=sink_params)
-    if complete and header.kind in SINK_RULES:
+    spec = header.base if kind.sink == "base" else header.output
+    sink_info = SinkInfo(params=spec.param_count(inp.shape) if inp is not None and hasattr(spec, "param_count")
+                         else 0)
+    if complete and kind.sink_rule is not None:
         try:
-            g.nodes[sink].update(SINK_RULES[header.kind](header, shape, g.nodes[prev] if prev else None))
+            sink_info = kind.sink_rule(header, shape, last)
         except SpecError as err:
             diags.append(Diagnostic(err.pos or header.pos, "error", err.message, err.hint))
             complete = False
-    g.add_edge(prev, sink, port="main")
-    return ModelIR(header=header, graph=g, complete=complete, diagnostics=diags)
+    sink = SinkNode(op=kind.sink, spec=spec, pos=header.pos, in_shape=shape if complete else None, info=sink_info)
+    return ModelIR(header=header, layers=layers, sink=sink, complete=complete, diagnostics=diags)

@@ -296,8 +296,8 @@ def cmd_interpolate(args) -> int:
 
 def cmd_graph(args) -> int:
     from flowdsl.api import analyze_file
-    from flowdsl.cli.main import _print_diagnostics
     from flowdsl.cli.graph import draw, to_dot
+    from flowdsl.cli.main import _print_diagnostics
 
     analysis = analyze_file(args.spec)
     _print_diagnostics(analysis.diagnostics, analysis.sources)
@@ -313,7 +313,7 @@ def cmd_graph(args) -> int:
         engine = draw(ir, args.output, args.engine)
     except ValueError as err:
         raise _fail(args.output, str(err)) from None
-    print(f"wrote {args.output} ({engine}, {ir.graph.number_of_nodes()} nodes)")
+    print(f"wrote {args.output} ({engine}, {ir.graph().number_of_nodes()} nodes)")
     return 0
 
 

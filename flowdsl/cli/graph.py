@@ -20,7 +20,6 @@ from pathlib import Path
 
 import networkx as nx
 
-from flowdsl.analysis.ir import main_path
 
 __all__ = ["node_labels", "to_dot", "draw", "layout"]
 
@@ -30,46 +29,38 @@ def _shape(shape) -> str:
 
 
 def node_labels(ir) -> dict:
-    """node id -> a multi-line label: what the node is, its shapes, its line and parameters."""
-    g, header = ir.graph, ir.header
-    labels = {}
-    for n, d in g.nodes(data=True):
-        op, line = d["op"], _where(d, header.file)
-        if op == "input":
-            inp = header.input
-            text = f"input {inp.name}: {inp.type_name}{_shape(inp.shape)}" + (f" levels {inp.levels}" if inp.levels else "")
-            if header.condition:
-                text += f"\ncondition {header.condition.name}: label[{header.condition.classes}]"
-            text += f"\n{line}"
-        elif op == "layer":
-            text = f"{d['layer'].describe()}\n{_shape(d['in_shape'])} -> {_shape(d['out_shape'])}\n{line}"
-            text += f" · {d['params']:,} params"
-        elif op == "latent":
-            text = f"factored out\n{_shape(d['out_shape'])}"
-        else:
-            spec = d.get("spec")
-            what = spec.describe() if spec is not None and hasattr(spec, "describe") else ""
-            text = f"{op} {what}".strip() + f"\n{_shape(d.get('in_shape'))}"
-            if d.get("params"):
-                text += f" · {d['params']:,} params"
-        labels[n] = text
+    """node id of :meth:`ModelIR.graph` -> a multi-line label: what it is, its shapes, its line and parameters."""
+    header = ir.header
+    inp = header.input
+    text = f"input {inp.name}: {inp.type_name}{_shape(inp.shape)}" + (f" levels {inp.levels}" if inp.levels else "")
+    if header.condition:
+        text += f"\ncondition {header.condition.name}: label[{header.condition.classes}]"
+    labels = {"input": text + f"\n{_where(inp.pos, (), header.file)}"}
+    for node in ir.layers:
+        text = f"{node.layer.describe()}\n{_shape(node.in_shape)} -> {_shape(node.out_shape)}\n"
+        labels[node.position] = text + _where(node.pos, node.trace, header.file) + f" · {node.params:,} params"
+        if node.factored is not None:
+            labels[("latent", node.position)] = f"factored out\n{_shape(node.factored)}"
+    sink = ir.sink
+    what = sink.spec.describe() if sink.spec is not None and hasattr(sink.spec, "describe") else ""
+    text = f"{sink.op} {what}".strip() + f"\n{_shape(sink.in_shape)}"
+    labels[sink.op] = text + (f" · {sink.params:,} params" if sink.params else "")
     return labels
 
 
-def _where(node, main: str) -> str:
+def _where(pos, trace, main: str) -> str:
     """``line 7``; in a block of another file ``glow_step.flow:3 (glow_step at line 9)``."""
-    pos = node.get("pos")
     if pos is None or pos.line <= 0:
         return ""
     where = f"line {pos.line}" if pos.file == main else f"{Path(pos.file).name}:{pos.line}"
-    calls = [p for _, p in node.get("trace", ()) if p.file == main]
+    calls = [p for _, p in trace if p.file == main]
     if pos.file != main and calls:
-        where += f" ({node['trace'][0][0]} at line {calls[0].line})"
+        where += f" ({trace[0][0]} at line {calls[0].line})"
     return where
 
 
 def _id(n) -> str:
-    return "n" + "_".join(map(str, n)) if isinstance(n, tuple) else f"n{n}"
+    return "n" + "_".join(map(str, n)) if isinstance(n, tuple) else f"n{n}"  # ("latent", 3) -> nlatent_3
 
 
 def _quote(text: str) -> str:
@@ -78,7 +69,7 @@ def _quote(text: str) -> str:
 
 def to_dot(ir) -> str:
     """The IR as Graphviz DOT text."""
-    g, labels = ir.graph, node_labels(ir)
+    g, labels = ir.graph(), node_labels(ir)
     out = [f"digraph {_quote(ir.name)} {{", "  rankdir=TB;",
            '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica", fontsize=10];',
            '  edge [fontname="Helvetica", fontsize=9];']
@@ -99,7 +90,8 @@ def to_dot(ir) -> str:
 def layout(graph: nx.DiGraph) -> dict:
     """node -> (x, y): the data path down the middle, one row a node; side nodes (factored-out parts)
     to the right of the node they leave."""
-    pos = {n: (0.0, -float(i)) for i, n in enumerate(main_path(graph))}
+    main = nx.DiGraph((u, v) for u, v, port in graph.edges(data="port") if port == "main")
+    pos = {n: (0.0, -float(i)) for i, n in enumerate(nx.topological_sort(main))}
     for n in graph:
         if n not in pos:
             before = [p for p in graph.predecessors(n) if p in pos]
@@ -113,7 +105,7 @@ def _matplotlib(ir, path: Path) -> None:
     mpl = _require("matplotlib")
     mpl.use("Agg", force=False)
     plt = _require("matplotlib.pyplot")
-    g, labels = ir.graph, node_labels(ir)
+    g, labels = ir.graph(), node_labels(ir)
     pos = layout(g)
     rows = 1 - min(y for _, y in pos.values())
     cols = max(x for x, _ in pos.values()) - min(x for x, _ in pos.values()) + 1

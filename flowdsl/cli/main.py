@@ -101,7 +101,7 @@ def cmd_check(args) -> int:
         for name, ir in analysis.models.items():
             mine = [d for d in ir.diagnostics if d.severity == "error"]
             verdict = "ok" if ir.complete and not mine else "errors"
-            layers = sum(1 for n in ir.graph if ir.graph.nodes[n]["op"] == "layer")
+            layers = len(ir.layers)
             print(f"{path}: {ir.header.kind} {name}: {verdict} ({layers} layers, {ir.params:,} parameters)")
         if errors:
             status = 1
@@ -111,10 +111,7 @@ def cmd_check(args) -> int:
 
 # ----------------------------------------------------------------------------- compile
 def _report(model, ir, path: str) -> str:
-    from flowdsl.analysis.ir import layer_nodes
-
     h = ir.header
-    g = ir.graph
     lines = [f"{h.kind} {h.name}  ({path}:{h.pos.line})"]
     inp = h.input
     extra = f" levels {inp.levels}" if inp.levels else ""
@@ -126,13 +123,12 @@ def _report(model, ir, path: str) -> str:
     elif h.output is not None:
         lines.append(f"  output: {h.output.describe()}")
     rows = [("#", "line", "layer", "output", "params", "log-det", "notes")]
-    for i, n in enumerate(layer_nodes(g), start=1):
-        node = g.nodes[n]
-        notes = node["meta"].get("report", "")
-        if "factored" in node["meta"]:
-            notes = f"factors {_shape(node['meta']['factored'])} out to the base"
-        rows.append((str(i), f"{node['pos'].line}:{node['pos'].column}", node["layer"].describe(),
-                     _shape(node["out_shape"]), f"{node['params']:,}", str(node["logdet"] or "-"), notes))
+    for node in ir.layers:
+        notes = node.report
+        if node.factored is not None:
+            notes = f"factors {_shape(node.factored)} out to the base"
+        rows.append((str(node.position + 1), f"{node.pos.line}:{node.pos.column}", node.layer.describe(),
+                     _shape(node.out_shape), f"{node.params:,}", str(node.logdet or "-"), notes))
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]) - 1)]
     for r in rows:
         cells = [r[k].ljust(widths[k]) if k != 4 else r[k].rjust(widths[k]) for k in range(len(widths))]
@@ -145,8 +141,6 @@ def _report(model, ir, path: str) -> str:
 def _runtime_shapes(model, ir) -> str:
     """Run a batch of zeros through the compiled flow and compare every layer's shape with the IR."""
     import torch
-
-    from flowdsl.analysis.ir import layer_nodes
 
     if ir.header.kind != "flow" or not hasattr(model, "layers"):
         return ""
@@ -164,7 +158,7 @@ def _runtime_shapes(model, ir) -> str:
     finally:
         for hk in hooks:
             hk.remove()
-    want = [tuple(ir.graph.nodes[n]["out_shape"]) for n in layer_nodes(ir.graph) if ir.graph.nodes[n]["key"] != "split"]
+    want = [tuple(node.out_shape) for node in ir.layers if node.factored is None]
     if seen != want:
         return "shapes: MISMATCH between inference and runtime"
     return f"shapes: inferred shapes match the runtime ({len(seen)} layers)"
@@ -182,8 +176,9 @@ def cmd_compile(args) -> int:
         print(f"{args.file}: error: the file defines several models ({', '.join(names)}); pick one with --model "
               f"to save it", file=sys.stderr)
         return 1
-    from flowdsl.runtime.compiler import compile_model
+    from flowdsl.analysis.kinds import model_kind
     from flowdsl.checkpoint import save_checkpoint
+    from flowdsl.runtime.compiler import compile_model
 
     for name in names:
         ir = analysis.model(name)
@@ -192,8 +187,10 @@ def cmd_compile(args) -> int:
             model.to(args.device)
         print(_report(model, ir, args.file))
         warnings = [d for d in ir.diagnostics if d.severity == "warning"]
+        kind = model_kind(ir.kind)
+        proved = kind.proved + tuple(c.proves for c in kind.checks if c.proves)
         print("  checks: " + ("passed" if not warnings else f"passed with {len(warnings)} warning(s)")
-              + " (shapes, arguments, invertibility" + (", coverage" if ir.header.kind == "flow" else "") + ")")
+              + f" ({', '.join(proved)})")
         if args.device in (None, "cpu"):
             verdict = _runtime_shapes(model, ir)
             if verdict:

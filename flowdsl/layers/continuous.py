@@ -19,15 +19,24 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import Annotated, ClassVar, Optional
 
 from pydantic import Field, ValidationError
-from typing_extensions import Annotated
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer, symbolic
-from flowdsl.layers.structure import Dependency
 from flowdsl.layers.nets import MLP, Net
+from flowdsl.layers.registry import (
+    NETS,
+    Finding,
+    Layer,
+    LayerContext,
+    LayerInfo,
+    PositiveInt,
+    choice,
+    register_layer,
+    symbolic,
+)
+from flowdsl.layers.structure import Dependency
 
 __all__ = ["Continuous", "DEFAULT_TOLERANCES", "DEFAULT_STEPS", "SMOOTH_ACTIVATION", "dynamics_net"]
 
@@ -57,7 +66,7 @@ class Continuous(Layer):
     time: Annotated[float, Field(gt=0, le=1000)] = 1.0
     rtol: Tolerance = None
     atol: Tolerance = None
-    steps: Optional[Annotated[PositiveInt, Field(le=100_000)]] = None
+    steps: Annotated[PositiveInt, Field(le=100000)] | None = None
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         d = ctx.size
@@ -89,13 +98,16 @@ class Continuous(Layer):
         trace = "exact trace" if self.trace == "exact" else "Hutchinson trace (unbiased)"
         report = (f"dynamics {net.describe()} of (z, t); {how}; log-det = integral of the {trace} over "
                   f"[0, {self.time:g}]; inverse integrates backwards (accurate to the solver's tolerance)")
+        solver = 1e4 * max(float(t) for t in tols["float64"]) if tols else 0.0
         return LayerInfo(
             ctx.shape, params=params, logdet="exact" if self.trace == "exact" else "estimated, unbiased",
             dependency=Dependency.dense(d),
             meta={"features": d, "net": net, "net_in": net_in, "net_out": net_out, "tolerances": tols,
-                  "steps": None if adaptive else (self.steps or DEFAULT_STEPS),
-                  **({} if adaptive else {"roundtrip_tol": accuracy, "logdet_tol": accuracy}),
-                  "reads_condition": ctx.context_features > 0, "report": report},
+                  "steps": None if adaptive else (self.steps or DEFAULT_STEPS)},
+            # stated float64 accuracy: a fixed grid's, else 1e4 times the solver's tolerances
+            roundtrip_tol=max(solver, 0.0 if adaptive else accuracy),
+            logdet_tol=max(solver, 0.0 if adaptive else accuracy),
+            reads_condition=ctx.context_features > 0, report=report,
         )
 
     def check(self, ctx: LayerContext, info: LayerInfo) -> list[Finding]:

@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import numpy as np
 
@@ -54,9 +54,9 @@ class Planar(Layer):
         d = ctx.size
         return LayerInfo(
             ctx.shape, params=2 * d + 1, logdet="exact", dependency=Dependency.dense(d),
-            meta={"features": d, "inverse_tol": INVERSE_TOL,
-                  "report": "tanh; u reparameterised so w.u > -1 (invertible); log-det exact; "
-                            f"inverse by a bracketed 1-D Newton root find along w (tolerance {INVERSE_TOL:g})"},
+            meta={"features": d}, roundtrip_tol=1e3 * INVERSE_TOL,
+            report="tanh; u reparameterised so w.u > -1 (invertible); log-det exact; "
+                   f"inverse by a bracketed 1-D Newton root find along w (tolerance {INVERSE_TOL:g})",
         )
 
 
@@ -72,9 +72,8 @@ class Radial(Layer):
         d = ctx.size
         return LayerInfo(
             ctx.shape, params=d + 2, logdet="exact", dependency=Dependency.dense(d),
-            meta={"features": d,
-                  "report": "alpha > 0, beta > -alpha (invertible); log-det exact; "
-                            "inverse analytic (a quadratic in the radius)"},
+            meta={"features": d},
+            report="alpha > 0, beta > -alpha (invertible); log-det exact; inverse analytic (a quadratic in the radius)",
         )
 
 
@@ -100,7 +99,7 @@ class Sylvester(Layer):
     runtime: ClassVar[str] = "flowdsl.runtime.freeform:Sylvester.build"
     summary: ClassVar[str] = "Sylvester flow (van den Berg et al. 2018): y = x + QR tanh(R~Q^T x + b)"
     kind: choice("orthogonal", "householder", "triangular") = "orthogonal"
-    rank: Optional[PositiveInt] = None
+    rank: PositiveInt | None = None
     order: choice("alternate", "natural", "reverse") = "alternate"
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
@@ -114,7 +113,7 @@ class Sylvester(Layer):
                             arg="order")
         tri = m * (m + 1) // 2
         q_params = {"orthogonal": d * m, "householder": m * d, "triangular": 0}[self.kind]
-        meta = {"features": d, "rank": m, "inverse_tol": INVERSE_TOL}
+        meta = {"features": d, "rank": m}
         if self.kind == "triangular":
             coords = sylvester_order(self.order, ctx.index, d, m)
             meta["coords"] = tuple(int(c) for c in coords)
@@ -133,6 +132,7 @@ class Sylvester(Layer):
             dependency = Dependency.dense(d)
             q_text = ("Q by iterative (Bjorck) orthogonalisation" if self.kind == "orthogonal"
                       else f"Q from {m} Householder reflections")
-        meta["report"] = (f"rank {m}; {q_text}; R_ii R~_ii in (-1, 1) (invertible); log-det exact; "
-                          f"inverse by back-substitution with bracketed 1-D root finds (tolerance {INVERSE_TOL:g})")
-        return LayerInfo(ctx.shape, params=q_params + 2 * tri + m, logdet="exact", dependency=dependency, meta=meta)
+        report = (f"rank {m}; {q_text}; R_ii R~_ii in (-1, 1) (invertible); log-det exact; "
+                  f"inverse by back-substitution with bracketed 1-D root finds (tolerance {INVERSE_TOL:g})")
+        return LayerInfo(ctx.shape, params=q_params + 2 * tri + m, logdet="exact", dependency=dependency, meta=meta,
+                         report=report, roundtrip_tol=1e3 * INVERSE_TOL)

@@ -20,24 +20,35 @@ Example:
     >>> from flowdsl.api import analyze_source
     >>> a = analyze_source("flow f {\\n  input x: vector[2]\\n"
     ...                    "  residual(net=lipschitz_mlp([8], coeff=0.9), logdet=power_series(terms=4))\\n}\\n")
-    >>> node = a.models["f"].graph.nodes[1]
-    >>> node["params"], node["logdet"], round(node["meta"]["lipschitz"], 2)
+    >>> node = a.models["f"].layers[0]
+    >>> node.params, node.logdet, round(node.meta["lipschitz"], 2)
     (43, 'estimated, biased', 0.81)
 """
 
 from __future__ import annotations
 
 from math import prod
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import BeforeValidator, Field
-from typing_extensions import Annotated
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import NETS, Family, Layer, LayerContext, LayerInfo, NonNegativeInt, PositiveInt, Spec, choice, register_layer, symbolic
-from flowdsl.layers.structure import Dependency
 from flowdsl.language.values import Symbol
 from flowdsl.layers.nets import Hidden, Net, _linear
+from flowdsl.layers.registry import (
+    NETS,
+    Family,
+    Layer,
+    LayerContext,
+    LayerInfo,
+    NonNegativeInt,
+    PositiveInt,
+    Spec,
+    choice,
+    register_layer,
+    symbolic,
+)
+from flowdsl.layers.structure import Dependency
 
 __all__ = [
     "LipschitzMLP", "LOGDETS", "LogdetEstimator", "PowerSeries", "RussianRoulette", "ExactLogdet", "Residual",
@@ -190,7 +201,7 @@ class Residual(Layer):
                   f"(contraction {lip:.3g}, error bound {INVERSE_TOL:g})")
         return LayerInfo(
             ctx.shape, params=params, logdet=self.logdet.kind, dependency=Dependency.dense(ctx.size),
-            meta={"features": ctx.size, "lipschitz": lip, "inverse_tol": INVERSE_TOL, "net_in": ctx.shape,
-                  "net_out": ctx.shape, "reads_condition": ctx.context_features > 0, "report": report},
+            meta={"features": ctx.size, "lipschitz": lip, "net_in": ctx.shape, "net_out": ctx.shape},
+            reads_condition=ctx.context_features > 0, report=report, roundtrip_tol=1e3 * INVERSE_TOL,
         )
 

@@ -23,8 +23,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,7 +45,8 @@ class BuildNode:
     levels: int | None = None
     model_kind: str = "flow"
     spec_dir: str = "."
-    index: int = 0
+    position: int = 0  # the layer's 0-based position in its model (as LayerNode.position)
+    causal: Any = None  # flowdsl.layers.registry.CausalFacts of an autoregressive-model layer, else None
 
 
 class Bijection(nn.Module):

@@ -1,4 +1,7 @@
-"""IR -> torch modules: each layer node's ``runtime`` builder, in the graph's order.
+"""IR -> torch modules: each layer node's ``runtime`` builder, in the IR's order.
+
+The model kind's compiler (named in :mod:`flowdsl.analysis.kinds`) is imported here, on demand:
+the analysis never imports torch.
 
 Example:
     >>> import flowdsl
@@ -11,34 +14,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flowdsl.analysis.ir import LayerNode, ModelIR
+from flowdsl.analysis.kinds import model_kind
 from flowdsl.errors import Diagnostic, FlowDSLError
-from flowdsl.analysis.ir import ModelIR, layer_nodes
 from flowdsl.runtime.base import BuildNode
 from flowdsl.runtime.nets import resolve
 
-__all__ = ["compile_model", "build_node", "COMPILERS"]
+__all__ = ["compile_model", "compile_flow", "build_node"]
 
 
-def build_node(ir: ModelIR, n, spec_dir: str = "."):
+def build_node(ir: ModelIR, node: LayerNode, spec_dir: str = "."):
     """Build the module of one layer node."""
-    node = ir.graph.nodes[n]
     header = ir.header
-    layer = node["layer"]
+    layer = node.layer
     info = BuildNode(
-        in_shape=tuple(node["in_shape"]), out_shape=tuple(node["out_shape"]), meta=node["meta"],
-        dependency=node["dependency"], context_features=header.condition.classes if header.condition else 0,
-        levels=header.input.levels, model_kind=header.kind, spec_dir=spec_dir, index=n,
+        in_shape=tuple(node.in_shape), out_shape=tuple(node.out_shape), meta=node.meta,
+        dependency=node.dependency, context_features=header.condition.classes if header.condition else 0,
+        levels=header.input.levels, model_kind=header.kind, spec_dir=spec_dir, position=node.position,
+        causal=node.causal,
     )
     if not type(layer).runtime:
-        raise FlowDSLError([Diagnostic(node["pos"], "error", f"layer '{layer.name}' has no runtime yet")])
+        raise FlowDSLError([Diagnostic(node.pos, "error", f"layer '{layer.name}' has no runtime yet")])
     return resolve(type(layer).runtime)(layer, info)
 
 
-def _compile_flow(ir: ModelIR, unit):
+def compile_flow(ir: ModelIR, unit):
+    """The flow kind's compiler: the layers in order, the base density, the spec for checkpoints."""
     from flowdsl.runtime.flow import CompiledFlow
 
     spec_dir = str(Path(unit.main).parent)
-    layers = [build_node(ir, n, spec_dir) for n in layer_nodes(ir.graph)]
+    layers = [build_node(ir, node, spec_dir) for node in ir.layers]
     header = ir.header
     base = resolve(type(header.base).runtime)(header.base, header.input.shape)
     return CompiledFlow(
@@ -48,20 +53,8 @@ def _compile_flow(ir: ModelIR, unit):
     )
 
 
-#: model kind -> compiler; the autoregressive compiler registers itself here
-COMPILERS = {"flow": _compile_flow}
-
-
 def compile_model(ir: ModelIR, unit):
-    """Build the torch module of a checked model."""
-    kind = ir.header.kind
-    if kind not in COMPILERS:
-        try:
-            import flowdsl.runtime.autoregressive  # noqa: F401  (registers COMPILERS["autoregressive"])
-        except ImportError:
-            pass
-    if kind not in COMPILERS:
-        raise FlowDSLError([Diagnostic(ir.header.pos, "error", f"{kind} models cannot be compiled yet")])
-    module = COMPILERS[kind](ir, unit)
+    """Build the torch module of a checked model with its kind's compiler."""
+    module = resolve(model_kind(ir.kind).compiler)(ir, unit)
     module.ir = ir
     return module

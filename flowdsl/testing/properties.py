@@ -54,21 +54,16 @@ def describe_module(module) -> str:
 def default_tolerances(module, dtype) -> tuple[float, float]:
     """``(roundtrip, logdet)`` tolerances: by dtype, loosened by what the model's layers declare.
 
-    A layer declares its numerical accuracy in its IR ``meta``: ``roundtrip_tol`` / ``logdet_tol``
-    (float64), ``inverse_tol`` (an iterative inverse) or ``tolerances`` (an ODE solver's rtol/atol).
+    A layer states its float64 accuracy in its IR facts (``LayerInfo.roundtrip_tol`` /
+    ``logdet_tol``: an iterative inverse, an ODE solver).
     """
     rt, ld = (1e-8, 1e-6) if dtype == torch.float64 else (1e-4, 1e-3)
     ir = getattr(module, "ir", None)
     if ir is None or dtype != torch.float64:
         return rt, ld
-    for n in ir.graph:
-        meta = ir.graph.nodes[n].get("meta") or {}
-        rt = max(rt, float(meta.get("roundtrip_tol", 0)), 1e3 * float(meta.get("inverse_tol", 0)))
-        ld = max(ld, float(meta.get("logdet_tol", 0)))
-        tols = (meta.get("tolerances") or {}).get("float64")
-        if tols:
-            solver = 1e4 * max(float(t) for t in tols)
-            rt, ld = max(rt, solver), max(ld, solver)
+    for node in ir.layers:
+        if node.info is not None:
+            rt, ld = max(rt, node.info.roundtrip_tol), max(ld, node.info.logdet_tol)
     return rt, ld
 
 
@@ -125,10 +120,8 @@ def input_domain(module):
     ir = getattr(module, "ir", None)
     if ir is None or getattr(module, "levels", None) is not None:
         return None
-    from flowdsl.analysis.ir import layer_nodes
-
-    nodes = layer_nodes(ir.graph)
-    return ir.graph.nodes[nodes[0]]["meta"].get("domain") if nodes else None
+    first = ir.layers[0].info if ir.layers else None
+    return first.domain if first is not None else None
 
 
 def _setting(module, shape, levels, classes, context_features):
@@ -200,26 +193,22 @@ def check_bijection(module, x=None, context=None, roundtrip_tol: float | None = 
 
 # ----------------------------------------------------------------------------- structure
 def _layer_label(node, i: int) -> str:
-    pos = node.get("pos")
+    pos = node.pos
     where = f" (line {pos.line}:{pos.column})" if pos is not None and pos.line else ""
-    return f"layer {i} {node['layer'].describe()}{where}"
+    return f"layer {i} {node.layer.describe()}{where}"
 
 
 def _structure_errors(model, x, labels_, tol: float) -> dict:
-    from flowdsl.analysis.ir import layer_nodes
-
-    g = model.ir.graph
     ctx = None
     if labels_ is not None:
         ctx = torch.nn.functional.one_hot(labels_, model.classes).to(x.dtype)
     h = x
     checked = 0
-    for i, (module, n) in enumerate(zip(model.layers, layer_nodes(g)), start=1):
-        node = g.nodes[n]
-        if hasattr(module, "split") and "factored" in node["meta"]:
+    for i, (module, node) in enumerate(zip(model.layers, model.ir.layers), start=1):
+        if hasattr(module, "split") and node.factored is not None:
             h = module.split(h)[0]
             continue
-        dep = node["dependency"]
+        dep = node.dependency
         if dep is not None and h[0].numel() <= MAX_BRUTE_FORCE_DIM:
             jac = per_example_jacobian(lambda v, c=None, m=module: m(v, c)[0], h, ctx).detach().abs()
             jac = jac.amax(dim=0).cpu().numpy()

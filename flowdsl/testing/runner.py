@@ -142,21 +142,17 @@ def _params(s: Subject, examples, seed):
 def _shapes(s: Subject, examples, seed):
     import torch
 
-    from flowdsl.analysis.ir import layer_nodes
-
     model = s.model
-    g = model.ir.graph
     x = torch.rand(2, *model.input_shape, dtype=torch.float64) * (model.levels or 1)
     ctx = torch.nn.functional.one_hot(torch.zeros(2, dtype=torch.long), model.classes).double() \
         if model.classes else None
     with torch.no_grad():
-        for i, (module, n) in enumerate(zip(model.layers, layer_nodes(g)), start=1):
-            node = g.nodes[n]
-            x = module.split(x)[0] if "factored" in node["meta"] else module(x, ctx)[0]
-            if tuple(x.shape[1:]) != tuple(node["out_shape"]):
+        for i, (module, node) in enumerate(zip(model.layers, model.ir.layers), start=1):
+            x = module.split(x)[0] if node.factored is not None else module(x, ctx)[0]
+            if tuple(x.shape[1:]) != tuple(node.out_shape):
                 raise PropertyFailure("shapes", s.name, [
-                    f"layer {i} {node['layer'].describe()} (line {node['pos'].line}) outputs {list(x.shape[1:])}, "
-                    f"the checker inferred {list(node['out_shape'])}"], None, {"shapes": 1.0}, 1)
+                    f"layer {i} {node.layer.describe()} (line {node.pos.line}) outputs {list(x.shape[1:])}, "
+                    f"the checker inferred {list(node.out_shape)}"], None, {"shapes": 1.0}, 1)
     return 0.0, 1, "declared"
 
 

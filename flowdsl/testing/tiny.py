@@ -124,14 +124,13 @@ def shrink_source(text: str, filename: str, model: str, *, max_size: int = 64, m
     ``levels ** N`` is at most this (for the normalisation check). None when nothing smaller works.
     """
     from flowdsl.api import analyze_source
-    from flowdsl.analysis.ir import layer_nodes
 
     analysis = analyze_source(text, filename, limits)
     if not analysis.ok or model not in analysis.models:
         return None
     ir = analysis.models[model]
     inp = ir.header.input
-    keys = [ir.graph.nodes[n]["key"] for n in layer_nodes(ir.graph)]
+    keys = [node.key for node in ir.layers]
     if input_spans(text, filename, model) is None:
         return None
     candidates = []
@@ -155,7 +154,6 @@ def shrink_source(text: str, filename: str, model: str, *, max_size: int = 64, m
         a = analyze_source(new, filename, limits)
         if not a.ok or model not in a.models:
             continue
-        g = a.models[model].graph
-        if [g.nodes[n]["key"] for n in layer_nodes(g)] == keys:
+        if [node.key for node in a.models[model].layers] == keys:
             return TinyConfig(new, tuple(shape), levels if levels is not None else inp.levels, inp.type_name)
     return None
