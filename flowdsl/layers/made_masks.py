@@ -33,50 +33,22 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence, Union
 
 import networkx as nx
 import numpy as np
 
+from flowdsl.layers.orders import OrderKey, permutation
+
 __all__ = [
-    "Order", "permutation", "input_degrees", "hidden_degrees", "made_masks", "connectivity",
+    "Order", "permutation", "input_degrees", "hidden_degrees", "mask_sets", "made_masks", "connectivity",
     "violations", "lost_dependencies", "generations", "transitive_closure", "MadeStructure", "analyze",
 ]
 
-#: "natural", "reverse", ("random", seed) or an explicit sequence of dimensions
-Order = Union[str, tuple, Sequence[int]]
-
-
-def permutation(order: Order, n: int) -> np.ndarray:
-    """The generation order as a permutation of ``0..n-1`` (``perm[k]``: the dim generated k-th).
-
-    ``("random", seed)`` draws ``numpy.random.RandomState(seed).permutation(n)``, the same
-    permutation as ``permute(random(seed=...))``. Raises ``ValueError`` for anything that is
-    not a permutation of ``0..n-1``.
-
-    >>> permutation("reverse", 3).tolist(), permutation(("random", 0), 3).tolist()
-    ([2, 1, 0], [2, 1, 0])
-    >>> permutation([0, 0, 1], 3)
-    Traceback (most recent call last):
-    ...
-    ValueError: order [0, 0, 1] is not a permutation of 0..2
-    """
-    if order == "natural":
-        return np.arange(n)
-    if order == "reverse":
-        return np.arange(n)[::-1].copy()
-    if isinstance(order, tuple) and len(order) == 2 and order[0] == "random":
-        return np.random.RandomState(int(order[1]) % (2**32)).permutation(n)
-    if isinstance(order, str):
-        raise ValueError(f"unknown order '{order}' (natural, reverse, random(seed=N) or a list)")
-    perm = list(order)
-    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in perm) or \
-            sorted(perm) != list(range(n)):
-        text = "[" + ", ".join(str(v) for v in perm) + "]"
-        raise ValueError(f"order {text} is not a permutation of 0..{n - 1}")
-    return np.asarray(perm, dtype=np.int64)
+#: the key of an order (see :mod:`flowdsl.layers.orders`, where :func:`permutation` lives)
+Order = OrderKey
 
 
 def input_degrees(perm: np.ndarray) -> np.ndarray:
@@ -98,37 +70,77 @@ def hidden_degrees(width: int, n: int) -> np.ndarray:
     return np.arange(width, dtype=np.int64) % (n - 1) + 1
 
 
+def _drawn_degrees(rng: np.random.RandomState, width: int, prev: np.ndarray, n: int) -> np.ndarray:
+    """Degrees ``lo..n-1`` (``lo``: the previous layer's lowest) drawn at random, as evenly as ``width`` allows."""
+    lo, hi = int(prev.min()), n - 1
+    if hi < lo:  # a single position: hidden units can feed no output
+        return np.full(width, n)
+    base = np.arange(lo, hi + 1)
+    return rng.choice(base, width, replace=False) if width < len(base) else rng.permutation(np.resize(base, width))
+
+
 @lru_cache(maxsize=256)
-def _masks_cached(perm: tuple[int, ...], hidden: tuple[int, ...], params_per_dim: int, context: int):
-    n = len(perm)
-    d_in = input_degrees(np.array(perm, dtype=np.int64))
-    prev = np.concatenate([d_in, np.zeros(context, dtype=np.int64)])  # condition columns: degree 0
-    masks = []
-    for width in hidden:
-        d_h = hidden_degrees(width, n)
-        masks.append(d_h[:, None] >= prev[None, :])
-        prev = d_h
-    d_out = np.tile(d_in, params_per_dim)
-    masks.append(d_out[:, None] > prev[None, :])
-    for m in masks:
-        m.setflags(write=False)
-    return tuple(masks)
+def _mask_sets_cached(orders: tuple[tuple[int, ...], ...], hidden: tuple[int, ...], features: int, params: int,
+                      context: int, params_major: bool, draw_seed: int | None):
+    out = []
+    for k, perm in enumerate(orders):
+        n = len(perm)
+        d_in = input_degrees(np.array(perm, dtype=np.int64))
+        rng = None if draw_seed is None else np.random.RandomState([draw_seed, k, 2])
+        # input unit j * F + f has position j's degree; condition columns: degree 0
+        prev = np.concatenate([np.repeat(d_in, features), np.zeros(context, dtype=np.int64)])
+        masks = []
+        for width in hidden:
+            d_h = hidden_degrees(width, n) if rng is None else _drawn_degrees(rng, width, prev, n)
+            masks.append(d_h[:, None] >= prev[None, :])
+            prev = d_h
+        d_out = np.tile(d_in, params) if params_major else np.repeat(d_in, params)
+        masks.append(d_out[:, None] > prev[None, :])
+        for m in masks:
+            m.setflags(write=False)
+        out.append(tuple(masks))
+    return tuple(out)
+
+
+def mask_sets(orders, hidden: Sequence[int], *, features: int = 1, params: int = 1, context: int = 0,
+              params_major: bool = True, draw_seed: int | None = None) -> tuple[tuple[np.ndarray, ...], ...]:
+    """The masks ``[out, in]`` of every linear layer of a MADE, one set per order in ``orders`` (K sets).
+
+    The only MADE mask generator (read-only arrays, cached). ``features`` input units per dimension
+    (position-major: unit ``j * F + f``), then ``context`` condition columns; ``params`` outputs per
+    dimension, parameter-major (output ``p * D + i``) or, with ``params_major=False``, position-major
+    (output ``i * P + p``). Hidden degrees cycle through ``1..D-1`` (:func:`hidden_degrees`), or, with
+    ``draw_seed``, set k draws them from ``RandomState([draw_seed, k, 2])`` (connectivity-agnostic).
+
+    >>> [m.shape for m in mask_sets([[1, 0]], (3,), features=2, params=4)[0]]
+    [(3, 4), (8, 3)]
+    """
+    key = tuple(tuple(int(v) for v in o) for o in np.asarray(orders).reshape(len(orders), -1))
+    return _mask_sets_cached(key, tuple(int(h) for h in hidden), int(features), int(params), int(context),
+                             bool(params_major), None if draw_seed is None else int(draw_seed))
 
 
 def made_masks(perm, hidden: Sequence[int], params_per_dim: int = 1, context: int = 0) -> tuple[np.ndarray, ...]:
-    """The boolean masks ``[out, in]`` of every linear layer of a MADE (read-only, cached).
+    """The masks of a MADE conditioner net: one set, cycling degrees, parameter-major outputs.
 
     The first mask has ``n + context`` input columns; the last has ``params_per_dim * n`` rows.
     """
-    return _masks_cached(tuple(int(v) for v in perm), tuple(int(h) for h in hidden), int(params_per_dim), int(context))
+    return mask_sets([perm], hidden, params=params_per_dim, context=context)[0]
 
 
-def connectivity(masks: Sequence[np.ndarray], n: int, params_per_dim: int = 1) -> np.ndarray:
-    """``bool[n, n]``: entry (i, j) when some path of the masked net joins input j to an output of dim i."""
-    reach = np.asarray(masks[0], dtype=np.int64)[:, :n]
+def connectivity(masks: Sequence[np.ndarray], n: int, params_per_dim: int = 1, features: int = 1,
+                 params_major: bool = True) -> np.ndarray:
+    """``bool[n, n]``: entry (i, j) when some path of the masked net joins an input of dim j to an output of dim i.
+
+    Boolean products through float32 BLAS (the counts are exact integers below 2**24, and never round to 0).
+    """
+    reach = np.asarray(masks[0], dtype=np.float32)[:, : n * features]
     for m in masks[1:]:
-        reach = (np.asarray(m, dtype=np.int64) @ reach > 0).astype(np.int64)
-    return reach.reshape(params_per_dim, n, n).any(axis=0)
+        reach = ((np.asarray(m, dtype=np.float32) @ reach) > 0).astype(np.float32)
+    reach = reach.astype(bool).reshape(-1, n, features).any(axis=2)  # [out, n]
+    if params_major:
+        return reach.reshape(params_per_dim, n, n).any(axis=0)
+    return reach.reshape(n, params_per_dim, n).any(axis=1)
 
 
 def violations(conn: np.ndarray, perm) -> tuple[tuple[int, int], ...]:

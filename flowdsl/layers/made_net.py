@@ -2,9 +2,9 @@
 
 ``made([h1, h2, ...], order=natural, activation=relu)`` is an MLP whose weights are masked
 so that the parameters of dimension ``i`` read only the dimensions before ``i`` in the
-order (Germain et al. 2015). Its masks come from :mod:`flowdsl.layers.made_masks`; the autoregressive
-layers call :func:`made_structure` to prove causality and :func:`narrow_findings` to warn
-when a hidden layer is too narrow to carry every dependency.
+order (Germain et al. 2015). Its orders are :mod:`flowdsl.layers.orders`, its masks come from
+:mod:`flowdsl.layers.made_masks`; the autoregressive layers call :func:`made_structure` to prove causality and
+:func:`narrow_findings` to warn when a hidden layer is too narrow to carry every dependency.
 
 Example:
     >>> from flowdsl.language.values import Symbol
@@ -20,88 +20,21 @@ Example:
 from __future__ import annotations
 
 from math import prod
-from typing import ClassVar, Optional
+from typing import ClassVar
 
-import numpy as np
-from pydantic import BeforeValidator
-from typing_extensions import Annotated
-
-from flowdsl.layers import made_masks as made
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import NETS, Family, Finding, NonNegativeInt, Spec, choice
+from flowdsl.layers import made_masks as made
 from flowdsl.layers.nets import ACTIVATIONS, Hidden, Net, _linear, _shape
+from flowdsl.layers.orders import NET_ORDERS, ExplicitOrder, Natural, NetOrderField, Order, RandomOrder, Reverse
+from flowdsl.layers.registry import NETS, Finding, choice
 
 __all__ = ["AR_ORDERS", "ArOrder", "Natural", "Reverse", "RandomOrder", "ExplicitOrder", "OrderField", "MADE",
            "made_structure", "narrow_findings", "effective_order"]
 
-AR_ORDERS = Family("order")
-
-
-class ArOrder(Spec):
-    """A generation order; :meth:`key` is the hashable form :func:`flowdsl.layers.made_masks.permutation` takes."""
-
-    def key(self):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def permutation(self, n: int) -> np.ndarray:
-        """``perm[k]``: the dimension generated k-th; SpecError(arg="order") if not a permutation."""
-        try:
-            return made.permutation(self.key(), n)
-        except ValueError as err:
-            raise SpecError(str(err), arg="order") from None
-
-
-@AR_ORDERS.register
-class Natural(ArOrder):
-    """Dimension 0 first."""
-
-    name: ClassVar[str] = "natural"
-
-    def key(self):
-        return "natural"
-
-
-@AR_ORDERS.register
-class Reverse(ArOrder):
-    """The last dimension first."""
-
-    name: ClassVar[str] = "reverse"
-
-    def key(self):
-        return "reverse"
-
-
-@AR_ORDERS.register
-class RandomOrder(ArOrder):
-    """A seeded random order (the permutation ``permute(random(seed=N))`` applies)."""
-
-    name: ClassVar[str] = "random"
-    seed: NonNegativeInt = 0
-
-    def key(self):
-        return ("random", self.seed)
-
-
-class ExplicitOrder(ArOrder):
-    """``order=[2, 0, 1]``: dimension 2 first, then 0, then 1."""
-
-    name: ClassVar[str] = "list"
-    order: tuple[int, ...]
-
-    def key(self):
-        return tuple(self.order)
-
-    def describe(self) -> str:
-        return "[" + ", ".join(map(str, self.order)) + "]"
-
-
-def _coerce_order(value):
-    if isinstance(value, tuple):
-        return ExplicitOrder(order=value)
-    return AR_ORDERS.coerce(value)
-
-
-OrderField = Annotated[ArOrder, BeforeValidator(_coerce_order)]
+#: the orders ``made([...], order=...)`` accepts (one family with ``permute`` and the MADE model)
+AR_ORDERS = NET_ORDERS
+ArOrder = Order
+OrderField = NetOrderField
 
 
 @NETS.register
@@ -118,7 +51,7 @@ class MADE(Net):
     runtime: ClassVar[str] = "flowdsl.runtime.made:build_made"
     ranks: ClassVar[tuple[int, ...]] = (1,)
     hidden: Hidden = (64, 64)
-    order: Optional[OrderField] = None
+    order: OrderField | None = None
     activation: choice(*ACTIVATIONS) = "relu"
 
     def validate_io(self, in_shape, out_shape) -> None:

@@ -10,63 +10,23 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
-from pydantic import BeforeValidator, Field
-from typing_extensions import Annotated
+from pydantic import Field
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import Family, Layer, LayerContext, LayerInfo, NonNegativeInt, Spec, register_layer
+from flowdsl.layers.orders import PERMUTATIONS, ExplicitOrder, PermutationField, RandomOrder, Reverse  # noqa: F401
+from flowdsl.layers.orders import Order as _Order
+from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, NonNegativeInt, register_layer
 from flowdsl.layers.structure import Dependency
 
 __all__ = ["Permute", "InvConv1x1", "Squeeze", "Split", "ORDERS", "squeeze_source", "permutation_indices"]
 
-ORDERS = Family("permutation")
-
-
-class Order(Spec):
-    def indices(self, n: int) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-@ORDERS.register
-class Reverse(Order):
-    name: ClassVar[str] = "reverse"
-
-    def indices(self, n):
-        return np.arange(n)[::-1].copy()
-
-
-@ORDERS.register
-class RandomOrder(Order):
-    name: ClassVar[str] = "random"
-    seed: NonNegativeInt = 0
-
-    def indices(self, n):
-        return np.random.RandomState(self.seed % (2**32)).permutation(n)
-
-
-class ExplicitOrder(Order):
-    name: ClassVar[str] = "list"
-    order: tuple[int, ...]
-
-    def indices(self, n):
-        if sorted(self.order) != list(range(n)):
-            raise SpecError(f"order {list(self.order)} is not a permutation of 0..{n - 1}", arg="order")
-        return np.array(self.order)
-
-    def describe(self):
-        return "[" + ", ".join(map(str, self.order)) + "]"
-
-
-def _order(value):
-    if isinstance(value, tuple):
-        return ExplicitOrder(order=value)
-    return ORDERS.coerce(value)
-
-
-OrderField = Annotated[Order, BeforeValidator(_order)]
+#: the orders ``permute(...)`` accepts (one family with the MADE net's and model's, :mod:`flowdsl.layers.orders`)
+ORDERS = PERMUTATIONS  # members: Reverse, RandomOrder; a list binds to ExplicitOrder
+Order = _Order
+OrderField = PermutationField
 
 
 def _kind(shape) -> str:
@@ -167,4 +127,4 @@ class Split(Layer):
         kept = n - n // 2
         out = (kept,) + ctx.shape[1:]
         factored = (n // 2,) + ctx.shape[1:]
-        return LayerInfo(out, params=0, logdet="zero", meta={"factored": factored})
+        return LayerInfo(out, params=0, logdet="zero", factored=factored)
