@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowdsl.analysis.ir import ModelIR, build_ir
-from flowdsl.analysis.kinds import run_checks
+from flowdsl.analysis.kinds import model_kind, run_checks
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos, has_errors
 from flowdsl.language.expand import Limits, block_cycles, expand_model
 from flowdsl.language.loader import Unit
@@ -76,7 +76,7 @@ def analyze_unit(unit: Unit, limits: Limits | None = None) -> Analysis:
             continue
         before = len(unit.diagnostics)
         header, sites = expand_model(unit, model, limits, recursive)
-        ir = build_ir(header, sites, spec_dir)
+        ir = build_ir(header, sites, model_kind(header.kind), spec_dir)
         if has_errors(unit.diagnostics[before:]):
             ir.complete = False  # a layer is missing: model-level checks would only add noise
         ir.diagnostics.extend(run_checks(ir, limits))

@@ -12,7 +12,7 @@ Example:
     >>> text = "autoregressive w {\\n input x: sequence[64] levels 4\\n embed(dim=8)\\n"
     >>> text += " for d in [1, 2, 4] { causal_conv(kernel=2, dilation=d, channels=8) }\\n}\\n"
     >>> dilation_schedule(analyze_source(text, "w.ar").models["w"])
-    'dilations 2, 4, kernel 2'
+    '1 stack of dilations 1..4, kernel 2'
 """
 
 from __future__ import annotations

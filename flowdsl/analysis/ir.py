@@ -23,13 +23,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import networkx as nx
 
 from flowdsl.errors import Diagnostic, Pos, SpecError, trace_notes
 from flowdsl.language.expand import ModelHeader, Site
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, SinkInfo
+
+if TYPE_CHECKING:
+    from flowdsl.analysis.kinds import ModelKind
 
 __all__ = ["ModelIR", "LayerNode", "SinkNode", "build_ir"]
 
@@ -165,15 +168,12 @@ def _infer(site: Site, ctx: LayerContext) -> tuple[LayerInfo, list]:
                         hint="this is a bug in flowdsl, not in the spec; please report it") from None
 
 
-def build_ir(header: ModelHeader, sites: list[Site], spec_dir: str = ".") -> ModelIR:
-    """Infer shapes and facts layer by layer; an error stops inference at that layer.
+def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: str = ".") -> ModelIR:
+    """Infer shapes and facts layer by layer with the rules of ``kind``; an error stops inference there.
 
     After an error inference goes on past shape-preserving flow layers only (so that all of a
     model's errors show); a layer that moves data (squeeze, split, ...) leaves later shapes unknown.
     """
-    from flowdsl.analysis.kinds import model_kind
-
-    kind = model_kind(header.kind)
     diags: list[Diagnostic] = []
     inp = header.input
     complete = inp is not None
