@@ -12,17 +12,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import ACCEPTANCE, SPECS
 from hypothesis import given
 from hypothesis import strategies as st
 
 import flowdsl
-from conftest import ACCEPTANCE, SPECS
-from flowdsl.analysis.ir import layer_nodes
 from flowdsl.layers.nets import MLP
-from flowdsl.runtime.autoregressive_flows import Affine
 from flowdsl.runtime.monotone import DSF, SOS, UMNN, solve_increasing
 from flowdsl.runtime.nets import build_net
 from flowdsl.runtime.splines import CubicSpline, RQSpline
+from flowdsl.runtime.transformers import Affine
 from flowdsl.testing import brute_force_logdet, check_sparsity, per_example_jacobian, perturb_parameters
 
 CALLS = {
@@ -41,7 +40,7 @@ def _layer(kind, n, hidden=16, order=None, direction="forward"):
     args = (f", order={order}" if order else "") + (", direction=inverse" if direction == "inverse" else "")
     call = "autoregressive " + CALLS[kind].format(h=hidden, args=args)
     flow = flowdsl.compile_source(f"flow f {{\n    input x: vector[{n}]\n    {call}\n}}\n")
-    node = flow.ir.graph.nodes[layer_nodes(flow.ir.graph)[0]]
+    node = flow.ir.layers[0]
     return flow, flow.layers[0], node
 
 
@@ -69,21 +68,21 @@ def test_roundtrip_logdet_and_declared_sparsity(float64, setup):
     assert (x2 - x).abs().max() <= tol
     assert (ld + ld2).abs().max() <= 1e-6
     assert (brute_force_logdet(layer, x) - ld).abs().max() <= 1e-6
-    allowed = node["dependency"].matrix()
+    allowed = node.dependency.matrix()
     check_sparsity(layer, x, allowed)
     # the pattern is triangular in the declared order, with a nonzero diagonal
-    rank = np.argsort(np.asarray(node["meta"]["perm"]))
+    rank = np.argsort(np.asarray(node.meta["perm"]))
     assert not (allowed & (rank[None, :] > rank[:, None])).any()
     assert (per_example_jacobian(layer, x).diagonal(dim1=1, dim2=2) > 0).all()
     # inverse passes: the depth of the DAG (fewer than D when a narrow made drops dependencies)
-    assert layer.generations == node["meta"]["generations"]
-    assert node["meta"]["inverse_passes"] == len(node["meta"]["generations"]) <= setup["n"]
+    assert layer.generations == node.meta["generations"]
+    assert node.meta["inverse_passes"] == len(node.meta["generations"]) <= setup["n"]
 
 
 def test_full_made_is_strictly_triangular_in_order(float64):
     flow, layer, node = _layer("affine", 5, 16, "[3, 1, 4, 0, 2]")
-    dep = node["dependency"]
-    assert dep.kind == "autoregressive" and node["meta"]["inverse_passes"] == 5
+    dep = node.dependency
+    assert dep.kind == "autoregressive" and node.meta["inverse_passes"] == 5
     order = [3, 1, 4, 0, 2]
     expected = np.zeros((5, 5), bool)
     for a, i in enumerate(order):
@@ -97,8 +96,8 @@ def test_full_made_is_strictly_triangular_in_order(float64):
 
 def test_narrow_made_inverts_in_fewer_passes(float64):
     flow, layer, node = _layer("rq_spline", 4, hidden=1)
-    assert node["meta"]["generations"] == ((0,), (1, 2, 3)) and node["meta"]["inverse_passes"] == 2
-    assert node["meta"]["report"].endswith("density in one pass, sampling in 2 passes")
+    assert node.meta["generations"] == ((0,), (1, 2, 3)) and node.meta["inverse_passes"] == 2
+    assert node.report.endswith("density in one pass, sampling in 2 passes")
     perturb_parameters(layer, 0.3, seed=1)
     x = torch.randn(5, 4)
     assert (layer.inverse(layer(x)[0])[0] - x).abs().max() <= 1e-8
@@ -169,7 +168,7 @@ def test_gradients_reach_every_parameter(float64, kind, direction):
 def test_declared_param_count_is_module_numel(kind):
     for n, order in ((1, None), (4, "random(seed=3)")):
         flow, layer, node = _layer(kind, n, 8, order)
-        assert node["params"] == sum(p.numel() for p in layer.parameters())
+        assert node.params == sum(p.numel() for p in layer.parameters())
 
 
 def test_reports_say_order_passes_and_one_pass_direction():
@@ -178,10 +177,10 @@ def test_reports_say_order_passes_and_one_pass_direction():
                        ("naf", "dsf transformer; order natural; density in one pass, sampling in 4 passes "
                                "(inverse by bracketed Newton to 8 eps)")):
         model = flowdsl.analyze_file(_spec(name)).model()
-        reports = [model.graph.nodes[n]["meta"].get("report") for n in layer_nodes(model.graph)]
+        reports = [node.report for node in model.layers]
         assert reports[0] == text
     model = flowdsl.analyze_source("flow f {\n input x: vector[3]\n autoregressive affine(order=reverse)\n}\n").model()
-    meta = model.graph.nodes[1]["meta"]
+    meta = model.layers[0].meta
     assert (meta["order"], meta["inverse_passes"], meta["one_pass"]) == ("reverse", 3, "density")
 
 
@@ -195,8 +194,8 @@ def test_acceptance_spec_is_bundled_unchanged_and_counts_parameters(name):
     assert (SPECS / f"{name}.flow").read_text() == _spec(name).read_text()
     flow = flowdsl.compile_file(_spec(name))
     assert flow.ir.params == sum(p.numel() for p in flow.parameters())
-    for n, layer in zip(layer_nodes(flow.ir.graph), flow.layers):
-        assert flow.ir.graph.nodes[n]["params"] == sum(p.numel() for p in layer.parameters())
+    for node, layer in zip(flow.ir.layers, flow.layers):
+        assert node.params == sum(p.numel() for p in layer.parameters())
 
 
 @pytest.mark.parametrize("name", SPEC_NAMES)

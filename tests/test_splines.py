@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.analysis.ir import layer_nodes
 from flowdsl.runtime.splines import CubicSpline, RQSpline, knots
 from flowdsl.testing import brute_force_logdet, check_sparsity, perturb_parameters
 
@@ -94,7 +93,7 @@ def test_roundtrip_and_logdet_against_autograd(float64, kind, bins, seed):
 
 
 def test_zero_parameters_give_the_identity(float64):
-    for kind, cls in SPLINES.items():
+    for cls in SPLINES.values():
         s = cls(5, 3.0)
         x = torch.linspace(-5, 5, 41)
         y, ld = s(x, torch.zeros(41, s.params_per_dim))
@@ -113,8 +112,8 @@ def test_spline_couplings_over_every_mask(float64, kind, shape, mask):
     text = f"flow f {{\n    input x: {shape}\n    coupling {kind}(bins=4, bound=2, mask={mask}, net=resnet(1, 8))\n}}\n"
     flow = flowdsl.compile_source(text)
     layer = flow.layers[0]
-    node = flow.ir.graph.nodes[layer_nodes(flow.ir.graph)[0]]
-    assert node["params"] == sum(p.numel() for p in layer.parameters())
+    node = flow.ir.layers[0]
+    assert node.params == sum(p.numel() for p in layer.parameters())
     perturb_parameters(layer, 0.3, seed=2)
     x = 1.5 * torch.randn(2, *flow.input_shape, generator=torch.Generator().manual_seed(3))
     y, ld = layer(x)
@@ -122,8 +121,8 @@ def test_spline_couplings_over_every_mask(float64, kind, shape, mask):
     assert (back - x).abs().max() <= (1e-8 if kind == "rq_spline" else 1e-6)
     assert (ld + ld_inv).abs().max() <= 1e-8
     assert (brute_force_logdet(layer, x) - ld).abs().max() <= 1e-6
-    check_sparsity(layer, x, node["dependency"].matrix())
-    kept = node["dependency"].data.reshape(-1)
+    check_sparsity(layer, x, node.dependency.matrix())
+    kept = node.dependency.data.reshape(-1)
     assert torch.equal(y.reshape(2, -1)[:, torch.as_tensor(kept)], x.reshape(2, -1)[:, torch.as_tensor(kept)])
     assert not torch.equal(y, x)
     for fn in (layer, layer.inverse):  # gradients reach every parameter, both ways
@@ -136,7 +135,7 @@ def test_spline_couplings_over_every_mask(float64, kind, shape, mask):
 
 def test_spline_coupling_reports():
     model = flowdsl.analyze_file(flowdsl_spec("nsf")).model()
-    reports = [model.graph.nodes[n]["meta"].get("report") for n in layer_nodes(model.graph)]
+    reports = [node.report for node in model.layers]
     assert reports[0] == "rational-quadratic spline, 8 bins on [-3, 3], identity tails; analytic inverse"
     assert reports[2] == "rq_spline transformer; order natural; density in one pass, sampling in 6 passes"
     assert reports[4] == ("monotone cubic spline, 8 bins on [-3, 3], linear tails; "

@@ -1,17 +1,24 @@
-"""Coupling layers: ``coupling additive(...)`` (NICE) and ``coupling affine(...)`` (RealNVP, Glow).
+"""Coupling layers: ``coupling T(mask, net, ...)`` for every transformer T (NICE, RealNVP, Glow, NSF, ...).
 
-A coupling splits its input by a mask into kept positions (passed through, and read
-by the conditioner net) and transformed positions (shifted, or scaled and shifted,
-elementwise). The checker proves the split is a partition and that the conditioner
+A coupling splits its input by a mask into kept positions (passed through, and read by the
+conditioner net) and transformed positions, each sent through the transformer T
+(:mod:`flowdsl.layers.transformers`) with ``T.params_per_dim`` parameters the net computes
+from the kept positions. The checker proves the split is a partition and that the conditioner
 reads only kept positions; the declared Jacobian is "identity on kept, kept -> transformed".
+
+One structure, :class:`Coupling`, takes the transformer as a value; the registered layers
+``coupling affine``, ``coupling additive``, ``coupling rq_spline``, ... are derived from it, one
+per transformer, with the transformer's arguments after ``mask`` and ``net``.
 
 Example:
     >>> from flowdsl.layers.registry import LAYERS, LayerContext
     >>> from flowdsl.language.values import Symbol
     >>> layer = LAYERS.bind(Symbol("coupling affine", kwargs=(("mask", Symbol("half")),)))
     >>> info = layer.infer(LayerContext(shape=(4,)))
-    >>> info.out_shape, info.params
-    ((4,), 4612)
+    >>> info.out_shape, info.params, layer.transformer
+    ((4,), 4612, Affine(clamp=3.0))
+    >>> [cls.name for cls in COUPLING_LAYERS][:3]
+    ['coupling affine', 'coupling additive', 'coupling rq_spline']
 """
 
 from __future__ import annotations
@@ -20,16 +27,15 @@ from math import prod
 from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
-from typing_extensions import Annotated
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import NETS, Layer, LayerContext, LayerInfo, register_layer, symbolic
-from flowdsl.layers.structure import Dependency
 from flowdsl.layers.masks import HalfMask, MaskField
 from flowdsl.layers.nets import MLP, Net
+from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, register_layer, symbolic
+from flowdsl.layers.structure import Dependency
+from flowdsl.layers.transformers import TRANSFORMERS, Affine, Transformer, combine
 
-__all__ = ["Coupling", "AdditiveCoupling", "AffineCoupling", "coupling_io"]
+__all__ = ["Coupling", "COUPLING_LAYERS", "coupling_io"]
 
 NetField = symbolic(NETS, Net)
 
@@ -46,13 +52,22 @@ def coupling_io(kept: np.ndarray, style: str, shape: tuple[int, ...], params_per
 
 
 class Coupling(Layer):
-    """Shared rules of coupling layers; subclasses set ``params_per_dim`` and the log-det kind."""
+    """The coupling structure, generic over the transformer (``transformer_spec``, set per derived class)."""
 
     runtime: ClassVar[str] = "flowdsl.runtime.coupling:build_coupling"
-    params_per_dim: ClassVar[int] = 1
-    logdet_kind: ClassVar[str] = "exact"
+    transformer_spec: ClassVar[type[Transformer]] = Affine
     mask: MaskField = HalfMask()
     net: NetField = MLP()
+
+    @property
+    def transformer(self) -> Transformer:
+        """The transformer value: this layer's transformer arguments bound to ``transformer_spec``."""
+        spec = self.transformer_spec
+        return spec.model_validate({key: getattr(self, key) for key in spec.model_fields})
+
+    @property
+    def params_per_dim(self) -> int:
+        return self.transformer.params_per_dim
 
     def kept(self, ctx: LayerContext) -> np.ndarray:
         if len(ctx.shape) not in (1, 3):
@@ -60,35 +75,30 @@ class Coupling(Layer):
         return self.mask.kept(ctx.shape)
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
+        t = self.transformer
         kept = self.kept(ctx)
-        net_in, net_out = coupling_io(kept, self.mask.style, ctx.shape, self.params_per_dim)
+        net_in, net_out = coupling_io(kept, self.mask.style, ctx.shape, t.params_per_dim)
         self.net.validate_io(net_in, net_out)
-        params = self.net.param_count(net_in, net_out, ctx.context_features)
+        params = self.net.param_count(net_in, net_out, ctx.context_features) + t.extra_params()
         n_kept = int(kept.sum())
         return LayerInfo(
             out_shape=ctx.shape,
             params=params,
-            logdet=self.logdet_kind,
+            logdet=t.logdet,
             dependency=Dependency.coupling(kept),
+            reads_condition=ctx.context_features > 0,
+            report=t.report(),
             meta={"kept": n_kept, "transformed": kept.size - n_kept, "net_in": net_in, "net_out": net_out,
-                  "reads_condition": ctx.context_features > 0},
+                  "transformer": t.name, "params_per_dim": t.params_per_dim},
         )
 
-
-@register_layer
-class AdditiveCoupling(Coupling):
-    """``coupling additive(mask, net)``: y_t = x_t + t(x_k); volume preserving (NICE)."""
-
-    name: ClassVar[str] = "coupling additive"
-    summary: ClassVar[str] = "additive coupling (NICE): y = x + t(x_kept) on the transformed part"
-    logdet_kind: ClassVar[str] = "zero"
+    def check(self, ctx: LayerContext, info: LayerInfo) -> list[Finding]:
+        return self.transformer.findings()
 
 
-@register_layer
-class AffineCoupling(Coupling):
-    """``coupling affine(mask, net, clamp=3)``: y_t = x_t * exp(s(x_k)) + t(x_k), |s| < clamp (RealNVP, Glow)."""
-
-    name: ClassVar[str] = "coupling affine"
-    summary: ClassVar[str] = "affine coupling (RealNVP/Glow): y = x * exp(s) + t, s soft-clamped"
-    params_per_dim: ClassVar[int] = 2
-    clamp: Annotated[float, Field(gt=0, le=20)] = 3.0
+#: ``coupling T`` for every transformer T, in the order of :data:`~flowdsl.layers.transformers.TRANSFORMERS`
+COUPLING_LAYERS: tuple[type[Coupling], ...] = tuple(
+    register_layer(combine(Coupling, t, word="coupling", class_name=f"{t.stem}Coupling", module=__name__))
+    for t in TRANSFORMERS
+)
+globals().update({cls.__name__: cls for cls in COUPLING_LAYERS})  # AffineCoupling, RQSplineCoupling, ...

@@ -7,9 +7,9 @@ connectivity and handed over in ``meta["generations"]``): one pass per generatio
 ``direction=inverse`` (IAF): ``x_i = h(z_i; net(z)_i)`` on the sampling side, so sampling
 is one pass and the density takes the sequential passes.
 
-Transformers (``forward(x, p) -> (y, log dy/dx)``, ``inverse(y, p) -> (x, log dx/dy)``,
-elementwise with ``p[..., k]``): :class:`Affine` here, DSF/UMNN/SOS in
-:mod:`flowdsl.runtime.monotone`, the splines in :mod:`flowdsl.runtime.splines`.
+The transformer is a value: any module of :mod:`flowdsl.runtime.transformers`
+(``forward(x, p) -> (y, log dy/dx)``, ``inverse(y, p) -> (x, log dx/dy)``, elementwise with
+``p[..., k]``), the same modules coupling layers use.
 
 Example:
     >>> import torch, flowdsl
@@ -35,31 +35,9 @@ from torch.nn import functional as F
 
 from flowdsl.runtime.base import Bijection, BuildNode
 from flowdsl.runtime.made import MADE
-from flowdsl.runtime.monotone import DSF, SOS, UMNN
-from flowdsl.runtime.nets import build_net
-from flowdsl.runtime.splines import CubicSpline, RQSpline
+from flowdsl.runtime.transformers import build_transformer
 
-__all__ = ["Affine", "AutoregressiveFlow", "build_autoregressive", "TRANSFORMERS"]
-
-
-class Affine(nn.Module):
-    """``y = x exp(s) + t`` with ``s = clamp tanh(raw / clamp)``; parameters ``[t, raw]``."""
-
-    def __init__(self, clamp: float = 3.0):
-        super().__init__()
-        self.clamp = float(clamp)
-        self.params_per_dim = 2
-
-    def _scale(self, p):
-        return self.clamp * torch.tanh(p[..., 1] / self.clamp)
-
-    def forward(self, x, p):
-        s = self._scale(p)
-        return x * torch.exp(s) + p[..., 0], s
-
-    def inverse(self, y, p):
-        s = self._scale(p)
-        return (y - p[..., 0]) * torch.exp(-s), -s
+__all__ = ["AutoregressiveFlow", "build_autoregressive"]
 
 
 class AutoregressiveFlow(Bijection):
@@ -104,7 +82,7 @@ class AutoregressiveFlow(Bijection):
 
     def _one_pass(self, u, context):
         v, ld = self.transformer(u, self.made.params(u, context))
-        return v, ld.sum(dim=1)
+        return v, (u.new_zeros(u.shape[0]) if self.transformer.zero_logdet else ld.sum(dim=1))
 
     def _sequential(self, v, context):
         """Solve ``v = h(u; net(u))`` for u, one generation of the dependency DAG per pass."""
@@ -116,7 +94,8 @@ class AutoregressiveFlow(Bijection):
             p = params(u, context, g)
             sol, part = self.transformer.inverse(v.index_select(1, idx), p)
             u = u.index_copy(1, idx, sol)
-            ld = ld + part.sum(dim=1)
+            if not self.transformer.zero_logdet:
+                ld = ld + part.sum(dim=1)
         return u, ld
 
     def forward(self, x, context=None):
@@ -126,30 +105,10 @@ class AutoregressiveFlow(Bijection):
         return self._sequential(y, context) if self.direction == "forward" else self._one_pass(y, context)
 
 
-def _umnn(layer, meta):
-    integrand = layer.integrand
-    act = meta.get("integrand_activation")
-    if act is not None and getattr(integrand, "activation", act) != act:
-        integrand = integrand.model_copy(update={"activation": act})
-    net = build_net(integrand, (1 + layer.embedding,), (1,), 0)
-    return UMNN(net, layer.steps, layer.embedding)
-
-
-#: transformer name (``meta["transformer"]``) -> factory ``(layer_spec, meta) -> module``
-TRANSFORMERS = {
-    "affine": lambda layer, meta: Affine(layer.clamp),
-    "dsf": lambda layer, meta: DSF(layer.hidden),
-    "umnn": _umnn,
-    "sos": lambda layer, meta: SOS(layer.polynomials, layer.degree),
-    "rq_spline": lambda layer, meta: RQSpline(layer.bins, layer.bound),
-    "cubic_spline": lambda layer, meta: CubicSpline(layer.bins, layer.bound),
-}
-
-
 def build_autoregressive(layer, node: BuildNode) -> AutoregressiveFlow:
     """Runtime of every ``autoregressive X`` flow layer (masks and passes from the checked IR node)."""
     meta = node.meta
-    transformer = TRANSFORMERS[meta["transformer"]](layer, meta)
+    transformer = build_transformer(layer.transformer)  # first: a umnn integrand is initialised before the made
     assert transformer.params_per_dim == meta["params_per_dim"], "transformer and spec disagree on parameters"
     made = MADE(meta["perm"], meta["hidden"], meta["params_per_dim"], node.context_features, layer.net.activation)
     return AutoregressiveFlow(made, transformer, meta["generations"], meta["direction"])

@@ -1,8 +1,11 @@
-"""Additive and affine coupling layers (NICE, RealNVP, Glow) for any mask the checker accepts.
+"""The coupling layer: any transformer (affine, additive, splines, dsf, umnn, sos) over any mask.
 
 Index masks (``half``, ``channel(p)``, explicit lists) select kept and transformed parts with
-index tensors built once at compile time; spatial masks (``checkerboard(p)``) multiply by a
-fixed 0/1 buffer. The conditioner only ever sees kept positions.
+index tensors built once at compile time (two contiguous blocks are read as views and joined
+by one cat); spatial masks (``checkerboard(p)``) multiply by a fixed 0/1 buffer and keep the
+kept positions with one ``where``. The conditioner only ever sees kept positions; its output
+is parameter-major (``k`` blocks the shape of the transformed part), handed to the transformer
+as ``[..., k]`` views.
 
 Example:
     >>> import torch
@@ -12,31 +15,36 @@ Example:
     >>> z, ld = flow(x)
     >>> torch.allclose(flow.inverse(z), x, atol=1e-6)
     True
+    >>> type(flow.layers[0].transformer).__name__
+    'Affine'
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from flowdsl.runtime.base import Bijection, BuildNode, sum_except_batch
 from flowdsl.runtime.nets import build_net
+from flowdsl.runtime.transformers import build_transformer
 
 __all__ = ["Coupling", "build_coupling"]
 
 
 class Coupling(Bijection):
-    """y_t = x_t * exp(s(x_k)) + t(x_k) (affine) or x_t + t(x_k) (additive); y_k = x_k."""
+    """``y_t = h(x_t; net(x_k))``, ``y_k = x_k``, for a transformer module ``h`` (a value)."""
 
-    def __init__(self, kept, spatial: bool, affine: bool, net, clamp: float, shape):
+    def __init__(self, kept, spatial: bool, net: nn.Module, transformer: nn.Module, shape):
         super().__init__()
         kept = torch.as_tensor(kept, dtype=torch.bool)
         self.spatial = spatial
-        self.affine = affine
-        self.clamp = float(clamp)
         self.net = net
+        self.transformer = transformer
+        self.k = transformer.params_per_dim
         self.shape = tuple(shape)
         if spatial:
             self.register_buffer("kept_mask", kept.to(torch.get_default_dtype()), persistent=False)
+            self.register_buffer("kept_bool", kept, persistent=False)
         else:
             axis = kept.reshape(kept.shape[0], -1)[:, 0] if kept.dim() > 1 else kept
             self.register_buffer("kept_idx", torch.nonzero(axis).flatten(), persistent=False)
@@ -65,46 +73,36 @@ class Coupling(Bijection):
             return x.index_copy(1, self.trans_idx, y_t)
         return torch.cat([x_k, y_t] if self.blocks[0] else [y_t, x_k], dim=1)
 
-    def _params(self, x_kept, context):
-        out = self.net(x_kept, context)
-        if not self.affine:
-            return None, out
-        shift, raw = out.chunk(2, dim=1)
-        log_scale = self.clamp * torch.tanh(raw / self.clamp)
-        return log_scale, shift
+    def _params(self, net_in, like, context):
+        """Net output ``[B, k * C, ...]`` or ``[B, k * n]`` as a ``[*like.shape, k]`` view."""
+        out = self.net(net_in, context)
+        return out.reshape(out.shape[0], self.k, *like.shape[1:]).movedim(1, -1)
 
-    def _transform(self, x, context, sign: int):
+    def _logdet(self, ld, x):
+        return x.new_zeros(x.shape[0]) if self.transformer.zero_logdet else sum_except_batch(ld)
+
+    def _transform(self, x, context, fn):
         if self.spatial:
-            m = self.kept_mask.to(x.dtype)
-            log_s, t = self._params(x * m, context)
-            if self.affine:
-                log_s = log_s * (1 - m)
-            t = t * (1 - m)
-            if sign > 0:
-                y = x * torch.exp(log_s) + t if self.affine else x + t
-            else:
-                y = (x - t) * torch.exp(-log_s) if self.affine else x - t
-            ld = sum_except_batch(log_s) if self.affine else x.new_zeros(x.shape[0])
-            return y, sign * ld
+            y, ld = fn(x, self._params(x * self.kept_mask.to(x.dtype), x, context))
+            keep = self.kept_bool.expand_as(x)
+            y = torch.where(keep, x, y)
+            if self.transformer.zero_logdet:
+                return y, x.new_zeros(x.shape[0])
+            return y, sum_except_batch(torch.where(keep, torch.zeros_like(ld), ld))
         x_k, x_t = self._parts(x)
-        log_s, t = self._params(x_k, context)
-        if sign > 0:
-            y_t = x_t * torch.exp(log_s) + t if self.affine else x_t + t
-        else:
-            y_t = (x_t - t) * torch.exp(-log_s) if self.affine else x_t - t
-        y = self._join(x, x_k, y_t)
-        ld = sum_except_batch(log_s) if self.affine else x.new_zeros(x.shape[0])
-        return y, sign * ld
+        y_t, ld = fn(x_t, self._params(x_k, x_t, context))
+        return self._join(x, x_k, y_t), self._logdet(ld, x)
 
     def forward(self, x, context=None):
-        return self._transform(x, context, +1)
+        return self._transform(x, context, self.transformer)
 
     def inverse(self, y, context=None):
-        return self._transform(y, context, -1)
+        return self._transform(y, context, self.transformer.inverse)
 
 
 def build_coupling(layer, node: BuildNode) -> Coupling:
-    kept = layer.mask.kept(node.in_shape)
-    affine = layer.params_per_dim == 2
+    """Runtime of every ``coupling T`` layer: the transformer module, then the conditioner net."""
+    transformer = build_transformer(layer.transformer)
+    assert transformer.params_per_dim == node.meta["params_per_dim"], "transformer and spec disagree on parameters"
     net = build_net(layer.net, node.meta["net_in"], node.meta["net_out"], node.context_features)
-    return Coupling(kept, layer.mask.style == "spatial", affine, net, getattr(layer, "clamp", 3.0), node.in_shape)
+    return Coupling(layer.mask.kept(node.in_shape), layer.mask.style == "spatial", net, transformer, node.in_shape)

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flowdsl.runtime.nets import build_net
+
 __all__ = ["solve_increasing", "attach_root_gradient", "NumericalInverse", "DSF", "UMNN", "SOS", "clenshaw_curtis"]
 
 
@@ -104,6 +106,8 @@ class NumericalInverse(nn.Module):
     x, computed once per call) and ``evaluate(x, c) -> (value, derivative)``.
     """
 
+    zero_logdet = False
+
     def prepare(self, p):
         return p
 
@@ -151,6 +155,10 @@ class DSF(NumericalInverse):
         self.hidden = hidden
         self.params_per_dim = 3 * hidden
         self.shift = _softplus_shift(1.0, self.A_MIN)
+
+    @classmethod
+    def from_spec(cls, spec) -> DSF:
+        return cls(spec.hidden)
 
     def prepare(self, p):
         h = self.hidden
@@ -224,6 +232,11 @@ class UMNN(NumericalInverse):
         self.register_buffer("fractions", torch.as_tensor((nodes + 1) / 2, dtype=dtype), persistent=False)
         self.register_buffer("weights", torch.as_tensor(weights / 2, dtype=dtype), persistent=False)
 
+    @classmethod
+    def from_spec(cls, spec) -> UMNN:
+        """Builds the integrand net the spec describes (silu when its activation was left unset)."""
+        return cls(build_net(spec.integrand_net(), *spec.integrand_io, 0), spec.steps, spec.embedding)
+
     def g(self, t, e):
         """Integrand at points ``t [..., M]`` for embeddings ``e [..., E]``: ``[..., M]``."""
         inp = torch.cat([t[..., None], e[..., None, :].expand(*t.shape, e.shape[-1])], dim=-1)
@@ -268,6 +281,10 @@ class SOS(NumericalInverse):
                 conv[i, j, i + j] = 1.0 / (i + j + 1)
         self.register_buffer("base", base.to(torch.get_default_dtype()), persistent=False)
         self.register_buffer("conv", conv.to(torch.get_default_dtype()), persistent=False)
+
+    @classmethod
+    def from_spec(cls, spec) -> SOS:
+        return cls(spec.polynomials, spec.degree)
 
     def prepare(self, p):
         """``[q (2r + 1), a (K (r + 1)), c]``: q[n] multiplies x^(n+1) in the integral."""

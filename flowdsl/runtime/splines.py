@@ -1,4 +1,4 @@
-"""Monotone spline transformers (rational-quadratic, cubic) and the spline coupling layer.
+"""Monotone spline transformers: rational-quadratic and cubic (``rq_spline``, ``cubic_spline``).
 
 Both splines live on ``[-B, B]`` with ``K`` bins whose widths and heights are softmaxes
 (each at least ``1e-3`` of the interval) and whose knot slopes are positive:
@@ -13,6 +13,7 @@ Both splines live on ``[-B, B]`` with ``K`` bins whose widths and heights are so
 
 Zero parameters give the identity. Values at and beyond the bounds and at the knots are
 finite, and so are gradients (out-of-range inputs are clamped before the spline branch).
+Coupling and autoregressive flows take them as values (:mod:`flowdsl.runtime.transformers`).
 
 Example:
     >>> import torch
@@ -34,12 +35,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from flowdsl.runtime.base import Bijection, BuildNode, sum_except_batch
-from flowdsl.runtime.coupling import Coupling
 from flowdsl.runtime.monotone import attach_root_gradient, solve_increasing
-from flowdsl.runtime.nets import build_net
 
-__all__ = ["RQSpline", "CubicSpline", "SplineCoupling", "build_spline_coupling", "knots"]
+__all__ = ["RQSpline", "CubicSpline", "SPLINES", "knots"]
 
 MIN_BIN = 1e-3
 MIN_SLOPE = 1e-3
@@ -69,9 +67,16 @@ def _take(t, idx):
 class _Spline(nn.Module):
     """Shared: knots from parameters, locate the bin, tails outside [-B, B]."""
 
+    zero_logdet = False
+
     def __init__(self, bins: int, bound: float):
         super().__init__()
         self.bins, self.bound = int(bins), float(bound)
+
+    @classmethod
+    def from_spec(cls, spec):
+        """The module of an ``rq_spline`` / ``cubic_spline`` transformer spec."""
+        return cls(spec.bins, spec.bound)
 
     def _inside(self, v):
         return (v >= -self.bound) & (v <= self.bound)
@@ -201,42 +206,3 @@ class CubicSpline(_Spline):
 
 
 SPLINES = {"rq": RQSpline, "cubic": CubicSpline}
-
-
-class SplineCoupling(Coupling):
-    """Coupling whose transformed positions go through a spline with net-computed parameters.
-
-    Reuses :class:`flowdsl.runtime.coupling.Coupling`'s index/spatial mask buffers; the net's
-    output is parameter-major (``k`` blocks of the transformed part).
-    """
-
-    def __init__(self, kept, spatial: bool, net, shape, spline: nn.Module):
-        super().__init__(kept, spatial, affine=False, net=net, clamp=1.0, shape=shape)
-        self.spline = spline
-        self.k = spline.params_per_dim
-
-    def _split_params(self, out, like):
-        """Net output ``[B, k * C, ...]`` or ``[B, k * n]`` -> ``[*like.shape, k]``."""
-        out = out.reshape(out.shape[0], self.k, *like.shape[1:])
-        return out.movedim(1, -1)
-
-    def _transform(self, x, context, sign: int):
-        fn = self.spline if sign > 0 else self.spline.inverse
-        if self.spatial:
-            m = self.kept_mask.to(x.dtype)
-            p = self._split_params(self.net(x * m, context), x)
-            y, ld = fn(x, p)
-            keep = m.bool().expand_as(x)
-            y = torch.where(keep, x, y)
-            return y, sum_except_batch(torch.where(keep, torch.zeros_like(ld), ld))
-        x_k, x_t = self._parts(x)
-        y_t, ld = fn(x_t, self._split_params(self.net(x_k, context), x_t))
-        return self._join(x, x_k, y_t), sum_except_batch(ld)
-
-
-def build_spline_coupling(layer, node: BuildNode) -> SplineCoupling:
-    """Runtime of ``coupling rq_spline`` / ``coupling cubic_spline``."""
-    kept = layer.mask.kept(node.in_shape)
-    net = build_net(layer.net, node.meta["net_in"], node.meta["net_out"], node.context_features)
-    spline = SPLINES[layer.spline_kind](layer.bins, layer.bound)
-    return SplineCoupling(kept, layer.mask.style == "spatial", net, node.in_shape, spline)
