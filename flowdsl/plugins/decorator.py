@@ -1,58 +1,23 @@
-"""User-defined layers: one decorated class, loaded by the user's explicit choice.
-
-A spec never names Python code. Code is loaded because the user asked for it: ``--plugin
-MODULE`` (a module name or a ``.py`` file) on the command line, :func:`load_plugins` in
-Python, or a package installed with an entry point in the ``flowdsl.layers`` group::
-
-    [project.entry-points."flowdsl.layers"]
-    my_layers = "my_package.layers"
-
-**The simple way**: decorate a torch bijection (``forward``/``inverse`` returning
-``(value, logdet[B])``). Its arguments are the typed keyword parameters of ``__init__``;
-``shape`` (the input shape), ``context_features`` and ``node`` are filled in by the compiler.
-A ``ValueError`` raised by ``__init__`` becomes a diagnostic at the layer's call.
-The decorator declares the contract the checker applies and :mod:`flowdsl.testing` verifies:
-
-- ``shape``: ``"same"`` or ``f(in_shape, **args) -> out_shape`` (raise ValueError to refuse a shape);
-- ``dependency``: ``"elementwise"``, ``"coupling"`` (kept positions from the ``mask`` argument or
-  ``kept(shape, **args)``), ``"autoregressive"`` (natural order), ``"dense"``, ``None`` (undeclared),
-  or ``f(shape, **args) -> Dependency | bool matrix``;
-- ``logdet``: ``"exact"`` (default), ``"zero"``, ``"estimated, unbiased"``, ...;
-- ``params``: an int, ``f(shape, **args) -> int``, or None: counted by building the module on
-  PyTorch's meta device (nothing allocated), or on the CPU when its ``__init__`` needs real data.
-
-**The full way**: decorate a torch-free :class:`~flowdsl.layers.registry.Layer` subclass (your own
-``infer``), pairing it with its torch class or builder through ``runtime=``.
+"""The ``@layer`` decorator: a user-defined layer from one decorated class (see :mod:`flowdsl.plugins`).
 
 Example:
-    >>> import torch
     >>> from flowdsl.runtime.base import Bijection
-    >>> @layer("doc_shift", dependency="elementwise", logdet="zero")
-    ... class Shift(Bijection):
-    ...     def __init__(self, shape, by: float = 1.0):
+    >>> @layer("doc_scale2", dependency="elementwise")
+    ... class Scale2(Bijection):
+    ...     def __init__(self, shape):
     ...         super().__init__()
-    ...         self.by = by
     ...     def forward(self, x, context=None):
-    ...         return x + self.by, x.new_zeros(x.shape[0])
+    ...         return 2 * x, x.new_full((x.shape[0],), x[0].numel() * 0.6931471805599453)
     ...     def inverse(self, y, context=None):
-    ...         return y - self.by, y.new_zeros(y.shape[0])
-    >>> import flowdsl
-    >>> flow = flowdsl.compile_source("flow f {\\n input x: vector[2]\\n doc_shift(by=2)\\n}\\n")
-    >>> flow(torch.zeros(1, 2))[0].tolist()
-    [[2.0, 2.0]]
-    >>> print(flowdsl.check_source("flow f {\\n input x: vector[2]\\n doc_shift(by=true)\\n}\\n")[0].message)
-    argument 'by' of doc_shift must be a number (got true)
+    ...         return y / 2, -y.new_full((y.shape[0],), y[0].numel() * 0.6931471805599453)
+    >>> unregister("doc_scale2")
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import math
-import sys
 import typing
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated
 
@@ -63,15 +28,12 @@ from flowdsl.errors import Diagnostic, FlowDSLError, Pos, SpecError
 from flowdsl.layers.registry import LAYERS, NETS, Layer, LayerContext, LayerInfo, _strict_int, choice, symbolic
 from flowdsl.layers.structure import Dependency
 
-__all__ = ["layer", "unregister", "load_plugins", "load_module", "load_entry_points", "PluginError", "ENTRY_POINT_GROUP",
-           "RUNTIMES", "PluginLayer"]
+__all__ = ["layer", "unregister", "PluginError", "RUNTIMES", "PluginLayer"]
 
-ENTRY_POINT_GROUP = "flowdsl.layers"
 #: builders of user-defined layers, found by the compiler as ``flowdsl.plugins:RUNTIMES.<name>``
 RUNTIMES = SimpleNamespace()
 #: names filled in by the compiler, not arguments of the spec
 RESERVED = ("shape", "in_shape", "out_shape", "context_features", "node")
-_LOADED_ENTRY_POINTS: set[str] = set()
 
 
 class PluginError(FlowDSLError):
@@ -346,60 +308,3 @@ def unregister(name: str) -> None:
     del LAYERS.members[name]
     if hasattr(RUNTIMES, name):
         delattr(RUNTIMES, name)
-
-
-# ----------------------------------------------------------------------------- loading
-def load_module(target: str):
-    """Import a plugin: a module name (``my_layers``, ``pkg.layers``) or a ``.py`` file path."""
-    try:
-        if target.endswith(".py") or "/" in target or "\\" in target:
-            path = Path(target)
-            if not path.is_file():
-                raise PluginError(target, f"cannot load plugin '{target}': no such file")
-            name = f"flowdsl_plugin_{path.stem}"  # executed again on each load: its layers re-register themselves
-            spec = importlib.util.spec_from_file_location(name, path.resolve())
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[name]
-                raise
-            return module
-        return importlib.import_module(target)
-    except FlowDSLError:
-        raise
-    except Exception as err:
-        raise PluginError(target, f"cannot load plugin '{target}': {type(err).__name__}: {err}") from None
-
-
-def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
-    """Load every installed plugin of the entry-point group (once); returns the names loaded now."""
-    from importlib.metadata import entry_points
-
-    loaded = []
-    for ep in entry_points(group=group):
-        key = f"{ep.name}={ep.value}"
-        if key in _LOADED_ENTRY_POINTS:
-            continue
-        _LOADED_ENTRY_POINTS.add(key)
-        try:
-            obj = ep.load()
-            if inspect.isfunction(obj):
-                obj()
-        except FlowDSLError:
-            raise
-        except Exception as err:
-            raise PluginError(ep.value, f"cannot load installed plugin '{ep.name}' ({ep.value}): "
-                                        f"{type(err).__name__}: {err}") from None
-        loaded.append(ep.name)
-    return loaded
-
-
-def load_plugins(modules=(), entry_points: bool = True) -> list[str]:
-    """Load the installed plugins (entry points) and the given modules or files; their names."""
-    names = load_entry_points() if entry_points else []
-    for m in modules or ():
-        load_module(m)
-        names.append(m)
-    return names
