@@ -18,12 +18,12 @@ import tracemalloc
 from contextlib import contextmanager
 
 import pytest
+from fuzz_inputs import SOURCES, known_crash, mutated_specs, random_specs, vocabulary
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowdsl
 from flowdsl.cli.main import main
-from fuzz_inputs import SOURCES, known_crash, mutated_specs, random_specs, vocabulary
 
 SCALE = float(os.environ.get("FLOWDSL_FUZZ_SCALE", "1"))
 HANG_SECONDS = 30  # per input, on a loaded machine; typical inputs take milliseconds
@@ -84,10 +84,8 @@ _COMPILED: set = set()
 
 
 def _structure(ir):
-    from flowdsl.analysis.ir import layer_nodes
-
     h = ir.header
-    layers = tuple((ir.graph.nodes[n]["layer"].describe(), ir.graph.nodes[n]["in_shape"]) for n in layer_nodes(ir.graph))
+    layers = tuple((node.layer.describe(), node.in_shape) for node in ir.layers)
     return (h.kind, h.input.shape, h.input.levels, h.condition, str(h.base), str(h.output), layers)
 
 
@@ -149,7 +147,7 @@ def test_random_word_soup(words, name):
     check_input(" ".join(words), name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grammar_strategy(kind: str):
     from hypothesis.extra.lark import from_lark
 
@@ -239,14 +237,17 @@ PATHOLOGICAL = {
     "a huge input": ("flow f {\n    input x: vector[999999999999]\n}\n",
                      [(2, 5, "error", "the input has 999999999999 elements (limit 50000000)")]),
     "a huge net": (FLOW + "    coupling affine(net=mlp([100000, 100000]))\n}\n",
-                   [(1, 1, "error", "model 'f' would have 10,000,500,002 parameters (limit 200,000,000)")]),
+                   [(1, 1, "error", "model 'f' would have 10,000,500,002 parameters (limit 200,000,000)"),
+                    (1, 1, "warning", "no layer transforms dimensions 0 (1 of 2): the flow leaves them as they are")]),
     "a very long line": (FLOW + "    " + "a" * 100_000 + "\n}\n",
                          [(3, 5, "error", "name 'aaaaaaaaaaaaaaaa...' is 100,000 characters long (limit 256)")]),
     "a very long comment": ("# " + "x" * 200_000 + "\n" + FLOW + "    actnorm\n}\n", []),
-    "a file too large": ("#" * 1_100_000, [(1, 1, "error", "the file is too large (1100000 characters; limit 1000000)")]),
+    "a file too large": ("#" * 1_100_000,
+                         [(1, 1, "error", "the file is too large (1100000 characters; limit 1000000)")]),
     "bytes that are not UTF-8": (b"flow f {\n input x: vector[2]\n \xff\xfe actnorm\n}\n",
                                  [(3, 2, "error", "the file is not UTF-8 text (byte 30)")]),
-    "a NUL character": ("flow f {\n input x: vector[2]\x00\n}\n", [(2, 20, "error", "the file contains a NUL character")]),
+    "a NUL character": ("flow f {\n input x: vector[2]\x00\n}\n",
+                        [(2, 20, "error", "the file contains a NUL character")]),
     "a byte-order mark": ("\ufeff" + FLOW + "    actnorm\n}\n", []),
     "a recursive block": ("block b(x) { b(x) }\n" + FLOW + "    b(1)\n    actnorm\n}\n",
                           [(1, 1, "error", "block 'b' is recursive: b -> b")]),

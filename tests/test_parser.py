@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import ACCEPTANCE, SPECS, acceptance_specs
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from conftest import ACCEPTANCE, SPECS, acceptance_specs
 from flowdsl import FlowDSLError
 from flowdsl.language.syntax import parse_program
 from flowdsl.language.values import Symbol, evaluate
@@ -42,7 +43,8 @@ def _error(text: str, filename: str = "bad.flow"):
         ("flow f {\n  coupling affine(mask=half\n}\n", (3, 1, "missing ')' to close the argument list (found '}')")),
         ("flow f {\n  a([1, 2)\n}\n", (2, 10, "missing ']' to close the list (found ')')")),
         ("flow f {\n  relu\n", (2, 7, "missing '}' to close the body (found end of file)")),
-        ("flow f {\n  a b\n}\n", (2, 5, "two statements on one line: separate them with a new line or ';' (found 'b')")),
+        ("flow f {\n  a b\n}\n",
+         (2, 5, "two statements on one line: separate them with a new line or ';' (found 'b')")),
         ("flow f {\n  a(x=)\n}\n", (2, 7, "missing value after '=' (found ')')")),
         ("flow f {\n  a $ b\n}\n", (2, 5, "unexpected character '$'")),
         ("flow f {\n  input x vector[2]\n}\n",
@@ -102,5 +104,5 @@ def test_arithmetic_matches_python(a, b, op):
 def test_ast_is_frozen_and_hashable():
     prog = parse_program("flow f {\n input x: vector[2]\n}\n", "f.flow")
     assert hash(prog) == hash(parse_program("flow f {\n input x: vector[2]\n}\n", "f.flow"))
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         prog.models[0].name = "g"
