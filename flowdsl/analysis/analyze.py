@@ -49,14 +49,14 @@ class Analysis:
             if len(self.models) == 1:
                 return next(iter(self.models.values()))
             names = ", ".join(self.models) or "none"
-            msg = "the file defines no model" if not self.models else f"the file defines several models ({names}); pick one"
+            msg = ("the file defines no model" if not self.models else
+                   f"the file defines several models ({names}); pick one")
             raise FlowDSLError([Diagnostic(Pos(file), "error", msg)], self.sources)
         if name not in self.models:
             from flowdsl.layers.registry import suggest
 
-            raise FlowDSLError([Diagnostic(Pos(file), "error", f"no model named '{name}'",
-                                           suggest(name, self.models) or f"models: {', '.join(self.models) or 'none'}")],
-                               self.sources)
+            hint = suggest(name, self.models) or f"models: {', '.join(self.models) or 'none'}"
+            raise FlowDSLError([Diagnostic(Pos(file), "error", f"no model named '{name}'", hint)], self.sources)
         return self.models[name]
 
 

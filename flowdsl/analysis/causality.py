@@ -109,9 +109,9 @@ def _grid_view(dep: np.ndarray, layout: Layout, rank: np.ndarray):
 def _extent(view: np.ndarray, axis: int):
     """Per row: the lowest and highest coordinate along grid ``axis`` holding a set bit (-1, -1 if none)."""
     others = tuple(a for a in range(1, view.ndim) if a != axis + 2)
-    occ = view.any(axis=others)
+    occ = np.asarray(view.any(axis=others))
     size = occ.shape[1]
-    has = occ.any(axis=1)
+    has = np.any(occ, axis=1)
     lo = np.where(has, occ.argmax(axis=1), -1)
     hi = np.where(has, size - 1 - occ[:, ::-1].argmax(axis=1), -1)
     return lo, hi
@@ -251,33 +251,35 @@ def _reach_warning(model: ModelIR, layout: Layout, rank: np.ndarray, result: Ana
     """Models whose layers claim ``meta["full_reach"]`` (attention): every earlier position should reach every
     later one within the model's depth. None when no layer claims it; else the warning (if some pair is missed)."""
     nodes = [node for node in model.layers if node.causal and node.causal.full_reach]
-    if not nodes:
+    final = result.final
+    if not nodes or final is None:
         return None
     n = layout.n
     reads = np.zeros(n, dtype=np.int64)
     for rows in _chunks(n):
-        reads[rows] = unpack(result.final[rows], n).sum(axis=1)
+        reads[rows] = unpack(final[rows], n).sum(axis=1)
     total = n * (n - 1) // 2
     reached = int(reads.sum())
     if reached >= total:
         return []
     short = np.flatnonzero(reads < rank)
     p = int(short[np.argmin(rank[short])])
-    seen = unpack(result.final[p], n)
+    seen = unpack(final[p], n)
     earlier = np.flatnonzero((rank < rank[p]) & ~seen)
     q = int(earlier[np.argmin(rank[earlier])])
-    last = nodes[-1]
-    kind, depth = last.causal.full_reach, len(nodes)
+    last, facts = nodes[-1], nodes[-1].causal
+    assert facts is not None  # nodes were selected by their causal facts
+    kind, depth = facts.full_reach, len(nodes)
     msg = (f"reachability: within {depth} {kind} layer{'s' if depth != 1 else ''}, {100.0 * reached / total:.1f}% "
            f"of the (earlier, later) position pairs are connected (e.g. position {layout.describe(p)} cannot see "
            f"{layout.describe(q)})")
-    return [Diagnostic(last.pos, "warning", msg, last.causal.reach_remedy)]
+    return [Diagnostic(last.pos, "warning", msg, facts.reach_remedy)]
 
 
 def generation_orders(model: ModelIR, layout: Layout | None = None) -> np.ndarray:
     """``[K, N]``: the generation order of every configuration (declared by a layer, else raster order)."""
     if layout is None:
-        layout = layout_of(model.header.input.type_name, model.header.input.shape)
+        layout = layout_of(model.input.type_name, model.input.shape)
     for node in model.layers:
         orders = node.causal.orders if node.causal else None
         if orders is not None:
@@ -294,7 +296,8 @@ def _propagate(model: ModelIR, layout: Layout, config: int, record: list):
         if rule is None:
             return None, Diagnostic(node.pos, "warning", f"causality not checked: layer '{layer.name}' declares "
                                     f"no dependency structure")
-        ctx = DepContext(layout, node.position, tuple(node.in_shape), tuple(node.out_shape), node.meta, config)
+        ctx = DepContext(layout, node.position, tuple(node.in_shape or ()), tuple(node.out_shape or ()), node.meta,
+                         config)
         if not getattr(layer, "streams", False):
             maps = maps.only(_data(maps))
         maps = rule(maps, ctx)
@@ -304,7 +307,8 @@ def _propagate(model: ModelIR, layout: Layout, config: int, record: list):
 
 def _data(maps: DepMaps) -> np.ndarray:
     """What a stream-unaware layer, or the output head, reads: the ``skip`` sum if a layer left one, else main."""
-    return maps.get("skip", maps.main)
+    skip = maps.get("skip")
+    return maps.main if skip is None else skip
 
 
 def analyze(model: ModelIR) -> Analysis:
@@ -313,7 +317,7 @@ def analyze(model: ModelIR) -> Analysis:
     if cached is not None:
         return cached
     header = model.header
-    layout = layout_of(header.input.type_name, header.input.shape)
+    layout = layout_of(model.input.type_name, model.input.shape)
     orders = generation_orders(model, layout)
     result = Analysis(layout, orders)
     head = model.sink.info.head.allowed if model.sink.info.head is not None else None
@@ -340,6 +344,7 @@ def analyze(model: ModelIR) -> Analysis:
         rank[orders[0]] = np.arange(layout.n)
         reach = _reach_warning(model, layout, rank, result)
         result.diagnostics.extend(_blind_warning(model, layout, rank, result) if reach is None else reach)
+        assert result.final is not None  # configuration 0 ran to the end
         note, span = _receptive(result.final, layout, rank, header.pos, _detail(model))
         result.diagnostics.append(note)
         result.diagnostics.extend(_context_warnings(model, span, layout))
@@ -366,6 +371,8 @@ def _causality_error(model, layout, rank, record, bad) -> Diagnostic:
 
 
 def _blind_warning(model, layout, rank, result: Analysis) -> list[Diagnostic]:
+    if result.final is None:
+        return []
     worst = _blind(result.final, layout, rank)
     if worst[0] == 0:
         return []

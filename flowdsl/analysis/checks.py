@@ -13,8 +13,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from flowdsl.analysis.ir import ModelIR
@@ -34,14 +32,14 @@ def check_coverage(model: ModelIR, limits: Limits) -> list[Diagnostic]:
     """Flows: a warning naming the input dimensions that no layer ever transforms."""
     if model.header.kind != "flow" or not model.complete:
         return []
-    shape = model.header.input.shape
+    shape = model.input.shape
     size = int(np.prod(shape))
     origin = np.arange(size)  # origin[i]: the input dimension now at position i
     covered = np.zeros(size, dtype=bool)
     for node in model.layers:
         dep = node.dependency
         if node.factored is not None:  # split: the first part stays, the rest leaves for the base
-            origin = origin[: int(np.prod(node.out_shape))]
+            origin = origin[: int(np.prod(node.out_shape or ()))]
             continue
         if dep is None:  # a layer that declares nothing is taken to transform everything
             covered[origin] = True

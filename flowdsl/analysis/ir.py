@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import networkx as nx
 
 from flowdsl.errors import Diagnostic, Pos, SpecError, trace_notes
-from flowdsl.language.expand import ModelHeader, Site
+from flowdsl.language.expand import InputInfo, ModelHeader, Site
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, SinkInfo
 
 if TYPE_CHECKING:
@@ -123,6 +123,13 @@ class ModelIR:
         return self.header.name
 
     @property
+    def input(self) -> InputInfo:
+        """The input declaration (every model that reached the checks has one)."""
+        if self.header.input is None:
+            raise ValueError(f"model '{self.name}' declares no input")
+        return self.header.input
+
+    @property
     def kind(self) -> str:
         return self.header.kind
 
@@ -186,14 +193,14 @@ def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: 
     for position, site in enumerate(sites):
         info: LayerInfo | None = None
         in_shape = shape if inferring else None
-        if inferring:
-            ctx = LayerContext(shape=shape, model_kind=header.kind, input_type=inp.type_name, levels=inp.levels,
+        if inferring and inp is not None and shape is not None:
+            ctx = LayerContext(shape=shape, model_kind=kind.name, input_type=inp.type_name, levels=inp.levels,
                                context_features=features, spec_dir=spec_dir, index=position, previous=previous,
                                output=header.output, input_shape=inp.shape)
             try:
                 info, findings = _infer(site, ctx)
             except SpecError as err:
-                where = err.pos or dict(site.arg_pos).get(err.arg, site.pos)
+                where = err.pos or (dict(site.arg_pos).get(err.arg, site.pos) if err.arg else site.pos)
                 diags.append(Diagnostic(where, "error", err.message, err.hint, related=trace_notes(site.trace)))
                 diags.extend(err.extra)
                 complete = False
@@ -208,8 +215,8 @@ def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: 
                                 arg_pos=site.arg_pos, in_shape=in_shape, info=info))
         previous = previous + (site.key,)
     spec = header.base if kind.sink == "base" else header.output
-    sink_info = SinkInfo(params=spec.param_count(inp.shape) if inp is not None and hasattr(spec, "param_count")
-                         else 0)
+    count = getattr(spec, "param_count", None)
+    sink_info = SinkInfo(params=count(inp.shape) if inp is not None and count is not None else 0)
     if complete and kind.sink_rule is not None:
         try:
             sink_info = kind.sink_rule(header, shape, last)

@@ -45,7 +45,9 @@ class ModelCheck:
 
 @dataclass(frozen=True)
 class ModelKind:
-    name: str
+    """One kind of model: its sink, sink rule, ordered checks, compiler and what the report says of it."""
+
+    name: Literal["flow", "autoregressive"]
     sink: Literal["base", "output"]
     #: ``rule(header, shape, last_info) -> SinkInfo`` (SpecError on a bad sink); None: the base's own count
     sink_rule: Callable | None
