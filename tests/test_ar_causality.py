@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import time
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -19,8 +19,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.analysis.causality import (
-    DepMaps, accumulate, conv, dependency_sets, group_allowed, layout_of, members, mix, pack, read, unpack,
+from flowdsl.analysis.causality import dependency_sets
+from flowdsl.layers.dependency_sets import (
+    DepMaps,
+    accumulate,
+    conv,
+    group_allowed,
+    layout_of,
+    members,
+    mix,
+    pack,
+    read,
+    unpack,
 )
 
 MODELS = {
@@ -50,7 +60,7 @@ def source(name: str) -> str:
     return "autoregressive m {\n " + MODELS[name] + "\n}\n"
 
 
-@lru_cache(maxsize=None)
+@cache
 def model(name: str):
     """The compiled model in float64, parameters perturbed so that nothing is zero by accident."""
     torch.manual_seed(0)
