@@ -8,7 +8,19 @@ Example:
     ['f']
 """
 
-from flowdsl.api import Analysis, Limits, analyze_file, analyze_source, check_file, check_source, compile_file, compile_source, load, model_names, model_names_source
+from flowdsl.api import (
+    Analysis,
+    Limits,
+    analyze_file,
+    analyze_source,
+    check_file,
+    check_source,
+    compile_file,
+    compile_source,
+    load,
+    model_names,
+    model_names_source,
+)
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
 __all__ = [

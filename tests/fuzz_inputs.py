@@ -13,8 +13,8 @@ from pathlib import Path
 from hypothesis import strategies as st
 
 import flowdsl  # noqa: F401  (registers the built-in layers)
-from flowdsl.layers.registry import BASES, LAYERS, NETS, OUTPUTS
 from flowdsl.language.values import describe
+from flowdsl.layers.registry import BASES, LAYERS, NETS, OUTPUTS
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = sorted(p for p in list((ROOT / "specs").rglob("*.flow")) + list((ROOT / "specs").rglob("*.ar")))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowdsl.training import data as D
 from flowdsl.api import analyze_source
 from flowdsl.errors import FlowDSLError
+from flowdsl.training import data as D
 
 
 def header(text: str, filename: str = "m.flow"):

@@ -8,10 +8,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
-from typing_extensions import Annotated
 
 from flowdsl.layers.registry import BASES, OUTPUTS, PositiveInt, Spec
 

@@ -13,15 +13,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import BeforeValidator
-from typing_extensions import Annotated
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import Family, Spec, _strict_int
 from flowdsl.language.values import Symbol
+from flowdsl.layers.registry import Family, Spec, _strict_int
 
 __all__ = ["MASKS", "Mask", "HalfMask", "Checkerboard", "ChannelMask", "ExplicitMask", "MaskField"]
 

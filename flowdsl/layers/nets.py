@@ -14,10 +14,9 @@ Example:
 from __future__ import annotations
 
 from math import prod
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
-from typing_extensions import Annotated
 
 from flowdsl.errors import SpecError
 from flowdsl.layers.registry import NETS, PositiveInt, Spec, choice

@@ -52,40 +52,40 @@ class Dependency:
 
     # -- constructors
     @classmethod
-    def elementwise(cls, size: int) -> "Dependency":
+    def elementwise(cls, size: int) -> Dependency:
         return cls("elementwise", size, np.arange(size), np.ones(size, bool))
 
     @classmethod
-    def identity(cls, size: int) -> "Dependency":
+    def identity(cls, size: int) -> Dependency:
         return cls("permutation", size, np.arange(size), np.zeros(size, bool))
 
     @classmethod
-    def permutation(cls, source) -> "Dependency":
+    def permutation(cls, source) -> Dependency:
         source = np.asarray(source, dtype=np.int64)
         return cls("permutation", len(source), source, np.zeros(len(source), bool))
 
     @classmethod
-    def coupling(cls, kept) -> "Dependency":
+    def coupling(cls, kept) -> Dependency:
         kept = np.asarray(kept, dtype=bool).ravel()
         return cls("coupling", len(kept), np.arange(len(kept)), ~kept, kept)
 
     @classmethod
-    def groups(cls, groups) -> "Dependency":
+    def groups(cls, groups) -> Dependency:
         groups = np.asarray(groups, dtype=np.int64).ravel()
         return cls("groups", len(groups), np.arange(len(groups)), np.ones(len(groups), bool), groups)
 
     @classmethod
-    def dense(cls, size: int) -> "Dependency":
+    def dense(cls, size: int) -> Dependency:
         return cls("dense", size, np.arange(size), np.ones(size, bool))
 
     @classmethod
-    def autoregressive(cls, rank, strict_outputs: bool = False) -> "Dependency":
+    def autoregressive(cls, rank, strict_outputs: bool = False) -> Dependency:
         """Output i depends on inputs j with ``rank[j] <= rank[i]`` (``<`` off the diagonal)."""
         rank = np.asarray(rank, dtype=np.int64).ravel()
         return cls("autoregressive", len(rank), np.arange(len(rank)), np.ones(len(rank), bool), rank)
 
     @classmethod
-    def explicit(cls, matrix, transformed=None) -> "Dependency":
+    def explicit(cls, matrix, transformed=None) -> Dependency:
         """A given pattern; ``transformed`` defaults to "every row that is not an identity row"."""
         matrix = np.asarray(matrix, dtype=bool)
         n = matrix.shape[0]
@@ -116,7 +116,7 @@ class Dependency:
             return self.data[None, :] <= self.data[:, None]
         return self.data.copy()
 
-    def then(self, other: "Dependency") -> "Dependency":
+    def then(self, other: Dependency) -> Dependency:
         """The pattern of applying ``self`` and then ``other`` (boolean matrix product)."""
         a, b = self.matrix().astype(np.int64), other.matrix().astype(np.int64)
         return Dependency.explicit((b @ a) > 0)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torchdiffeq import odeint
 
-from flowdsl.runtime.estimators import exact_logdet_enabled
 from flowdsl.runtime.base import Bijection, BuildNode
+from flowdsl.runtime.estimators import exact_logdet_enabled
 from flowdsl.runtime.nets import build_net
 from flowdsl.runtime.residual import rademacher
 

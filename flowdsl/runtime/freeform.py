@@ -182,7 +182,7 @@ def bjorck_orthonormal(v: torch.Tensor, tol: float | None = None, max_iter: int 
     q = v / torch.sqrt(gram.abs().sum(0).max().clamp_min(torch.finfo(v.dtype).tiny))
     for _ in range(max_iter):
         qtq = q.T @ q
-        converged = bool(((qtq - eye).abs().max() <= tol))
+        converged = bool((qtq - eye).abs().max() <= tol)
         q = q @ (1.5 * eye - 0.5 * qtq)
         if converged:
             return q

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from flowdsl.runtime.estimators import exact_logdet_enabled
 from flowdsl.runtime.base import Bijection, BuildNode
+from flowdsl.runtime.estimators import exact_logdet_enabled
 from flowdsl.runtime.nets import FeatureNet, activation
 
 __all__ = [

@@ -60,7 +60,7 @@ class InvConv1x1(Bijection):
 
     @classmethod
     def build(cls, layer, node: BuildNode):
-        return cls(node.in_shape[0], seed=layer.seed * 1000 + node.index)
+        return cls(node.in_shape[0], seed=layer.seed * 1000 + node.position + 1)  # seeds as before the typed IR
 
     def weight(self) -> torch.Tensor:
         lower = self.lower * self.lower_mask + self.eye

@@ -27,8 +27,14 @@ Example:
 
 from __future__ import annotations
 
-from flowdsl.testing.jacobian import brute_force_logdet, check_sparsity, jacobian_pattern, per_example_jacobian, perturb_parameters
 from flowdsl.testing.autoregressive import check_autoregressive
+from flowdsl.testing.jacobian import (
+    brute_force_logdet,
+    check_sparsity,
+    jacobian_pattern,
+    per_example_jacobian,
+    perturb_parameters,
+)
 from flowdsl.testing.properties import check_bijection, check_structure
 from flowdsl.testing.search import PropertyFailure
 from flowdsl.testing.strategies import arguments, call_text, inputs, labels, layer_calls, one_hot, specs, values_for

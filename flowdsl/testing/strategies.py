@@ -30,8 +30,8 @@ import numpy as np
 from hypothesis import strategies as st
 
 from flowdsl.errors import FlowDSLError, SpecError
-from flowdsl.layers.registry import LAYERS, OUTPUTS, Family, Layer, LayerContext, Spec
 from flowdsl.language.values import Symbol, describe
+from flowdsl.layers.registry import LAYERS, OUTPUTS, Family, Layer, LayerContext, Spec
 from flowdsl.testing.inputs import EXPLICIT_MAX, inputs, labels, one_hot
 
 __all__ = [

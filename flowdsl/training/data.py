@@ -34,7 +34,7 @@ import importlib.util
 import math
 import os
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +136,7 @@ def _split(x, y, test_fraction, seed=0):
     return x[tr], x[te], (y[tr] if y is not None else None), (y[te] if y is not None else None)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _digits():
     path = _package_file("sklearn", "datasets", "data", "digits.csv.gz", extra="data")
     if path.is_file():
@@ -157,7 +157,7 @@ def _cache_dir() -> Path:
     return Path(root)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _mnist():
     user = os.environ.get("FLOWDSL_MNIST")
     if user:

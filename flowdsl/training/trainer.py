@@ -27,14 +27,13 @@ import os
 import posixpath
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from flowdsl.checkpoint import load_checkpoint, save_checkpoint
-from flowdsl.training.data import Dataset, fit, load_data
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
+from flowdsl.training.data import Dataset, fit, load_data
 
 __all__ = ["train", "evaluate", "TrainResult", "spec_fingerprint", "DEFAULTS", "tensors"]
 
