@@ -26,17 +26,18 @@ Example:
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from typing_extensions import Annotated
 
 from flowdsl.errors import Pos, SpecError
+from flowdsl.layers.facts import CausalFacts, Finding, LayerInfo, LogdetKind, OutputHead, SinkInfo
 from flowdsl.language.values import Symbol, describe
 
 __all__ = [
-    "Spec", "Family", "Layer", "LayerContext", "LayerInfo", "Finding", "LAYERS", "NETS", "BASES", "OUTPUTS",
+    "Spec", "Family", "Layer", "LayerContext", "LayerInfo", "CausalFacts", "SinkInfo", "OutputHead", "Finding",
+    "LogdetKind", "LAYERS", "NETS", "BASES", "OUTPUTS",
     "choice", "symbolic", "suggest", "PositiveInt", "NonNegativeInt", "register_layer", "bind_spec",
 ]
 
@@ -87,16 +88,27 @@ class Family:
     Register a member with the ``@family.register`` class decorator (the class sets ``name``).
     """
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, catalog: str | None = None):
         self.what = what
-        self.members: dict[str, type[Spec]] = {}
+        self._members: dict[str, type[Spec]] = {}
+        #: the module that declares the built-in members (imported on first use, never at import time)
+        self.catalog = catalog
+
+    @property
+    def members(self) -> dict[str, type[Spec]]:
+        if self.catalog is not None:
+            import importlib
+
+            catalog, self.catalog = self.catalog, None
+            importlib.import_module(catalog)
+        return self._members
 
     def register(self, cls: type[Spec]) -> type[Spec]:
         if not cls.name:
             raise TypeError(f"{cls.__name__} has no name")
-        if cls.name in self.members and self.members[cls.name] is not cls:
-            raise ValueError(f"{self.what} '{cls.name}' is already registered by {self.members[cls.name].__name__}")
-        self.members[cls.name] = cls
+        if cls.name in self._members and self._members[cls.name] is not cls:
+            raise ValueError(f"{self.what} '{cls.name}' is already registered by {self._members[cls.name].__name__}")
+        self._members[cls.name] = cls
         return cls
 
     def names(self) -> list[str]:
@@ -282,28 +294,12 @@ class LayerContext:
         return len(self.shape) == 1
 
 
-@dataclass(frozen=True)
-class Finding:
-    """A warning or note a layer rule reports (an error is raised as SpecError instead)."""
-
-    severity: Literal["warning", "note"]
-    message: str
-    arg: str | None = None
-
-
-LogdetKind = Literal["zero", "exact", "estimated, unbiased", "estimated, biased", "n/a"]
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """What a layer's shape rule infers."""
-
-    out_shape: tuple[int, ...]
-    params: int = 0
-    logdet: LogdetKind = "exact"
-    dependency: Any = None  # flowdsl.layers.structure.Dependency, or None when not declared
-    meta: Mapping[str, Any] = field(default_factory=dict)
-    findings: tuple[Finding, ...] = ()
+    CausalFacts,
+    Finding,
+    LayerInfo,
+    OutputHead,
+    SinkInfo,
+)
 
 
 class Layer(Spec):
@@ -325,10 +321,11 @@ class Layer(Spec):
         return []
 
 
-LAYERS = Family("layer")
-NETS = Family("net")
-BASES = Family("base distribution")
-OUTPUTS = Family("output distribution")
+# The built-in members are declared in flowdsl.layers.catalog, loaded on a family's first use.
+LAYERS = Family("layer", catalog="flowdsl.layers.catalog")
+NETS = Family("net", catalog="flowdsl.layers.catalog")
+BASES = Family("base distribution", catalog="flowdsl.layers.catalog")
+OUTPUTS = Family("output distribution", catalog="flowdsl.layers.catalog")
 
 
 def register_layer(cls):
