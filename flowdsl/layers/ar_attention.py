@@ -26,21 +26,27 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 from pydantic import BeforeValidator, Field
-from typing_extensions import Annotated
 
-from flowdsl.analysis.causality import DepContext, DepMaps, accumulate, any_group, layout_of, read, unpack
-from flowdsl.analysis.checks import MODEL_CHECKS
-from flowdsl.errors import Diagnostic, SpecError
-from flowdsl.analysis.ir import layer_nodes
-from flowdsl.layers.registry import Family, Layer, LayerContext, LayerInfo, PositiveInt, Spec, register_layer
+from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import AR, ar_input
+from flowdsl.layers.dependency_sets import DepContext, DepMaps, accumulate, any_group, layout_of, read, unpack
+from flowdsl.layers.registry import (
+    CausalFacts,
+    Family,
+    Layer,
+    LayerContext,
+    LayerInfo,
+    PositiveInt,
+    Spec,
+    register_layer,
+)
 
 __all__ = ["PATTERNS", "Pattern", "DensePattern", "StridedPattern", "FixedPattern", "Attention", "PositionMLP",
-           "head_masks", "pattern_density", "check_attention_patterns"]
+           "head_masks", "pattern_density"]
 
 PATTERNS = Family("pattern")
 
@@ -209,13 +215,13 @@ class Attention(Layer):
         assign = head_assignment(self.heads, len(labels))
         return LayerInfo(
             out_shape=(d, n), params=params, logdet="n/a",
-            meta={"positions": positions, "length": n, "full_reach": "attention", "density": (attended, causal),
-                  "head_sets": assign, "causality_hint": "attention reads the current position: start the model "
-                  "with embed (which shifts the input by one)",
-                  "reach_remedy": "stack more attention layers, or use a denser pattern",
-                  "report": f"{self.heads} heads, pattern {self.pattern.describe()}, "
-                            f"{100.0 * attended / causal:.1f}% of causal pairs"
-                            + (", learned positions" if positions else "")})
+            causal=CausalFacts(full_reach="attention", cacheable=True,
+                               causality_hint="attention reads the current position: start the model "
+                                              "with embed (which shifts the input by one)",
+                               reach_remedy="stack more attention layers, or use a denser pattern"),
+            report=f"{self.heads} heads, pattern {self.pattern.describe()}, "
+                   f"{100.0 * attended / causal:.1f}% of causal pairs" + (", learned positions" if positions else ""),
+            meta={"positions": positions, "length": n, "density": (attended, causal), "head_sets": assign})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         a = any_group(maps.main)
@@ -239,38 +245,9 @@ class PositionMLP(Layer):
                             hint="start the model with embed (which shifts the input by one)")
         h = self.hidden
         return LayerInfo(out_shape=(f, *grid), params=2 * f + (f * h + h) + (h * f + f), logdet="n/a",
-                         meta={"in_features": f, "report": f"{f} -> {h} -> {f} features per position, residual"})
+                         causal=CausalFacts(cacheable=True),
+                         report=f"{f} -> {h} -> {f} features per position, residual",
+                         meta={"in_features": f})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         return maps.only(maps.main)
-
-
-def check_attention_patterns(model, limits) -> list[Diagnostic]:
-    """Model check: a note with each attention pattern's density (attended pairs / causal pairs), once per pattern."""
-    if model.header.kind != "autoregressive" or not model.complete:
-        return []
-    g, seen, out = model.graph, set(), []
-    for n in layer_nodes(g):
-        layer, meta = g.nodes[n]["layer"], g.nodes[n]["meta"]
-        if not isinstance(layer, Attention) or layer.pattern in seen:
-            continue
-        seen.add(layer.pattern)
-        attended, causal = meta["density"]
-        labels = layer.pattern.labels()
-        heads = "; ".join(f"head{'s' if len(hs) > 1 else ''} {', '.join(map(str, hs))}: {name}"
-                          for name, hs in _heads_by_set(meta["head_sets"], labels).items())
-        out.append(Diagnostic(g.nodes[n]["pos"], "note",
-                              f"attention pattern {layer.pattern.describe()} is causal and attends {attended:,} of "
-                              f"{causal:,} causal pairs ({100.0 * attended / causal:.1f}%); {heads}"))
-    return out
-
-
-def _heads_by_set(assign, labels) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for h, ks in enumerate(assign):
-        out.setdefault(" + ".join(labels[k] for k in ks), []).append(h)
-    return out
-
-
-if check_attention_patterns not in MODEL_CHECKS:
-    MODEL_CHECKS.append(check_attention_patterns)

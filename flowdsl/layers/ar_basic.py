@@ -6,9 +6,9 @@ sub-positions; image layers split their F features into C channel groups, group 
 predicting channel c), ``(F, T, H, W)`` over a video. The first layer's context still
 carries the input's declared shape: it reads the one-hot input, ``C * levels`` features per
 grid position (:func:`ar_input`). ``fvbn``, ``nade`` and ``made`` emit the output
-distribution's parameters themselves (``(P, D)``, ``meta["emits"] = "params"``); after any
+distribution's parameters themselves (``(P, D)``, ``CausalFacts.emits_params``); after any
 other last layer the output head, a 1x1 projection (mask B over colour groups), maps the
-features to P parameters per position (:func:`output_head`, registered in ``ir.SINK_RULES``).
+features to P parameters per position (:func:`flowdsl.layers.ar_output.output_head`).
 Every layer declares its exact dependency structure for :mod:`flowdsl.analysis.causality`.
 
 Example:
@@ -24,21 +24,20 @@ Example:
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
-from pydantic import BeforeValidator, Field
-from typing_extensions import Annotated
+from pydantic import Field
 
-from flowdsl.layers import made_masks as made_math
-from flowdsl.analysis.causality import DepContext, DepMaps, any_group, connect, conv, group_allowed
 from flowdsl.errors import SpecError
-from flowdsl.analysis.ir import SINK_RULES
-from flowdsl.layers.registry import Family, Layer, LayerContext, LayerInfo, NonNegativeInt, PositiveInt, Spec, register_layer
+from flowdsl.layers import made_masks as made_math
+from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, connect, conv, group_allowed
 from flowdsl.layers.distributions import Categorical
+from flowdsl.layers.orders import MODEL_ORDERS, ModelOrderField, Natural, Order
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, register_layer
 
 __all__ = [
-    "AR", "ar_input", "colour_groups", "params_per_position", "as_groups", "output_head", "FVBN", "NADE",
+    "AR", "ar_input", "colour_groups", "params_per_position", "as_groups", "check_groups", "FVBN", "NADE",
     "MadeModel", "MADE_ORDERS", "made_layer_masks", "ReLU", "Conv1x1",
 ]
 
@@ -90,37 +89,6 @@ def check_groups(features: int, groups: int, subject: str, arg: str | None = Non
                         f"each channel's prediction gets its own group of features", arg=arg)
 
 
-# ----------------------------------------------------------------------------- the output head
-def output_head(header, shape, last) -> dict:
-    """SINK_RULES["autoregressive"]: the output distribution's head, its parameters and checks."""
-    out = header.output or Categorical()
-    levels = header.input.levels
-    if levels is None:
-        raise SpecError(f"autoregressive model '{header.name}' needs a discrete input",
-                        hint="add 'levels N' after the input type")
-    if out.name == "bernoulli" and levels != 2:
-        raise SpecError(f"output bernoulli needs binary data (levels 2), but the input has levels {levels}",
-                        hint="use output categorical")
-    p = out.params_per_position(levels)
-    c = header.input.shape[0] if header.input.type_name == "image" else (
-        header.input.shape[1] if len(header.input.shape) == 4 else 1)
-    meta = {"distribution": out.name, "params_per_position": p, "channels": c}
-    if last is not None and last["meta"].get("emits") == "params":
-        return {"params": 0, "meta": {**meta, "head": None, "report": f"{out.name}: {p} parameters per position"}}
-    if last is None:  # no layers: the head would read the one-hot input itself
-        features = levels * c
-    else:
-        features = shape[0]
-    check_groups(features, c, "the number of features reaching the output head")
-    meta.update(head="conv1x1", in_features=features, out_features=c * p,
-                head_allowed=group_allowed(c, strict=False) if c > 1 else None,
-                report=f"{out.name}: 1x1 head {features} -> {c * p} features ({p} per position)")
-    return {"params": features * c * p + c * p, "meta": meta}
-
-
-SINK_RULES["autoregressive"] = output_head
-
-
 # ----------------------------------------------------------------------------- vector layers
 def _vector(ctx: LayerContext, name: str) -> tuple[int, int]:
     features, grid = ar_input(ctx)
@@ -154,8 +122,9 @@ class FVBN(Layer):
         f, d = _vector(ctx, "fvbn")
         p = params_per_position(ctx)
         return LayerInfo(out_shape=(p, d), params=d * p * d * f + d * p, logdet="n/a",
-                         meta={"in_features": f, "positions": d, "params_per_position": p, "emits": "params",
-                               "report": f"{d} conditionals, each linear in all earlier positions"})
+                         causal=CausalFacts(emits_params=True),
+                         report=f"{d} conditionals, each linear in all earlier positions",
+                         meta={"in_features": f, "positions": d, "params_per_position": p})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         return _strict_prefix(maps)
@@ -178,93 +147,28 @@ class NADE(Layer):
         f, d = _vector(ctx, "nade")
         p, h = params_per_position(ctx), self.hidden
         return LayerInfo(out_shape=(p, d), params=h * d * f + h + d * p * h + d * p, logdet="n/a",
-                         meta={"in_features": f, "positions": d, "params_per_position": p, "emits": "params",
-                               "report": f"{h} shared hidden units; one O(DH) pass"})
+                         causal=CausalFacts(emits_params=True), report=f"{h} shared hidden units; one O(DH) pass",
+                         meta={"in_features": f, "positions": d, "params_per_position": p})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         return _strict_prefix(maps)
 
 
 # ----------------------------------------------------------------------------- MADE as a model
-MADE_ORDERS = Family("MADE order")
-
-
-class MadeOrder(Spec):
-    def orders(self, d: int, masks: int) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def seed_of(self) -> int:
-        return int(getattr(self, "seed", 0))
-
-
-@MADE_ORDERS.register
-class NaturalOrder(MadeOrder):
-    name: ClassVar[str] = "natural"
-
-    def orders(self, d, masks):
-        return np.tile(made_math.permutation("natural", d), (masks, 1))
-
-
-@MADE_ORDERS.register
-class ReverseOrder(MadeOrder):
-    name: ClassVar[str] = "reverse"
-
-    def orders(self, d, masks):
-        return np.tile(made_math.permutation("reverse", d), (masks, 1))
-
-
-@MADE_ORDERS.register
-class RandomOrder(MadeOrder):
-    name: ClassVar[str] = "random"
-    seed: NonNegativeInt = 0
-
-    def orders(self, d, masks):
-        return np.tile(made_math.permutation(("random", self.seed), d), (masks, 1))
-
-
-@MADE_ORDERS.register
-class AgnosticOrder(MadeOrder):
-    """A fresh random input order for every mask (order-agnostic training)."""
-
-    name: ClassVar[str] = "agnostic"
-    seed: NonNegativeInt = 0
-
-    def orders(self, d, masks):
-        return np.stack([np.random.RandomState([self.seed, k, 1]).permutation(d) for k in range(masks)])
-
-
-MadeOrderField = Annotated[MadeOrder, BeforeValidator(MADE_ORDERS.coerce)]
+#: the orders the MADE model accepts (natural, reverse, random, agnostic: :mod:`flowdsl.layers.orders`)
+MADE_ORDERS = MODEL_ORDERS
 
 
 @lru_cache(maxsize=64)
-def _made_cached(d: int, features: int, p: int, hidden: tuple, masks: int, order: MadeOrder):
+def _made_cached(d: int, features: int, p: int, hidden: tuple, masks: int, order: Order):
     orders = order.orders(d, masks)
-    out = []
-    for k in range(masks):
-        rng = np.random.RandomState([order.seed_of(), k, 2])
-        deg_in = made_math.input_degrees(orders[k])
-        prev = np.repeat(deg_in, features)  # input unit j * F + f has position j's degree
-        layer_masks = []
-        for width in hidden:
-            lo, hi = int(prev.min()), d - 1
-            if hi < lo:  # a single position: hidden units can feed no output
-                deg = np.full(width, d)
-            else:
-                base = np.arange(lo, hi + 1)
-                deg = rng.choice(base, width, replace=False) if width < len(base) else \
-                    rng.permutation(np.resize(base, width))
-            layer_masks.append(deg[:, None] >= prev[None, :])
-            prev = deg
-        layer_masks.append(np.repeat(deg_in, p)[:, None] > prev[None, :])  # output unit i * P + q
-        reach = layer_masks[0].astype(np.float32)
-        for m in layer_masks[1:]:  # boolean products through float32 BLAS (entries stay 0/1 counts < 2**24)
-            reach = ((m.astype(np.float32) @ reach) > 0).astype(np.float32)
-        conn = reach.reshape(d, p, d, features).any(axis=(1, 3))
-        out.append((tuple(layer_masks), conn))
-    return orders, tuple(out)
+    sets = made_math.mask_sets(orders, hidden, features=features, params=p, params_major=False,
+                               draw_seed=order.seed_value)
+    conns = [made_math.connectivity(m, d, p, features, params_major=False) for m in sets]
+    return orders, tuple(zip(sets, conns))
 
 
-def made_layer_masks(layer: "MadeModel", d: int, features: int, p: int):
+def made_layer_masks(layer: MadeModel, d: int, features: int, p: int):
     """``(orders [K, D], ((masks, connectivity[D, D]), ...))`` of a MADE layer, one entry per mask."""
     return _made_cached(d, features, p, tuple(layer.hidden), layer.masks, layer.order)
 
@@ -287,7 +191,7 @@ class MadeModel(Layer):
     summary: ClassVar[str] = "MADE: masked autoencoder; order- and connectivity-agnostic with several masks"
     hidden: tuple[PositiveInt, ...] = (500,)
     masks: Annotated[PositiveInt, Field(le=256)] = 1
-    order: MadeOrderField = NaturalOrder()
+    order: ModelOrderField = Natural()
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, d = _vector(ctx, "made")
@@ -298,11 +202,11 @@ class MadeModel(Layer):
                    for (_, conn), o in zip(per_mask, orders))
         return LayerInfo(
             out_shape=(p, d), params=sum(a * b + b for a, b in zip(sizes, sizes[1:])), logdet="n/a",
-            meta={"in_features": f, "positions": d, "params_per_position": p, "emits": "params",
-                  "configurations": self.masks, "orders": orders,
-                  "blind_spot_remedy": f"hidden layers of at least {max(d - 1, 1)} units remove it",
-                  "report": f"{self.masks} mask{'s' if self.masks > 1 else ''}, order {self.order.describe()}"
-                            f"{'' if full else '; some conditionals miss earlier positions'}"})
+            causal=CausalFacts(emits_params=True, orders=tuple(tuple(int(v) for v in o) for o in orders),
+                               blind_spot_remedy=f"hidden layers of at least {max(d - 1, 1)} units remove it"),
+            report=f"{self.masks} mask{'s' if self.masks > 1 else ''}, order {self.order.describe()}"
+                   f"{'' if full else '; some conditionals miss earlier positions'}",
+            meta={"in_features": f, "positions": d, "params_per_position": p})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         d, f, p = ctx.meta["positions"], ctx.meta["in_features"], ctx.meta["params_per_position"]
@@ -322,7 +226,8 @@ class ReLU(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, grid = ar_input(ctx)
-        return LayerInfo(out_shape=(f, *grid), params=0, logdet="n/a", meta={"report": "elementwise"})
+        return LayerInfo(out_shape=(f, *grid), params=0, logdet="n/a", causal=CausalFacts(cacheable=True),
+                         report="elementwise")
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         return maps.only(maps.main)
@@ -344,9 +249,10 @@ class Conv1x1(Layer):
         check_groups(self.channels, groups, "channels", arg="channels")
         check_groups(f, groups, "the number of input features")
         return LayerInfo(out_shape=(self.channels, *grid), params=f * self.channels + self.channels, logdet="n/a",
-                         meta={"in_features": f, "groups": groups,
-                               "causality_hint": "a 1x1 map reads the current position: put it after a masked layer",
-                               "report": f"{f} -> {self.channels} features per position"})
+                         causal=CausalFacts(cacheable=True, causality_hint="a 1x1 map reads the current position: "
+                                                                           "put it after a masked layer"),
+                         report=f"{f} -> {self.channels} features per position",
+                         meta={"in_features": f, "groups": groups})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         g = ctx.meta["groups"]

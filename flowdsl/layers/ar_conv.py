@@ -17,16 +17,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 from pydantic import Field
-from typing_extensions import Annotated
 
-from flowdsl.analysis.causality import DepContext, DepMaps, any_group, conv, group_allowed, read
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
 from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
+from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, group_allowed, read
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
 
 __all__ = ["MaskedConv", "GatedBlock", "masked_taps", "kernel_mask"]
 
@@ -95,10 +94,10 @@ class MaskedConv(Layer):
                 else None)
         return LayerInfo(
             out_shape=(self.channels, *grid), params=self.channels * f * k * k + self.channels, logdet="n/a",
-            meta={"in_features": f, "groups": groups, "causality_hint": hint,
-                  "blind_spot_remedy": "gated_block removes it",
-                  "report": f"mask {self.mask}, {k}x{k}, {f} -> {self.channels} features"
-                            + (f" in {groups} colour groups" if groups > 1 else "")})
+            causal=CausalFacts(causality_hint=hint, blind_spot_remedy="gated_block removes it", cacheable=True),
+            report=f"mask {self.mask}, {k}x{k}, {f} -> {self.channels} features"
+                   + (f" in {groups} colour groups" if groups > 1 else ""),
+            meta={"in_features": f, "groups": groups})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         k, g = self.kernel, ctx.meta["groups"]
@@ -143,10 +142,10 @@ class GatedBlock(Layer):
                 if self.mask == "B" else None)
         return LayerInfo(
             out_shape=(ch, *grid), params=params, logdet="n/a",
-            meta={"in_features": f, "vertical_features": fv, "groups": groups, "residual": not first,
-                  "reads_condition": context > 0, "causality_hint": hint,
-                  "report": f"mask {self.mask}, kernel {k}, {ch} channels"
-                            + (", residual" if not first else "") + (", conditional" if context else "")})
+            causal=CausalFacts(causality_hint=hint, streams=self.streams, cacheable=True), reads_condition=context > 0,
+            report=f"mask {self.mask}, kernel {k}, {ch} channels"
+                   + (", residual" if not first else "") + (", conditional" if context else ""),
+            meta={"in_features": f, "vertical_features": fv, "groups": groups, "residual": not first})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         k, g = self.kernel, ctx.meta["groups"]

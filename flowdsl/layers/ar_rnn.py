@@ -22,11 +22,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from flowdsl.analysis.causality import DepContext, DepMaps, accumulate, any_group, conv, group_allowed, read
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, register_layer
 from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
 from flowdsl.layers.ar_conv import masked_taps
+from flowdsl.layers.dependency_sets import DepContext, DepMaps, accumulate, any_group, conv, group_allowed, read
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, register_layer
 
 __all__ = ["RowLSTM", "DiagonalBiLSTM"]
 
@@ -58,9 +58,8 @@ class RowLSTM(Layer):
         h = self.hidden
         return LayerInfo(
             out_shape=(h, *grid), params=f * 4 * h * 3 + 4 * h + h * 4 * h * 3, logdet="n/a",
-            meta={"in_features": f, "groups": groups, "causality_hint": _FIRST_HINT,
-                  "blind_spot_remedy": "gated_block removes it",
-                  "report": f"{h} hidden, {grid[0]} sequential row steps"})
+            causal=CausalFacts(causality_hint=_FIRST_HINT, blind_spot_remedy="gated_block removes it"),
+            report=f"{h} hidden, {grid[0]} sequential row steps", meta={"in_features": f, "groups": groups})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         g = ctx.meta["groups"]
@@ -87,8 +86,9 @@ class DiagonalBiLSTM(Layer):
         h = self.hidden
         return LayerInfo(
             out_shape=(h, *grid), params=2 * (f * 4 * h + 4 * h + h * 4 * h * 2), logdet="n/a",
-            meta={"in_features": f, "groups": groups, "causality_hint": _FIRST_HINT,
-                  "report": f"{h} hidden per direction, {grid[0] + grid[1] - 1} sequential diagonal steps"})
+            causal=CausalFacts(causality_hint=_FIRST_HINT),
+            report=f"{h} hidden per direction, {grid[0] + grid[1] - 1} sequential diagonal steps",
+            meta={"in_features": f, "groups": groups})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         g = ctx.meta["groups"]

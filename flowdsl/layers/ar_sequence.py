@@ -22,20 +22,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
-from typing_extensions import Annotated
 
-from flowdsl.analysis.causality import RECEPTIVE_DETAILS, DepContext, DepMaps, any_group, conv, read
-from flowdsl.analysis.checks import MODEL_CHECKS
-from flowdsl.errors import Diagnostic, SpecError
-from flowdsl.analysis.ir import layer_nodes
-from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
+from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import AR, ar_input
+from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, read
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
 
-__all__ = ["Embed", "CausalConv", "GatedResidual", "ByteNetBlock", "conv_offsets", "describe_dilations",
-           "dilation_schedule", "check_residual_streams"]
+__all__ = ["Embed", "CausalConv", "GatedResidual", "ByteNetBlock", "conv_offsets", "describe_dilations"]
 
 Kernel = Annotated[PositiveInt, Field(le=64)]
 Dilation = Annotated[PositiveInt, Field(le=1 << 20)]
@@ -112,8 +108,9 @@ class Embed(Layer):
         f, length = _sequence(ctx, self.name)
         levels = f
         return LayerInfo(out_shape=(self.dim, length), params=levels * self.dim + self.dim, logdet="n/a",
-                         meta={"levels": levels, "takes_indices": True, "declared_context": self.context,
-                               "report": f"{levels} levels -> {self.dim} features, shifted right by one"})
+                         causal=CausalFacts(takes_indices=True, declared_context=self.context, cacheable=True),
+                         report=f"{levels} levels -> {self.dim} features, shifted right by one",
+                         meta={"levels": levels})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         return maps.only(read(any_group(maps.main), (-1,)))
@@ -150,10 +147,11 @@ class CausalConv(Layer):
         return LayerInfo(
             out_shape=(self.channels, length), params=f * self.channels * len(offsets) + self.channels,
             logdet="n/a",
+            causal=CausalFacts(declared_context=self.context, causality_hint=hint, cacheable=True),
+            report=f"kernel {self.kernel}, dilation {self.dilation}, {f} -> {self.channels} features"
+                   + (", mask A" if first else ""),
             meta={"in_features": f, "offsets": offsets, "dilation": self.dilation, "kernel": self.kernel,
-                  "first": first, "declared_context": self.context, "causality_hint": hint,
-                  "report": f"kernel {self.kernel}, dilation {self.dilation}, {f} -> {self.channels} features"
-                            + (", mask A" if first else "")})
+                  "first": first})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         return maps.only(conv(any_group(maps.main), _taps(ctx.meta["offsets"])))
@@ -195,10 +193,12 @@ class GatedResidual(Layer):
         offsets = conv_offsets(k, self.dilation)
         return LayerInfo(
             out_shape=(s, length), params=params, logdet="n/a",
+            causal=CausalFacts(causality_hint=_FIRST_HINT, streams=self.streams, cacheable=True),
+            reads_condition=context > 0,
+            report=f"kernel {k}, dilation {self.dilation}, residual {r}, skip {s}"
+                   + (" (starts the skip sum)" if starts else "") + (", conditional" if context else ""),
             meta={"residual": r, "skip": s, "offsets": offsets, "dilation": self.dilation, "kernel": k,
-                  "starts_stack": starts, "reads_condition": context > 0, "causality_hint": _FIRST_HINT,
-                  "report": f"kernel {k}, dilation {self.dilation}, residual {r}, skip {s}"
-                            + (" (starts the skip sum)" if starts else "") + (", conditional" if context else "")})
+                  "starts_stack": starts})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         residual = maps.get("residual")
@@ -237,57 +237,10 @@ class ByteNetBlock(Layer):
         params = 2 * c + (c * h + h) + 2 * h + (h * h * k + h) + 2 * h + (h * c + c)
         return LayerInfo(
             out_shape=(c, length), params=params, logdet="n/a",
-            meta={"offsets": conv_offsets(k, self.dilation), "dilation": self.dilation, "kernel": k,
-                  "causality_hint": _FIRST_HINT,
-                  "report": f"kernel {k}, dilation {self.dilation}, {c} -> {h} -> {c} features, residual"})
+            causal=CausalFacts(causality_hint=_FIRST_HINT, cacheable=True),
+            report=f"kernel {k}, dilation {self.dilation}, {c} -> {h} -> {c} features, residual",
+            meta={"offsets": conv_offsets(k, self.dilation), "dilation": self.dilation, "kernel": k})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         x = any_group(maps.main)
         return maps.only(conv(x, _taps(ctx.meta["offsets"])) | x)
-
-
-# ----------------------------------------------------------------------------- model-level rules
-def dilation_schedule(model) -> str | None:
-    """RECEPTIVE_DETAILS hook: the stacks of dilated layers ("3 stacks of dilations 1..512, kernel 2").
-
-    A stack is a run of dilated layers (not the model's first layer) whose dilation keeps growing.
-    """
-    g = model.graph
-    runs: list[tuple[list[int], list[int]]] = []
-    for n in layer_nodes(g):
-        meta = g.nodes[n]["meta"]
-        if "dilation" not in meta or meta.get("first"):
-            continue
-        if not runs or meta["dilation"] <= runs[-1][0][-1]:
-            runs.append(([], []))
-        runs[-1][0].append(meta["dilation"])
-        runs[-1][1].append(meta["kernel"])
-    if not runs or max(max(d) for d, _ in runs) == 1:
-        return None
-    return describe_dilations([(tuple(d), tuple(k)) for d, k in runs])
-
-
-def check_residual_streams(model, limits) -> list[Diagnostic]:
-    """Model check: consecutive gated_residual blocks share one residual stream, so their widths must agree."""
-    if model.header.kind != "autoregressive" or not model.complete:
-        return []
-    g, prev, out = model.graph, None, []
-    for n in layer_nodes(g):
-        layer = g.nodes[n]["layer"]
-        if isinstance(layer, GatedResidual) and isinstance(prev, GatedResidual) and prev.residual != layer.residual:
-            out.append(Diagnostic(g.nodes[n]["pos"], "error",
-                                  f"gated_residual continues a residual stream of {prev.residual} features, but "
-                                  f"declares residual={layer.residual}",
-                                  f"use residual={prev.residual} in every block of the stack"))
-        prev = layer
-    return out
-
-
-def _register() -> None:
-    if dilation_schedule not in RECEPTIVE_DETAILS:
-        RECEPTIVE_DETAILS.append(dilation_schedule)
-    if check_residual_streams not in MODEL_CHECKS:
-        MODEL_CHECKS.append(check_residual_streams)
-
-
-_register()

@@ -21,19 +21,22 @@ import struct
 import zlib
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 from pydantic import Field
-from typing_extensions import Annotated
 
-from flowdsl.analysis.causality import DepContext, DepMaps, conv
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, register_layer
 from flowdsl.layers.ar_basic import AR, ar_input, as_groups, colour_groups
 from flowdsl.layers.ar_conv import masked_taps
+from flowdsl.layers.dependency_sets import DepContext, DepMaps, conv
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, register_layer
 
-__all__ = ["NonParametric", "read_png", "gaussian_weights", "PNGError"]
+__all__ = ["NonParametric", "read_png", "gaussian_weights", "PNGError", "NO_LIKELIHOOD"]
+
+#: why a model with a nonparametric layer has no log_prob (CausalFacts.no_likelihood)
+NO_LIKELIHOOD = ("nonparametric (Efros-Leung) texture synthesis is a sampler and defines no likelihood; "
+                 "use sample()")
 
 
 class PNGError(ValueError):
@@ -191,10 +194,11 @@ class NonParametric(Layer):
                             f"window: no neighbourhood to copy", arg="window")
         return LayerInfo(
             out_shape=(channels * ctx.levels, *grid), params=0, logdet="n/a",
-            meta={"emits": "params", "pixels": pixels, "channels": channels, "candidates": candidates,
-                  "causality_hint": "a neighbourhood must exclude the pixel itself",
-                  "report": f"{self.window}x{self.window} window, {candidates} candidate neighbourhoods from "
-                            f"{self.source} ({hs}x{ws}), eps {self.eps:g}; a sampler (no likelihood)"})
+            causal=CausalFacts(emits_params=True, takes_indices=True, cacheable=True, no_likelihood=NO_LIKELIHOOD,
+                               causality_hint="a neighbourhood must exclude the pixel itself"),
+            report=f"{self.window}x{self.window} window, {candidates} candidate neighbourhoods from "
+                   f"{self.source} ({hs}x{ws}), eps {self.eps:g}; a sampler (no likelihood)",
+            meta={"pixels": pixels, "channels": channels, "candidates": candidates})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         g, w = ctx.meta["channels"], self.window

@@ -28,16 +28,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
-from typing_extensions import Annotated
 
-from flowdsl.analysis.causality import DepContext, DepMaps, any_group, conv, group_allowed, read
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, register_layer
 from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
 from flowdsl.layers.ar_conv import masked_taps
+from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, group_allowed, read
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, register_layer
 
 __all__ = ["VideoEncoder", "PixelDecoder", "encoder_dilations"]
 
@@ -86,12 +85,13 @@ class VideoEncoder(Layer):
         reach = 1 + 2 * sum(encoder_dilations(self.blocks)) + 1
         return LayerInfo(
             out_shape=(ch, *grid), params=params, logdet="n/a",
-            meta={"in_features": f, "reach": reach,
-                  "blind_spot_remedy": "more video_encoder blocks widen its reach into earlier frames "
-                                       "(the dilation doubles per block)",
-                  "report": f"{self.blocks} residual blocks (dilations "
-                            f"{', '.join(map(str, encoder_dilations(self.blocks)))}), conv LSTM; "
-                            f"reach {reach} pixels into the previous frame; frame t reads frames < t"})
+            causal=CausalFacts(streams=self.streams, cacheable=True,
+                               blind_spot_remedy="more video_encoder blocks widen its reach into earlier frames "
+                                                 "(the dilation doubles per block)"),
+            report=f"{self.blocks} residual blocks (dilations "
+                   f"{', '.join(map(str, encoder_dilations(self.blocks)))}), conv LSTM; "
+                   f"reach {reach} pixels into the previous frame; frame t reads frames < t",
+            meta={"in_features": f, "reach": reach})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         x = any_group(maps.main)
@@ -137,9 +137,10 @@ class PixelDecoder(Layer):
                 + (2 * ch * 2 * ch + 2 * ch) + (ch * ch + ch) + 2 * fe * 2 * ch + 2 * labels * 2 * ch
         return LayerInfo(
             out_shape=(ch, *grid), params=params, logdet="n/a",
-            meta={"frame_features": f, "encoder_features": fe, "groups": groups, "reads_condition": labels > 0,
-                  "report": f"{self.blocks} gated blocks (mask A, then B), kernel {k}, {ch} channels, "
-                            f"conditioned on the encoder" + (" and the label" if labels else "")})
+            causal=CausalFacts(streams=self.streams, passes_stream=False, cacheable=True), reads_condition=labels > 0,
+            report=f"{self.blocks} gated blocks (mask A, then B), kernel {k}, {ch} channels, "
+                   f"conditioned on the encoder" + (" and the label" if labels else ""),
+            meta={"frame_features": f, "encoder_features": fe, "groups": groups})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         g, k = ctx.meta["groups"], self.kernel

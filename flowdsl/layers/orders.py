@@ -18,9 +18,9 @@ Example:
     ([2, 1, 0], [2, 1, 0])
     >>> from flowdsl.language.values import Symbol
     >>> PERMUTATIONS.bind(Symbol("random", kwargs=(("seed", 3),))).permutation(4).tolist()
-    [2, 3, 1, 0]
-    >>> MODEL_ORDERS.bind("agnostic").orders(3, 2).tolist()
-    [[0, 2, 1], [0, 1, 2]]
+    [3, 1, 0, 2]
+    >>> AgnosticOrder(seed=5).orders(4, 2).tolist()   # one order per configuration
+    [[2, 1, 0, 3], [0, 2, 3, 1]]
     >>> permutation([0, 0, 1], 3)
     Traceback (most recent call last):
     ...
