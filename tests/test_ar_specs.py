@@ -71,13 +71,10 @@ VARIANTS = [
 def test_declared_parameter_counts_equal_module_numel(body):
     m = flowdsl.compile_source("autoregressive m {\n " + body + "\n}\n", filename="m.ar")
     assert m.ir.params == numel(m)
-    graph = m.ir.graph
-    from flowdsl.analysis.ir import layer_nodes
-
-    for node_id, layer in zip(layer_nodes(graph), m.layers):
-        assert graph.nodes[node_id]["params"] == numel(layer), graph.nodes[node_id]["layer"].name
-    head = graph.nodes["output"].get("params", 0)
-    assert head == (numel(m.head) if m.head is not None else 0)
+    assert len(m.ir.layers) == len(m.layers)
+    for node, layer in zip(m.ir.layers, m.layers):
+        assert node.params == numel(layer), node.layer.name
+    assert m.ir.sink.params == (numel(m.head) if m.head is not None else 0)
     x = torch.randint(0, m.levels, (2, *m.input_shape))
     ctx = torch.tensor([0, 1]) if m.context_shape == () else None
     assert m.log_prob(x, ctx).shape == (2,)

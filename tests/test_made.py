@@ -140,10 +140,10 @@ def test_golden_narrow_hidden_layer_warning():
         "made hidden layer too narrow: hidden layer 1 has 3 units, fewer than the 4 needed to carry every "
         "dependency of 5 inputs; conditionals that lose inputs: dim 4 misses dim 3",
     )]
-    node = flowdsl.analyze_source(NARROW, "m.flow").model().graph.nodes[1]
-    assert node["meta"]["connectivity_complete"] is False
+    node = flowdsl.analyze_source(NARROW, "m.flow").model().layers[0]
+    assert node.meta["connectivity_complete"] is False
     # the declared pattern is explicit and leaves out the lost pair (4, 3)
-    assert node["dependency"].kind == "explicit" and not node["dependency"].matrix()[4, 3]
+    assert node.dependency.kind == "explicit" and not node.dependency.matrix()[4, 3]
 
 
 def test_golden_order_not_a_permutation():
@@ -167,6 +167,6 @@ def test_golden_order_given_twice_and_unmasked_net():
 
 def test_made_net_order_is_used_when_the_layer_gives_none():
     text = "flow f {\n    input x: vector[3]\n    autoregressive affine(net=made([8], order=reverse))\n}\n"
-    node = flowdsl.analyze_source(text, "m.flow").model().graph.nodes[1]
-    assert node["meta"]["perm"] == (2, 1, 0) and node["meta"]["order"] == "reverse"
-    assert node["dependency"].matrix().astype(int).tolist() == [[1, 1, 1], [0, 1, 1], [0, 0, 1]]
+    node = flowdsl.analyze_source(text, "m.flow").model().layers[0]
+    assert node.meta["perm"] == (2, 1, 0) and node.meta["order"] == "reverse"
+    assert node.dependency.matrix().astype(int).tolist() == [[1, 1, 1], [0, 1, 1], [0, 0, 1]]

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowdsl.layers.ar_attention import head_masks
-from flowdsl.runtime.ar_cache import Plan, Pointwise, Stepper
+from flowdsl.runtime.ar_module import ARModule, Plan, Pointwise, Stepper
 from flowdsl.runtime.base import BuildNode
 
 __all__ = ["Attention", "PositionMLP", "build_attention", "build_mlp", "flex_available"]
@@ -38,7 +38,7 @@ def flex_available() -> bool:
     return True
 
 
-class Attention(nn.Module):
+class Attention(ARModule):
     """``x + W_o attn(LN(x))`` over ``[B, dim, L]`` (plus learned positions in the model's first attention layer).
 
     ``use_flex``: None (FlexAttention on CUDA when available), True or False (force a path)."""
@@ -136,7 +136,7 @@ class _KVCache(Stepper):
         return x + m.proj(out), None
 
 
-class PositionMLP(nn.Module):
+class PositionMLP(ARModule):
     """``x + W2 relu(W1 LN(x))`` at every position of ``[B, F, *grid]``."""
 
     def __init__(self, features: int, hidden: int):

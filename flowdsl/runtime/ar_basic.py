@@ -1,7 +1,8 @@
 """Torch modules of the vector AR layers (fvbn, nade, made) and the glue (relu, conv1x1, the output head).
 
 Every autoregressive layer maps features ``[B, F, *grid]`` to ``[B, F', *grid]``; fvbn, nade
-and made emit the output parameters ``[B, P, D]`` directly. Masks are buffers built once.
+and made emit the output parameters ``[B, P, D]`` directly. Masks are buffers built once; the made
+layer is the one MADE module (:mod:`flowdsl.runtime.made`) over K mask sets.
 
 Example:
     >>> import torch
@@ -18,9 +19,11 @@ from torch.nn import functional as F
 
 from flowdsl.layers.ar_basic import made_layer_masks
 from flowdsl.layers.ar_conv import kernel_mask
+from flowdsl.runtime.ar_module import ARModule, Plan, Pointwise, Stepper
 from flowdsl.runtime.base import BuildNode
+from flowdsl.runtime.made import MADE
 
-__all__ = ["FVBN", "NADE", "MADE", "ReLU", "GroupedLinear", "build_fvbn", "build_nade", "build_made",
+__all__ = ["FVBN", "NADE", "MadeLayer", "ReLU", "GroupedLinear", "build_fvbn", "build_nade", "build_made",
            "build_relu", "build_conv1x1"]
 
 
@@ -34,7 +37,7 @@ def _unflat(y: torch.Tensor, d: int) -> torch.Tensor:
     return y.reshape(y.shape[0], d, -1).transpose(1, 2)
 
 
-class FVBN(nn.Module):
+class FVBN(ARModule):
     """params_i = b_i + sum_{j < i} W_ij x_j: a strictly lower-triangular (block) linear map."""
 
     def __init__(self, positions: int, in_features: int, params_per_position: int):
@@ -54,7 +57,7 @@ class FVBN(nn.Module):
                        self.positions)
 
 
-class NADE(nn.Module):
+class NADE(ARModule):
     """h_i = sigmoid(c + sum_{j<i} W_j x_j) with weights shared by all i; params_i = V_i h_i + b_i.
 
     One pass costs O(B D H (F + P)): the sums over j < i are an exclusive cumulative sum.
@@ -75,37 +78,33 @@ class NADE(nn.Module):
         return out.transpose(1, 2)
 
 
-class MADE(nn.Module):
-    """A masked MLP with K mask sets (connectivity-/order-agnostic); ``active`` selects the set in use."""
+class MadeLayer(MADE, ARModule):
+    """The ``made(...)`` model layer: the one MADE module over K mask sets, on features ``[B, F, D]``.
 
-    def __init__(self, per_mask, positions: int, hidden, in_features: int, params_per_position: int):
-        super().__init__()
-        d = positions
-        sizes = [d * in_features, *hidden, d * params_per_position]
-        self.positions = d
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
-        for i in range(len(self.linears)):
-            stack = torch.stack([torch.as_tensor(masks[i]) for masks, _ in per_mask]).to(torch.get_default_dtype())
-            self.register_buffer(f"mask{i}", stack, persistent=False)
-        self.configurations = len(per_mask)
-        self.active = 0
+    Input unit ``j * F + f`` is feature f of position j, output ``i * P + q`` parameter q of position i
+    (position-major); the condition is not read. ``select(k)`` makes mask set k the active one.
+    """
+
+    def __init__(self, per_mask, positions: int):
+        super().__init__(mask_sets=[masks for masks, _ in per_mask])
+        self.positions = positions
+
+    def select(self, config: int) -> None:
+        self.active = config % self.sets
 
     def forward(self, h, context=None):
-        y = _flat(h)
-        for i, lin in enumerate(self.linears):
-            mask = getattr(self, f"mask{i}")[self.active].to(y.dtype)
-            y = F.linear(y, lin.weight * mask, lin.bias)
-            if i < len(self.linears) - 1:
-                y = F.relu(y)
-        return _unflat(y, self.positions)
+        return _unflat(MADE.forward(self, _flat(h)), self.positions)
 
 
-class ReLU(nn.Module):
+class ReLU(ARModule):
     def forward(self, h, context=None):
         return F.relu(h)
 
+    def stepper(self, plan: Plan) -> Stepper:
+        return Pointwise(self, plan)
 
-class GroupedLinear(nn.Module):
+
+class GroupedLinear(ARModule):
     """A per-position linear map ``[B, F, *grid] -> [B, F', *grid]``; mask B over colour groups if groups > 1."""
 
     def __init__(self, in_features: int, out_features: int, groups: int = 1):
@@ -124,6 +123,9 @@ class GroupedLinear(nn.Module):
         y = torch.einsum("oi,bi...->bo...", w.to(h.dtype), h)
         return y + self.bias.to(h.dtype).reshape(1, -1, *([1] * (h.dim() - 2)))
 
+    def stepper(self, plan: Plan) -> Stepper:
+        return Pointwise(self, plan)
+
 
 def build_fvbn(layer, node: BuildNode):
     m = node.meta
@@ -138,7 +140,7 @@ def build_nade(layer, node: BuildNode):
 def build_made(layer, node: BuildNode):
     m = node.meta
     _, per_mask = made_layer_masks(layer, m["positions"], m["in_features"], m["params_per_position"])
-    return MADE(per_mask, m["positions"], layer.hidden, m["in_features"], m["params_per_position"])
+    return MadeLayer(per_mask, m["positions"])
 
 
 def build_relu(layer, node: BuildNode):

@@ -3,10 +3,10 @@
 Naive ancestral sampling recomputes the whole network for every position. The cached
 driver walks the grid once in generation order (raster order: time, row, column, then the
 colour channels of a position) and asks each layer only for its output at the new position.
-Every compiled layer module offers an incremental form, a :class:`Stepper`, either through a
-``stepper(plan)`` method (the sequence, attention, video and texture modules) or through a
-factory registered here for its type (masked convolutions, gated blocks, the per-position
-glue). A stepper keeps what its layer has read so far:
+A layer whose rules declare it ``cacheable`` (:class:`~flowdsl.layers.registry.CausalFacts`) has
+an incremental form, a :class:`Stepper`, from its module's ``stepper(plan)`` method
+(:class:`~flowdsl.runtime.ar_module.ARModule`, where :class:`Plan`, :class:`Stepper` and
+:class:`Pointwise` are defined). A stepper keeps what its layer has read so far:
 
 - dilated causal convolutions keep their input history and read it at ``t - j d`` (the
   Fast WaveNet queues, one per layer);
@@ -24,9 +24,10 @@ video encoder's frames), ``None`` when there is none. The first layer reads the 
 at g before it is sampled (a placeholder: causality, proved by the checker, makes the output
 independent of it); once every channel at g is drawn, ``commit(h, v, g)`` stores the final
 input in the layers that keep raw input. Which layer is first, and whether a second stream
-arrives, is read off the compiled layer list: nothing here is written for a particular spec.
+arrives, is read off the layers' declared ``streams`` / ``passes_stream`` / ``takes_indices``:
+nothing here is written for a particular spec.
 
-``CompiledAR.sample(n)`` uses this driver when every layer has a stepper (``cached=False``
+``CompiledAR.sample(n)`` uses this driver when every layer is cacheable (``cached=False``
 runs the naive reference); with the same random stream both draw the same samples.
 
 Example:
@@ -41,182 +42,31 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from math import prod
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from flowdsl.analysis.causality import layout_of
-from flowdsl.runtime.ar_basic import GroupedLinear, ReLU
-from flowdsl.runtime.ar_conv import GatedBlock, MaskedConv2d
+from flowdsl.layers.dependency_sets import layout_of
+from flowdsl.runtime.ar_basic import GroupedLinear
+from flowdsl.runtime.ar_conv import GatedBlockStepper, MaskedConvStepper
+from flowdsl.runtime.ar_module import ARModule, Plan, Pointwise, Stepper, gate
 
-__all__ = ["Plan", "Stepper", "Pointwise", "STEPPERS", "register_stepper", "stepper_for", "supports", "fill",
-           "step_conditionals", "gate"]
-
-
-@dataclass
-class Plan:
-    """What a stepper is built for: the batch, the grid, the model's condition and its place in the model."""
-
-    batch: int
-    grid: tuple[int, ...]
-    dtype: torch.dtype
-    device: torch.device
-    context: torch.Tensor | None = None  # one-hot condition [B, K]
-    first: bool = False  # reads the model's input
-    after_stream: bool = False  # the previous layer passes a second stream
-
-    def zeros(self, *shape) -> torch.Tensor:
-        return torch.zeros(shape, dtype=self.dtype, device=self.device)
-
-
-class Stepper:
-    """The incremental form of one layer (see the module docstring for the protocol)."""
-
-    def step(self, h: torch.Tensor, v: Any, g: int):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def commit(self, h: torch.Tensor | None, v: Any, g: int) -> Any:
-        """The input at g is final: store it if this layer keeps raw input; return the stream message on."""
-        return None
-
-
-def gate(t: torch.Tensor) -> torch.Tensor:
-    """tanh(first half) * sigmoid(second half) along dimension 1."""
-    f, g = t.chunk(2, dim=1)
-    return torch.tanh(f) * torch.sigmoid(g)
-
-
-class Pointwise(Stepper):
-    """A per-position layer: its forward applied to the single new position."""
-
-    def __init__(self, module, plan: Plan):
-        self.module, self.ones = module, (1,) * len(plan.grid)
-
-    def step(self, h, v, g):
-        return self.module(h.reshape(h.shape + self.ones)).reshape(h.shape[0], -1), None
-
-
-class MaskedConvStepper(Stepper):
-    """A masked k x k convolution at one pixel: the rows r-k//2..r of its input, kept in a padded buffer."""
-
-    def __init__(self, module: MaskedConv2d, plan: Plan):
-        kh, kw = module.kernel_size
-        self.ph, self.pw, self.kw = kh // 2, kw // 2, kw
-        self.h, self.w = plan.grid
-        w = (module.weight * module.mask.to(module.weight.dtype))[:, :, : self.ph + 1]
-        self.weight, self.bias = w.reshape(w.shape[0], -1).T.contiguous(), module.bias
-        self.buf = plan.zeros(plan.batch, module.in_channels, self.h + self.ph, self.w + 2 * self.pw)
-        self.first = plan.first
-
-    def _write(self, h, g):
-        r, c = divmod(g, self.w)
-        self.buf[:, :, r + self.ph, c + self.pw] = h
-        return r, c
-
-    def step(self, h, v, g):
-        r, c = self._write(h, g)
-        patch = self.buf[:, :, r: r + self.ph + 1, c: c + self.kw]
-        return torch.addmm(self.bias, patch.reshape(patch.shape[0], -1), self.weight), None
-
-    def commit(self, h, v, g):
-        if self.first:
-            self._write(h, g)
-        return None
-
-
-class GatedBlockStepper(Stepper):
-    """A Gated PixelCNN block: the vertical stack one row at a time (when the row above is complete), the
-    horizontal stack at each pixel; the vertical row r-1 is passed on to the next block at the start of row r."""
-
-    def __init__(self, module: GatedBlock, plan: Plan):
-        self.m, k = module, module.k
-        self.p, self.h, self.w = k // 2, *plan.grid
-        self.first, self.v_from_h = plan.first, not plan.after_stream
-        fh, fv = module.horizontal.in_channels, module.vertical.in_channels
-        b = plan.batch
-        self.hbuf = plan.zeros(b, fh, self.h, self.w + self.p)
-        self.vbuf = plan.zeros(b, fv, self.h + self.p, self.w + 2 * self.p)
-        wh = module.horizontal.weight * module.h_mask.to(module.horizontal.weight.dtype)
-        self.wh, self.bh = wh.reshape(wh.shape[0], -1).T.contiguous(), module.horizontal.bias
-        self.link_w = module.link.weight[:, :, 0, 0]
-        ctx = plan.context
-        self.label_v = module.cond_v(ctx) if module.cond_v is not None and ctx is not None else None
-        self.label_h = module.cond_h(ctx) if module.cond_h is not None and ctx is not None else None
-        self.row, self.link_row = -1, None
-
-    def cond_v(self, r: int):
-        """What the condition adds to the vertical stack's row r (``[B, 2ch, W]``-broadcastable, or None)."""
-        return None if self.label_v is None else self.label_v[:, :, None]
-
-    def cond_h(self, r: int, c: int):
-        """What the condition adds to the horizontal stack at (r, c) (``[B, 2ch]``, or None)."""
-        return self.label_h
-
-    def _write(self, h, g):
-        r, c = divmod(g, self.w)
-        self.hbuf[:, :, r, c + self.p] = h
-        if self.v_from_h:
-            self.vbuf[:, :, r + self.p, c + self.p] = h
-        return r, c
-
-    def _start_row(self, r, v):
-        self.row = r
-        m = self.m
-        if r == 0:
-            self.link_row = m.link.bias[None, :, None].expand(self.hbuf.shape[0], -1, self.w)
-            return None
-        if not self.v_from_h:
-            self.vbuf[:, :, r - 1 + self.p, self.p: self.p + self.w] = v
-        strip = self.vbuf[:, :, r - 1: r + self.p]  # rows r-1-p .. r-1
-        v_pre = F.conv2d(strip, m.vertical.weight, m.vertical.bias)[:, :, 0]  # [B, 2ch, W]
-        self.link_row = torch.einsum("oi,biw->bow", self.link_w, v_pre) + m.link.bias[None, :, None]
-        extra = self.cond_v(r - 1)
-        return gate(v_pre if extra is None else v_pre + extra)
-
-    def step(self, h, v, g):
-        r, c = self._write(h, g)
-        out_v = self._start_row(r, v) if r != self.row else None
-        patch = self.hbuf[:, :, r, c: c + self.p + 1]
-        pre = torch.addmm(self.bh, patch.reshape(patch.shape[0], -1), self.wh) + self.link_row[:, :, c]
-        extra = self.cond_h(r, c)
-        if extra is not None:
-            pre = pre + extra
-        out = self.m.out(gate(pre)[:, :, None, None])[:, :, 0, 0]
-        return (out + h if self.m.residual else out), out_v
-
-    def commit(self, h, v, g):
-        if self.first:
-            self._write(h, g)
-        return None
-
-
-STEPPERS: dict[type, Callable[[Any, Plan], Stepper]] = {
-    ReLU: Pointwise, GroupedLinear: Pointwise, MaskedConv2d: MaskedConvStepper, GatedBlock: GatedBlockStepper,
-}
+__all__ = ["Plan", "Stepper", "Pointwise", "MaskedConvStepper", "GatedBlockStepper", "register_stepper",
+           "stepper_for", "supports", "fill", "step_conditionals", "gate"]
 
 
 def register_stepper(module_type: type, factory: Callable[[Any, Plan], Stepper]) -> None:
-    """Give a module type (whose class has no ``stepper`` method) its incremental form."""
-    STEPPERS[module_type] = factory
+    """Give an :class:`~flowdsl.runtime.ar_module.ARModule` class its incremental form (its ``stepper`` method)."""
+    module_type.stepper = lambda self, plan: factory(self, plan)
 
 
-def _factory(module):
-    make = getattr(module, "stepper", None)
-    if make is not None:
-        return make
-    for klass in type(module).__mro__:
-        if klass in STEPPERS:
-            return lambda plan, _k=klass: STEPPERS[_k](module, plan)
-    return None
-
-
-def stepper_for(module, plan: Plan) -> Stepper | None:
-    make = _factory(module)
-    return None if make is None else make(plan)
+def stepper_for(module: ARModule, plan: Plan) -> Stepper:
+    """The incremental form of a layer declared ``cacheable``."""
+    return module.stepper(plan)
 
 
 def _raster(model) -> np.ndarray:
@@ -224,21 +74,21 @@ def _raster(model) -> np.ndarray:
 
 
 def supports(model, config: int = 0) -> bool:
-    """Whether the cached driver can run ``model``: one configuration, raster order, a stepper for every layer."""
-    if getattr(model, "configurations", 1) != 1 or not len(model.layers):
+    """Whether the cached driver can run ``model``: one configuration, raster order, every layer cacheable."""
+    if model.configurations != 1 or not len(model.layers):
         return False
     order = model.orders[min(config, len(model.orders) - 1)].cpu().numpy()
     if not np.array_equal(order, _raster(model)):
         return False
     if model.head is not None and not isinstance(model.head, GroupedLinear):
         return False
-    return all(_factory(m) is not None and getattr(m, "cacheable", True) for m in model.layers)
+    return all(m.cacheable for m in model.layers)
 
 
 def _plans(model, batch: int, ctx, dtype, device, grid):
     plans, prev = [], None
     for i, m in enumerate(model.layers):
-        after = prev is not None and getattr(prev, "streams", False) and getattr(prev, "passes_stream", True)
+        after = prev is not None and prev.streams and prev.passes_stream
         plans.append(Plan(batch, grid, dtype, device, ctx, first=i == 0, after_stream=bool(after)))
         prev = m
     return plans
@@ -270,7 +120,7 @@ def _fill(model, x, known, ctx, bar, record, steps):
     flat, known = x.reshape(b, -1).clone(), known.reshape(b, -1)
     index = torch.as_tensor(layout.index.reshape(channels, -1), device=device)
     steppers = [stepper_for(m, plan) for m, plan in zip(model.layers, _plans(model, b, ctx, dtype, device, grid))]
-    takes = getattr(model.layers[0], "takes_indices", False)
+    takes = model.layers[0].takes_indices
     p = model.dist.params_per_position
     out_params = torch.zeros(b, flat.shape[1], p, dtype=dtype, device=device) if record else None
     head = Pointwise(model.head, Plan(b, grid, dtype, device)) if model.head is not None else None

@@ -1,7 +1,9 @@
 """Torch modules of masked_conv (PixelCNN) and gated_block (Gated PixelCNN).
 
 Weight masks come from :func:`flowdsl.layers.ar_conv.kernel_mask`, the same taps the
-causality checker propagates, and are buffers built once.
+causality checker propagates, and are buffers built once. Their incremental forms for cached
+sampling (:mod:`flowdsl.runtime.ar_cache`) keep the input rows (Fast PixelCNN++'s row caches): a
+gated block computes its vertical stack one row at a time and passes that row on to the next block.
 
 Example:
     >>> import torch
@@ -18,9 +20,11 @@ from torch.nn import functional as F
 
 from flowdsl.layers.ar_conv import kernel_mask
 from flowdsl.runtime.ar_basic import GroupedLinear
+from flowdsl.runtime.ar_module import ARModule, Plan, Stepper, gate
 from flowdsl.runtime.base import BuildNode
 
-__all__ = ["MaskedConv2d", "GatedBlock", "build_masked_conv", "build_gated_block", "shift_down"]
+__all__ = ["MaskedConv2d", "GatedBlock", "MaskedConvStepper", "GatedBlockStepper", "build_masked_conv",
+           "build_gated_block", "shift_down"]
 
 
 def _mask(out_features, in_features, kernel_hw, centre, mask, groups, chunks: int = 1) -> torch.Tensor:
@@ -34,7 +38,7 @@ def shift_down(t: torch.Tensor) -> torch.Tensor:
     return F.pad(t, (0, 0, 1, 0))[:, :, :-1]
 
 
-class MaskedConv2d(nn.Conv2d):
+class MaskedConv2d(ARModule, nn.Conv2d):
     """A k x k (or kh x kw) convolution whose taps after the centre are zero (centre: mask A/B, colour groups)."""
 
     def __init__(self, in_features: int, out_features: int, kernel, mask: str, groups: int = 1, chunks: int = 1):
@@ -46,15 +50,16 @@ class MaskedConv2d(nn.Conv2d):
     def forward(self, h, context=None):
         return F.conv2d(h, self.weight * self.mask.to(self.weight.dtype), self.bias, padding=self.padding)
 
+    def stepper(self, plan: Plan) -> Stepper:
+        return MaskedConvStepper(self, plan)
 
-class GatedBlock(nn.Module):
+
+class GatedBlock(ARModule):
     """Vertical stack (rows up to r, shifted down for the link), horizontal stack, gated tanh * sigmoid units.
 
     ``forward(h, context, extra) -> (h', {"vertical": v'})``: ``extra["vertical"]`` is the vertical stack of
     the previous block (absent: the block starts one from h).
     """
-
-    streams = True
 
     def __init__(self, in_features: int, vertical_features: int, channels: int, kernel: int, mask: str,
                  groups: int, residual: bool, context_features: int = 0):
@@ -89,6 +94,104 @@ class GatedBlock(nn.Module):
             h_pre = h_pre + self.cond_h(context)[:, :, None, None]
         out = self.out(self._gate(h_pre))
         return (out + h if self.residual else out), {"vertical": self._gate(v_pre)}
+
+    def stepper(self, plan: Plan) -> Stepper:
+        return GatedBlockStepper(self, plan)
+
+
+# ----------------------------------------------------------------------------- incremental forms
+class MaskedConvStepper(Stepper):
+    """A masked k x k convolution at one pixel: the rows r-k//2..r of its input, kept in a padded buffer."""
+
+    def __init__(self, module: MaskedConv2d, plan: Plan):
+        kh, kw = module.kernel_size
+        self.ph, self.pw, self.kw = kh // 2, kw // 2, kw
+        self.h, self.w = plan.grid
+        w = (module.weight * module.mask.to(module.weight.dtype))[:, :, : self.ph + 1]
+        self.weight, self.bias = w.reshape(w.shape[0], -1).T.contiguous(), module.bias
+        self.buf = plan.zeros(plan.batch, module.in_channels, self.h + self.ph, self.w + 2 * self.pw)
+        self.first = plan.first
+
+    def _write(self, h, g):
+        r, c = divmod(g, self.w)
+        self.buf[:, :, r + self.ph, c + self.pw] = h
+        return r, c
+
+    def step(self, h, v, g):
+        r, c = self._write(h, g)
+        patch = self.buf[:, :, r: r + self.ph + 1, c: c + self.kw]
+        return torch.addmm(self.bias, patch.reshape(patch.shape[0], -1), self.weight), None
+
+    def commit(self, h, v, g):
+        if self.first:
+            self._write(h, g)
+        return None
+
+
+class GatedBlockStepper(Stepper):
+    """A Gated PixelCNN block: the vertical stack one row at a time (when the row above is complete), the
+    horizontal stack at each pixel; the vertical row r-1 is passed on to the next block at the start of row r."""
+
+    def __init__(self, module: GatedBlock, plan: Plan):
+        self.m, k = module, module.k
+        self.p, self.h, self.w = k // 2, *plan.grid
+        self.first, self.v_from_h = plan.first, not plan.after_stream
+        fh, fv = module.horizontal.in_channels, module.vertical.in_channels
+        b = plan.batch
+        self.hbuf = plan.zeros(b, fh, self.h, self.w + self.p)
+        self.vbuf = plan.zeros(b, fv, self.h + self.p, self.w + 2 * self.p)
+        wh = module.horizontal.weight * module.h_mask.to(module.horizontal.weight.dtype)
+        self.wh, self.bh = wh.reshape(wh.shape[0], -1).T.contiguous(), module.horizontal.bias
+        self.link_w = module.link.weight[:, :, 0, 0]
+        ctx = plan.context
+        self.label_v = module.cond_v(ctx) if module.cond_v is not None and ctx is not None else None
+        self.label_h = module.cond_h(ctx) if module.cond_h is not None and ctx is not None else None
+        self.row, self.link_row = -1, None
+
+    def cond_v(self, r: int):
+        """What the condition adds to the vertical stack's row r (``[B, 2ch, W]``-broadcastable, or None)."""
+        return None if self.label_v is None else self.label_v[:, :, None]
+
+    def cond_h(self, r: int, c: int):
+        """What the condition adds to the horizontal stack at (r, c) (``[B, 2ch]``, or None)."""
+        return self.label_h
+
+    def _write(self, h, g):
+        r, c = divmod(g, self.w)
+        self.hbuf[:, :, r, c + self.p] = h
+        if self.v_from_h:
+            self.vbuf[:, :, r + self.p, c + self.p] = h
+        return r, c
+
+    def _start_row(self, r, v):
+        self.row = r
+        m = self.m
+        if r == 0:
+            self.link_row = m.link.bias[None, :, None].expand(self.hbuf.shape[0], -1, self.w)
+            return None
+        if not self.v_from_h:
+            self.vbuf[:, :, r - 1 + self.p, self.p: self.p + self.w] = v
+        strip = self.vbuf[:, :, r - 1: r + self.p]  # rows r-1-p .. r-1
+        v_pre = F.conv2d(strip, m.vertical.weight, m.vertical.bias)[:, :, 0]  # [B, 2ch, W]
+        self.link_row = torch.einsum("oi,biw->bow", self.link_w, v_pre) + m.link.bias[None, :, None]
+        extra = self.cond_v(r - 1)
+        return gate(v_pre if extra is None else v_pre + extra)
+
+    def step(self, h, v, g):
+        r, c = self._write(h, g)
+        out_v = self._start_row(r, v) if r != self.row else None
+        patch = self.hbuf[:, :, r, c: c + self.p + 1]
+        pre = torch.addmm(self.bh, patch.reshape(patch.shape[0], -1), self.wh) + self.link_row[:, :, c]
+        extra = self.cond_h(r, c)
+        if extra is not None:
+            pre = pre + extra
+        out = self.m.out(gate(pre)[:, :, None, None])[:, :, 0, 0]
+        return (out + h if self.m.residual else out), out_v
+
+    def commit(self, h, v, g):
+        if self.first:
+            self._write(h, g)
+        return None
 
 
 def build_masked_conv(layer, node: BuildNode):

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowdsl.runtime.ar_conv import MaskedConv2d, shift_down
+from flowdsl.runtime.ar_module import ARModule
 from flowdsl.runtime.base import BuildNode
 
 __all__ = ["RowLSTM", "DiagonalBiLSTM", "build_row_lstm", "build_diagonal_bilstm", "skew", "unskew"]
@@ -28,7 +29,7 @@ def _cell(gates: torch.Tensor, c: torch.Tensor):
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-class RowLSTM(nn.Module):
+class RowLSTM(ARModule):
     """Rows in sequence: gates(r) = i2s(x)[r] + conv1d_3(h[r-1]); c and h follow the LSTM cell."""
 
     def __init__(self, in_features: int, hidden: int, groups: int = 1):
@@ -84,7 +85,7 @@ class _DiagonalLSTM(nn.Module):
         return unskew(torch.stack(out, dim=3), width)
 
 
-class DiagonalBiLSTM(nn.Module):
+class DiagonalBiLSTM(ARModule):
     """Left-to-right plus right-to-left diagonal LSTMs; the latter mirrored back and shifted down one row."""
 
     def __init__(self, in_features: int, hidden: int, groups: int = 1):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from flowdsl.runtime.ar_cache import Plan, Stepper, gate
+from flowdsl.runtime.ar_module import ARModule, Plan, Stepper, gate
 from flowdsl.runtime.base import BuildNode
 
 __all__ = ["Embed", "TapConv1d", "GatedResidual", "ByteNetBlock", "History", "build_embed", "build_causal_conv",
@@ -47,7 +47,7 @@ def _tap_matrix(weight: torch.Tensor) -> torch.Tensor:
     return weight.permute(2, 1, 0).reshape(-1, weight.shape[0])
 
 
-class TapConv1d(nn.Module):
+class TapConv1d(ARModule):
     """``out[t] = b + sum_j W_j x[t + offsets[j]]`` with evenly spaced offsets (zero padding outside)."""
 
     def __init__(self, in_features: int, out_features: int, offsets):
@@ -83,10 +83,8 @@ class _ConvStepper(Stepper):
         return None
 
 
-class Embed(nn.Module):
+class Embed(ARModule):
     """Integers ``[B, L]`` -> ``[B, dim, L]``: position i gets the embedding of x_{i-1}, position 0 a start vector."""
-
-    takes_indices = True
 
     def __init__(self, levels: int, dim: int):
         super().__init__()
@@ -117,13 +115,12 @@ class _EmbedStepper(Stepper):
         return None
 
 
-class GatedResidual(nn.Module):
+class GatedResidual(ARModule):
     """A WaveNet block: ``forward(h, context, extra) -> (skip sum, {"residual": residual stream})``.
 
     ``h`` is the skip sum so far and ``extra["residual"]`` the residual stream; without a residual
     stream (the first block of a stack) ``h`` is the residual stream and the skip sum starts here."""
 
-    streams = True
 
     def __init__(self, residual: int, skip: int, offsets, context_features: int = 0):
         super().__init__()
@@ -168,7 +165,7 @@ class _GatedResidualStepper(Stepper):
         return (skip if s is None else s + skip), res
 
 
-class ByteNetBlock(nn.Module):
+class ByteNetBlock(ARModule):
     """x + 1x1(relu(LN(conv(relu(LN(1x1(relu(LN(x))))))))), layer norms over the features of each position."""
 
     def __init__(self, channels: int, offsets):

@@ -19,21 +19,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from flowdsl.layers.ar_texture import gaussian_weights
-from flowdsl.runtime.ar_cache import Plan, Stepper
+from flowdsl.runtime.ar_module import ARModule, Plan, Stepper
 from flowdsl.runtime.base import BuildNode
 
 __all__ = ["NonParametric", "build_nonparametric"]
 
 
-class NonParametric(nn.Module):
+class NonParametric(ARModule):
     """Efros-Leung conditionals ``[B, C * levels, H, W]`` of integer images ``[B, C, H, W]``."""
-
-    takes_indices = True
-    no_likelihood = ("nonparametric (Efros-Leung) texture synthesis is a sampler and defines no likelihood; "
-                     "use sample()")
 
     def __init__(self, pixels, window: int, eps: float, levels: int, chunk: int = 64):
         super().__init__()

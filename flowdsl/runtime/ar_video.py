@@ -26,8 +26,8 @@ from torch.nn import functional as F
 from flowdsl.layers.ar_conv import kernel_mask
 from flowdsl.layers.ar_video import encoder_dilations
 from flowdsl.runtime.ar_basic import GroupedLinear
-from flowdsl.runtime.ar_cache import GatedBlockStepper, Plan, Stepper, gate
-from flowdsl.runtime.ar_conv import shift_down
+from flowdsl.runtime.ar_conv import GatedBlockStepper, shift_down
+from flowdsl.runtime.ar_module import ARModule, Plan, Stepper, gate
 from flowdsl.runtime.base import BuildNode
 
 __all__ = ["VideoEncoder", "PixelDecoder", "CondGatedBlock", "build_video_encoder", "build_pixel_decoder"]
@@ -44,12 +44,11 @@ def _unfold(x, b: int):
     return x.reshape(b, bt // b, f, h, w).transpose(1, 2)
 
 
-class VideoEncoder(nn.Module):
+class VideoEncoder(ARModule):
     """Frame CNN (3x3, then residual blocks of two dilated 3x3 convolutions) and a 3x3 conv LSTM over time.
 
     ``forward(x, context, extra) -> (E, {"frames": x})`` with ``E[:, :, t]`` the LSTM state after frame t-1."""
 
-    streams = True
 
     def __init__(self, in_features: int, channels: int, blocks: int):
         super().__init__()
@@ -148,11 +147,8 @@ class CondGatedBlock(nn.Module):
         return (out + h if self.residual else out), gate(v_pre)
 
 
-class PixelDecoder(nn.Module):
+class PixelDecoder(ARModule):
     """Conditioned Gated PixelCNN blocks over every frame: ``forward(e, context, extra) -> (features, {})``."""
-
-    streams = True
-    passes_stream = False
 
     def __init__(self, frame_features: int, encoder_features: int, channels: int, blocks: int, kernel: int,
                  groups: int, labels: int = 0):

@@ -1,4 +1,4 @@
-"""The compiled autoregressive model and its compiler (registered as ``COMPILERS["autoregressive"]``).
+"""The compiled autoregressive model and its compiler (named by the autoregressive model kind).
 
 Public API (fixed): ``input_shape``, ``levels``, ``context_shape`` (None, or ``()`` for
 ``condition y: label[K]``: the context is a LongTensor ``[B]`` of labels), ``order`` (flattened
@@ -7,13 +7,15 @@ of each position's distribution, positions in flattened order), ``log_prob(x, co
 (exact, nats), ``sample(n, context)`` and ``complete(x, known_mask, context)``.
 
 The input (integers in ``0..levels-1``) enters the first layer one-hot encoded (``C * levels``
-features per grid position, grouped by colour channel), unless the first layer's module has
-``takes_indices = True`` (an embedding), which then receives the integers. Layer modules map
-``h [B, F, *grid]`` to ``h'``; a module with ``streams = True`` is called ``layer(h, context,
-extra) -> (h', extra')`` with a dict of further streams (the vertical stack; ``"skip"``: summed
-skip connections, which the next stream-unaware layer and the head read instead of ``h``),
-as in :mod:`flowdsl.analysis.causality`. The head (a 1x1 projection, mask B over colour groups) maps
-the last features to the output parameters.
+features per grid position, grouped by colour channel), unless the first layer declares
+``takes_indices`` (an embedding), which then receives the integers. Every layer module is an
+:class:`~flowdsl.runtime.ar_module.ARModule` whose protocol attributes the compiler sets from the
+layer's declared :class:`~flowdsl.layers.registry.CausalFacts` (nothing is probed). Layer modules map
+``h [B, F, *grid]`` to ``h'``; a layer declaring ``streams`` is called ``layer(h, context, extra) ->
+(h', extra')`` with a dict of further streams (the vertical stack; ``"skip"``: summed skip
+connections, which the next stream-unaware layer and the head read instead of ``h``), as in
+:mod:`flowdsl.analysis.causality`. The head (a 1x1 projection, mask B over colour groups) maps the
+last features to the output parameters.
 
 With a MADE of K masks, ``mask_index`` picks the mask whose ``order`` and ``conditionals``
 are reported; in training mode each ``log_prob`` call uses the next mask in turn
@@ -41,9 +43,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowdsl.analysis.causality import generation_orders
-from flowdsl.runtime.compiler import COMPILERS, build_node
-from flowdsl.analysis.ir import layer_nodes
+from flowdsl.errors import Diagnostic, FlowDSLError
+from flowdsl.layers.registry import CausalFacts
 from flowdsl.runtime.ar_basic import GroupedLinear
+from flowdsl.runtime.ar_module import ARModule
+from flowdsl.runtime.compiler import build_node
 from flowdsl.runtime.outputs import build_output
 
 __all__ = ["CompiledAR", "compile_autoregressive"]
@@ -52,11 +56,11 @@ __all__ = ["CompiledAR", "compile_autoregressive"]
 class CompiledAR(nn.Module):
     """An autoregressive model compiled from a spec."""
 
-    def __init__(self, name: str, layers, head, dist, input_shape, levels: int, classes: int, orders,
-                 channels: int = 1, spec=None):
+    def __init__(self, name: str, layers: list[ARModule], head, dist, input_shape, levels: int, classes: int,
+                 orders, channels: int = 1, spec=None):
         super().__init__()
         self.name = name
-        self.layers = nn.ModuleList(layers)
+        self.layers = nn.ModuleList(layers)  # each declared (ARModule.declare) by the compiler
         self.head = head
         self.dist = dist
         self.input_shape = tuple(input_shape)
@@ -65,8 +69,10 @@ class CompiledAR(nn.Module):
         self.context_shape = () if classes else None
         self.channels = channels
         self.spec = spec or {}
+        self.ir = None  # the checked IR, set by the compiler (flowdsl.runtime.compiler.compile_model)
         self.register_buffer("orders", torch.as_tensor(np.asarray(orders), dtype=torch.long), persistent=False)
-        self.configurations = max([getattr(m, "configurations", 1) for m in self.layers] + [1])
+        self.configurations = max([m.configurations for m in self.layers] + [1])
+        self.no_likelihood = next((m.no_likelihood for m in self.layers if m.no_likelihood), None)
         self._mask_index = 0
         self._cycle = 0
 
@@ -91,8 +97,7 @@ class CompiledAR(nn.Module):
 
     def _select(self, k: int) -> None:
         for m in self.layers:
-            if getattr(m, "configurations", 1) > 1:
-                m.active = k % m.configurations
+            m.select(k)
 
     @property
     def order(self) -> torch.Tensor:
@@ -155,10 +160,10 @@ class CompiledAR(nn.Module):
         """``[B, N, P]`` under configuration ``config`` (x checked, ctx one-hot)."""
         self._select(config)
         first = self.layers[0] if len(self.layers) else None
-        h = x if getattr(first, "takes_indices", False) else self._encode(x)
+        h = x if first is not None and first.takes_indices else self._encode(x)
         extra: dict = {}  # streams besides the main one (a gated PixelCNN's vertical stack, summed skips)
         for layer in self.layers:
-            if getattr(layer, "streams", False):
+            if layer.streams:
                 h, extra = layer(h, ctx, extra)
             else:
                 h, extra = layer(extra.get("skip", h), ctx), {}
@@ -179,9 +184,8 @@ class CompiledAR(nn.Module):
 
     def log_prob(self, x, context=None) -> torch.Tensor:
         """Exact log p(x) in nats, ``[B]``."""
-        for m in self.layers:  # a sampler that defines no likelihood (e.g. non-parametric texture synthesis)
-            if getattr(m, "no_likelihood", None):
-                raise NotImplementedError(f"model '{self.name}': {m.no_likelihood}")
+        if self.no_likelihood:  # a sampler that defines no likelihood (e.g. non-parametric texture synthesis)
+            raise NotImplementedError(f"model '{self.name}': {self.no_likelihood}")
         x = self._check(x)
         ctx = self._context(context, x.shape[0])
         flat = x.reshape(x.shape[0], -1)
@@ -263,21 +267,29 @@ class CompiledAR(nn.Module):
         return out
 
 
+def _declared(ir, node, spec_dir: str) -> ARModule:
+    """The layer's module, its protocol attributes set from the layer's declared facts."""
+    module = build_node(ir, node, spec_dir)
+    if not isinstance(module, ARModule):
+        raise FlowDSLError([Diagnostic(node.pos, "error", f"layer '{node.layer.name}' builds a "
+                                       f"{type(module).__name__}, not an ARModule: it cannot run in an "
+                                       f"autoregressive model")])
+    return module.declare(node.causal or CausalFacts())
+
+
 def compile_autoregressive(ir, unit) -> CompiledAR:
-    """COMPILERS["autoregressive"]: build the layers, the head and the output distribution."""
+    """The autoregressive kind's compiler: build the layers, the head and the output distribution."""
     header = ir.header
     spec_dir = str(Path(unit.main).parent)
-    layers = [build_node(ir, n, spec_dir) for n in layer_nodes(ir.graph)]
-    meta = ir.graph.nodes["output"]["meta"]
+    layers = [_declared(ir, node, spec_dir) for node in ir.layers]
+    sink = ir.sink.info
     head = None
-    if meta.get("head"):
-        head = GroupedLinear(meta["in_features"], meta["out_features"], meta["channels"])
+    if sink.head is not None:
+        head = GroupedLinear(sink.head.in_features, sink.head.out_features, sink.head.channels)
     dist = build_output(header.output, header.input.levels)
     return CompiledAR(
         header.name, layers, head, dist, header.input.shape, header.input.levels,
-        header.condition.classes if header.condition else 0, generation_orders(ir), meta["channels"],
+        header.condition.classes if header.condition else 0, generation_orders(ir), sink.channels,
         spec={"file": unit.main, "model": header.name, "hash": unit.source_hash, "sources": dict(unit.sources)},
     )
 
-
-COMPILERS["autoregressive"] = compile_autoregressive

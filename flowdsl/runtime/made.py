@@ -1,10 +1,14 @@
-"""The MADE conditioner in torch: masked linear layers whose masks come from :mod:`flowdsl.layers.made_masks`.
+"""The one MADE torch module: masked linear layers with K mask sets from :func:`flowdsl.layers.made_masks.mask_sets`.
 
-The masks are computed once (numpy, cached) and stored as buffers; each forward multiplies
-the weights by them, so a masked weight never influences an output, whatever its value.
-Output ``p * D + i`` is parameter ``p`` of dimension ``i``; :meth:`MADE.params` reshapes
-to ``[B, D, k]``. The last layer starts at zero (a fresh autoregressive layer is the
-transformer at zero parameters). The condition, if any, enters the first layer unmasked.
+Used as the conditioner net of MAF/IAF (``MADE(perm, hidden, params_per_dim, context, act)``: one
+mask set, output ``p * D + i`` is parameter ``p`` of dimension ``i``, the last layer starts at zero so
+that a fresh autoregressive layer is its transformer at zero parameters, the condition enters the
+first layer unmasked) and, given ``mask_sets=`` instead of ``perm`` (default ``nn.Linear`` initialisation),
+as the ``made(...)`` model layer of an autoregressive model (K mask sets, :attr:`MADE.active` selects one).
+The masks are computed once (numpy, cached) and stored as non-persistent buffers; each forward
+multiplies the weights by them, so a masked weight never influences an output, whatever its value.
+The parameters are ``layers.{i}.weight`` / ``layers.{i}.bias``; a state dict that names them ``linears.{i}`` (the
+autoregressive MADE layer's checkpoints before the merge) loads too.
 
 Example:
     >>> import torch
@@ -32,37 +36,60 @@ __all__ = ["MaskedLinear", "MADE", "build_made"]
 
 
 class MaskedLinear(nn.Linear):
-    """``y = x (W * M)^T + b`` with a fixed boolean mask ``M`` of shape ``[out, in]``."""
+    """``y = x (W * M_k)^T + b`` with K fixed boolean masks ``M_k`` of shape ``[out, in]`` (``active`` picks k)."""
 
-    def __init__(self, mask):
-        mask = torch.tensor(np.array(mask, dtype=bool))
-        super().__init__(mask.shape[1], mask.shape[0])
-        self.register_buffer("mask", mask.to(self.weight.dtype), persistent=False)
+    def __init__(self, masks):
+        stack = np.array(masks, dtype=bool)
+        stack = stack[None] if stack.ndim == 2 else stack
+        super().__init__(stack.shape[2], stack.shape[1])
+        self.register_buffer("masks", torch.tensor(stack).to(self.weight.dtype), persistent=False)
+        self.active = 0
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """The mask in use, ``[out, in]``."""
+        return self.masks[self.active]
 
     def forward(self, x):
-        return F.linear(x, self.weight * self.mask, self.bias)
+        return F.linear(x, self.weight * self.mask.to(self.weight.dtype), self.bias)
 
 
 class MADE(nn.Module):
     """Masked MLP: ``D (+ K condition) -> hidden... -> k * D``, autoregressive in ``perm``.
 
     Arguments:
-        perm: generation order, ``perm[j]`` the dimension generated j-th.
+        perm: generation order, ``perm[j]`` the dimension generated j-th (None: ``mask_sets`` given).
         hidden: hidden widths.
         params_per_dim: ``k``, parameters per dimension.
         context: size of the one-hot condition (0: none).
         act: activation name (see :func:`flowdsl.runtime.nets.activation`).
+        mask_sets: K tuples of ``[out, in]`` masks (:func:`flowdsl.layers.made_masks.mask_sets`), instead of perm.
     """
 
-    def __init__(self, perm, hidden=(64, 64), params_per_dim: int = 1, context: int = 0, act: str = "relu"):
+    def __init__(self, perm=None, hidden=(64, 64), params_per_dim: int = 1, context: int = 0, act: str = "relu",
+                 *, mask_sets=None):
         super().__init__()
-        self.features = len(perm)
+        if mask_sets is None:  # the conditioner net: one set, last layer at zero
+            mask_sets = [made_math.made_masks(perm, hidden, params_per_dim, context)]
+        depth = len(mask_sets[0])
+        self.layers = nn.ModuleList(MaskedLinear([masks[i] for masks in mask_sets]) for i in range(depth))
+        self.acts = nn.ModuleList(activation(act) for _ in range(depth - 1))
+        self.sets = len(mask_sets)
+        self.features = len(perm) if perm is not None else 0
         self.params_per_dim = int(params_per_dim)
-        masks = made_math.made_masks(perm, hidden, params_per_dim, context)
-        self.layers = nn.ModuleList(MaskedLinear(m) for m in masks)
-        self.acts = nn.ModuleList(activation(act) for _ in masks[:-1])
-        nn.init.zeros_(self.layers[-1].weight)
-        nn.init.zeros_(self.layers[-1].bias)
+        if perm is not None:
+            nn.init.zeros_(self.layers[-1].weight)
+            nn.init.zeros_(self.layers[-1].bias)
+
+    @property
+    def active(self) -> int:
+        """The mask set in use."""
+        return self.layers[0].active
+
+    @active.setter
+    def active(self, k: int) -> None:
+        for layer in self.layers:
+            layer.active = int(k)
 
     def forward(self, x, context=None):
         """``[B, D] -> [B, k * D]`` (parameter-major)."""
@@ -75,6 +102,12 @@ class MADE(nn.Module):
         """``[B, D] -> [B, D, k]``: the k parameters of each dimension."""
         out = self(x, context)
         return out.reshape(x.shape[0], self.params_per_dim, self.features).transpose(1, 2)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        old = prefix + "linears."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[prefix + "layers." + key[len(old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def build_made(spec, in_shape, out_shape, context=0) -> MADE:

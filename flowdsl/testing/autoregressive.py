@@ -2,9 +2,11 @@
 
 Works on any model with the autoregressive API: ``input_shape``, ``levels``, ``order``
 (flattened positions in generation order), ``conditionals(x, context) -> [B, N, P]``,
-``log_prob(x, context) -> [B]`` and ``sample(n, context)``; optionally ``context_shape`` /
-``classes`` (labels), ``configurations`` and ``mask_index`` (several orders, as MADE's masks),
-and ``ir`` (the checker's proved dependency sets, :func:`flowdsl.analysis.causality.dependency_sets`).
+``log_prob(x, context) -> [B]`` and ``sample(n, context)``. What else the check needs is declared,
+not probed: an :class:`ARModelFacts` (labels, configurations, the mask in use, the IR whose proved
+dependency sets completeness is checked against, :func:`flowdsl.analysis.causality.dependency_sets`),
+read off a compiled model (:class:`~flowdsl.runtime.autoregressive.CompiledAR`) or passed as ``facts=``
+(default for another model: no labels, one configuration, no IR).
 
 - **causality**: changing the input at position k never changes the conditional of a position
   generated no later than k (Hypothesis draws x, k and the new value; a failure shrinks);
@@ -14,12 +16,23 @@ and ``ir`` (the checker's proved dependency sets, :func:`flowdsl.analysis.causal
 - **sampling**: ``sample`` returns integers in range, of the input's shape.
 
 Call it on a model in evaluation mode (``model.eval()``).
+
+Example:
+    >>> import flowdsl
+    >>> model = flowdsl.compile_source("autoregressive m {\\n input x: vector[3] levels 2\\n made([4], masks=2)\\n"
+    ...                                " output bernoulli\\n}\\n", filename="m.ar").double().eval()
+    >>> ARModelFacts.of(model).configurations
+    2
+    >>> check_autoregressive(model, examples=2, seed=0)["causality"]
+    0.0
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,16 +41,30 @@ from hypothesis import strategies as st
 from flowdsl.testing.search import Mismatch, PropertyFailure, search
 from flowdsl.testing.strategies import inputs
 
-__all__ = ["check_autoregressive", "MAX_CONFIGURATIONS"]
+__all__ = ["check_autoregressive", "ARModelFacts", "MAX_CONFIGURATIONS"]
 
 #: normalisation is checked when there are at most this many inputs (levels ** N, per label)
 MAX_CONFIGURATIONS = 4096
 
 
-def _classes(model) -> int:
-    if getattr(model, "context_shape", None) is None and not getattr(model, "classes", 0):
-        return 0
-    return int(getattr(model, "classes", 0) or 0)
+@dataclass(frozen=True)
+class ARModelFacts:
+    """What the check needs to know of a model beyond the autoregressive API."""
+
+    classes: int = 0  # labels of the condition (0: unconditional)
+    configurations: int = 1  # orders / mask sets (MADE); ``mask_index`` selects one
+    mask_index: int = 0
+    ir: Any = None  # the checked IR (its proved dependency sets), if any
+
+    @classmethod
+    def of(cls, model) -> ARModelFacts:
+        """A compiled model's facts; the defaults for any other model."""
+        from flowdsl.runtime.autoregressive import CompiledAR
+
+        if not isinstance(model, CompiledAR):
+            return cls()
+        return cls(classes=int(model.classes or 0), configurations=int(model.configurations),
+                   mask_index=int(model.mask_index), ir=model.ir)
 
 
 def _rank(order, n: int) -> np.ndarray:
@@ -47,9 +74,8 @@ def _rank(order, n: int) -> np.ndarray:
     return rank
 
 
-def _declared(model, config: int):
-    ir = getattr(model, "ir", None)
-    if ir is None or getattr(ir.header, "kind", None) != "autoregressive":
+def _declared(ir, config: int):
+    if ir is None or ir.kind != "autoregressive":
         return None
     from flowdsl.analysis.causality import dependency_sets
 
@@ -72,7 +98,6 @@ def _changed(a, b, tol: float) -> np.ndarray:
 
 def _causality_case(model, rank, declared, tol, case):
     x, k, value, labels_ = case
-    n = rank.shape[0]
     flat = x.reshape(x.shape[0], -1).clone()
     levels = int(model.levels)
     new = (flat[:, k] + 1 + value % max(levels - 1, 1)) % levels  # always a different level
@@ -160,8 +185,9 @@ def _all_inputs(model, limit: int):
 
 
 def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, causality: bool = True,
-                         complete: bool | None = None, normalisation: bool = True, sampling: bool = True, max_configurations: int = MAX_CONFIGURATIONS,
-                         tol: float | None = None, batch: int = 2) -> dict:
+                         complete: bool | None = None, normalisation: bool = True, sampling: bool = True,
+                         max_configurations: int = MAX_CONFIGURATIONS,
+                         tol: float | None = None, batch: int = 2, facts: ARModelFacts | None = None) -> dict:
     """Causality (perturbation), completeness where claimed, normalisation on tiny inputs, sampling.
 
     Arguments:
@@ -170,6 +196,7 @@ def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, 
             model has an IR; True expects every conditional to read every earlier position; False skips.
         max_configurations: normalisation is skipped when ``levels ** N`` (per label) exceeds this.
         tol: relative change that counts as "the conditional moved" (default by dtype).
+        facts: what the model declares beyond the API (default :meth:`ARModelFacts.of` the model).
 
     Returns ``causality`` (worst forbidden change: 0), ``completeness`` (missing pairs) and
     ``normalisation`` (``|log sum p|``; None when skipped; ``no_likelihood`` says why when ``log_prob``
@@ -181,9 +208,8 @@ def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, 
     tol = tol if tol is not None else (1e-10 if dtype == torch.float64 else 1e-5)
     subject = describe_module(model)
     n = math.prod(model.input_shape)
-    classes = _classes(model)
-    configs = int(getattr(model, "configurations", 1) or 1)
-    start = getattr(model, "mask_index", 0)
+    facts = facts if facts is not None else ARModelFacts.of(model)
+    classes, configs, start = facts.classes, facts.configurations, facts.mask_index
     report: dict = {"causality": 0.0, "completeness": None, "normalisation": None, "examples": 0}
     labels_st = st.lists(st.integers(0, classes - 1), min_size=batch, max_size=batch).map(
         lambda v: torch.tensor(v, device=device)) if classes else st.none()
@@ -196,12 +222,12 @@ def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, 
             if configs > 1:
                 model.mask_index = config
             rank = _rank(model.order, n)
-            declared = _declared(model, config)
+            declared = _declared(facts.ir, config)
             strategy = st.tuples(inputs(model.input_shape, model.levels, batch=batch, discrete=True, device=device),
                                  st.integers(0, n - 1), st.integers(0, 2**16), labels_st)
             where = subject + (f" (configuration {config})" if configs > 1 else "")
             if causality:
-                out = search("causality", lambda c: _causality_case(model, rank, declared, tol, c), strategy,
+                out = search("causality", lambda c, r=rank, d=declared: _causality_case(model, r, d, tol, c), strategy,
                              examples=max(1, examples // configs), seed=seed, subject=where)
                 report["examples"] += out["examples"]
             expected = None
