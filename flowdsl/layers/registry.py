@@ -32,8 +32,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from flowdsl.errors import Pos, SpecError
-from flowdsl.layers.facts import CausalFacts, Finding, LayerInfo, LogdetKind, OutputHead, SinkInfo
 from flowdsl.language.values import Symbol, describe
+from flowdsl.layers.facts import CausalFacts, Finding, LayerInfo, LogdetKind, OutputHead, SinkInfo
 
 __all__ = [
     "Spec", "Family", "Layer", "LayerContext", "LayerInfo", "CausalFacts", "SinkInfo", "OutputHead", "Finding",
@@ -292,14 +292,6 @@ class LayerContext:
     @property
     def is_vector(self) -> bool:
         return len(self.shape) == 1
-
-
-    CausalFacts,
-    Finding,
-    LayerInfo,
-    OutputHead,
-    SinkInfo,
-)
 
 
 class Layer(Spec):
