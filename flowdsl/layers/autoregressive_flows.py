@@ -51,6 +51,8 @@ class AutoregressiveLayer(Layer):
 
     runtime: ClassVar[str] = "flowdsl.runtime.autoregressive_flows:build_autoregressive"
     transformer_spec: ClassVar[type[Transformer]] = Affine
+    #: what the derived layers' summaries call the structure
+    structure_title: ClassVar[str] = "autoregressive flow"
     net: NetField = MADE()
     order: OrderField | None = None
     direction: choice("forward", "inverse") = "forward"

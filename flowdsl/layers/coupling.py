@@ -56,6 +56,8 @@ class Coupling(Layer):
 
     runtime: ClassVar[str] = "flowdsl.runtime.coupling:build_coupling"
     transformer_spec: ClassVar[type[Transformer]] = Affine
+    #: what the derived layers' summaries call the structure
+    structure_title: ClassVar[str] = "coupling"
     mask: MaskField = HalfMask()
     net: NetField = MLP()
 

@@ -196,6 +196,7 @@ class UMNN(Transformer):
     inverse_kind: ClassVar[str] = NEWTON
     runtime: ClassVar[str] = "flowdsl.runtime.transformers:UMNN"
     summary: ClassVar[str] = "unconstrained monotonic neural network transformer (integral of a positive net)"
+    known_as: ClassVar[Mapping[str, str]] = {"autoregressive": summary}
     integrand: NetField = MLP(hidden=(32, 32))
     steps: Annotated[int, Field(ge=2, le=1024)] = 32
     embedding: PositiveInt = 8
@@ -250,6 +251,7 @@ class SOS(Transformer):
     inverse_kind: ClassVar[str] = NEWTON
     runtime: ClassVar[str] = "flowdsl.runtime.transformers:SOS"
     summary: ClassVar[str] = "sum-of-squares polynomial flow transformer (integral of a sum of squares)"
+    known_as: ClassVar[Mapping[str, str]] = {"autoregressive": summary}
     polynomials: Annotated[int, Field(ge=1, le=256)] = 4
     degree: Annotated[NonNegativeInt, Field(le=16)] = 3
 
@@ -269,14 +271,15 @@ def combine(structure: type[Spec], transformer: type[Transformer], *, word: str,
             module: str) -> type[Spec]:
     """The layer class ``{word} {transformer.name}``: ``structure``'s fields, then the transformer's.
 
-    ``structure`` declares ``transformer_spec: ClassVar``; the derived class sets it, its name, its
-    summary (the transformer's ``known_as[word]``, else a generic one) and a docstring.
+    ``structure`` declares ``transformer_spec`` and ``structure_title`` class variables; the derived
+    class sets the first, its name, its summary (the transformer's ``known_as[word]``, else one made
+    of ``structure_title`` and the transformer's summary) and a docstring.
     """
     namespace: dict[str, Any] = {
         "__module__": module, "__qualname__": class_name, "__annotations__": {},
         "__doc__": f"``{word} {transformer.name}``, transformer {(transformer.__doc__ or '').strip().splitlines()[0]}",
         "name": f"{word} {transformer.name}", "transformer_spec": transformer,
-        "summary": transformer.known_as.get(word, f"{word} with the {transformer.summary}"),
+        "summary": transformer.known_as.get(word, f"{structure.structure_title} with the {transformer.summary}"),
     }
     for key, info in transformer.model_fields.items():
         if key in structure.model_fields:
