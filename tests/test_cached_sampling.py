@@ -5,17 +5,24 @@ attention family: identical conditionals at every step, identical samples from t
   (<= 1e-10 in float64, <= 1e-5 in float32);
 - sampling: ``sample(n)`` (cached, the default) and ``sample(n, cached=False)`` draw the same values
   from the same seed, and so does ``complete``;
-- models without steppers (MADE, PixelRNN) fall back to the naive loop.
+- models without steppers (MADE, PixelRNN) fall back to the naive loop;
+- the runtime protocol is declared: each module's ``streams`` / ``takes_indices`` / ``cacheable`` /
+  ``configurations`` are its layer's CausalFacts, and match what the module implements.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
+from conftest import spec_path
 
 import flowdsl
+from flowdsl.layers.registry import CausalFacts
 from flowdsl.runtime import ar_cache
 from flowdsl.runtime.ar_cache import step_conditionals, supports
+from flowdsl.runtime.ar_module import ARModule
 from flowdsl.testing import perturb_parameters
 
 MODELS = {
@@ -136,3 +143,50 @@ def test_models_without_steppers_fall_back_to_the_naive_loop(body):
     a = m.sample(2)
     torch.manual_seed(2)
     assert torch.equal(a, m.sample(2, cached=False))
+
+
+# ----------------------------------------------------------------------------- the declared protocol
+PROTOCOL_MODELS = {
+    **MODELS,
+    "made": "input x: vector[4] levels 2\n made([8], masks=3)\n output bernoulli",
+    "nade_fvbn": "input x: vector[4] levels 2\n fvbn\n output bernoulli",
+    "pixelrnn": "input x: image[1, 3, 3] levels 2\n masked_conv(mask=A, kernel=3, channels=4)\n row_lstm(hidden=4)\n"
+                " diagonal_bilstm(hidden=4)\n output categorical",
+}
+
+
+def _overrides_stepper(module) -> bool:
+    return type(module).stepper is not ARModule.stepper
+
+
+@pytest.mark.parametrize("name", sorted(PROTOCOL_MODELS))
+def test_declared_protocol_matches_the_modules(name):
+    """Each layer's declared facts reach its module, and its module implements what they declare."""
+    m = flowdsl.compile_source("autoregressive m {\n " + PROTOCOL_MODELS[name] + "\n}\n", filename="m.ar")
+    assert len(m.ir.layers) == len(m.layers)
+    for node, module in zip(m.ir.layers, m.layers):
+        facts = node.causal
+        assert isinstance(module, ARModule), node.key
+        assert (module.streams, module.takes_indices, module.cacheable, module.configurations) == \
+            (facts.streams, facts.takes_indices, facts.cacheable, facts.configurations), node.key
+        assert module.cacheable == _overrides_stepper(module), node.key
+        takes_extra = "extra" in inspect.signature(module.forward).parameters
+        assert module.streams == takes_extra, node.key
+    assert supports(m) == (m.configurations == 1 and all(n.causal.cacheable for n in m.ir.layers))
+
+
+def test_an_undeclared_module_has_no_protocol_attributes():
+    from flowdsl.runtime.ar_basic import ReLU
+
+    module = ReLU()
+    with pytest.raises(AttributeError):
+        _ = module.streams
+    module.declare(CausalFacts(cacheable=True))
+    assert module.cacheable and not module.streams and module.configurations == 1
+
+
+def test_a_sampler_declares_that_it_has_no_likelihood():
+    m = flowdsl.compile_file(spec_path("texture.ar"))
+    assert m.no_likelihood and "sampler" in m.no_likelihood
+    with pytest.raises(NotImplementedError, match="defines no likelihood"):
+        m.log_prob(torch.zeros((1, *m.input_shape), dtype=torch.long))

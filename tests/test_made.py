@@ -2,7 +2,8 @@
 
 The causality proof (mask product strictly triangular in the order), the lost-dependency
 warning, the pass count (depth of the dependency DAG), and the runtime's Jacobian zeros
-against the connectivity the checker computed.
+against the connectivity the checker computed; the one torch MADE serves the conditioner net and
+the autoregressive made layer (K mask sets), and loads the AR layer's old ``linears.`` keys.
 """
 
 from __future__ import annotations
@@ -170,3 +171,45 @@ def test_made_net_order_is_used_when_the_layer_gives_none():
     node = flowdsl.analyze_source(text, "m.flow").model().layers[0]
     assert node.meta["perm"] == (2, 1, 0) and node.meta["order"] == "reverse"
     assert node.dependency.matrix().astype(int).tolist() == [[1, 1, 1], [0, 1, 1], [0, 0, 1]]
+
+
+# ----------------------------------------------------------------------------- one MADE module for both uses
+AR_MADE = "autoregressive m {\n input x: vector[5] levels 3\n made([7, 6], masks=3, order=agnostic(seed=2))\n}\n"
+
+
+def test_the_ar_made_layer_is_the_conditioner_nets_module():
+    from flowdsl.runtime.ar_basic import MadeLayer
+
+    m = flowdsl.compile_source(AR_MADE, filename="m.ar")
+    layer = m.layers[0]
+    assert isinstance(layer, MadeLayer) and isinstance(layer, MADE)
+    maf = flowdsl.compile_source("flow f {\n input x: vector[3]\n autoregressive affine(net=made([8]))\n}\n")
+    assert isinstance(maf.layers[0].made, MADE)
+    assert [tuple(lin.masks.shape) for lin in layer.layers] == [(3, 7, 15), (3, 6, 7), (3, 15, 6)]
+
+
+def test_ar_made_masks_follow_the_selected_configuration():
+    m = flowdsl.compile_source(AR_MADE, filename="m.ar").double()
+    layer = m.layers[0]
+    from flowdsl.layers.ar_basic import made_layer_masks
+
+    _, per_mask = made_layer_masks(m.ir.layers[0].layer, 5, 3, 3)  # D=5, F=3 levels, P=3 (categorical)
+    for k in range(3):
+        m.mask_index = k
+        m.conditionals(torch.zeros(1, 5, dtype=torch.long))
+        assert layer.active == k
+        for lin, want in zip(layer.layers, per_mask[k][0]):
+            np.testing.assert_array_equal(lin.mask.numpy().astype(bool), want)
+
+
+def test_a_state_dict_with_the_old_linears_keys_loads():
+    torch.manual_seed(0)
+    old = flowdsl.compile_source(AR_MADE, filename="m.ar").double().eval()
+    state = {k.replace("layers.0.layers.", "layers.0.linears."): v for k, v in old.state_dict().items()}
+    assert any(".linears." in k for k in state)
+    torch.manual_seed(1)
+    new = flowdsl.compile_source(AR_MADE, filename="m.ar").double().eval()
+    x = torch.tensor([[0, 1, 2, 1, 0]])
+    assert not torch.allclose(new.log_prob(x), old.log_prob(x))
+    new.load_state_dict(state)  # strict: every key maps
+    assert torch.equal(new.log_prob(x), old.log_prob(x))
