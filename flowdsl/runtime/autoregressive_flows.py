@@ -49,6 +49,7 @@ class AutoregressiveFlow(Bijection):
             raise ValueError(f"direction must be 'forward' or 'inverse', not {direction!r}")
         self.made = made
         self.transformer = transformer
+        self.zero_logdet = bool(transformer.zero_logdet)
         self.direction = direction
         self.generations = tuple(tuple(int(i) for i in g) for g in generations)
         d, k = made.features, made.params_per_dim
@@ -81,8 +82,8 @@ class AutoregressiveFlow(Bijection):
         return params
 
     def _one_pass(self, u, context):
-        v, ld = self.transformer(u, self.made.params(u, context))
-        return v, (u.new_zeros(u.shape[0]) if self.transformer.zero_logdet else ld.sum(dim=1))
+        v, ld = self.transformer.forward(u, self.made.params(u, context))
+        return v, (u.new_zeros(u.shape[0]) if self.zero_logdet else ld.sum(dim=1))
 
     def _sequential(self, v, context):
         """Solve ``v = h(u; net(u))`` for u, one generation of the dependency DAG per pass."""
@@ -94,7 +95,7 @@ class AutoregressiveFlow(Bijection):
             p = params(u, context, g)
             sol, part = self.transformer.inverse(v.index_select(1, idx), p)
             u = u.index_copy(1, idx, sol)
-            if not self.transformer.zero_logdet:
+            if not self.zero_logdet:
                 ld = ld + part.sum(dim=1)
         return u, ld
 

@@ -41,6 +41,7 @@ class Coupling(Bijection):
         self.net = net
         self.transformer = transformer
         self.k = transformer.params_per_dim
+        self.zero_logdet = bool(transformer.zero_logdet)
         self.shape = tuple(shape)
         if spatial:
             self.register_buffer("kept_mask", kept.to(torch.get_default_dtype()), persistent=False)
@@ -76,25 +77,24 @@ class Coupling(Bijection):
     def _params(self, net_in, like, context):
         """Net output ``[B, k * C, ...]`` or ``[B, k * n]`` as a ``[*like.shape, k]`` view."""
         out = self.net(net_in, context)
+        if self.k == 1:
+            return out.unsqueeze(-1)
         return out.reshape(out.shape[0], self.k, *like.shape[1:]).movedim(1, -1)
-
-    def _logdet(self, ld, x):
-        return x.new_zeros(x.shape[0]) if self.transformer.zero_logdet else sum_except_batch(ld)
 
     def _transform(self, x, context, fn):
         if self.spatial:
             y, ld = fn(x, self._params(x * self.kept_mask.to(x.dtype), x, context))
             keep = self.kept_bool.expand_as(x)
             y = torch.where(keep, x, y)
-            if self.transformer.zero_logdet:
+            if self.zero_logdet:
                 return y, x.new_zeros(x.shape[0])
             return y, sum_except_batch(torch.where(keep, torch.zeros_like(ld), ld))
         x_k, x_t = self._parts(x)
         y_t, ld = fn(x_t, self._params(x_k, x_t, context))
-        return self._join(x, x_k, y_t), self._logdet(ld, x)
+        return self._join(x, x_k, y_t), x.new_zeros(x.shape[0]) if self.zero_logdet else sum_except_batch(ld)
 
     def forward(self, x, context=None):
-        return self._transform(x, context, self.transformer)
+        return self._transform(x, context, self.transformer.forward)  # not __call__: no hooks, less overhead
 
     def inverse(self, y, context=None):
         return self._transform(y, context, self.transformer.inverse)

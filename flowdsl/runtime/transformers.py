@@ -64,7 +64,7 @@ class Affine(nn.Module):
 
 
 class Additive(nn.Module):
-    """``y = x + t``; parameters ``[t]``; volume preserving (the log-det is a broadcast zero)."""
+    """``y = x + t``; parameters ``[t]``; volume preserving (the structures do not sum its zero log-det)."""
 
     zero_logdet = True
 
@@ -77,10 +77,10 @@ class Additive(nn.Module):
         return cls()
 
     def forward(self, x, p):
-        return x + p[..., 0], x.new_zeros(()).expand_as(x)
+        return x + p[..., 0], torch.zeros_like(x)
 
     def inverse(self, y, p):
-        return y - p[..., 0], y.new_zeros(()).expand_as(y)
+        return y - p[..., 0], torch.zeros_like(y)
 
 
 def build_transformer(spec) -> nn.Module:
