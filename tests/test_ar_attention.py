@@ -14,15 +14,15 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import spec_path
 from hypothesis import given
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.analysis.causality import connect, layout_of, unpack
 from flowdsl.layers.ar_attention import DensePattern, FixedPattern, StridedPattern, head_masks
+from flowdsl.layers.dependency_sets import connect, layout_of, unpack
 from flowdsl.runtime.ar_cache import step_conditionals
 from flowdsl.testing import check_autoregressive, perturb_parameters
-from conftest import spec_path
 
 
 def paper_strided(n: int, l: int):

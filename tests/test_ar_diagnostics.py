@@ -10,8 +10,8 @@ from typing import ClassVar
 import pytest
 
 import flowdsl
-from flowdsl.analysis.causality import read
 from flowdsl.layers.ar_basic import AR, ar_input
+from flowdsl.layers.dependency_sets import read
 from flowdsl.layers.registry import LAYERS, Layer, LayerInfo
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,17 +10,17 @@
 from __future__ import annotations
 
 import time
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
 import torch
+from conftest import spec_path
 
 import flowdsl
 from flowdsl.analysis.causality import dependency_sets
 from flowdsl.runtime.ar_cache import step_conditionals
 from flowdsl.testing import check_autoregressive, perturb_parameters
-from conftest import spec_path
 
 WAVENET_NOTE = "receptive field 3070 samples (3 stacks of dilations 1..512, kernel 2)"
 
@@ -46,7 +46,7 @@ def source(body: str) -> str:
     return "autoregressive m {\n " + body + "\n}\n"
 
 
-@lru_cache(maxsize=None)
+@cache
 def small(name: str):
     m = flowdsl.compile_source(source(SMALL[name]), filename="m.ar").double().eval()
     perturb_parameters(m, scale=0.3, seed=1)

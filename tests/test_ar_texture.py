@@ -17,14 +17,13 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import spec_path
 from PIL import Image
 
 import flowdsl
 from flowdsl.layers.ar_texture import gaussian_weights, read_png
 from flowdsl.runtime.ar_cache import step_conditionals
 from flowdsl.testing import check_autoregressive
-from conftest import spec_path
-
 
 spec = spec_path  # shared helper in conftest
 

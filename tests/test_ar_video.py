@@ -8,17 +8,17 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
 import torch
+from conftest import spec_path
 
 import flowdsl
 from flowdsl.analysis.causality import analyze, dependency_sets
 from flowdsl.runtime.ar_cache import fill, step_conditionals
 from flowdsl.testing import check_autoregressive, perturb_parameters
-from conftest import spec_path
 
 SMALL = ("input x: video[3, 1, 3, 4] levels 3\n video_encoder(channels=4, blocks=1)\n"
          " pixel_decoder(channels=6, blocks=2)\n output categorical")
@@ -31,7 +31,7 @@ def source(body: str) -> str:
     return "autoregressive m {\n " + body + "\n}\n"
 
 
-@lru_cache(maxsize=None)
+@cache
 def small():
     m = flowdsl.compile_source(source(SMALL), filename="m.ar").double().eval()
     perturb_parameters(m, scale=0.3, seed=4)
