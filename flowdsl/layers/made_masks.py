@@ -137,10 +137,10 @@ def connectivity(masks: Sequence[np.ndarray], n: int, params_per_dim: int = 1, f
     reach = np.asarray(masks[0], dtype=np.float32)[:, : n * features]
     for m in masks[1:]:
         reach = ((np.asarray(m, dtype=np.float32) @ reach) > 0).astype(np.float32)
-    reach = reach.astype(bool).reshape(-1, n, features).any(axis=2)  # [out, n]
+    hit = np.asarray(reach > 0).reshape(-1, n, features).any(axis=2)  # [out, n]
     if params_major:
-        return reach.reshape(params_per_dim, n, n).any(axis=0)
-    return reach.reshape(n, params_per_dim, n).any(axis=1)
+        return np.asarray(hit.reshape(params_per_dim, n, n).any(axis=0))
+    return np.asarray(hit.reshape(n, params_per_dim, n).any(axis=1))
 
 
 def violations(conn: np.ndarray, perm) -> tuple[tuple[int, int], ...]:

@@ -157,19 +157,26 @@ class ExplicitOrder(Order):
         return "[" + ", ".join(map(str, self.order)) + "]"
 
 
-def _family(what: str, members, lists: bool):
+def _family(what: str, members) -> Family:
     family = Family(what)
     for cls in members:
         family.register(cls)
+    return family
 
+
+def _coercer(family: Family, lists: bool):
+    """The field validator: a list is an explicit order (where ``lists``), anything else a family member."""
     def coerce(value):
         if lists and isinstance(value, tuple):
             return ExplicitOrder(order=value)
         return family.coerce(value)
 
-    return family, Annotated[Order, BeforeValidator(coerce)]
+    return coerce
 
 
-PERMUTATIONS, PermutationField = _family("permutation", (Reverse, RandomOrder), lists=True)
-NET_ORDERS, NetOrderField = _family("order", (Natural, Reverse, RandomOrder), lists=True)
-MODEL_ORDERS, ModelOrderField = _family("MADE order", (Natural, Reverse, RandomOrder, AgnosticOrder), lists=False)
+PERMUTATIONS = _family("permutation", (Reverse, RandomOrder))
+NET_ORDERS = _family("order", (Natural, Reverse, RandomOrder))
+MODEL_ORDERS = _family("MADE order", (Natural, Reverse, RandomOrder, AgnosticOrder))
+PermutationField = Annotated[Order, BeforeValidator(_coercer(PERMUTATIONS, lists=True))]
+NetOrderField = Annotated[Order, BeforeValidator(_coercer(NET_ORDERS, lists=True))]
+ModelOrderField = Annotated[Order, BeforeValidator(_coercer(MODEL_ORDERS, lists=False))]
