@@ -1,6 +1,7 @@
 """The abstract syntax tree: frozen, hashable pydantic models, each with its source position.
 
-Built from the Lark parse tree by :mod:`flowdsl.language.syntax`; consumed by :mod:`flowdsl.language.loader` and :mod:`flowdsl.language.expand`.
+Built from the Lark parse tree by :mod:`flowdsl.language.syntax`; consumed by
+:mod:`flowdsl.language.loader` and :mod:`flowdsl.language.expand`.
 Every node has a ``kind`` tag (a discriminated union) and a ``pos``.
 
 Example:

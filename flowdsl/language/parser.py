@@ -19,13 +19,24 @@ from pathlib import Path
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.tree import Meta
 
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
-__all__ = ["parse_text", "file_kind", "get_parser", "MAX_TOKENS", "MAX_NAME"]
+__all__ = ["parse_text", "file_kind", "get_parser", "span", "MAX_TOKENS", "MAX_NAME"]
 
 MAX_TOKENS = 100_000  # bounds the parse time of any file
 MAX_NAME = 256  # characters in a name
+
+
+def span(filename: str, item: Token | Meta) -> Pos:
+    """The span of a token or of a rule's meta in ``filename``; a position Lark does not know is 0."""
+    return Pos(filename, item.line or 0, item.column or 0, item.end_line or 0, item.end_column or 0)
+
+
+def _offset(err: UnexpectedInput) -> int:
+    """Where in the text a lexer error stopped (Lark declares ``pos_in_stream`` as None; lexers set an int)."""
+    return err.pos_in_stream or 0
 
 
 def file_kind(filename: str) -> str:
@@ -142,7 +153,8 @@ def _innermost_open_bracket(text: str, upto: int) -> str | None:
 def _syntax_message(err: UnexpectedInput, parser: Lark, text: str, kind: str) -> tuple[str, Token | None]:
     """The message, and the token it is about when that is not the offending one (None: the offending one)."""
     if isinstance(err, UnexpectedCharacters):
-        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        at = _offset(err)
+        ch = text[at] if at < len(text) else ""
         return f"unexpected character {ch!r}", None
     if not isinstance(err, UnexpectedToken):
         return "unexpected end of file", None
@@ -197,8 +209,8 @@ def parse_text(text: str, filename: str = "<string>", kind: str | None = None) -
     try:
         return parser.parse(text)
     except _Refused as err:
-        tok = err.tok
-        pos = Pos(filename, tok.line, tok.column, *_token_end(tok, tok.line, tok.column))
+        start = span(filename, err.tok)
+        pos = Pos(filename, start.line, start.column, *_token_end(err.tok, start.line, start.column))
         raise FlowDSLError([Diagnostic(pos=pos, severity="error", message=err.message)], {filename: text}) from None
     except UnexpectedInput as err:
         line, column = getattr(err, "line", 0), getattr(err, "column", 0)
@@ -218,7 +230,7 @@ def parse_text(text: str, filename: str = "<string>", kind: str | None = None) -
         line, column = max(line, 1), max(column, 1)
         if isinstance(err, UnexpectedToken):
             end = _token_end(anchor or err.token, line, column)
-        elif isinstance(err, UnexpectedCharacters) and text[err.pos_in_stream:err.pos_in_stream + 1] not in ("", "\n"):
+        elif isinstance(err, UnexpectedCharacters) and text[_offset(err):_offset(err) + 1] not in ("", "\n"):
             end = (line, column + 1)  # the one character the lexer refused
         else:
             end = (0, 0)

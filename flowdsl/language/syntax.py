@@ -8,18 +8,29 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Literal
+
 from lark import Token, Transformer, Tree
 from lark.exceptions import VisitError
+from lark.tree import Meta
 
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos, SpecError
 from flowdsl.language import ast
-from flowdsl.language.parser import file_kind, parse_text
+from flowdsl.language.parser import file_kind, parse_text, span
 from flowdsl.language.values import MAX_INT
 
 __all__ = ["parse_program", "MAX_SOURCE_BYTES", "MAX_NESTING"]
 
 MAX_SOURCE_BYTES = 1_000_000
 MAX_NESTING = 200  # parse trees deeper than this are refused (they are walked recursively)
+
+
+def _binop(op: Literal["+", "-", "*", "/", "**"]) -> Callable[[_ToAST, list[Any], Pos], ast.BinOp]:
+    """The rule handler of a binary operator: ``left op right``."""
+    def make(self: _ToAST, c: list[Any], pos: Pos) -> ast.BinOp:
+        return ast.BinOp(pos=pos, op=op, left=c[0], right=c[1])
+    return make
 
 
 class _ToAST(Transformer):
@@ -35,13 +46,13 @@ class _ToAST(Transformer):
             raise SpecError(f"internal: no AST rule for {data}")
         return handler(children, self._pos(meta))
 
-    def _pos(self, meta) -> Pos:
+    def _pos(self, meta: Meta) -> Pos:
         if getattr(meta, "empty", True):
             return Pos(self.filename, 0, 0)
-        return Pos(self.filename, meta.line, meta.column, meta.end_line, meta.end_column)
+        return span(self.filename, meta)
 
     def _tok_pos(self, tok: Token) -> Pos:
-        return Pos(self.filename, tok.line, tok.column, tok.end_line or 0, tok.end_column or 0)
+        return span(self.filename, tok)
 
     # -- top level
     def _start(self, c, pos):
@@ -130,11 +141,6 @@ class _ToAST(Transformer):
     def _range(self, c, pos):
         return ast.RangeExpr(pos=pos, lo=c[0], hi=c[1])
 
-    def _binop(op):
-        def make(self, c, pos):
-            return ast.BinOp(pos=pos, op=op, left=c[0], right=c[1])
-        return make
-
     _add, _sub, _mul, _div, _pow = _binop("+"), _binop("-"), _binop("*"), _binop("/"), _binop("**")
 
     def _neg(self, c, pos):
@@ -182,11 +188,12 @@ def _unquote(tok) -> str:
 def parse_program(text: str | bytes, filename: str = "<string>") -> ast.Program:
     """Parse a whole file into an :class:`ast.Program`; raise FlowDSLError with positioned diagnostics."""
     if isinstance(text, bytes):
+        raw = text
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            line = text[: err.start].count(b"\n") + 1
-            raise FlowDSLError([Diagnostic(Pos(filename, line, _column(text, err.start)), "error",
+            line = raw[: err.start].count(b"\n") + 1
+            raise FlowDSLError([Diagnostic(Pos(filename, line, _column(raw, err.start)), "error",
                                            f"the file is not UTF-8 text (byte {err.start})")]) from None
     text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     if len(text) > MAX_SOURCE_BYTES:
