@@ -62,7 +62,12 @@ def _number(value: Value, pos: Pos, what: str) -> int | float:
     return value
 
 
-def _checked(value, pos: Pos):
+def _whole(value: Value) -> int | None:
+    """``value`` if it is a whole number (not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _checked(value: int | float, pos: Pos) -> int | float:
     if isinstance(value, float) and not math.isfinite(value):
         raise SpecError("arithmetic result is not a finite number", pos)
     if isinstance(value, int) and abs(value) > MAX_INT:
@@ -70,9 +75,9 @@ def _checked(value, pos: Pos):
     return value
 
 
-def _binop(op: str, a, b, pos: Pos):
-    a = _number(a, pos, f"'{op}'")
-    b = _number(b, pos, f"'{op}'")
+def _binop(op: str, left: Value, right: Value, pos: Pos) -> int | float:
+    a = _number(left, pos, f"'{op}'")
+    b = _number(right, pos, f"'{op}'")
     try:
         if op == "+":
             return a + b
@@ -91,7 +96,7 @@ def _binop(op: str, a, b, pos: Pos):
                 raise SpecError(f"number too large ({describe(a)} ** {describe(b)})", pos)
             if a == 0 and b < 0:
                 raise SpecError("division by zero (0 to a negative power)", pos)
-            result = a**b
+            result: int | float | complex = a**b
             if isinstance(result, complex):
                 raise SpecError("a negative number to a fractional power is not a real number", pos)
             return result
@@ -100,13 +105,14 @@ def _binop(op: str, a, b, pos: Pos):
     raise SpecError(f"unknown operator {op}", pos)  # pragma: no cover
 
 
-def doubling(lo, hi, pos: Pos) -> tuple:
+def doubling(first: Value, last: Value, pos: Pos) -> tuple[int, ...]:
     """``doubling(a, b)``: a, 2a, 4a, ... up to b (inclusive)."""
-    lo = _number(lo, pos, "doubling")
-    hi = _number(hi, pos, "doubling")
+    lo = _number(first, pos, "doubling")
+    hi = _number(last, pos, "doubling")
     if not isinstance(lo, int) or not isinstance(hi, int) or lo < 1:
         raise SpecError(f"doubling(a, b) needs whole numbers with a >= 1, got doubling({lo}, {hi})", pos)
-    out, v = [], lo
+    out: list[int] = []
+    v = lo
     while v <= hi:
         out.append(v)
         v *= 2
@@ -130,9 +136,10 @@ def evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
             raise SpecError(f"list too long (limit {MAX_LIST})", expr.pos)
         return tuple(evaluate(i, env) for i in expr.items)
     if isinstance(expr, ast.RangeExpr):
-        lo, hi = evaluate(expr.lo, env), evaluate(expr.hi, env)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
-            raise SpecError(f"a range needs whole numbers, got {describe(lo)}..{describe(hi)}", expr.pos)
+        lo_value, hi_value = evaluate(expr.lo, env), evaluate(expr.hi, env)
+        lo, hi = _whole(lo_value), _whole(hi_value)
+        if lo is None or hi is None:
+            raise SpecError(f"a range needs whole numbers, got {describe(lo_value)}..{describe(hi_value)}", expr.pos)
         if hi - lo + 1 > MAX_LIST:
             raise SpecError(f"range too long (limit {MAX_LIST})", expr.pos)
         return tuple(range(lo, hi + 1))
