@@ -3,7 +3,8 @@
 :class:`ModelHeader` is what the rest of the compiler learns from them (the input's type,
 shape and levels, the label condition, the base density of a flow or the output
 distribution of an autoregressive model). The checks live in :class:`Declarations`, the
-part of the expander (:mod:`flowdsl.language.expand`) that handles declaration statements.
+part of the expander (:mod:`flowdsl.language.expand`) that handles declaration statements:
+it states, as annotated attributes and abstract methods, what it needs from that expander.
 
 Example:
     >>> from flowdsl.language.loader import load_source
@@ -18,19 +19,28 @@ Example:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowdsl.errors import Pos, SpecError
 from flowdsl.language import ast
-from flowdsl.language.values import describe
+from flowdsl.language.values import Symbol, Value, describe
 from flowdsl.layers.registry import BASES, OUTPUTS, Spec, suggest
+
+if TYPE_CHECKING:  # expand imports this module at run time
+    from flowdsl.language.expand import Limits
 
 __all__ = ["InputInfo", "ConditionInfo", "ModelHeader", "Declarations", "INPUT_TYPES", "CONDITION_TYPES"]
 
 INPUT_TYPES = {"vector": 1, "image": 3, "sequence": 1, "video": 4}  # type name -> number of sizes
 CONDITION_TYPES = {"label": 1}
+
+#: the block calls that led to a statement: (block name, call position), outermost first
+Trace = tuple[tuple[str, Pos], ...]
+Env = Mapping[str, Value]
 
 
 @dataclass(frozen=True)
@@ -73,14 +83,35 @@ class Decl:
     value: Any
 
 
-class Declarations:
-    """Declaration statements, for the expander that mixes this in.
+class Declarations(ABC):
+    """Declaration statements, for the expander that inherits this.
 
-    The expander provides ``model`` (the :class:`ast.ModelDef`), ``limits``, ``decls`` (kind ->
-    :class:`Decl`, filled here), and the methods ``error``, ``spec_error``, ``eval`` and ``symbol``.
+    The expander sets ``model``, ``limits`` and ``decls`` (kind -> :class:`Decl`, filled here), and
+    implements ``error``, ``spec_error``, ``eval`` and ``symbol``.
     """
 
-    def declaration(self, stmt, env, trace, top: bool) -> None:
+    model: ast.ModelDef
+    limits: Limits
+    decls: dict[str, Decl]
+
+    @abstractmethod
+    def error(self, pos: Pos, message: str, hint: str | None = None, trace: Trace = ()) -> None:
+        """Report an error at ``pos``."""
+
+    @abstractmethod
+    def spec_error(self, err: SpecError, pos: Pos, trace: Trace = ()) -> None:
+        """Report a SpecError (and the problems it carries) at ``pos``."""
+
+    @abstractmethod
+    def eval(self, expr: ast.Expr, env: Env, trace: Trace = ()) -> Value | None:
+        """The value of ``expr``, or None when it is reported as wrong."""
+
+    @abstractmethod
+    def symbol(self, call: ast.LayerCall, env: Env, trace: Trace) -> Symbol | None:
+        """The call with its arguments evaluated, or None when one of them is wrong."""
+
+    def declaration(self, stmt: ast.InputDecl | ast.ConditionDecl | ast.BaseDecl | ast.OutputDecl, env: Env,
+                    trace: Trace, top: bool) -> None:
         what = stmt.kind
         if not top:
             self.error(stmt.pos, f"'{what}' declarations belong directly in the model, not in a block or loop",
@@ -89,6 +120,7 @@ class Declarations:
         if what in self.decls:
             self.error(stmt.pos, f"'{what}' is declared twice (first at {self.decls[what].pos})")
             return
+        info: InputInfo | ConditionInfo | Spec | None
         if isinstance(stmt, ast.InputDecl):
             info = self.input_decl(stmt, env)
         elif isinstance(stmt, ast.ConditionDecl):
@@ -112,12 +144,13 @@ class Declarations:
         if info is not None:
             self.decls[what] = Decl(stmt.pos, info)
 
-    def _dims(self, dims, env, type_name, type_pos, expected: int):
+    def _dims(self, dims: tuple[ast.Expr, ...], env: Env, type_name: str, type_pos: Pos,
+              expected: int) -> tuple[int, ...] | None:
         if len(dims) != expected:
             self.error(type_pos, f"{type_name} takes {expected} size{'s' if expected > 1 else ''}, got {len(dims)}",
                        hint={1: f"{type_name}[N]", 3: "image[C, H, W]", 4: "video[T, C, H, W]"}.get(expected))
             return None
-        out = []
+        out: list[int] = []
         for d in dims:
             v = self.eval(d, env)
             if v is None:
@@ -128,7 +161,7 @@ class Declarations:
             out.append(v)
         return tuple(out)
 
-    def input_decl(self, stmt: ast.InputDecl, env):
+    def input_decl(self, stmt: ast.InputDecl, env: Env) -> InputInfo | None:
         if stmt.type_name not in INPUT_TYPES:
             self.error(stmt.type_pos, f"unknown input type '{stmt.type_name}'",
                        hint=suggest(stmt.type_name, INPUT_TYPES) or f"types: {', '.join(INPUT_TYPES)}")
@@ -139,17 +172,18 @@ class Declarations:
         if prod(shape) > self.limits.max_input_size:
             self.error(stmt.pos, f"the input has {prod(shape)} elements (limit {self.limits.max_input_size})")
             return None
-        levels = None
+        levels: int | None = None
         if stmt.levels is not None:
-            levels = self.eval(stmt.levels, env)
-            if levels is None:
+            value = self.eval(stmt.levels, env)
+            if value is None:
                 return None
-            if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 2**24:
-                self.error(stmt.levels.pos, f"levels must be a whole number from 2 to {2**24}, got {describe(levels)}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 2**24:
+                self.error(stmt.levels.pos, f"levels must be a whole number from 2 to {2**24}, got {describe(value)}")
                 return None
+            levels = value
         return InputInfo(stmt.name, stmt.type_name, shape, levels, stmt.pos)
 
-    def condition_decl(self, stmt: ast.ConditionDecl, env):
+    def condition_decl(self, stmt: ast.ConditionDecl, env: Env) -> ConditionInfo | None:
         if stmt.type_name not in CONDITION_TYPES:
             self.error(stmt.type_pos, f"unknown condition type '{stmt.type_name}'",
                        hint=suggest(stmt.type_name, CONDITION_TYPES) or "conditions: label[K]")

@@ -18,14 +18,16 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import networkx as nx
 
 from flowdsl.errors import Diagnostic, Pos, SpecError, trace_notes
 from flowdsl.language import ast
-from flowdsl.language.declarations import ConditionInfo, Declarations, InputInfo, ModelHeader
+from flowdsl.language.declarations import ConditionInfo, Decl, Declarations, Env, InputInfo, ModelHeader, Trace
+from flowdsl.language.loader import Unit
 from flowdsl.language.values import Symbol, Value, describe, evaluate
 from flowdsl.layers.registry import BASES, LAYERS, Layer, suggest
 
@@ -50,7 +52,7 @@ class Site:
 
     layer: Layer
     pos: Pos
-    trace: tuple[tuple[str, Pos], ...] = ()  # (block name, call position), outermost first
+    trace: Trace = ()  # (block name, call position), outermost first
     arg_pos: tuple[tuple[str, Pos], ...] = ()  # (argument name, position) as written in the call
 
     @property
@@ -74,7 +76,7 @@ def block_cycles(blocks: dict[str, ast.BlockDef]) -> list[list[str]]:
     return sorted(cycles, key=lambda c: order[c[0]])
 
 
-def _called_names(body) -> set[str]:
+def _called_names(body: Iterable[ast.Statement]) -> set[str]:
     names: set[str] = set()
     for stmt in body:
         if isinstance(stmt, ast.Chain):
@@ -85,27 +87,27 @@ def _called_names(body) -> set[str]:
 
 
 class _Expander(Declarations):
-    def __init__(self, unit, model: ast.ModelDef, limits: Limits, recursive: set[str]):
+    def __init__(self, unit: Unit, model: ast.ModelDef, limits: Limits, recursive: set[str]):
         self.unit = unit
         self.model = model
         self.limits = limits
         self.recursive = recursive
         self.sites: list[Site] = []
         self.diags: list[Diagnostic] = []
-        self.decls: dict[str, Any] = {}
+        self.decls: dict[str, Decl] = {}
         self.steps = 0
         self.stopped = False
 
-    def error(self, pos: Pos, message: str, hint: str | None = None, trace=()) -> None:
+    def error(self, pos: Pos, message: str, hint: str | None = None, trace: Trace = ()) -> None:
         self.diags.append(Diagnostic(pos, "error", message, hint, related=trace_notes(trace)))
 
-    def spec_error(self, err: SpecError, pos: Pos, trace=()) -> None:
+    def spec_error(self, err: SpecError, pos: Pos, trace: Trace = ()) -> None:
         notes = trace_notes(trace)
         self.diags.append(err.at(pos, notes))
         for extra in err.extra:  # more problems of the same call: the same block calls led to them
             self.diags.append(dataclasses.replace(extra, related=extra.related + notes) if notes else extra)
 
-    def eval(self, expr, env, trace=()):
+    def eval(self, expr: ast.Expr, env: Env, trace: Trace = ()) -> Value | None:
         try:
             return evaluate(expr, env)
         except SpecError as err:
@@ -113,7 +115,7 @@ class _Expander(Declarations):
             return None
 
     # -- statements
-    def body(self, stmts, env: dict[str, Value], trace, top: bool) -> None:
+    def body(self, stmts: Iterable[ast.Statement], env: Env, trace: Trace, top: bool) -> None:
         env = dict(env)
         for stmt in stmts:
             if self.stopped:
@@ -138,7 +140,7 @@ class _Expander(Declarations):
                 for call in stmt.calls:
                     self.call(call, env, trace)
 
-    def repeat(self, stmt: ast.Repeat, env, trace) -> None:
+    def repeat(self, stmt: ast.Repeat, env: Env, trace: Trace) -> None:
         count = self.eval(stmt.count, env, trace)
         if count is None:
             return
@@ -155,7 +157,7 @@ class _Expander(Declarations):
             if len(self.diags) > before or self.stopped:
                 return  # report a broken body once, not once per repetition
 
-    def for_loop(self, stmt: ast.ForLoop, env, trace) -> None:
+    def for_loop(self, stmt: ast.ForLoop, env: Env, trace: Trace) -> None:
         values = self.eval(stmt.iterable, env, trace)
         if values is None:
             return
@@ -169,13 +171,14 @@ class _Expander(Declarations):
             if len(self.diags) > before or self.stopped:
                 return
 
-    def call(self, call: ast.LayerCall, env, trace) -> None:
+    def call(self, call: ast.LayerCall, env: Env, trace: Trace) -> None:
         if call.qualifier is None and call.name in self.unit.blocks and call.name not in env:
             self.block_call(call, env, trace)
             return
-        cls = LAYERS.get(call.key)
+        cls = _layer_kind(call.key)
         if cls is None:
-            candidates = [k for k, c in LAYERS.members.items() if self.model.model_kind in c.models]
+            candidates = [k for k, c in LAYERS.members.items()
+                          if issubclass(c, Layer) and self.model.model_kind in c.models]
             candidates += list(self.unit.blocks)
             hint = suggest(call.key, candidates)
             if call.qualifier is None and call.name in env:
@@ -193,7 +196,7 @@ class _Expander(Declarations):
         if sym is None:
             return
         try:
-            layer = LAYERS.bind(sym, call.pos)
+            layer = cast(Layer, LAYERS.bind(sym, call.pos))  # an instance of cls, a Layer
         except SpecError as err:
             if err.hint is None:
                 err = err.replace(hint=_constant_hint(err.message, sym, env))
@@ -208,10 +211,13 @@ class _Expander(Declarations):
         arg_pos = tuple(zip(names, sym.arg_pos)) + tuple((k, p) for (k, _), p in zip(sym.kwargs, sym.kwarg_pos))
         self.sites.append(Site(layer=layer, pos=call.pos, trace=trace, arg_pos=arg_pos))
 
-    def symbol(self, call: ast.LayerCall, env, trace) -> Symbol | None:
-        args, kwargs, arg_pos, kwarg_pos = [], [], [], []
+    def symbol(self, call: ast.LayerCall, env: Env, trace: Trace) -> Symbol | None:
+        args: list[Value | None] = []
+        kwargs: list[tuple[str, Value | None]] = []
+        arg_pos: list[Pos] = []
+        kwarg_pos: list[Pos] = []
         ok = True
-        seen = set()
+        seen: set[str] = set()
         for a in call.args:
             value = self.eval(a.value, env, trace)
             ok = ok and value is not None
@@ -229,7 +235,7 @@ class _Expander(Declarations):
             return None
         return Symbol(call.key, tuple(args), tuple(kwargs), call.pos, tuple(arg_pos), tuple(kwarg_pos))
 
-    def block_call(self, call: ast.LayerCall, env, trace) -> None:
+    def block_call(self, call: ast.LayerCall, env: Env, trace: Trace) -> None:
         block = self.unit.blocks[call.name]
         if call.name in self.recursive:
             return  # reported once, at the block definition
@@ -261,7 +267,14 @@ class _Expander(Declarations):
             return
         self.body(block.body, {**self.unit.constants, **bound}, trace + ((block.name, call.pos),), top=False)
 
-def _bare_names(value) -> list[str]:
+
+def _layer_kind(key: str) -> type[Layer] | None:
+    """The layer kind registered in LAYERS under ``key`` (None: no layer of that name)."""
+    cls = LAYERS.get(key)
+    return cls if cls is not None and issubclass(cls, Layer) else None
+
+
+def _bare_names(value: Value) -> list[str]:
     if isinstance(value, tuple):
         return [n for v in value for n in _bare_names(v)]
     if isinstance(value, Symbol):
@@ -270,7 +283,7 @@ def _bare_names(value) -> list[str]:
     return []
 
 
-def _constant_hint(message: str, sym: Symbol, env) -> str | None:
+def _constant_hint(message: str, sym: Symbol, env: Env) -> str | None:
     """"did you mean 'width'?" when an argument names a misspelt constant."""
     for name in _bare_names(sym.args) + _bare_names(tuple(v for _, v in sym.kwargs)):
         if name in message:
@@ -280,7 +293,8 @@ def _constant_hint(message: str, sym: Symbol, env) -> str | None:
     return None
 
 
-def expand_model(unit, model: ast.ModelDef, limits: Limits, recursive: set[str] | None = None):
+def expand_model(unit: Unit, model: ast.ModelDef, limits: Limits,
+                 recursive: set[str] | None = None) -> tuple[ModelHeader, list[Site]]:
     """Expand one model: ``(ModelHeader, [Site, ...])``; diagnostics go to ``unit.diagnostics``."""
     ex = _Expander(unit, model, limits, recursive or set())
     ex.body(model.body, dict(unit.constants), (), top=True)
