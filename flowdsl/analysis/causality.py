@@ -4,9 +4,9 @@ The engine follows every output position of every layer back to the input positi
 reads, running each layer's declared ``dependencies(maps, ctx)`` rule (built from the
 operations of :mod:`flowdsl.layers.dependency_sets`), so every tap of every kernel, mask, shift,
 padding, channel group, residual and skip edge is propagated exactly. Streams protocol (the
-runtime follows the same): a layer whose spec has ``streams = True`` receives and returns every
-stream; any other layer (and the output head) reads the ``skip`` stream if one is present, else
-``main``, and ends every other stream. The default generation order is raster order over the
+runtime follows the same): a layer whose facts declare ``CausalFacts.streams`` receives and
+returns every stream; any other layer (and the output head) reads the ``skip`` stream if one is
+present, else ``main``, and ends every other stream. The default generation order is raster order over the
 grid, channels innermost; a layer may declare its own orders (``CausalFacts.orders``, one per
 configuration, e.g. MADE's masks).
 
@@ -165,7 +165,7 @@ def _propagate(model: ModelIR, layout: Layout, config: int, record: list):
                                     f"no dependency structure")
         ctx = DepContext(layout, node.position, tuple(node.in_shape or ()), tuple(node.out_shape or ()), node.meta,
                          config)
-        if not getattr(layer, "streams", False):
+        if not (node.causal is not None and node.causal.streams):
             maps = maps.only(_data(maps))
         maps = rule(maps, ctx)
         record.append((node, _data(maps)))
