@@ -201,3 +201,11 @@ def test_conditional_residual_roundtrip():
     z, ld = flow(x, labels)
     assert (flow.inverse(z, labels) - x).abs().max() <= 1e-6
     assert not torch.allclose(z, flow(x, (labels + 1) % 3)[0])  # the condition is read
+
+
+def test_a_roulette_probability_that_would_explode_the_series_is_refused():
+    # E[terms] = exact_terms + (1 - p) / p: p = 5e-324 would ask for ~1e323 terms (found by the fuzz)
+    diags = flowdsl.check_source("flow f {\n  input x: vector[2]\n  residual(logdet=russian_roulette(p=5e-324))\n}\n",
+                                 "r.flow")
+    assert [(d.severity, d.pos.line, d.pos.column) for d in diags] == [("error", 3, 36)]
+    assert diags[0].message == "argument 'p' of russian_roulette must be >= 0.001 (got 5e-324)"

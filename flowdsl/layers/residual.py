@@ -123,7 +123,8 @@ class RussianRoulette(LogdetEstimator):
     name: ClassVar[str] = "russian_roulette"
     positional: ClassVar[tuple[str, ...]] = ("p", "exact_terms")
     kind: ClassVar[str] = "estimated, unbiased"
-    p: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    # p >= 1e-3: at most 999 extra terms expected (a smaller p would be a resource bomb: ~1/p terms)
+    p: Annotated[float, Field(ge=1e-3, lt=1)] = 0.5
     exact_terms: Annotated[NonNegativeInt, Field(le=200)] = 2
 
     def text(self):
