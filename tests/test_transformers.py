@@ -29,12 +29,13 @@ from flowdsl.testing import brute_force_logdet, check_sparsity, jacobian_pattern
 NAMES = [t.name for t in TRANSFORMERS]
 ANALYTIC = {t.name for t in TRANSFORMERS if t.inverse_kind == "analytic"}
 COMBINATIONS = [(word, name) for word in ("coupling", "autoregressive") for name in NAMES]
-#: (input, mask, net) of the coupling setups: index masks (contiguous and not), channel and checkerboard masks
+#: (input, mask, net) of the coupling setups: index masks (contiguous and not), channel, checkerboard, pixel lists
 COUPLING_INPUTS = [
     ("vector[4]", "half", "mlp([8])"),
     ("vector[5]", "[0, 1, 1, 0, 1]", "mlp([8], activation=tanh)"),
     ("image[2, 2, 2]", "channel(1)", "resnet(1, 4)"),
     ("image[1, 2, 2]", "checkerboard(0)", "resnet(1, 4)"),
+    ("image[2, 2, 2]", "[0, 0, 0, 0, 0, 0, 1, 0]", "conv_net(4)"),  # an image list not keeping whole channels
 ]
 ORDERS = ["natural", "reverse", "random(seed=5)", "list"]
 

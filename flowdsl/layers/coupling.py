@@ -79,7 +79,9 @@ class Coupling(Layer):
     def infer(self, ctx: LayerContext) -> LayerInfo:
         t = self.transformer
         kept = self.kept(ctx)
-        net_in, net_out = coupling_io(kept, self.mask.style, ctx.shape, t.params_per_dim)
+        # an image mask that does not keep whole channels (an explicit list) is applied like checkerboard
+        spatial = self.mask.style == "spatial" or (len(ctx.shape) == 3 and not (kept == kept[:, :1, :1]).all())
+        net_in, net_out = coupling_io(kept, "spatial" if spatial else "index", ctx.shape, t.params_per_dim)
         self.net.validate_io(net_in, net_out)
         params = self.net.param_count(net_in, net_out, ctx.context_features) + t.extra_params()
         n_kept = int(kept.sum())
@@ -91,7 +93,7 @@ class Coupling(Layer):
             reads_condition=ctx.context_features > 0,
             report=t.report(),
             meta={"kept": n_kept, "transformed": kept.size - n_kept, "net_in": net_in, "net_out": net_out,
-                  "transformer": t.name, "params_per_dim": t.params_per_dim},
+                  "spatial": bool(spatial), "transformer": t.name, "params_per_dim": t.params_per_dim},
         )
 
     def check(self, ctx: LayerContext, info: LayerInfo) -> list[Finding]:

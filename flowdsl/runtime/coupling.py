@@ -2,8 +2,9 @@
 
 Index masks (``half``, ``channel(p)``, explicit lists) select kept and transformed parts with
 index tensors built once at compile time (two contiguous blocks are read as views and joined
-by one cat); spatial masks (``checkerboard(p)``) multiply by a fixed 0/1 buffer and keep the
-kept positions with one ``where``. The conditioner only ever sees kept positions; its output
+by one cat); spatial masks (``checkerboard(p)``, and image lists that do not keep whole
+channels: ``meta["spatial"]``) multiply by a fixed 0/1 buffer and keep the kept positions with
+one ``where``. The conditioner only ever sees kept positions; its output
 is parameter-major (``k`` blocks the shape of the transformed part), handed to the transformer
 as ``[..., k]`` views.
 
@@ -105,4 +106,4 @@ def build_coupling(layer, node: BuildNode) -> Coupling:
     transformer = build_transformer(layer.transformer)
     assert transformer.params_per_dim == node.meta["params_per_dim"], "transformer and spec disagree on parameters"
     net = build_net(layer.net, node.meta["net_in"], node.meta["net_out"], node.context_features)
-    return Coupling(layer.mask.kept(node.in_shape), layer.mask.style == "spatial", net, transformer, node.in_shape)
+    return Coupling(layer.mask.kept(node.in_shape), node.meta["spatial"], net, transformer, node.in_shape)
