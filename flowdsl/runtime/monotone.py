@@ -286,6 +286,12 @@ class SOS(NumericalInverse):
     def from_spec(cls, spec) -> SOS:
         return cls(spec.polynomials, spec.degree)
 
+    def initial_guess(self, y, c):
+        """``d = y - c`` near 0, else ``sign(d) |d|^(1 / (2r + 1))``: the integral grows like ``x^(2r + 1)``,
+        so Newton from ``y`` itself would creep down from ``|y| ~ 1e9`` for ``|x| ~ 20``."""
+        d = y - c[..., -1]
+        return torch.where(d.abs() > 1, d.sign() * d.abs().pow(1.0 / (2 * self.r + 1)), d)
+
     def prepare(self, p):
         """``[q (2r + 1), a (K (r + 1)), c]``: q[n] multiplies x^(n+1) in the integral."""
         a = p[..., :-1].reshape(*p.shape[:-1], self.k, self.r + 1) + self.base.to(p.dtype)
