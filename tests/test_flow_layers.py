@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowdsl
-from flowdsl.analysis.ir import layer_nodes
 from flowdsl.testing import check_bijection, check_sparsity, perturb_parameters
 
 VECTOR_LAYERS = [
@@ -63,7 +62,7 @@ def flows(draw):
         layer = draw(st.sampled_from(options))
         layers.append(layer)
         ir = flowdsl.analyze_source(_spec(cur, [layer]), "t.flow").model()
-        cur = ir.graph.nodes[layer_nodes(ir.graph)[0]]["out_shape"]
+        cur = ir.layers[0].out_shape
         if len(cur) == 3 and pool is VECTOR_LAYERS:
             break
     condition = draw(st.sampled_from([0, 0, 3]))
@@ -96,15 +95,13 @@ def test_round_trip_and_logdet(float64, case, seed):
 def test_jacobian_sparsity_matches_declared_dependency(float64, case, seed):
     shape, layers, condition = case
     flow = _build(shape, layers, condition, seed)
-    g = flow.ir.graph
     x = torch.randn((2, *shape), generator=torch.Generator().manual_seed(seed))
     h = x
-    for module, n in zip(flow.layers, layer_nodes(g)):
-        node = g.nodes[n]
-        if node["key"] == "split":
+    for module, node in zip(flow.layers, flow.ir.layers):
+        if node.key == "split":
             h = module.split(h)[0]
             continue
-        dep = node["dependency"]
+        dep = node.dependency
         ctx = torch.nn.functional.one_hot(torch.zeros(2, dtype=torch.long), condition).double() if condition else None
         if ctx is None:
             check_sparsity(lambda v, m=module: m(v)[0], h, dep.matrix())
@@ -118,15 +115,13 @@ def test_jacobian_sparsity_matches_declared_dependency(float64, case, seed):
 def test_inferred_shapes_and_params_match_runtime(case):
     shape, layers, condition = case
     flow = flowdsl.compile_source(_spec(shape, layers, condition), filename="t.flow")
-    g = flow.ir.graph
     assert sum(p.numel() for p in flow.parameters()) == flow.ir.params
     x = torch.randn(2, *shape)
     ctx = torch.zeros(2, dtype=torch.long) if condition else None
     ctx_1h = torch.nn.functional.one_hot(ctx, condition).float() if condition else None
-    for module, n in zip(flow.layers, layer_nodes(g)):
-        node = g.nodes[n]
-        x = module.split(x)[0] if node["key"] == "split" else module(x, ctx_1h)[0]
-        assert tuple(x.shape[1:]) == node["out_shape"]
+    for module, node in zip(flow.layers, flow.ir.layers):
+        x = module.split(x)[0] if node.key == "split" else module(x, ctx_1h)[0]
+        assert tuple(x.shape[1:]) == node.out_shape
     z, _ = flow(torch.randn(2, *shape), ctx)
     assert z.shape == (2, *shape)
 
@@ -153,7 +148,7 @@ def test_explicit_list_mask_and_logit(float64):
     flow = perturb_parameters(flowdsl.compile_source(spec), 0.3)
     x = torch.rand(4, 4) * 5
     check_bijection(flow, x)
-    dep = flow.ir.graph.nodes[2]["dependency"]
+    dep = flow.ir.layers[1].dependency
     assert dep.transformed.tolist() == [False, True, True, False]
 
 
@@ -161,7 +156,7 @@ def test_squeeze_matches_its_declared_permutation(float64):
     flow = flowdsl.compile_source(_spec((2, 4, 6), ["squeeze(2)"]))
     x = torch.arange(48.0).reshape(1, 2, 4, 6)
     y, _ = flow.layers[0](x)
-    source = flow.ir.graph.nodes[1]["dependency"].source
+    source = flow.ir.layers[0].dependency.source
     assert np.array_equal(y.reshape(-1).numpy(), source.astype(float))
 
 
