@@ -42,7 +42,6 @@ from flowdsl.layers.registry import (
     LayerInfo,
     PositiveInt,
     Spec,
-    register_layer,
 )
 
 __all__ = ["PATTERNS", "Pattern", "DensePattern", "StridedPattern", "FixedPattern", "Attention", "PositionMLP",
@@ -181,7 +180,6 @@ def _sequence(ctx: LayerContext, name: str) -> tuple[int, int]:
     return f, grid[0]
 
 
-@register_layer
 class Attention(Layer):
     """``attention(heads, dim, pattern=dense|strided(stride)|fixed(block, summary))``: causal self-attention."""
 
@@ -228,7 +226,6 @@ class Attention(Layer):
         return maps.only(np.bitwise_or.reduce(self.pattern.propagate(a), axis=0) | a)
 
 
-@register_layer
 class PositionMLP(Layer):
     """``mlp(hidden)``: the Transformer's position-wise block x + W2 relu(W1 LN(x)) (any grid)."""
 

@@ -34,7 +34,7 @@ from flowdsl.layers import made_masks as made_math
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, connect, conv, group_allowed
 from flowdsl.layers.distributions import Categorical
 from flowdsl.layers.orders import MODEL_ORDERS, ModelOrderField, Natural, Order
-from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, register_layer
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
 
 __all__ = [
     "AR", "ar_input", "colour_groups", "params_per_position", "as_groups", "check_groups", "FVBN", "NADE",
@@ -106,7 +106,6 @@ def _strict_prefix(maps: DepMaps) -> DepMaps:
     return maps.only(out[None])
 
 
-@register_layer
 class FVBN(Layer):
     """``fvbn``: p(x_i | x_<i) from a linear function of every earlier position (Frey 1998).
 
@@ -130,7 +129,6 @@ class FVBN(Layer):
         return _strict_prefix(maps)
 
 
-@register_layer
 class NADE(Layer):
     """``nade(hidden)``: one hidden layer whose weights all conditionals share; O(D H) per pass.
 
@@ -173,7 +171,6 @@ def made_layer_masks(layer: MadeModel, d: int, features: int, p: int):
     return _made_cached(d, features, p, tuple(layer.hidden), layer.masks, layer.order)
 
 
-@register_layer
 class MadeModel(Layer):
     """``made([h1, ...], masks=K, order=natural|reverse|random(seed=N)|agnostic)``: a masked autoencoder.
 
@@ -215,7 +212,6 @@ class MadeModel(Layer):
 
 
 # ----------------------------------------------------------------------------- glue
-@register_layer
 class ReLU(Layer):
     """``relu``: elementwise max(0, x) on the main stream."""
 
@@ -233,7 +229,6 @@ class ReLU(Layer):
         return maps.only(maps.main)
 
 
-@register_layer
 class Conv1x1(Layer):
     """``conv1x1(channels)``: a per-position linear map; on colour images, mask B over the R, G, B groups."""
 

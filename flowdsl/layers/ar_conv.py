@@ -25,7 +25,7 @@ from pydantic import Field
 from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, group_allowed, read
-from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, choice
 
 __all__ = ["MaskedConv", "GatedBlock", "masked_taps", "kernel_mask"]
 
@@ -70,7 +70,6 @@ def kernel_mask(out_features: int, in_features: int, kernel_hw, centre, mask: st
     return m
 
 
-@register_layer
 class MaskedConv(Layer):
     """``masked_conv(mask=A|B, kernel, channels)``: a PixelCNN convolution (van den Oord et al. 2016).
 
@@ -105,7 +104,6 @@ class MaskedConv(Layer):
         return maps.only(conv(as_groups(maps.main, g), taps, groups=g))
 
 
-@register_layer
 class GatedBlock(Layer):
     """``gated_block(mask=A|B, kernel, channels)``: a Gated PixelCNN layer, no blind spot (van den Oord et al. 2016).
 

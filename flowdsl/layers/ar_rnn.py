@@ -26,7 +26,7 @@ from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
 from flowdsl.layers.ar_conv import masked_taps
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, accumulate, any_group, conv, group_allowed, read
-from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, register_layer
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
 
 __all__ = ["RowLSTM", "DiagonalBiLSTM"]
 
@@ -43,7 +43,6 @@ def _rnn_input(ctx: LayerContext, name: str, hidden: int):
     return f, grid, groups
 
 
-@register_layer
 class RowLSTM(Layer):
     """``row_lstm(hidden)``: an LSTM that processes an image row by row, each row in one step."""
 
@@ -71,7 +70,6 @@ class RowLSTM(Layer):
         return maps.only(state)
 
 
-@register_layer
 class DiagonalBiLSTM(Layer):
     """``diagonal_bilstm(hidden)``: two diagonal LSTMs over the skewed image; the full causal context."""
 

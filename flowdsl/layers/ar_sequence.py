@@ -29,7 +29,7 @@ from pydantic import Field
 from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import AR, ar_input
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, read
-from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, choice
 
 __all__ = ["Embed", "CausalConv", "GatedResidual", "ByteNetBlock", "conv_offsets", "describe_dilations"]
 
@@ -86,7 +86,6 @@ def _taps(offsets):
     return [((o,), None) for o in offsets]
 
 
-@register_layer
 class Embed(Layer):
     """``embed(dim, context=None)``: a learned embedding of the integer input, shifted right by one position.
 
@@ -116,7 +115,6 @@ class Embed(Layer):
         return maps.only(read(any_group(maps.main), (-1,)))
 
 
-@register_layer
 class CausalConv(Layer):
     """``causal_conv(kernel, channels, dilation=1, padding=causal, context=None)``: a dilated causal 1-d convolution.
 
@@ -157,7 +155,6 @@ class CausalConv(Layer):
         return maps.only(conv(any_group(maps.main), _taps(ctx.meta["offsets"])))
 
 
-@register_layer
 class GatedResidual(Layer):
     """``gated_residual(kernel, dilation, residual, skip)``: a WaveNet block (van den Oord et al. 2016).
 
@@ -208,7 +205,6 @@ class GatedResidual(Layer):
         return maps.only(skips, residual=x | z)
 
 
-@register_layer
 class ByteNetBlock(Layer):
     """``bytenet_block(kernel, dilation, channels)``: a ByteNet decoder residual block (Kalchbrenner et al. 2016).
 

@@ -30,7 +30,7 @@ from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import AR, ar_input, as_groups, colour_groups
 from flowdsl.layers.ar_conv import masked_taps
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, conv
-from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, register_layer
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
 
 __all__ = ["NonParametric", "read_png", "gaussian_weights", "PNGError", "NO_LIKELIHOOD"]
 
@@ -152,7 +152,6 @@ def _load(path: str, mtime: float, channels: int, levels: int) -> np.ndarray:
     return pixels * levels // (top + 1)
 
 
-@register_layer
 class NonParametric(Layer):
     """``nonparametric(window, source, eps=0.1)``: Efros-Leung sampling from an example image (a sampler only)."""
 

@@ -36,7 +36,7 @@ from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
 from flowdsl.layers.ar_conv import masked_taps
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, group_allowed, read
-from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, register_layer
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
 
 __all__ = ["VideoEncoder", "PixelDecoder", "encoder_dilations"]
 
@@ -64,7 +64,6 @@ def _square(d: int = 1, dt: int = 0):
     return [((dt, dy * d, dx * d), None) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 
 
-@register_layer
 class VideoEncoder(Layer):
     """``video_encoder(channels, blocks)``: per-frame dilated residual CNN + convolutional LSTM, shifted one frame."""
 
@@ -105,7 +104,6 @@ class VideoEncoder(Layer):
         return maps.only(read(state, (-1, 0, 0)), frames=maps.main)
 
 
-@register_layer
 class PixelDecoder(Layer):
     """``pixel_decoder(channels, blocks, kernel=3)``: a conditioned Gated PixelCNN applied to every frame."""
 

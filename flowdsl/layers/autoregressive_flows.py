@@ -37,7 +37,7 @@ from flowdsl.errors import SpecError
 from flowdsl.layers import made_masks as made_math
 from flowdsl.layers.made_net import MADE, OrderField, effective_order, made_structure, narrow_findings
 from flowdsl.layers.nets import Net
-from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, choice, register_layer, symbolic
+from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, choice, symbolic
 from flowdsl.layers.structure import Dependency
 from flowdsl.layers.transformers import SMOOTH_ACTIVATIONS, TRANSFORMERS, Affine, Transformer, combine
 
@@ -115,8 +115,7 @@ class AutoregressiveLayer(Layer):
 
 #: ``autoregressive T`` for every transformer T, in the order of :data:`~flowdsl.layers.transformers.TRANSFORMERS`
 AUTOREGRESSIVE_FLOW_LAYERS: tuple[type[AutoregressiveLayer], ...] = tuple(
-    register_layer(combine(AutoregressiveLayer, t, word="autoregressive", class_name=f"Autoregressive{t.stem}",
-                           module=__name__))
+    combine(AutoregressiveLayer, t, word="autoregressive", class_name=f"Autoregressive{t.stem}", module=__name__)
     for t in TRANSFORMERS
 )
 globals().update({cls.__name__: cls for cls in AUTOREGRESSIVE_FLOW_LAYERS})  # AutoregressiveAffine, ...

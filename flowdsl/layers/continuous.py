@@ -33,7 +33,6 @@ from flowdsl.layers.registry import (
     LayerInfo,
     PositiveInt,
     choice,
-    register_layer,
     symbolic,
 )
 from flowdsl.layers.structure import Dependency
@@ -52,7 +51,6 @@ KINKED = ("relu", "leaky_relu")
 Tolerance = Optional[Annotated[float, Field(gt=0, lt=1)]]
 
 
-@register_layer
 class Continuous(Layer):
     """``continuous(net, solver=dopri5, trace=hutchinson, time=1.0, rtol, atol, steps)``: FFJORD."""
 

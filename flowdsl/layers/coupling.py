@@ -31,7 +31,7 @@ import numpy as np
 from flowdsl.errors import SpecError
 from flowdsl.layers.masks import HalfMask, MaskField
 from flowdsl.layers.nets import MLP, Net
-from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, register_layer, symbolic
+from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, symbolic
 from flowdsl.layers.structure import Dependency
 from flowdsl.layers.transformers import TRANSFORMERS, Affine, Transformer, combine
 
@@ -102,7 +102,7 @@ class Coupling(Layer):
 
 #: ``coupling T`` for every transformer T, in the order of :data:`~flowdsl.layers.transformers.TRANSFORMERS`
 COUPLING_LAYERS: tuple[type[Coupling], ...] = tuple(
-    register_layer(combine(Coupling, t, word="coupling", class_name=f"{t.stem}Coupling", module=__name__))
+    combine(Coupling, t, word="coupling", class_name=f"{t.stem}Coupling", module=__name__)
     for t in TRANSFORMERS
 )
 globals().update({cls.__name__: cls for cls in COUPLING_LAYERS})  # AffineCoupling, RQSplineCoupling, ...

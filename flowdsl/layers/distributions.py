@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field
 
-from flowdsl.layers.registry import BASES, OUTPUTS, PositiveInt, Spec
+from flowdsl.layers.registry import PositiveInt, Spec
 
 __all__ = ["Normal", "Logistic", "Categorical", "Bernoulli", "LogisticMixture"]
 
@@ -28,7 +28,6 @@ class Base(Spec):
         return 2 * size if getattr(self, "learnable", False) else 0
 
 
-@BASES.register
 class Normal(Base):
     """``normal`` or ``normal(learnable=true)`` (a learned mean and log-scale per dimension)."""
 
@@ -37,7 +36,6 @@ class Normal(Base):
     learnable: bool = False
 
 
-@BASES.register
 class Logistic(Base):
     """``logistic``: the standard logistic density (NICE)."""
 
@@ -52,7 +50,6 @@ class Output(Spec):
         raise NotImplementedError
 
 
-@OUTPUTS.register
 class Categorical(Output):
     """``output categorical``: a softmax over the levels of each position."""
 
@@ -62,7 +59,6 @@ class Categorical(Output):
         return levels or 1
 
 
-@OUTPUTS.register
 class Bernoulli(Output):
     """``output bernoulli``: one logit per position (levels 2)."""
 
@@ -72,7 +68,6 @@ class Bernoulli(Output):
         return 1
 
 
-@OUTPUTS.register
 class LogisticMixture(Output):
     """``output logistic_mixture(K)``: a discretized mixture of K logistics per position (PixelCNN++)."""
 

@@ -13,7 +13,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import Finding, Layer, LayerContext, LayerInfo, choice, register_layer
+from flowdsl.layers.registry import Finding, Layer, LayerContext, LayerInfo, choice
 from flowdsl.layers.structure import Dependency
 
 __all__ = ["ActNorm", "BatchNorm", "Logit", "Dequantize"]
@@ -24,7 +24,6 @@ def _features(shape: tuple[int, ...]) -> int:
     return shape[0]
 
 
-@register_layer
 class ActNorm(Layer):
     """``actnorm``: per-channel scale and bias, initialised from the first batch (zero mean, unit variance)."""
 
@@ -37,7 +36,6 @@ class ActNorm(Layer):
                          dependency=Dependency.elementwise(ctx.size))
 
 
-@register_layer
 class BatchNorm(Layer):
     """``batchnorm(momentum=0.1, eps=1e-5)``: batch normalisation as a bijection (RealNVP, MAF)."""
 
@@ -52,7 +50,6 @@ class BatchNorm(Layer):
                          dependency=Dependency.elementwise(ctx.size))
 
 
-@register_layer
 class Logit(Layer):
     """``logit(alpha=0.05)``: x / levels -> alpha + (1 - 2 alpha) x -> log(p / (1 - p)) (RealNVP)."""
 
@@ -74,7 +71,6 @@ class Logit(Layer):
         return []
 
 
-@register_layer
 class Dequantize(Layer):
     """``dequantize(uniform)``: how integer data becomes continuous; must come first.
 

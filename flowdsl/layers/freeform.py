@@ -28,7 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, choice, register_layer
+from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, choice
 from flowdsl.layers.structure import Dependency
 
 __all__ = ["Planar", "Radial", "Sylvester", "sylvester_order"]
@@ -42,7 +42,6 @@ def _shape(shape) -> str:
     return f"{kind}[{', '.join(map(str, shape))}]"
 
 
-@register_layer
 class Planar(Layer):
     """``planar``: y = x + u_hat tanh(w.x + b); invertible since w.u_hat > -1 by construction."""
 
@@ -60,7 +59,6 @@ class Planar(Layer):
         )
 
 
-@register_layer
 class Radial(Layer):
     """``radial``: y = x + beta (x - x0) / (alpha + r), r = |x - x0|; beta > -alpha by construction."""
 
@@ -85,7 +83,6 @@ def sylvester_order(order: str, index: int, size: int, rank: int) -> np.ndarray:
     return perm[:rank].copy()
 
 
-@register_layer
 class Sylvester(Layer):
     """``sylvester(kind=orthogonal|householder|triangular, rank=M, order=alternate)``.
 

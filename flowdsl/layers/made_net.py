@@ -26,7 +26,7 @@ from flowdsl.errors import SpecError
 from flowdsl.layers import made_masks as made
 from flowdsl.layers.nets import ACTIVATIONS, Hidden, Net, _linear, _shape
 from flowdsl.layers.orders import NET_ORDERS, ExplicitOrder, Natural, NetOrderField, Order, RandomOrder, Reverse
-from flowdsl.layers.registry import NETS, Finding, choice
+from flowdsl.layers.registry import Finding, choice
 
 __all__ = ["AR_ORDERS", "ArOrder", "Natural", "Reverse", "RandomOrder", "ExplicitOrder", "OrderField", "MADE",
            "made_structure", "narrow_findings", "effective_order"]
@@ -37,7 +37,6 @@ ArOrder = Order
 OrderField = NetOrderField
 
 
-@NETS.register
 class MADE(Net):
     """``made([h1, ...], order=natural, activation=relu)``: masked autoencoder conditioner (Germain et al. 2015).
 

@@ -19,7 +19,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import NETS, PositiveInt, Spec, choice
+from flowdsl.layers.registry import PositiveInt, Spec, choice
 
 __all__ = ["Net", "MLP", "ResNet", "ConvNet", "ACTIVATIONS"]
 
@@ -58,7 +58,6 @@ def _conv(a: int, b: int, k: int) -> int:
 Hidden = tuple[PositiveInt, ...]
 
 
-@NETS.register
 class MLP(Net):
     """``mlp([h1, h2, ...], activation=relu)``: a fully connected net (image inputs are flattened)."""
 
@@ -72,7 +71,6 @@ class MLP(Net):
         return sum(_linear(a, b) for a, b in zip(sizes, sizes[1:]))
 
 
-@NETS.register
 class ResNet(Net):
     """``resnet(blocks=2, hidden=64)``: residual blocks; 3x3 convolutions on images, linear layers on vectors."""
 
@@ -90,7 +88,6 @@ class ResNet(Net):
         return _linear(in_shape[0] + context, h) + self.blocks * 2 * _linear(h, h) + _linear(h, out_shape[0])
 
 
-@NETS.register
 class ConvNet(Net):
     """``conv_net(hidden=512)``: Glow's coupling net, conv 3x3 -> conv 1x1 -> conv 3x3 (images only)."""
 

@@ -91,16 +91,17 @@ class Family:
     def __init__(self, what: str, catalog: str | None = None):
         self.what = what
         self._members: dict[str, type[Spec]] = {}
-        #: the module that declares the built-in members (imported on first use, never at import time)
+        #: ``"module:NAME"`` of the tuple declaring the built-in members (read on first use, not at import)
         self.catalog = catalog
 
     @property
     def members(self) -> dict[str, type[Spec]]:
-        if self.catalog is not None:
+        if self.catalog is not None:  # ``"module:NAME"``: a tuple of the built-in members, registered now
             import importlib
 
-            catalog, self.catalog = self.catalog, None
-            importlib.import_module(catalog)
+            (module, _, attr), self.catalog = self.catalog.partition(":"), None
+            for cls in getattr(importlib.import_module(module), attr):
+                self.register(cls)
         return self._members
 
     def register(self, cls: type[Spec]) -> type[Spec]:
@@ -314,10 +315,10 @@ class Layer(Spec):
 
 
 # The built-in members are declared in flowdsl.layers.catalog, loaded on a family's first use.
-LAYERS = Family("layer", catalog="flowdsl.layers.catalog")
-NETS = Family("net", catalog="flowdsl.layers.catalog")
-BASES = Family("base distribution", catalog="flowdsl.layers.catalog")
-OUTPUTS = Family("output distribution", catalog="flowdsl.layers.catalog")
+LAYERS = Family("layer", catalog="flowdsl.layers.catalog:LAYER_SPECS")
+NETS = Family("net", catalog="flowdsl.layers.catalog:NET_SPECS")
+BASES = Family("base distribution", catalog="flowdsl.layers.catalog:BASE_SPECS")
+OUTPUTS = Family("output distribution", catalog="flowdsl.layers.catalog:OUTPUT_SPECS")
 
 
 def register_layer(cls):

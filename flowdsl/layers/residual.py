@@ -45,7 +45,6 @@ from flowdsl.layers.registry import (
     PositiveInt,
     Spec,
     choice,
-    register_layer,
     symbolic,
 )
 from flowdsl.layers.structure import Dependency
@@ -65,7 +64,6 @@ ONE_LIPSCHITZ = [a for a, lip in ACTIVATION_LIPSCHITZ.items() if lip <= 1]
 INVERSE_TOL = 1e-12
 
 
-@NETS.register
 class LipschitzMLP(Net):
     """``lipschitz_mlp([h1, ...], coeff=0.97, activation=lipswish)``: an MLP whose linear maps are
     spectrally normalised (power iteration) to norm ``<= coeff``; ``lipswish`` is swish(x) / 1.1."""
@@ -180,7 +178,6 @@ def _contractive_net(value):
     return net
 
 
-@register_layer
 class Residual(Layer):
     """``residual(net=lipschitz_mlp([..], coeff=0.97), logdet=russian_roulette(p=0.5))``: y = x + g(x), Lip(g) < 1."""
 

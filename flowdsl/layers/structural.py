@@ -18,7 +18,7 @@ from pydantic import Field
 from flowdsl.errors import SpecError
 from flowdsl.layers.orders import PERMUTATIONS, ExplicitOrder, PermutationField, RandomOrder, Reverse  # noqa: F401
 from flowdsl.layers.orders import Order as _Order
-from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, NonNegativeInt, register_layer
+from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, NonNegativeInt
 from flowdsl.layers.structure import Dependency
 
 __all__ = ["Permute", "InvConv1x1", "Squeeze", "Split", "ORDERS", "squeeze_source", "permutation_indices"]
@@ -38,7 +38,6 @@ def permutation_indices(order: Order, shape: tuple[int, ...]) -> np.ndarray:
     return order.indices(shape[0])
 
 
-@register_layer
 class Permute(Layer):
     """``permute(reverse | random(seed=N) | [i, ...])``: permute features (vectors) or channels (images)."""
 
@@ -56,7 +55,6 @@ class Permute(Layer):
                          meta={"indices": tuple(int(i) for i in idx)})
 
 
-@register_layer
 class InvConv1x1(Layer):
     """``invconv1x1``: invertible 1x1 convolution, LU-parameterised (Glow); a dense LU linear map on vectors."""
 
@@ -85,7 +83,6 @@ def squeeze_source(shape: tuple[int, int, int], factor: int) -> np.ndarray:
     return grid.transpose(0, 2, 4, 1, 3).reshape(-1)
 
 
-@register_layer
 class Squeeze(Layer):
     """``squeeze(2)``: trade space for channels, [C, H, W] -> [4C, H/2, W/2]."""
 
@@ -107,7 +104,6 @@ class Squeeze(Layer):
         return LayerInfo(out, params=0, logdet="zero", dependency=Dependency.permutation(squeeze_source(ctx.shape, f)))
 
 
-@register_layer
 class Split(Layer):
     """``split``: factor out half the channels (features) to the base density (multi-scale RealNVP/Glow)."""
 
