@@ -47,13 +47,13 @@ def gated_spec(size: int, layers: int = 20) -> str:
 
 
 def _stages(text: str | None, path: Path | None, filename: str, build: bool) -> dict:
-    from flowdsl import api
+    from flowdsl.analysis.analyze import analyze_unit
     from flowdsl.language.loader import load_file, load_source
 
     t0 = time.perf_counter()
     unit = load_file(path) if path is not None else load_source(text, filename)
     t1 = time.perf_counter()
-    analysis = api._analyze(unit, None)  # expand + IR + model checks: what `flowdsl check` runs
+    analysis = analyze_unit(unit)  # expand + IR + model checks: what `flowdsl check` runs
     t2 = time.perf_counter()
     if not analysis.ok:
         raise RuntimeError(f"{filename}: {analysis.diagnostics[0]}")

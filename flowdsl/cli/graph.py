@@ -8,7 +8,7 @@ Example:
     >>> ir = analyze_source("flow f {\\n  input x: vector[4]\\n  coupling additive(mask=half)\\n}\\n", "f.flow").model()
     >>> print(to_dot(ir).splitlines()[0])
     digraph "f" {
-    >>> node_labels(ir)[1]
+    >>> node_labels(ir)[0]  # layer positions count from 0
     'coupling additive\\n[4] -> [4]\\nline 3 · 4,482 params'
 """
 
