@@ -84,12 +84,12 @@ def test_check_does_not_import_torch():
 
 def test_a_bug_in_a_rule_is_a_diagnostic_not_a_traceback(monkeypatch):
     """The safety net: an unexpected exception in a layer rule or a model check becomes a diagnostic."""
-    from flowdsl.layers.elementwise import ActNorm
+    from flowdsl.layers.elementwise import ActNormSpec
 
     def broken(self, ctx):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(ActNorm, "infer", broken)
+    monkeypatch.setattr(ActNormSpec, "infer", broken)
     (diag,) = flowdsl.check_source("flow f {\n  input x: vector[2]\n  actnorm\n}\n", "b.flow")
     assert (diag.pos.line, diag.pos.column, diag.severity) == (3, 3, "error")
     assert diag.message == "internal error in the rules of 'actnorm': ZeroDivisionError: boom"

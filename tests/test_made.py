@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import flowdsl
 from flowdsl.layers import made_masks as made
-from flowdsl.layers.made_net import MADE as MADESpec
+from flowdsl.layers.made_net import MADESpec
 from flowdsl.layers.structural import RandomOrder as PermuteRandom
 from flowdsl.runtime.made import MADE, build_made
 from flowdsl.testing import per_example_jacobian

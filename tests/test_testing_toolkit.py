@@ -15,19 +15,28 @@ import re
 import numpy as np
 import pytest
 import torch
+from fuzz_inputs import known_crash
 from hypothesis import HealthCheck, Phase, assume, find, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
 import flowdsl
-from fuzz_inputs import known_crash
 from flowdsl.layers.masks import HalfMask, Mask
-from flowdsl.plugins import layer, unregister
 from flowdsl.layers.registry import LAYERS, LayerContext
+from flowdsl.plugins import layer, unregister
 from flowdsl.runtime.base import Bijection
-from flowdsl.testing import (PropertyFailure, arguments, check_autoregressive, check_bijection, check_structure,
-                             inputs, layer_calls, perturb_parameters, specs)
+from flowdsl.testing import (
+    PropertyFailure,
+    arguments,
+    check_autoregressive,
+    check_bijection,
+    check_structure,
+    inputs,
+    layer_calls,
+    perturb_parameters,
+    specs,
+)
 from flowdsl.testing.runner import format_table, run_file
 from flowdsl.testing.strategies import registered_layers
 from flowdsl.testing.tiny import shrink_source, with_input

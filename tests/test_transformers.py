@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import flowdsl
 from flowdsl.layers.autoregressive_flows import AUTOREGRESSIVE_FLOW_LAYERS, AutoregressiveLayer
-from flowdsl.layers.coupling import COUPLING_LAYERS, Coupling
+from flowdsl.layers.coupling import COUPLING_LAYERS, CouplingSpec
 from flowdsl.layers.registry import LAYERS
 from flowdsl.layers.transformers import TRANSFORMERS
 from flowdsl.runtime.nets import resolve
@@ -142,7 +142,7 @@ def test_every_combination_is_a_checked_bijection(float64, word, name, data):
 
 
 def test_registry_derives_both_structures_for_every_transformer():
-    for word, layers, base in (("coupling", COUPLING_LAYERS, Coupling),
+    for word, layers, base in (("coupling", COUPLING_LAYERS, CouplingSpec),
                                ("autoregressive", AUTOREGRESSIVE_FLOW_LAYERS, AutoregressiveLayer)):
         assert [cls.name for cls in layers] == [f"{word} {n}" for n in NAMES]
         for cls, t in zip(layers, TRANSFORMERS):

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from flowdsl.analysis.ir import ModelIR
 from flowdsl.errors import Diagnostic
-from flowdsl.layers.ar_attention import Attention
-from flowdsl.layers.ar_sequence import GatedResidual, describe_dilations
+from flowdsl.layers.ar_attention import AttentionSpec
+from flowdsl.layers.ar_sequence import GatedResidualSpec, describe_dilations
 
 __all__ = ["check_residual_streams", "check_attention_patterns", "dilation_schedule"]
 
@@ -49,7 +49,7 @@ def check_residual_streams(model: ModelIR, limits) -> list[Diagnostic]:
     prev, out = None, []
     for node in model.layers:
         layer = node.layer
-        if isinstance(layer, GatedResidual) and isinstance(prev, GatedResidual) and prev.residual != layer.residual:
+        if isinstance(layer, GatedResidualSpec) and isinstance(prev, GatedResidualSpec) and prev.residual != layer.residual:
             out.append(Diagnostic(node.pos, "error",
                                   f"gated_residual continues a residual stream of {prev.residual} features, but "
                                   f"declares residual={layer.residual}",
@@ -63,7 +63,7 @@ def check_attention_patterns(model: ModelIR, limits) -> list[Diagnostic]:
     seen, out = set(), []
     for node in model.layers:
         layer, meta = node.layer, node.meta
-        if not isinstance(layer, Attention) or layer.pattern in seen:
+        if not isinstance(layer, AttentionSpec) or layer.pattern in seen:
             continue
         seen.add(layer.pattern)
         attended, causal = meta["density"]

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import networkx as nx
 
-
 __all__ = ["node_labels", "to_dot", "draw", "layout"]
 
 

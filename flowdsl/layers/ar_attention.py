@@ -44,7 +44,7 @@ from flowdsl.layers.registry import (
     Spec,
 )
 
-__all__ = ["PATTERNS", "Pattern", "DensePattern", "StridedPattern", "FixedPattern", "Attention", "PositionMLP",
+__all__ = ["PATTERNS", "Pattern", "DensePattern", "StridedPattern", "FixedPattern", "AttentionSpec", "PositionMLPSpec",
            "head_masks", "pattern_density"]
 
 PATTERNS = Family("pattern")
@@ -180,7 +180,7 @@ def _sequence(ctx: LayerContext, name: str) -> tuple[int, int]:
     return f, grid[0]
 
 
-class Attention(Layer):
+class AttentionSpec(Layer):
     """``attention(heads, dim, pattern=dense|strided(stride)|fixed(block, summary))``: causal self-attention."""
 
     name: ClassVar[str] = "attention"
@@ -226,7 +226,7 @@ class Attention(Layer):
         return maps.only(np.bitwise_or.reduce(self.pattern.propagate(a), axis=0) | a)
 
 
-class PositionMLP(Layer):
+class PositionMLPSpec(Layer):
     """``mlp(hidden)``: the Transformer's position-wise block x + W2 relu(W1 LN(x)) (any grid)."""
 
     name: ClassVar[str] = "mlp"

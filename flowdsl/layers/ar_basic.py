@@ -32,13 +32,13 @@ from pydantic import Field
 from flowdsl.errors import SpecError
 from flowdsl.layers import made_masks as made_math
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, connect, conv, group_allowed
-from flowdsl.layers.distributions import Categorical
+from flowdsl.layers.distributions import CategoricalSpec
 from flowdsl.layers.orders import MODEL_ORDERS, ModelOrderField, Natural, Order
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
 
 __all__ = [
-    "AR", "ar_input", "colour_groups", "params_per_position", "as_groups", "check_groups", "FVBN", "NADE",
-    "MadeModel", "MADE_ORDERS", "made_layer_masks", "ReLU", "Conv1x1",
+    "AR", "ar_input", "colour_groups", "params_per_position", "as_groups", "check_groups", "FVBNSpec", "NADESpec",
+    "MadeModel", "MADE_ORDERS", "made_layer_masks", "ReLUSpec", "Conv1x1",
 ]
 
 AR = frozenset({"autoregressive"})
@@ -69,7 +69,7 @@ def colour_groups(ctx: LayerContext) -> int:
 
 
 def params_per_position(ctx: LayerContext) -> int:
-    out = ctx.output or Categorical()
+    out = ctx.output or CategoricalSpec()
     return out.params_per_position(ctx.levels)
 
 
@@ -106,7 +106,7 @@ def _strict_prefix(maps: DepMaps) -> DepMaps:
     return maps.only(out[None])
 
 
-class FVBN(Layer):
+class FVBNSpec(Layer):
     """``fvbn``: p(x_i | x_<i) from a linear function of every earlier position (Frey 1998).
 
     Arguments: none. References: B. Frey, Graphical Models for Machine Learning (1998).
@@ -129,7 +129,7 @@ class FVBN(Layer):
         return _strict_prefix(maps)
 
 
-class NADE(Layer):
+class NADESpec(Layer):
     """``nade(hidden)``: one hidden layer whose weights all conditionals share; O(D H) per pass.
 
     h_i = sigmoid(c + W x_<i), params_i = V_i h_i + b_i (Larochelle & Murray 2011).
@@ -212,7 +212,7 @@ class MadeModel(Layer):
 
 
 # ----------------------------------------------------------------------------- glue
-class ReLU(Layer):
+class ReLUSpec(Layer):
     """``relu``: elementwise max(0, x) on the main stream."""
 
     name: ClassVar[str] = "relu"

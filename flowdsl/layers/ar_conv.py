@@ -27,7 +27,7 @@ from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colou
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, group_allowed, read
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, choice
 
-__all__ = ["MaskedConv", "GatedBlock", "masked_taps", "kernel_mask"]
+__all__ = ["MaskedConv", "GatedBlockSpec", "masked_taps", "kernel_mask"]
 
 OddKernel = Annotated[PositiveInt, Field(le=63)]
 
@@ -104,7 +104,7 @@ class MaskedConv(Layer):
         return maps.only(conv(as_groups(maps.main, g), taps, groups=g))
 
 
-class GatedBlock(Layer):
+class GatedBlockSpec(Layer):
     """``gated_block(mask=A|B, kernel, channels)``: a Gated PixelCNN layer, no blind spot (van den Oord et al. 2016).
 
     Vertical stack: a ``(k//2+1) x k`` convolution over the rows up to the current one; its

@@ -16,7 +16,7 @@ from __future__ import annotations
 from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import check_groups
 from flowdsl.layers.dependency_sets import group_allowed
-from flowdsl.layers.distributions import Categorical
+from flowdsl.layers.distributions import CategoricalSpec
 from flowdsl.layers.registry import OutputHead, SinkInfo
 
 __all__ = ["output_head"]
@@ -24,7 +24,7 @@ __all__ = ["output_head"]
 
 def output_head(header, shape, last) -> SinkInfo:
     """The autoregressive sink rule: ``last`` is the last layer's LayerInfo (None without layers)."""
-    out = header.output or Categorical()
+    out = header.output or CategoricalSpec()
     levels = header.input.levels
     if levels is None:
         raise SpecError(f"autoregressive model '{header.name}' needs a discrete input",

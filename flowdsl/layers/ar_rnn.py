@@ -28,7 +28,7 @@ from flowdsl.layers.ar_conv import masked_taps
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, accumulate, any_group, conv, group_allowed, read
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
 
-__all__ = ["RowLSTM", "DiagonalBiLSTM"]
+__all__ = ["RowLSTMSpec", "DiagonalBiLSTMSpec"]
 
 _FIRST_HINT = "its input-to-state convolution uses mask B: start the model with masked_conv(mask=A, ...)"
 
@@ -43,7 +43,7 @@ def _rnn_input(ctx: LayerContext, name: str, hidden: int):
     return f, grid, groups
 
 
-class RowLSTM(Layer):
+class RowLSTMSpec(Layer):
     """``row_lstm(hidden)``: an LSTM that processes an image row by row, each row in one step."""
 
     name: ClassVar[str] = "row_lstm"
@@ -70,7 +70,7 @@ class RowLSTM(Layer):
         return maps.only(state)
 
 
-class DiagonalBiLSTM(Layer):
+class DiagonalBiLSTMSpec(Layer):
     """``diagonal_bilstm(hidden)``: two diagonal LSTMs over the skewed image; the full causal context."""
 
     name: ClassVar[str] = "diagonal_bilstm"

@@ -31,7 +31,7 @@ from flowdsl.layers.ar_basic import AR, ar_input
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, read
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, choice
 
-__all__ = ["Embed", "CausalConv", "GatedResidual", "ByteNetBlock", "conv_offsets", "describe_dilations"]
+__all__ = ["EmbedSpec", "CausalConv", "GatedResidualSpec", "ByteNetBlockSpec", "conv_offsets", "describe_dilations"]
 
 Kernel = Annotated[PositiveInt, Field(le=64)]
 Dilation = Annotated[PositiveInt, Field(le=1 << 20)]
@@ -86,7 +86,7 @@ def _taps(offsets):
     return [((o,), None) for o in offsets]
 
 
-class Embed(Layer):
+class EmbedSpec(Layer):
     """``embed(dim, context=None)``: a learned embedding of the integer input, shifted right by one position.
 
     Position i receives the embedding of x_{i-1} (position 0 a learned start vector), so the
@@ -155,7 +155,7 @@ class CausalConv(Layer):
         return maps.only(conv(any_group(maps.main), _taps(ctx.meta["offsets"])))
 
 
-class GatedResidual(Layer):
+class GatedResidualSpec(Layer):
     """``gated_residual(kernel, dilation, residual, skip)``: a WaveNet block (van den Oord et al. 2016).
 
     z = tanh(W_f * x) . sigmoid(W_g * x) with a dilated causal convolution over the residual
@@ -205,7 +205,7 @@ class GatedResidual(Layer):
         return maps.only(skips, residual=x | z)
 
 
-class ByteNetBlock(Layer):
+class ByteNetBlockSpec(Layer):
     """``bytenet_block(kernel, dilation, channels)``: a ByteNet decoder residual block (Kalchbrenner et al. 2016).
 
     x + 1x1(relu(LN(conv_k,d(relu(LN(1x1(relu(LN(x))))))))): channels -> channels/2 -> masked

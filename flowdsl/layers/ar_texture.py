@@ -32,7 +32,7 @@ from flowdsl.layers.ar_conv import masked_taps
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, conv
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
 
-__all__ = ["NonParametric", "read_png", "gaussian_weights", "PNGError", "NO_LIKELIHOOD"]
+__all__ = ["NonParametricSpec", "read_png", "gaussian_weights", "PNGError", "NO_LIKELIHOOD"]
 
 #: why a model with a nonparametric layer has no log_prob (CausalFacts.no_likelihood)
 NO_LIKELIHOOD = ("nonparametric (Efros-Leung) texture synthesis is a sampler and defines no likelihood; "
@@ -152,7 +152,7 @@ def _load(path: str, mtime: float, channels: int, levels: int) -> np.ndarray:
     return pixels * levels // (top + 1)
 
 
-class NonParametric(Layer):
+class NonParametricSpec(Layer):
     """``nonparametric(window, source, eps=0.1)``: Efros-Leung sampling from an example image (a sampler only)."""
 
     name: ClassVar[str] = "nonparametric"

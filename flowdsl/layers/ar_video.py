@@ -38,7 +38,7 @@ from flowdsl.layers.ar_conv import masked_taps
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, group_allowed, read
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
 
-__all__ = ["VideoEncoder", "PixelDecoder", "encoder_dilations"]
+__all__ = ["VideoEncoderSpec", "PixelDecoderSpec", "encoder_dilations"]
 
 Blocks = Annotated[PositiveInt, Field(le=16)]
 
@@ -64,7 +64,7 @@ def _square(d: int = 1, dt: int = 0):
     return [((dt, dy * d, dx * d), None) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 
 
-class VideoEncoder(Layer):
+class VideoEncoderSpec(Layer):
     """``video_encoder(channels, blocks)``: per-frame dilated residual CNN + convolutional LSTM, shifted one frame."""
 
     name: ClassVar[str] = "video_encoder"
@@ -104,7 +104,7 @@ class VideoEncoder(Layer):
         return maps.only(read(state, (-1, 0, 0)), frames=maps.main)
 
 
-class PixelDecoder(Layer):
+class PixelDecoderSpec(Layer):
     """``pixel_decoder(channels, blocks, kernel=3)``: a conditioned Gated PixelCNN applied to every frame."""
 
     name: ClassVar[str] = "pixel_decoder"

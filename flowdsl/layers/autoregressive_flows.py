@@ -35,11 +35,11 @@ import numpy as np
 
 from flowdsl.errors import SpecError
 from flowdsl.layers import made_masks as made_math
-from flowdsl.layers.made_net import MADE, OrderField, effective_order, made_structure, narrow_findings
+from flowdsl.layers.made_net import MADESpec, OrderField, effective_order, made_structure, narrow_findings
 from flowdsl.layers.nets import Net
 from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, choice, symbolic
 from flowdsl.layers.structure import Dependency
-from flowdsl.layers.transformers import SMOOTH_ACTIVATIONS, TRANSFORMERS, Affine, Transformer, combine
+from flowdsl.layers.transformers import SMOOTH_ACTIVATIONS, TRANSFORMERS, AffineSpec, Transformer, combine
 
 __all__ = ["AutoregressiveLayer", "AUTOREGRESSIVE_FLOW_LAYERS", "SMOOTH_ACTIVATIONS"]
 
@@ -50,10 +50,10 @@ class AutoregressiveLayer(Layer):
     """The autoregressive-flow structure: a ``made`` net, an order, a direction; generic over the transformer."""
 
     runtime: ClassVar[str] = "flowdsl.runtime.autoregressive_flows:build_autoregressive"
-    transformer_spec: ClassVar[type[Transformer]] = Affine
+    transformer_spec: ClassVar[type[Transformer]] = AffineSpec
     #: what the derived layers' summaries call the structure
     structure_title: ClassVar[str] = "autoregressive flow"
-    net: NetField = MADE()
+    net: NetField = MADESpec()
     order: OrderField | None = None
     direction: choice("forward", "inverse") = "forward"
 
@@ -67,8 +67,8 @@ class AutoregressiveLayer(Layer):
     def params_per_dim(self) -> int:
         return self.transformer.params_per_dim
 
-    def made(self) -> MADE:
-        if not isinstance(self.net, MADE):
+    def made(self) -> MADESpec:
+        if not isinstance(self.net, MADESpec):
             raise SpecError(f"{self.name} needs a masked conditioner, net=made([...]); net {self.net.name} would "
                             f"let each dimension read itself and later dimensions", arg="net",
                             hint="e.g. net=made([64, 64])")

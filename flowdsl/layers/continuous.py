@@ -12,7 +12,7 @@ for any dynamics that is Lipschitz in z (Picard-Lindelof): the inverse integrate
 
 Example:
     >>> from flowdsl.layers.registry import LayerContext
-    >>> info = Continuous(solver="rk4", steps=10).infer(LayerContext(shape=(2,)))
+    >>> info = ContinuousSpec(solver="rk4", steps=10).infer(LayerContext(shape=(2,)))
     >>> info.params, info.logdet
     (4546, 'estimated, unbiased')
 """
@@ -37,7 +37,7 @@ from flowdsl.layers.registry import (
 )
 from flowdsl.layers.structure import Dependency
 
-__all__ = ["Continuous", "DEFAULT_TOLERANCES", "DEFAULT_STEPS", "SMOOTH_ACTIVATION", "dynamics_net"]
+__all__ = ["ContinuousSpec", "DEFAULT_TOLERANCES", "DEFAULT_STEPS", "SMOOTH_ACTIVATION", "dynamics_net"]
 
 #: (rtol, atol) of the adaptive solver when the spec gives none, by dtype
 DEFAULT_TOLERANCES = {"float64": (1e-9, 1e-10), "float32": (1e-5, 1e-6)}
@@ -51,7 +51,7 @@ KINKED = ("relu", "leaky_relu")
 Tolerance = Optional[Annotated[float, Field(gt=0, lt=1)]]
 
 
-class Continuous(Layer):
+class ContinuousSpec(Layer):
     """``continuous(net, solver=dopri5, trace=hutchinson, time=1.0, rtol, atol, steps)``: FFJORD."""
 
     name: ClassVar[str] = "continuous"

@@ -16,7 +16,7 @@ Example:
     >>> layer = LAYERS.bind(Symbol("coupling affine", kwargs=(("mask", Symbol("half")),)))
     >>> info = layer.infer(LayerContext(shape=(4,)))
     >>> info.out_shape, info.params, layer.transformer
-    ((4,), 4612, Affine(clamp=3.0))
+    ((4,), 4612, AffineSpec(clamp=3.0))
     >>> [cls.name for cls in COUPLING_LAYERS][:3]
     ['coupling affine', 'coupling additive', 'coupling rq_spline']
 """
@@ -33,9 +33,9 @@ from flowdsl.layers.masks import HalfMask, MaskField
 from flowdsl.layers.nets import MLP, Net
 from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, symbolic
 from flowdsl.layers.structure import Dependency
-from flowdsl.layers.transformers import TRANSFORMERS, Affine, Transformer, combine
+from flowdsl.layers.transformers import TRANSFORMERS, AffineSpec, Transformer, combine
 
-__all__ = ["Coupling", "COUPLING_LAYERS", "coupling_io"]
+__all__ = ["CouplingSpec", "COUPLING_LAYERS", "coupling_io"]
 
 NetField = symbolic(NETS, Net)
 
@@ -51,11 +51,11 @@ def coupling_io(kept: np.ndarray, style: str, shape: tuple[int, ...], params_per
     return (n_kept,), ((prod(shape) - n_kept) * params_per_dim,)
 
 
-class Coupling(Layer):
+class CouplingSpec(Layer):
     """The coupling structure, generic over the transformer (``transformer_spec``, set per derived class)."""
 
     runtime: ClassVar[str] = "flowdsl.runtime.coupling:build_coupling"
-    transformer_spec: ClassVar[type[Transformer]] = Affine
+    transformer_spec: ClassVar[type[Transformer]] = AffineSpec
     #: what the derived layers' summaries call the structure
     structure_title: ClassVar[str] = "coupling"
     mask: MaskField = HalfMask()
@@ -101,8 +101,8 @@ class Coupling(Layer):
 
 
 #: ``coupling T`` for every transformer T, in the order of :data:`~flowdsl.layers.transformers.TRANSFORMERS`
-COUPLING_LAYERS: tuple[type[Coupling], ...] = tuple(
-    combine(Coupling, t, word="coupling", class_name=f"{t.stem}Coupling", module=__name__)
+COUPLING_LAYERS: tuple[type[CouplingSpec], ...] = tuple(
+    combine(CouplingSpec, t, word="coupling", class_name=f"{t.stem}Coupling", module=__name__)
     for t in TRANSFORMERS
 )
 globals().update({cls.__name__: cls for cls in COUPLING_LAYERS})  # AffineCoupling, RQSplineCoupling, ...

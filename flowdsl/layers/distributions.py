@@ -14,7 +14,7 @@ from pydantic import Field
 
 from flowdsl.layers.registry import PositiveInt, Spec
 
-__all__ = ["Normal", "Logistic", "Categorical", "Bernoulli", "LogisticMixture"]
+__all__ = ["NormalSpec", "LogisticSpec", "CategoricalSpec", "BernoulliSpec", "LogisticMixtureSpec"]
 
 
 class Base(Spec):
@@ -28,7 +28,7 @@ class Base(Spec):
         return 2 * size if getattr(self, "learnable", False) else 0
 
 
-class Normal(Base):
+class NormalSpec(Base):
     """``normal`` or ``normal(learnable=true)`` (a learned mean and log-scale per dimension)."""
 
     name: ClassVar[str] = "normal"
@@ -36,7 +36,7 @@ class Normal(Base):
     learnable: bool = False
 
 
-class Logistic(Base):
+class LogisticSpec(Base):
     """``logistic``: the standard logistic density (NICE)."""
 
     name: ClassVar[str] = "logistic"
@@ -50,7 +50,7 @@ class Output(Spec):
         raise NotImplementedError
 
 
-class Categorical(Output):
+class CategoricalSpec(Output):
     """``output categorical``: a softmax over the levels of each position."""
 
     name: ClassVar[str] = "categorical"
@@ -59,7 +59,7 @@ class Categorical(Output):
         return levels or 1
 
 
-class Bernoulli(Output):
+class BernoulliSpec(Output):
     """``output bernoulli``: one logit per position (levels 2)."""
 
     name: ClassVar[str] = "bernoulli"
@@ -68,7 +68,7 @@ class Bernoulli(Output):
         return 1
 
 
-class LogisticMixture(Output):
+class LogisticMixtureSpec(Output):
     """``output logistic_mixture(K)``: a discretized mixture of K logistics per position (PixelCNN++)."""
 
     name: ClassVar[str] = "logistic_mixture"

@@ -2,7 +2,7 @@
 
 Example:
     >>> from flowdsl.layers.registry import LayerContext
-    >>> ActNorm().infer(LayerContext(shape=(3, 4, 4))).params
+    >>> ActNormSpec().infer(LayerContext(shape=(3, 4, 4))).params
     6
 """
 
@@ -16,7 +16,7 @@ from flowdsl.errors import SpecError
 from flowdsl.layers.registry import Finding, Layer, LayerContext, LayerInfo, choice
 from flowdsl.layers.structure import Dependency
 
-__all__ = ["ActNorm", "BatchNorm", "Logit", "Dequantize"]
+__all__ = ["ActNormSpec", "BatchNormSpec", "LogitSpec", "DequantizeSpec"]
 
 
 def _features(shape: tuple[int, ...]) -> int:
@@ -24,7 +24,7 @@ def _features(shape: tuple[int, ...]) -> int:
     return shape[0]
 
 
-class ActNorm(Layer):
+class ActNormSpec(Layer):
     """``actnorm``: per-channel scale and bias, initialised from the first batch (zero mean, unit variance)."""
 
     name: ClassVar[str] = "actnorm"
@@ -36,7 +36,7 @@ class ActNorm(Layer):
                          dependency=Dependency.elementwise(ctx.size))
 
 
-class BatchNorm(Layer):
+class BatchNormSpec(Layer):
     """``batchnorm(momentum=0.1, eps=1e-5)``: batch normalisation as a bijection (RealNVP, MAF)."""
 
     name: ClassVar[str] = "batchnorm"
@@ -50,7 +50,7 @@ class BatchNorm(Layer):
                          dependency=Dependency.elementwise(ctx.size))
 
 
-class Logit(Layer):
+class LogitSpec(Layer):
     """``logit(alpha=0.05)``: x / levels -> alpha + (1 - 2 alpha) x -> log(p / (1 - p)) (RealNVP)."""
 
     name: ClassVar[str] = "logit"
@@ -71,7 +71,7 @@ class Logit(Layer):
         return []
 
 
-class Dequantize(Layer):
+class DequantizeSpec(Layer):
     """``dequantize(uniform)``: how integer data becomes continuous; must come first.
 
     Inputs with ``levels`` are dequantized with uniform noise even without this layer.

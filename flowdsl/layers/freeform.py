@@ -17,7 +17,7 @@ Example:
     >>> info = layer.infer(LayerContext(shape=(4,)))
     >>> info.params, info.logdet
     (16, 'exact')
-    >>> Planar().infer(LayerContext(shape=(3,))).params
+    >>> PlanarSpec().infer(LayerContext(shape=(3,))).params
     7
 """
 
@@ -31,7 +31,7 @@ from flowdsl.errors import SpecError
 from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, choice
 from flowdsl.layers.structure import Dependency
 
-__all__ = ["Planar", "Radial", "Sylvester", "sylvester_order"]
+__all__ = ["PlanarSpec", "RadialSpec", "SylvesterSpec", "sylvester_order"]
 
 #: inverse root finds stop when the bracket / step is below this (float64; float32 uses 1e-6)
 INVERSE_TOL = 1e-12
@@ -42,7 +42,7 @@ def _shape(shape) -> str:
     return f"{kind}[{', '.join(map(str, shape))}]"
 
 
-class Planar(Layer):
+class PlanarSpec(Layer):
     """``planar``: y = x + u_hat tanh(w.x + b); invertible since w.u_hat > -1 by construction."""
 
     name: ClassVar[str] = "planar"
@@ -59,7 +59,7 @@ class Planar(Layer):
         )
 
 
-class Radial(Layer):
+class RadialSpec(Layer):
     """``radial``: y = x + beta (x - x0) / (alpha + r), r = |x - x0|; beta > -alpha by construction."""
 
     name: ClassVar[str] = "radial"
@@ -83,7 +83,7 @@ def sylvester_order(order: str, index: int, size: int, rank: int) -> np.ndarray:
     return perm[:rank].copy()
 
 
-class Sylvester(Layer):
+class SylvesterSpec(Layer):
     """``sylvester(kind=orthogonal|householder|triangular, rank=M, order=alternate)``.
 
     y = x + Q R tanh(R~ Q^T x + b) with Q of M orthonormal columns; log-det

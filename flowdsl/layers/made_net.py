@@ -28,7 +28,7 @@ from flowdsl.layers.nets import ACTIVATIONS, Hidden, Net, _linear, _shape
 from flowdsl.layers.orders import NET_ORDERS, ExplicitOrder, Natural, NetOrderField, Order, RandomOrder, Reverse
 from flowdsl.layers.registry import Finding, choice
 
-__all__ = ["AR_ORDERS", "ArOrder", "Natural", "Reverse", "RandomOrder", "ExplicitOrder", "OrderField", "MADE",
+__all__ = ["AR_ORDERS", "ArOrder", "Natural", "Reverse", "RandomOrder", "ExplicitOrder", "OrderField", "MADESpec",
            "made_structure", "narrow_findings", "effective_order"]
 
 #: the orders ``made([...], order=...)`` accepts (one family with ``permute`` and the MADE model)
@@ -37,7 +37,7 @@ ArOrder = Order
 OrderField = NetOrderField
 
 
-class MADE(Net):
+class MADESpec(Net):
     """``made([h1, ...], order=natural, activation=relu)``: masked autoencoder conditioner (Germain et al. 2015).
 
     Maps ``D`` features to ``k * D`` parameters (``k`` per dimension, parameter-major) so that
@@ -64,7 +64,7 @@ class MADE(Net):
         return sum(_linear(a, b) for a, b in zip(sizes, sizes[1:]))
 
 
-def effective_order(net: MADE, order: ArOrder | None) -> ArOrder:
+def effective_order(net: MADESpec, order: ArOrder | None) -> ArOrder:
     """The layer's ``order=`` if given, else the net's, else natural; both given and different: error."""
     if order is not None and net.order is not None and order.key() != net.order.key():
         raise SpecError(f"order given twice: the layer says {order.describe()}, its made net says "
@@ -72,7 +72,7 @@ def effective_order(net: MADE, order: ArOrder | None) -> ArOrder:
     return order or net.order or Natural()
 
 
-def made_structure(net: MADE, order: ArOrder | None, n: int, params_per_dim: int = 1,
+def made_structure(net: MADESpec, order: ArOrder | None, n: int, params_per_dim: int = 1,
                    context: int = 0) -> made.MadeStructure:
     """Analyse the MADE of an autoregressive layer on ``n`` dims; SpecError unless it is causal.
 
@@ -97,7 +97,7 @@ def _dims(dims) -> str:
     return ("dim " if len(dims) == 1 else "dims ") + ", ".join(map(str, dims))
 
 
-def narrow_findings(net: MADE, s: made.MadeStructure) -> list[Finding]:
+def narrow_findings(net: MADESpec, s: made.MadeStructure) -> list[Finding]:
     """A warning when hidden layers are too narrow to carry every dependency, naming who loses what."""
     if s.complete:
         return []

@@ -20,7 +20,7 @@ Example:
     >>> import flowdsl.layers
     >>> layer = LAYERS.bind(Symbol("permute", args=(Symbol("reverse"),)))
     >>> type(layer).__name__, layer.order.name
-    ('Permute', 'reverse')
+    ('PermuteSpec', 'reverse')
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ from flowdsl.layers.registry import (
 from flowdsl.layers.structure import Dependency
 
 __all__ = [
-    "LipschitzMLP", "LOGDETS", "LogdetEstimator", "PowerSeries", "RussianRoulette", "ExactLogdet", "Residual",
+    "LipschitzMLP", "LOGDETS", "LogdetEstimator", "PowerSeries", "RussianRoulette", "ExactLogdet", "ResidualSpec",
     "ACTIVATION_LIPSCHITZ", "prove_contraction",
 ]
 
@@ -178,7 +178,7 @@ def _contractive_net(value):
     return net
 
 
-class Residual(Layer):
+class ResidualSpec(Layer):
     """``residual(net=lipschitz_mlp([..], coeff=0.97), logdet=russian_roulette(p=0.5))``: y = x + g(x), Lip(g) < 1."""
 
     name: ClassVar[str] = "residual"

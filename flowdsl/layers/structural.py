@@ -4,7 +4,7 @@ Index arrays are computed here, once, with numpy; the runtime receives them.
 
 Example:
     >>> from flowdsl.layers.registry import LayerContext
-    >>> Squeeze().infer(LayerContext(shape=(1, 4, 4))).out_shape
+    >>> SqueezeSpec().infer(LayerContext(shape=(1, 4, 4))).out_shape
     (4, 2, 2)
 """
 
@@ -21,7 +21,7 @@ from flowdsl.layers.orders import Order as _Order
 from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, NonNegativeInt
 from flowdsl.layers.structure import Dependency
 
-__all__ = ["Permute", "InvConv1x1", "Squeeze", "Split", "ORDERS", "squeeze_source", "permutation_indices"]
+__all__ = ["PermuteSpec", "InvConv1x1Spec", "SqueezeSpec", "SplitSpec", "ORDERS", "squeeze_source", "permutation_indices"]
 
 #: the orders ``permute(...)`` accepts (one family with the MADE net's and model's, :mod:`flowdsl.layers.orders`)
 ORDERS = PERMUTATIONS  # members: Reverse, RandomOrder; a list binds to ExplicitOrder
@@ -38,7 +38,7 @@ def permutation_indices(order: Order, shape: tuple[int, ...]) -> np.ndarray:
     return order.indices(shape[0])
 
 
-class Permute(Layer):
+class PermuteSpec(Layer):
     """``permute(reverse | random(seed=N) | [i, ...])``: permute features (vectors) or channels (images)."""
 
     name: ClassVar[str] = "permute"
@@ -55,7 +55,7 @@ class Permute(Layer):
                          meta={"indices": tuple(int(i) for i in idx)})
 
 
-class InvConv1x1(Layer):
+class InvConv1x1Spec(Layer):
     """``invconv1x1``: invertible 1x1 convolution, LU-parameterised (Glow); a dense LU linear map on vectors."""
 
     name: ClassVar[str] = "invconv1x1"
@@ -83,7 +83,7 @@ def squeeze_source(shape: tuple[int, int, int], factor: int) -> np.ndarray:
     return grid.transpose(0, 2, 4, 1, 3).reshape(-1)
 
 
-class Squeeze(Layer):
+class SqueezeSpec(Layer):
     """``squeeze(2)``: trade space for channels, [C, H, W] -> [4C, H/2, W/2]."""
 
     name: ClassVar[str] = "squeeze"
@@ -104,7 +104,7 @@ class Squeeze(Layer):
         return LayerInfo(out, params=0, logdet="zero", dependency=Dependency.permutation(squeeze_source(ctx.shape, f)))
 
 
-class Split(Layer):
+class SplitSpec(Layer):
     """``split``: factor out half the channels (features) to the base density (multi-scale RealNVP/Glow)."""
 
     name: ClassVar[str] = "split"

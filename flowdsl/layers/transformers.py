@@ -12,12 +12,12 @@ transformer as a value: :func:`combine` derives ``coupling T(...)``
 Example:
     >>> [t.name for t in TRANSFORMERS]
     ['affine', 'additive', 'rq_spline', 'cubic_spline', 'dsf', 'umnn', 'sos']
-    >>> t = RQSpline(bins=4)
+    >>> t = RQSplineSpec(bins=4)
     >>> t.params_per_dim, t.logdet, t.inverse_kind
     (11, 'exact', 'analytic')
     >>> t.report()
     'rational-quadratic spline, 4 bins on [-3, 3], identity tails; analytic inverse'
-    >>> Additive().logdet, UMNN().extra_params()
+    >>> AdditiveSpec().logdet, UMNNSpec().extra_params()
     ('zero', 1409)
 """
 
@@ -34,7 +34,7 @@ from flowdsl.layers.registry import NETS, Finding, NonNegativeInt, PositiveInt, 
 from flowdsl.layers.splines import Bins, Bound, spline_params_per_dim, spline_summary
 
 __all__ = [
-    "Transformer", "Affine", "Additive", "RQSpline", "CubicSpline", "DSF", "UMNN", "SOS", "TRANSFORMERS",
+    "Transformer", "AffineSpec", "AdditiveSpec", "RQSplineSpec", "CubicSplineSpec", "DSFSpec", "UMNNSpec", "SOSSpec", "TRANSFORMERS",
     "SMOOTH_ACTIVATIONS", "NEWTON", "combine",
 ]
 
@@ -80,7 +80,7 @@ class Transformer(Spec):
         return []
 
 
-class Affine(Transformer):
+class AffineSpec(Transformer):
     """``affine(clamp=3)``: ``y = x exp(s) + t`` with ``s = clamp tanh(raw / clamp)``; parameters ``[t, raw]``."""
 
     name: ClassVar[str] = "affine"
@@ -99,7 +99,7 @@ class Affine(Transformer):
         return 2
 
 
-class Additive(Transformer):
+class AdditiveSpec(Transformer):
     """``additive``: ``y = x + t``; volume preserving."""
 
     name: ClassVar[str] = "additive"
@@ -117,7 +117,7 @@ class Additive(Transformer):
         return 1
 
 
-class _Spline(Transformer):
+class _SplineSpec(Transformer):
     kind: ClassVar[str] = "rq"
     bins: Bins = 8
     bound: Bound = 3.0
@@ -130,7 +130,7 @@ class _Spline(Transformer):
         return spline_summary(self.kind, self.bins, self.bound)
 
 
-class RQSpline(_Spline):
+class RQSplineSpec(_SplineSpec):
     """``rq_spline(bins=8, bound=3)``: rational-quadratic spline on [-bound, bound], identity tails (NSF)."""
 
     name: ClassVar[str] = "rq_spline"
@@ -144,7 +144,7 @@ class RQSpline(_Spline):
     }
 
 
-class CubicSpline(_Spline):
+class CubicSplineSpec(_SplineSpec):
     """``cubic_spline(bins=8, bound=3)``: monotone cubic Hermite spline, linear tails."""
 
     name: ClassVar[str] = "cubic_spline"
@@ -160,7 +160,7 @@ class CubicSpline(_Spline):
     }
 
 
-class DSF(Transformer):
+class DSFSpec(Transformer):
     """``dsf(hidden=16)``: deep sigmoidal flow, ``logit(sum_h w_h sigmoid(a_h x + b_h))`` (NAF)."""
 
     name: ClassVar[str] = "dsf"
@@ -182,7 +182,7 @@ class DSF(Transformer):
         return f"deep sigmoidal flow, {self.hidden} sigmoids; {self.inverse_kind}"
 
 
-class UMNN(Transformer):
+class UMNNSpec(Transformer):
     """``umnn(integrand=mlp([32, 32]), steps=32, embedding=8)``: ``y = b + int_0^x g(t, e) dt``, g > 0.
 
     The integrand net reads ``[t, e_i]`` (``e_i``: dimension i's embedding from the conditioner)
@@ -242,7 +242,7 @@ class UMNN(Transformer):
                         arg="integrand")]
 
 
-class SOS(Transformer):
+class SOSSpec(Transformer):
     """``sos(polynomials=4, degree=3)``: ``y = c + int_0^x (1e-3 + sum_k p_k(t)^2) dt``."""
 
     name: ClassVar[str] = "sos"
@@ -264,7 +264,7 @@ class SOS(Transformer):
 
 
 #: every member, in the order the layer reference lists them
-TRANSFORMERS: tuple[type[Transformer], ...] = (Affine, Additive, RQSpline, CubicSpline, DSF, UMNN, SOS)
+TRANSFORMERS: tuple[type[Transformer], ...] = (AffineSpec, AdditiveSpec, RQSplineSpec, CubicSplineSpec, DSFSpec, UMNNSpec, SOSSpec)
 
 
 def combine(structure: type[Spec], transformer: type[Transformer], *, word: str, class_name: str,

@@ -16,12 +16,12 @@ Coupling (:mod:`flowdsl.runtime.coupling`) and autoregressive flows
 Example:
     >>> import torch
     >>> from flowdsl.layers import transformers as specs
-    >>> t = build_transformer(specs.Affine(clamp=2.0))
+    >>> t = build_transformer(specs.AffineSpec(clamp=2.0))
     >>> p = torch.tensor([[0.5, 100.0]])
     >>> y, ld = t(torch.tensor([1.0]), p)
     >>> round(ld.item(), 4), round(t.inverse(y, p)[0].item(), 4)
     (2.0, 1.0)
-    >>> type(build_transformer(specs.CubicSpline(bins=3))).__name__
+    >>> type(build_transformer(specs.CubicSplineSpec(bins=3))).__name__
     'CubicSpline'
 """
 
