@@ -29,24 +29,28 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 
 from flowdsl.errors import SpecError
 from flowdsl.layers import made_masks as made_math
 from flowdsl.layers.made_net import MADESpec, OrderField, effective_order, made_structure, narrow_findings
-from flowdsl.layers.nets import Net
-from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, choice, symbolic
+from flowdsl.layers.nets import NetField
+from flowdsl.layers.registry import Finding, LayerContext, LayerInfo, Word
 from flowdsl.layers.structure import Dependency
-from flowdsl.layers.transformers import SMOOTH_ACTIVATIONS, TRANSFORMERS, AffineSpec, Transformer, combine
+from flowdsl.layers.transformers import (
+    SMOOTH_ACTIVATIONS,
+    TRANSFORMERS,
+    AffineSpec,
+    Transformer,
+    TransformerLayer,
+    combine,
+)
 
 __all__ = ["AutoregressiveLayer", "AUTOREGRESSIVE_FLOW_LAYERS", "SMOOTH_ACTIVATIONS"]
 
-NetField = symbolic(NETS, Net)
-
-
-class AutoregressiveLayer(Layer):
+class AutoregressiveLayer(TransformerLayer):
     """The autoregressive-flow structure: a ``made`` net, an order, a direction; generic over the transformer."""
 
     runtime: ClassVar[str] = "flowdsl.runtime.autoregressive_flows:build_autoregressive"
@@ -55,17 +59,7 @@ class AutoregressiveLayer(Layer):
     structure_title: ClassVar[str] = "autoregressive flow"
     net: NetField = MADESpec()
     order: OrderField | None = None
-    direction: choice("forward", "inverse") = "forward"
-
-    @property
-    def transformer(self) -> Transformer:
-        """The transformer value: this layer's transformer arguments bound to ``transformer_spec``."""
-        spec = self.transformer_spec
-        return spec.model_validate({key: getattr(self, key) for key in spec.model_fields})
-
-    @property
-    def params_per_dim(self) -> int:
-        return self.transformer.params_per_dim
+    direction: Annotated[Literal["forward", "inverse"], Word] = "forward"
 
     def made(self) -> MADESpec:
         if not isinstance(self.net, MADESpec):

@@ -30,15 +30,12 @@ import numpy as np
 
 from flowdsl.errors import SpecError
 from flowdsl.layers.masks import HalfMask, MaskField
-from flowdsl.layers.nets import MLP, Net
-from flowdsl.layers.registry import NETS, Finding, Layer, LayerContext, LayerInfo, symbolic
+from flowdsl.layers.nets import MLP, NetField
+from flowdsl.layers.registry import Finding, LayerContext, LayerInfo
 from flowdsl.layers.structure import Dependency
-from flowdsl.layers.transformers import TRANSFORMERS, AffineSpec, Transformer, combine
+from flowdsl.layers.transformers import TRANSFORMERS, AffineSpec, Transformer, TransformerLayer, combine
 
 __all__ = ["CouplingSpec", "COUPLING_LAYERS", "coupling_io"]
-
-NetField = symbolic(NETS, Net)
-
 
 def coupling_io(kept: np.ndarray, style: str, shape: tuple[int, ...], params_per_dim: int):
     """Shapes the conditioner net sees and produces for a mask: ``(net_in, net_out)``."""
@@ -51,7 +48,7 @@ def coupling_io(kept: np.ndarray, style: str, shape: tuple[int, ...], params_per
     return (n_kept,), ((prod(shape) - n_kept) * params_per_dim,)
 
 
-class CouplingSpec(Layer):
+class CouplingSpec(TransformerLayer):
     """The coupling structure, generic over the transformer (``transformer_spec``, set per derived class)."""
 
     runtime: ClassVar[str] = "flowdsl.runtime.coupling:build_coupling"
@@ -60,16 +57,6 @@ class CouplingSpec(Layer):
     structure_title: ClassVar[str] = "coupling"
     mask: MaskField = HalfMask()
     net: NetField = MLP()
-
-    @property
-    def transformer(self) -> Transformer:
-        """The transformer value: this layer's transformer arguments bound to ``transformer_spec``."""
-        spec = self.transformer_spec
-        return spec.model_validate({key: getattr(self, key) for key in spec.model_fields})
-
-    @property
-    def params_per_dim(self) -> int:
-        return self.transformer.params_per_dim
 
     def kept(self, ctx: LayerContext) -> np.ndarray:
         if len(ctx.shape) not in (1, 3):

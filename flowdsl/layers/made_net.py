@@ -24,9 +24,9 @@ from typing import ClassVar
 
 from flowdsl.errors import SpecError
 from flowdsl.layers import made_masks as made
-from flowdsl.layers.nets import ACTIVATIONS, Hidden, Net, _linear, _shape
+from flowdsl.layers.nets import Activation, Hidden, Net, _linear, _shape
 from flowdsl.layers.orders import NET_ORDERS, ExplicitOrder, Natural, NetOrderField, Order, RandomOrder, Reverse
-from flowdsl.layers.registry import Finding, choice
+from flowdsl.layers.registry import Finding
 
 __all__ = ["AR_ORDERS", "ArOrder", "Natural", "Reverse", "RandomOrder", "ExplicitOrder", "OrderField", "MADESpec",
            "made_structure", "narrow_findings", "effective_order"]
@@ -51,7 +51,7 @@ class MADESpec(Net):
     ranks: ClassVar[tuple[int, ...]] = (1,)
     hidden: Hidden = (64, 64)
     order: OrderField | None = None
-    activation: choice(*ACTIVATIONS) = "relu"
+    activation: Activation = "relu"
 
     def validate_io(self, in_shape, out_shape) -> None:
         super().validate_io(in_shape, out_shape)

@@ -14,16 +14,19 @@ Example:
 from __future__ import annotations
 
 from math import prod
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal, get_args
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import PositiveInt, Spec, choice
+from flowdsl.layers.registry import NETS, PositiveInt, Spec, Word
 
-__all__ = ["Net", "MLP", "ResNet", "ConvNet", "ACTIVATIONS"]
+__all__ = ["Net", "NetField", "MLP", "ResNet", "ConvNet", "ACTIVATIONS", "Activation"]
 
-ACTIVATIONS = ("relu", "tanh", "elu", "leaky_relu", "gelu", "silu", "softplus", "sigmoid")
+ActivationName = Literal["relu", "tanh", "elu", "leaky_relu", "gelu", "silu", "softplus", "sigmoid"]
+ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
+#: an ``activation=`` field: one of :data:`ACTIVATIONS`, written as a bare word
+Activation = Annotated[ActivationName, Word]
 
 
 class Net(Spec):
@@ -37,10 +40,15 @@ class Net(Spec):
         if len(in_shape) not in self.ranks:
             kinds = {1: "vector", 3: "image"}
             wanted = " or ".join(kinds[r] for r in self.ranks)
-            raise SpecError(f"net {self.name} needs {wanted} input, but its input here is {_shape(in_shape)}", arg="net")
+            raise SpecError(f"net {self.name} needs {wanted} input, but its input here is {_shape(in_shape)}",
+                            arg="net")
 
     def param_count(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], context: int = 0) -> int:
         raise NotImplementedError  # pragma: no cover
+
+
+#: a ``net=`` field: any member of :data:`~flowdsl.layers.registry.NETS` (a Symbol is bound on validation)
+NetField = Annotated[Net, BeforeValidator(NETS.coerce)]
 
 
 def _shape(shape) -> str:
@@ -64,7 +72,7 @@ class MLP(Net):
     name: ClassVar[str] = "mlp"
     runtime: ClassVar[str] = "flowdsl.runtime.nets:build_mlp"
     hidden: Hidden = (64, 64)
-    activation: choice(*ACTIVATIONS) = "relu"
+    activation: Activation = "relu"
 
     def param_count(self, in_shape, out_shape, context=0):
         sizes = [prod(in_shape) + context, *self.hidden, prod(out_shape)]
@@ -79,7 +87,7 @@ class ResNet(Net):
     runtime: ClassVar[str] = "flowdsl.runtime.nets:build_resnet"
     blocks: Annotated[int, Field(ge=0, le=64)] = 2
     hidden: PositiveInt = 64
-    activation: choice(*ACTIVATIONS) = "relu"
+    activation: Activation = "relu"
 
     def param_count(self, in_shape, out_shape, context=0):
         h = self.hidden
@@ -96,7 +104,7 @@ class ConvNet(Net):
     runtime: ClassVar[str] = "flowdsl.runtime.nets:build_conv_net"
     ranks: ClassVar[tuple[int, ...]] = (3,)
     hidden: PositiveInt = 512
-    activation: choice(*ACTIVATIONS) = "relu"
+    activation: Activation = "relu"
 
     def param_count(self, in_shape, out_shape, context=0):
         h = self.hidden

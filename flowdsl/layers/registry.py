@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_core.core_schema import NoInfoValidatorFunction
 
 from flowdsl.errors import Pos, SpecError
 from flowdsl.language.values import Symbol, describe
@@ -38,7 +40,7 @@ from flowdsl.layers.facts import CausalFacts, Finding, LayerInfo, LogdetKind, Ou
 __all__ = [
     "Spec", "Family", "Layer", "LayerContext", "LayerInfo", "CausalFacts", "SinkInfo", "OutputHead", "Finding",
     "LogdetKind", "LAYERS", "NETS", "BASES", "OUTPUTS",
-    "choice", "symbolic", "suggest", "PositiveInt", "NonNegativeInt", "register_layer", "bind_spec",
+    "Word", "choice", "symbolic", "suggest", "PositiveInt", "NonNegativeInt", "register_layer", "bind_spec",
 ]
 
 
@@ -173,8 +175,11 @@ def bind_spec(cls: type[Spec], sym: Symbol, pos: Pos | None = None) -> Spec:
         for meta in cls.model_fields[key].metadata:
             if not isinstance(meta, BeforeValidator):
                 continue
+            # The registry's before-validators (Word, family.coerce) take the value alone; one that
+            # also wants pydantic's ``info`` raises TypeError here and is left to pydantic below.
+            func = cast(NoInfoValidatorFunction, meta.func)
             try:
-                data[key] = meta.func(data[key])
+                data[key] = func(data[key])
             except SpecError as err:  # a new error at the argument (errors are built, never mutated)
                 problems.append(err.replace(pos=err.pos or arg_pos.get(key, where), extra=[]))
                 problems.extend(SpecError(d.message, d.pos, d.hint) for d in err.extra)
@@ -188,14 +193,15 @@ def bind_spec(cls: type[Spec], sym: Symbol, pos: Pos | None = None) -> Spec:
         for e in err.errors():
             key = str(e["loc"][0]) if e["loc"] else None
             if key not in bad:  # a bad symbolic argument was left out: it is not "missing"
-                problems.append(SpecError(_pydantic_message(sym.name, key, e), arg_pos.get(key, where)))
+                p = arg_pos.get(key, where) if key is not None else where
+                problems.append(SpecError(_pydantic_message(sym.name, key, e), p))
     else:
         if not problems:
             return result
     raise problems[0].replace(extra=[pr.at(where) for pr in problems[1:]]) from None
 
 
-def _pydantic_message(owner: str, key: str | None, e: dict) -> str:
+def _pydantic_message(owner: str, key: str | None, e: ErrorDetails) -> str:
     kind, ctx = e["type"], e.get("ctx", {})
     got = e.get("input")
     got_text = describe(_to_value(got)) if not isinstance(got, dict) else ""
@@ -248,13 +254,25 @@ def _strict_int(value):
     return value
 
 
-def choice(*names: str):
-    """A field type accepting one of ``names`` written as a bare word (``order=reverse``)."""
-    return Annotated[Literal[names], BeforeValidator(_symbol_name)]  # type: ignore[valid-type]
+#: Field metadata letting a ``Literal`` field be written as a bare word (``order=reverse``):
+#: ``order: Annotated[Literal["natural", "reverse"], Word] = "natural"``.
+Word = BeforeValidator(_symbol_name)
 
 
-def symbolic(family: Family, base: type):
-    """A field type accepting any member of ``family`` (a Symbol is bound on validation)."""
+def choice(*names: str) -> Any:
+    """A field type accepting one of ``names`` written as a bare word, built at run time.
+
+    For annotations built from names known only at run time (plugin layers); a built-in field
+    spells the same type out, ``Annotated[Literal[...], Word]``, which a type checker can read.
+    """
+    return Annotated[Literal[names], Word]  # type: ignore[valid-type]  # names are a runtime tuple
+
+
+def symbolic(family: Family, base: type) -> Any:
+    """A field type accepting any member of ``family`` (a Symbol is bound on validation), built at run time.
+
+    A built-in field spells it out, ``Annotated[Net, BeforeValidator(NETS.coerce)]``.
+    """
     return Annotated[base, BeforeValidator(family.coerce)]
 
 

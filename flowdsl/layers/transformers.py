@@ -23,22 +23,22 @@ Example:
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar, cast
 
 from pydantic import Field
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.nets import MLP, Net
-from flowdsl.layers.registry import NETS, Finding, NonNegativeInt, PositiveInt, Spec, symbolic
+from flowdsl.layers.nets import MLP, Net, NetField
+from flowdsl.layers.registry import Finding, Layer, LogdetKind, NonNegativeInt, PositiveInt, Spec
 from flowdsl.layers.splines import Bins, Bound, spline_params_per_dim, spline_summary
 
 __all__ = [
-    "Transformer", "AffineSpec", "AdditiveSpec", "RQSplineSpec", "CubicSplineSpec", "DSFSpec", "UMNNSpec", "SOSSpec", "TRANSFORMERS",
-    "SMOOTH_ACTIVATIONS", "NEWTON", "combine",
+    "Transformer", "AffineSpec", "AdditiveSpec", "RQSplineSpec", "CubicSplineSpec", "DSFSpec", "UMNNSpec", "SOSSpec",
+    "TRANSFORMERS", "SMOOTH_ACTIVATIONS", "NEWTON", "TransformerLayer", "combine",
 ]
 
-NetField = symbolic(NETS, Net)
 #: activations under which Clenshaw-Curtis quadrature converges geometrically
 SMOOTH_ACTIVATIONS = ("tanh", "softplus", "silu", "gelu", "sigmoid")
 #: the numerical inverse of the transformers without a closed form
@@ -49,7 +49,7 @@ class Transformer(Spec):
     """Base of the family. A member sets the class variables and ``params_per_dim``."""
 
     #: log|dh/dx| of the whole layer: "exact", or "zero" (volume preserving)
-    logdet: ClassVar[str] = "exact"
+    logdet: ClassVar[LogdetKind] = "exact"
     #: one line: why h is strictly increasing in x (hence invertible)
     monotone: ClassVar[str] = ""
     #: "analytic", or a description of the numerical inverse
@@ -104,7 +104,7 @@ class AdditiveSpec(Transformer):
 
     name: ClassVar[str] = "additive"
     stem: ClassVar[str] = "Additive"
-    logdet: ClassVar[str] = "zero"
+    logdet: ClassVar[LogdetKind] = "zero"
     monotone: ClassVar[str] = "slope 1"
     runtime: ClassVar[str] = "flowdsl.runtime.transformers:Additive"
     summary: ClassVar[str] = "additive transformer: y = x + t, log-det 0"
@@ -264,11 +264,35 @@ class SOSSpec(Transformer):
 
 
 #: every member, in the order the layer reference lists them
-TRANSFORMERS: tuple[type[Transformer], ...] = (AffineSpec, AdditiveSpec, RQSplineSpec, CubicSplineSpec, DSFSpec, UMNNSpec, SOSSpec)
+TRANSFORMERS: tuple[type[Transformer], ...] = (
+    AffineSpec, AdditiveSpec, RQSplineSpec, CubicSplineSpec, DSFSpec, UMNNSpec, SOSSpec,
+)
 
 
-def combine(structure: type[Spec], transformer: type[Transformer], *, word: str, class_name: str,
-            module: str) -> type[Spec]:
+class TransformerLayer(Layer):
+    """Base of a structure generic over the transformer (coupling, autoregressive flow), for :func:`combine`."""
+
+    #: the transformer of a derived layer (set by :func:`combine`)
+    transformer_spec: ClassVar[type[Transformer]] = AffineSpec
+    #: what the derived layers' summaries call the structure
+    structure_title: ClassVar[str] = ""
+
+    @property
+    def transformer(self) -> Transformer:
+        """The transformer value: this layer's transformer arguments bound to ``transformer_spec``."""
+        spec = self.transformer_spec
+        return spec.model_validate({key: getattr(self, key) for key in spec.model_fields})
+
+    @property
+    def params_per_dim(self) -> int:
+        return self.transformer.params_per_dim
+
+
+S = TypeVar("S", bound=TransformerLayer)
+
+
+def combine(structure: type[S], transformer: type[Transformer], *, word: str, class_name: str,
+            module: str) -> type[S]:
     """The layer class ``{word} {transformer.name}``: ``structure``'s fields, then the transformer's.
 
     ``structure`` declares ``transformer_spec`` and ``structure_title`` class variables; the derived
@@ -287,4 +311,5 @@ def combine(structure: type[Spec], transformer: type[Transformer], *, word: str,
         annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
         namespace["__annotations__"][key] = annotation
         namespace[key] = info.default
-    return type(structure)(class_name, (structure,), namespace)
+    # new_class uses the bases' metaclass (pydantic's), like ``type(structure)(...)``, but is typed
+    return cast("type[S]", types.new_class(class_name, (structure,), exec_body=lambda ns: ns.update(namespace)))
