@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -25,7 +25,7 @@ from pydantic import Field
 from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, group_allowed, read
-from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, choice
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, Word
 
 __all__ = ["MaskedConv", "GatedBlockSpec", "masked_taps", "kernel_mask"]
 
@@ -81,7 +81,7 @@ class MaskedConv(Layer):
     models: ClassVar[frozenset[str]] = AR
     runtime: ClassVar[str] = "flowdsl.runtime.ar_conv:build_masked_conv"
     summary: ClassVar[str] = "PixelCNN masked convolution (mask A first, then B; R-G-B masks on colour)"
-    mask: choice("A", "B") = "B"
+    mask: Annotated[Literal["A", "B"], Word] = "B"
     kernel: OddKernel = 3
     channels: PositiveInt = 64
 
@@ -120,7 +120,7 @@ class GatedBlockSpec(Layer):
     streams: ClassVar[bool] = True  # reads and writes the vertical stack besides the main (horizontal) one
     runtime: ClassVar[str] = "flowdsl.runtime.ar_conv:build_gated_block"
     summary: ClassVar[str] = "Gated PixelCNN block: vertical + horizontal stacks, gated units, no blind spot"
-    mask: choice("A", "B") = "B"
+    mask: Annotated[Literal["A", "B"], Word] = "B"
     kernel: OddKernel = 3
     channels: PositiveInt = 64
 

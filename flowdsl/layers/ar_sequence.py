@@ -22,14 +22,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import AR, ar_input
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, read
-from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, choice
+from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, Word
 
 __all__ = ["EmbedSpec", "CausalConv", "GatedResidualSpec", "ByteNetBlockSpec", "conv_offsets", "describe_dilations"]
 
@@ -130,7 +130,7 @@ class CausalConv(Layer):
     kernel: Kernel = 2
     channels: PositiveInt = 64
     dilation: Dilation = 1
-    padding: choice("causal", "same") = "causal"
+    padding: Annotated[Literal["causal", "same"], Word] = "causal"
     context: PositiveInt | None = None
 
     def infer(self, ctx: LayerContext) -> LayerInfo:

@@ -19,22 +19,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Optional
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, ValidationError
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.nets import MLP, Net
-from flowdsl.layers.registry import (
-    NETS,
-    Finding,
-    Layer,
-    LayerContext,
-    LayerInfo,
-    PositiveInt,
-    choice,
-    symbolic,
-)
+from flowdsl.layers.nets import MLP, Net, NetField
+from flowdsl.layers.registry import Finding, Layer, LayerContext, LayerInfo, PositiveInt, Word
 from flowdsl.layers.structure import Dependency
 
 __all__ = ["ContinuousSpec", "DEFAULT_TOLERANCES", "DEFAULT_STEPS", "SMOOTH_ACTIVATION", "dynamics_net"]
@@ -48,7 +39,7 @@ DEFAULT_STEPS = 32
 SMOOTH_ACTIVATION = "tanh"
 KINKED = ("relu", "leaky_relu")
 
-Tolerance = Optional[Annotated[float, Field(gt=0, lt=1)]]
+Tolerance = Annotated[float, Field(gt=0, lt=1)] | None
 
 
 class ContinuousSpec(Layer):
@@ -57,10 +48,11 @@ class ContinuousSpec(Layer):
     name: ClassVar[str] = "continuous"
     positional: ClassVar[tuple[str, ...]] = ("net",)
     runtime: ClassVar[str] = "flowdsl.runtime.continuous:Continuous.build"
-    summary: ClassVar[str] = "continuous normalizing flow (FFJORD): ODE dz/dt = f(z, t), log-det = integral of tr(df/dz)"
-    net: symbolic(NETS, Net) = MLP(hidden=(64, 64), activation=SMOOTH_ACTIVATION)
-    solver: choice("dopri5", "rk4", "euler") = "dopri5"
-    trace: choice("hutchinson", "exact") = "hutchinson"
+    summary: ClassVar[str] = ("continuous normalizing flow (FFJORD): ODE dz/dt = f(z, t), "
+                              "log-det = integral of tr(df/dz)")
+    net: NetField = MLP(hidden=(64, 64), activation=SMOOTH_ACTIVATION)
+    solver: Annotated[Literal["dopri5", "rk4", "euler"], Word] = "dopri5"
+    trace: Annotated[Literal["hutchinson", "exact"], Word] = "hutchinson"
     time: Annotated[float, Field(gt=0, le=1000)] = 1.0
     rtol: Tolerance = None
     atol: Tolerance = None

@@ -8,12 +8,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import Finding, Layer, LayerContext, LayerInfo, choice
+from flowdsl.layers.registry import Finding, Layer, LayerContext, LayerInfo, Word
 from flowdsl.layers.structure import Dependency
 
 __all__ = ["ActNormSpec", "BatchNormSpec", "LogitSpec", "DequantizeSpec"]
@@ -80,7 +80,7 @@ class DequantizeSpec(Layer):
     name: ClassVar[str] = "dequantize"
     runtime: ClassVar[str] = "flowdsl.runtime.elementwise:Dequantize.build"
     summary: ClassVar[str] = "uniform dequantization of integer data (log-likelihood bound on the discrete data)"
-    method: choice("uniform", "variational") = "uniform"
+    method: Annotated[Literal["uniform", "variational"], Word] = "uniform"
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         if ctx.levels is None:

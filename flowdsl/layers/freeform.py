@@ -23,12 +23,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, choice
+from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, PositiveInt, Word
 from flowdsl.layers.structure import Dependency
 
 __all__ = ["PlanarSpec", "RadialSpec", "SylvesterSpec", "sylvester_order"]
@@ -95,9 +95,9 @@ class SylvesterSpec(Layer):
     positional: ClassVar[tuple[str, ...]] = ("kind", "rank")
     runtime: ClassVar[str] = "flowdsl.runtime.freeform:Sylvester.build"
     summary: ClassVar[str] = "Sylvester flow (van den Berg et al. 2018): y = x + QR tanh(R~Q^T x + b)"
-    kind: choice("orthogonal", "householder", "triangular") = "orthogonal"
+    kind: Annotated[Literal["orthogonal", "householder", "triangular"], Word] = "orthogonal"
     rank: PositiveInt | None = None
-    order: choice("alternate", "natural", "reverse") = "alternate"
+    order: Annotated[Literal["alternate", "natural", "reverse"], Word] = "alternate"
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         d = ctx.size

@@ -23,12 +23,15 @@ Example:
     >>> node = a.models["f"].layers[0]
     >>> node.params, node.logdet, round(node.meta["lipschitz"], 2)
     (43, 'estimated, biased', 0.81)
+    >>> from typing import get_args
+    >>> get_args(LipschitzActivationName) == tuple(ACTIVATION_LIPSCHITZ)
+    True
 """
 
 from __future__ import annotations
 
 from math import prod
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field
 
@@ -41,11 +44,11 @@ from flowdsl.layers.registry import (
     Layer,
     LayerContext,
     LayerInfo,
+    LogdetKind,
     NonNegativeInt,
     PositiveInt,
     Spec,
-    choice,
-    symbolic,
+    Word,
 )
 from flowdsl.layers.structure import Dependency
 
@@ -59,6 +62,10 @@ ACTIVATION_LIPSCHITZ = {
     "lipswish": 1.0, "relu": 1.0, "elu": 1.0, "tanh": 1.0, "leaky_relu": 1.0, "softplus": 1.0, "sigmoid": 0.25,
     "swish": 1.0998, "silu": 1.0998, "gelu": 1.1289,
 }
+#: the same names, in the same order, as the type of lipschitz_mlp's ``activation`` argument
+LipschitzActivationName = Literal[
+    "lipswish", "relu", "elu", "tanh", "leaky_relu", "softplus", "sigmoid", "swish", "silu", "gelu",
+]
 ONE_LIPSCHITZ = [a for a, lip in ACTIVATION_LIPSCHITZ.items() if lip <= 1]
 #: the Banach fixed-point inverse stops when its error bound is below this (float64; float32: 1e-6)
 INVERSE_TOL = 1e-12
@@ -73,7 +80,7 @@ class LipschitzMLP(Net):
     runtime: ClassVar[str] = "flowdsl.runtime.residual:build_lipschitz_mlp"
     hidden: Hidden = (64, 64)
     coeff: Annotated[float, Field(gt=0, le=100)] = 0.97
-    activation: choice(*ACTIVATION_LIPSCHITZ) = "lipswish"
+    activation: Annotated[LipschitzActivationName, Word] = "lipswish"
 
     def param_count(self, in_shape, out_shape, context=0):
         sizes = [prod(in_shape) + context, *self.hidden, prod(out_shape)]
@@ -95,7 +102,7 @@ LOGDETS = Family("log-det estimator")
 
 class LogdetEstimator(Spec):
     #: the LayerInfo.logdet kind
-    kind: ClassVar[str] = "exact"
+    kind: ClassVar[LogdetKind] = "exact"
 
     def text(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -106,7 +113,7 @@ class PowerSeries(LogdetEstimator):
     """``power_series(terms=8)``: the log-det series truncated after ``terms`` terms, Hutchinson traces."""
 
     name: ClassVar[str] = "power_series"
-    kind: ClassVar[str] = "estimated, biased"
+    kind: ClassVar[LogdetKind] = "estimated, biased"
     terms: Annotated[PositiveInt, Field(le=200)] = 8
 
     def text(self):
@@ -120,7 +127,7 @@ class RussianRoulette(LogdetEstimator):
 
     name: ClassVar[str] = "russian_roulette"
     positional: ClassVar[tuple[str, ...]] = ("p", "exact_terms")
-    kind: ClassVar[str] = "estimated, unbiased"
+    kind: ClassVar[LogdetKind] = "estimated, unbiased"
     # p >= 1e-3: at most 999 extra terms expected (a smaller p would be a resource bomb: ~1/p terms)
     p: Annotated[float, Field(ge=1e-3, lt=1)] = 0.5
     exact_terms: Annotated[NonNegativeInt, Field(le=200)] = 2
@@ -136,7 +143,7 @@ class ExactLogdet(LogdetEstimator):
     """``exact``: log det(I + J_g) from the brute-force Jacobian (D backward passes)."""
 
     name: ClassVar[str] = "exact"
-    kind: ClassVar[str] = "exact"
+    kind: ClassVar[LogdetKind] = "exact"
 
     def text(self):
         return "exact (brute-force Jacobian)"
@@ -186,13 +193,14 @@ class ResidualSpec(Layer):
     runtime: ClassVar[str] = "flowdsl.runtime.residual:Residual.build"
     summary: ClassVar[str] = "invertible residual block (i-ResNet / Residual Flows): y = x + g(x), Lip(g) < 1 proved"
     net: Annotated[Net, BeforeValidator(_contractive_net)] = LipschitzMLP()
-    logdet: symbolic(LOGDETS, LogdetEstimator) = RussianRoulette()
+    logdet: Annotated[LogdetEstimator, BeforeValidator(LOGDETS.coerce)] = RussianRoulette()
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
-        lip = prove_contraction(self.net)
-        self.net.validate_io(ctx.shape, ctx.shape)
-        params = self.net.param_count(ctx.shape, ctx.shape, ctx.context_features)
         net = self.net
+        lip = prove_contraction(net)
+        assert isinstance(net, LipschitzMLP)  # prove_contraction refuses any other net
+        net.validate_io(ctx.shape, ctx.shape)
+        params = net.param_count(ctx.shape, ctx.shape, ctx.context_features)
         acts = f", {net.activation} {ACTIVATION_LIPSCHITZ[net.activation]:g}-Lipschitz" if net.hidden else ""
         report = (f"Lip(g) <= {net.coeff:g}^{net.linear_maps} = {lip:.3g} (spectral norm <= {net.coeff:g} per linear "
                   f"map{acts}); log-det {self.logdet.text()}; inverse by Banach fixed-point iteration "
