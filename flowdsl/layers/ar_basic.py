@@ -37,25 +37,31 @@ from flowdsl.layers.orders import MODEL_ORDERS, ModelOrderField, Natural, Order
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
 
 __all__ = [
-    "AR", "ar_input", "colour_groups", "params_per_position", "as_groups", "check_groups", "FVBNSpec", "NADESpec",
-    "MadeModel", "MADE_ORDERS", "made_layer_masks", "ReLUSpec", "Conv1x1",
+    "AR", "ar_input", "input_levels", "colour_groups", "params_per_position", "as_groups", "check_groups",
+    "FVBNSpec", "NADESpec", "MadeModel", "MADE_ORDERS", "made_layer_masks", "ReLUSpec", "Conv1x1",
 ]
 
 AR = frozenset({"autoregressive"})
+
+
+def input_levels(ctx: LayerContext) -> int:
+    """The model input's levels; SpecError when the input is not discrete."""
+    if ctx.levels is None:
+        raise SpecError("an autoregressive model needs a discrete input", hint="add 'levels N' after the input type")
+    return ctx.levels
 
 
 def ar_input(ctx: LayerContext) -> tuple[int, tuple[int, ...]]:
     """``(features per grid position, grid)`` a layer receives; the one-hot input for the first layer."""
     if ctx.index > 0:
         return ctx.shape[0], tuple(ctx.shape[1:])
-    if ctx.levels is None:
-        raise SpecError("an autoregressive model needs a discrete input", hint="add 'levels N' after the input type")
+    levels = input_levels(ctx)
     shape = ctx.shape
     if len(shape) == 1:
-        return ctx.levels, shape
+        return levels, shape
     if len(shape) == 3:
-        return shape[0] * ctx.levels, shape[1:]
-    return shape[1] * ctx.levels, (shape[0],) + shape[2:]
+        return shape[0] * levels, shape[1:]
+    return shape[1] * levels, (shape[0],) + shape[2:]
 
 
 def colour_groups(ctx: LayerContext) -> int:

@@ -48,7 +48,7 @@ def _image(ctx: LayerContext, name: str, kernel: int) -> tuple[int, tuple[int, i
 def masked_taps(kernel_hw: tuple[int, int], centre: tuple[int, int], mask: str, groups: int):
     """Taps ``(offset, allowed)`` of a masked kernel: every tap before the centre in raster order reads
     all groups; the centre reads earlier groups (mask A) or earlier and the same group (mask B)."""
-    taps = []
+    taps: list[tuple[tuple[int, int], np.ndarray | None]] = []
     for i in range(kernel_hw[0]):
         for j in range(kernel_hw[1]):
             dy, dx = i - centre[0], j - centre[1]

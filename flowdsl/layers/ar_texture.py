@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.ar_basic import AR, ar_input, as_groups, colour_groups
+from flowdsl.layers.ar_basic import AR, ar_input, as_groups, colour_groups, input_levels
 from flowdsl.layers.ar_conv import masked_taps
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, conv
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
@@ -115,8 +115,8 @@ def read_png(path) -> tuple[np.ndarray, int]:
     elif depth == 8:
         values = rows.astype(np.int64)
     else:
-        values = np.unpackbits(rows, axis=1)[:, : width * depth].reshape(height, width, depth)
-        values = (values * (1 << np.arange(depth - 1, -1, -1))).sum(axis=-1)
+        unpacked = np.unpackbits(rows, axis=1)[:, : width * depth].reshape(height, width, depth)
+        values = (unpacked * (1 << np.arange(depth - 1, -1, -1))).sum(axis=-1)
     pixels = values.reshape(height, width, samples).transpose(2, 0, 1)
     if colour == 3:
         if palette is None:
@@ -179,9 +179,9 @@ class NonParametricSpec(Layer):
         path = Path(ctx.spec_dir) / self.source
         if not path.is_file():
             raise SpecError(f"texture source '{self.source}' not found (looked for {path})", arg="source")
-        channels = colour_groups(ctx)
+        channels, levels = colour_groups(ctx), input_levels(ctx)
         try:
-            pixels = _load(str(path.resolve()), path.stat().st_mtime, channels, ctx.levels)
+            pixels = _load(str(path.resolve()), path.stat().st_mtime, channels, levels)
         except (PNGError, OSError, zlib.error, ValueError, struct.error, IndexError) as err:
             if isinstance(err, SpecError):
                 raise
@@ -192,7 +192,7 @@ class NonParametricSpec(Layer):
             raise SpecError(f"the source ({hs}x{ws}) is smaller than the causal part of a {self.window}x{self.window} "
                             f"window: no neighbourhood to copy", arg="window")
         return LayerInfo(
-            out_shape=(channels * ctx.levels, *grid), params=0, logdet="n/a",
+            out_shape=(channels * levels, *grid), params=0, logdet="n/a",
             causal=CausalFacts(emits_params=True, takes_indices=True, cacheable=True, no_likelihood=NO_LIKELIHOOD,
                                causality_hint="a neighbourhood must exclude the pixel itself"),
             report=f"{self.window}x{self.window} window, {candidates} candidate neighbourhoods from "

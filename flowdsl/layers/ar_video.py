@@ -33,7 +33,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
+from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups, input_levels
 from flowdsl.layers.ar_conv import masked_taps
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, group_allowed, read
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
@@ -126,7 +126,7 @@ class PixelDecoderSpec(Layer):
                             f"a centre tap", arg="kernel")
         groups = colour_groups(ctx)
         check_groups(self.channels, groups, "channels", arg="channels")
-        f = groups * ctx.levels
+        f = groups * input_levels(ctx)
         ch, k, labels = self.channels, self.kernel, ctx.context_features
         params = 0
         for b in range(self.blocks):
@@ -143,7 +143,7 @@ class PixelDecoderSpec(Layer):
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         g, k = ctx.meta["groups"], self.kernel
         e = any_group(maps.main)
-        h = as_groups(maps.get("frames"), g)
+        h = as_groups(maps.streams["frames"], g)  # infer() put this layer right after video_encoder
         v = any_group(h)
         v_taps = [((0, dy, dx), None) for dy in range(-(k // 2), 1) for dx in range(-(k // 2), k // 2 + 1)]
         for b in range(self.blocks):

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -109,6 +109,10 @@ class DepMaps:
     def main(self) -> np.ndarray:
         return self.streams["main"]
 
+    @overload
+    def get(self, name: str) -> np.ndarray | None: ...
+    @overload
+    def get(self, name: str, default: np.ndarray) -> np.ndarray: ...
     def get(self, name: str, default: np.ndarray | None = None) -> np.ndarray | None:
         return self.streams.get(name, default)
 
@@ -207,7 +211,7 @@ def accumulate(a: np.ndarray, axis: int, reverse: bool = False) -> np.ndarray:
     return np.flip(out, axis=ax).copy() if reverse else out
 
 
-def group_allowed(groups: int, strict: bool) -> np.ndarray | None:
+def group_allowed(groups: int, strict: bool) -> np.ndarray:
     """Colour-channel masks: group go reads groups gi < go (``strict``, mask A) or <= go (mask B)."""
     g = np.arange(groups)
     return (g[None, :] < g[:, None]) if strict else (g[None, :] <= g[:, None])

@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -110,7 +110,7 @@ class SylvesterSpec(Layer):
                             arg="order")
         tri = m * (m + 1) // 2
         q_params = {"orthogonal": d * m, "householder": m * d, "triangular": 0}[self.kind]
-        meta = {"features": d, "rank": m}
+        meta: dict[str, Any] = {"features": d, "rank": m}
         if self.kind == "triangular":
             coords = sylvester_order(self.order, ctx.index, d, m)
             meta["coords"] = tuple(int(c) for c in coords)

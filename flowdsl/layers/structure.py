@@ -105,16 +105,22 @@ class Dependency:
             m = np.zeros((n, n), dtype=bool)
             m[np.arange(n), self.source] = True
             return m
-        if self.kind == "coupling":
-            kept = self.data
-            return np.eye(n, dtype=bool) | np.outer(~kept, kept)
-        if self.kind == "groups":
-            return self.data[:, None] == self.data[None, :]
         if self.kind == "dense":
             return np.ones((n, n), dtype=bool)
+        data = self._data()
+        if self.kind == "coupling":
+            return np.eye(n, dtype=bool) | np.outer(~data, data)
+        if self.kind == "groups":
+            return data[:, None] == data[None, :]
         if self.kind == "autoregressive":
-            return self.data[None, :] <= self.data[:, None]
-        return self.data.copy()
+            return data[None, :] <= data[:, None]
+        return data.copy()
+
+    def _data(self) -> np.ndarray:
+        """``data``, which the coupling, groups, autoregressive and explicit kinds carry."""
+        if self.data is None:
+            raise ValueError(f"a {self.kind} dependency needs its data array")
+        return self.data
 
     def then(self, other: Dependency) -> Dependency:
         """The pattern of applying ``self`` and then ``other`` (boolean matrix product)."""
