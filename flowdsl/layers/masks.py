@@ -113,7 +113,8 @@ class ExplicitMask(Mask):
     def kept(self, shape):
         size = int(np.prod(shape))
         if len(self.bits) != size:
-            raise SpecError(f"mask has {len(self.bits)} entries but the input {_describe(shape)} has {size}", arg="mask")
+            raise SpecError(f"mask has {len(self.bits)} entries but the input {_describe(shape)} has {size}",
+                            arg="mask")
         return _check_split(np.array(self.bits, dtype=bool).reshape(shape), self.describe(), shape)
 
     def describe(self) -> str:

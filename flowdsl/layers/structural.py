@@ -21,7 +21,9 @@ from flowdsl.layers.orders import Order as _Order
 from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, NonNegativeInt
 from flowdsl.layers.structure import Dependency
 
-__all__ = ["PermuteSpec", "InvConv1x1Spec", "SqueezeSpec", "SplitSpec", "ORDERS", "squeeze_source", "permutation_indices"]
+__all__ = [
+    "PermuteSpec", "InvConv1x1Spec", "SqueezeSpec", "SplitSpec", "ORDERS", "squeeze_source", "permutation_indices",
+]
 
 #: the orders ``permute(...)`` accepts (one family with the MADE net's and model's, :mod:`flowdsl.layers.orders`)
 ORDERS = PERMUTATIONS  # members: Reverse, RandomOrder; a list binds to ExplicitOrder
