@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def deep_spec(n: int) -> str:
     """A flow of ``n`` coupling steps (``2 n`` layers) on 8 features."""
     return ("flow deep {\n    input x: vector[8]\n    base normal\n"
-            f"    repeat {n} {{\n        coupling affine(mask=half, net=mlp([16]))\n        permute(reverse)\n    }}\n}}\n")
+            f"    repeat {n} {{\n        coupling affine(mask=half, net=mlp([16]))\n"
+            "        permute(reverse)\n    }\n}\n")
 
 
 def gated_spec(size: int, layers: int = 20) -> str:

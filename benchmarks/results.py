@@ -90,15 +90,19 @@ def render(rows, budget, batch, threads) -> str:
     lines = [
         "# Results: test scores after a fixed CPU budget",
         "",
-        f"Produced by `python benchmarks/results.py --budget {budget:g} --threads {threads}` on {datetime.date.today().isoformat()}: "
+        f"Produced by `python benchmarks/results.py --budget {budget:g} --threads {threads}` "
+        f"on {datetime.date.today().isoformat()}: "
         f"each model trained with Adam (lr 1e-3, batch {batch}, seed 0) for {budget:g} CPU seconds "
-        f"(process time, {threads} torch thread{'s' if threads != 1 else ''}; torch {torch.__version__}, Python {platform.python_version()}, "
+        f"(process time, {threads} torch thread{'s' if threads != 1 else ''}; torch {torch.__version__}, "
+        f"Python {platform.python_version()}, "
         f"{platform.machine()}), then scored on the whole test split.",
         "",
         "These are short budgets on a shared two-core machine: the numbers rank nothing and are far from "
-        "converged; they show that every listed spec trains end to end on real data. Flows score a single-sample uniform-dequantization bound "
+        "converged; they show that every listed spec trains end to end on real data. "
+        "Flows score a single-sample uniform-dequantization bound "
         "on the discrete data; autoregressive models score the exact log-likelihood (a MADE with several "
-        "masks: the mixture over its masks). gated_pixelcnn is class-conditional, so its score is -log p(x | y).",
+        "masks: the mixture over its masks). "
+        "gated_pixelcnn is class-conditional, so its score is -log p(x | y).",
         "",
         "| model | data | spec (rewrite) | parameters | steps | test bits/dim | test nats |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
@@ -136,7 +140,8 @@ def main(argv=None) -> int:
             r = run_case(name, spec, data, edits, args.budget, args.batch, work)
             r.update(name=name, spec=spec, data=data, how=_describe(edits))
             rows.append(r)
-            score = f"{r['bpd']:.3f} bits/dim, {r['nats']:.1f} nats, {r['steps']} steps" if r["status"] == "ok" else r["status"]
+            score = (f"{r['bpd']:.3f} bits/dim, {r['nats']:.1f} nats, {r['steps']} steps"
+                     if r["status"] == "ok" else r["status"])
             print(f"{name:>16} on {data:<13} {score}", flush=True)
     Path(args.out).write_text(render(rows, args.budget, args.batch, torch.get_num_threads()))
     print(f"wrote {args.out}")

@@ -179,7 +179,8 @@ def render_cases(rows, info: dict, load_before: str, load_after: str, args_line:
     for row in rows:
         case = row["case"]
         notes = "; ".join(n for n in [case.note] + [i.note for i in row["impls"] if i.note] if n)
-        out.append(f"- **{case.key}** (`benchmarks/specs/{case.spec}`): {case.title}" + (f". {notes}." if notes else "."))
+        out.append(f"- **{case.key}** (`benchmarks/specs/{case.spec}`): {case.title}"
+                   + (f". {notes}." if notes else "."))
     if any("compiled" in r for r in rows):
         out += ["", "torch.compile (flowdsl models, default mode): speed of the compiled model / eager, same "
                 "harness; graph breaks counted by `torch._dynamo.explain` on `log_prob`.", "",

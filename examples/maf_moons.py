@@ -1,7 +1,8 @@
 """MAF (specs/maf.flow, its input made 2-D) on the two-moons density: samples over the data, the learned density.
 
     python examples/maf_moons.py                      # about a minute on two CPU cores
-    python examples/maf_moons.py --data pinwheel      # any 2-D toy: moons circles checkerboard 8gaussians pinwheel spirals
+    python examples/maf_moons.py --data pinwheel      # any 2-D toy: moons circles checkerboard
+                                                      # 8gaussians pinwheel spirals
 
 Writes into --out: maf_2d.flow (the derived spec), maf.pt, density.png (samples + heat map), interpolation.png.
 """

@@ -1,8 +1,9 @@
 """Fuzz inputs for the front end: mutations of the bundled specs, registry-driven random calls, raw bytes.
 
 Used by ``tests/test_front_end_robustness.py`` and ``tests/test_testing_toolkit.py`` (which also share
-:data:`KNOWN_CRASHES`, the reported crashes in other modules left out until fixed). Every strategy yields ``(bytes or str, filename)``
-inputs; nothing here knows a layer by name: layer and argument names come from the registry.
+:data:`KNOWN_CRASHES`, the reported crashes in other modules left out until fixed). Every strategy yields
+``(bytes or str, filename)`` inputs; nothing here knows a layer by name: layer and argument names come from the
+registry.
 """
 
 from __future__ import annotations

@@ -67,7 +67,8 @@ def test_compile_report_and_checkpoint(tmp_path, capsys):
 
 def test_compile_multi_model_file_needs_model_for_output(tmp_path):
     spec = tmp_path / "two.flow"
-    spec.write_text("flow a {\n input x: vector[2]\n coupling additive\n}\nflow b {\n input x: vector[2]\n actnorm\n}\n")
+    spec.write_text("flow a {\n input x: vector[2]\n coupling additive\n}\n"
+                    "flow b {\n input x: vector[2]\n actnorm\n}\n")
     res = run("compile", spec, "-o", tmp_path / "x.pt")
     assert res.returncode == 1 and "pick one with --model" in res.stderr
     res = run("compile", spec, "--model", "b", "-o", tmp_path / "b.pt")

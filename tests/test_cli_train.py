@@ -113,21 +113,27 @@ def test_complete_fills_the_hidden_part_and_keeps_the_rest(trained, capsys, tmp_
     original = np.arange(64).reshape(8, 8) % 2
     assert done.shape == (4, 1, 8, 8) and (done[:, 0, :, :5] == original[:, :5]).all()
     assert set(np.unique(done)) <= {0, 1}
-    code, _, err = run(capsys, "complete", trained["flow"], "--input", "digits:0", "--mask", "top", "-o", tmp_path / "x.png")
-    assert code == 1 and "complete needs an autoregressive model; 'tiny' is a flow" in err and "Traceback" not in err
-    code, _, err = run(capsys, "complete", trained["ar"], "--input", "digits-binary:0", "--mask", "middle", "-o", "x.png")
+    code, _, err = run(capsys, "complete", trained["flow"], "--input", "digits:0", "--mask", "top",
+                       "-o", tmp_path / "x.png")
+    assert (code == 1 and "complete needs an autoregressive model; 'tiny' is a flow" in err
+            and "Traceback" not in err)
+    code, _, err = run(capsys, "complete", trained["ar"], "--input", "digits-binary:0", "--mask", "middle",
+                       "-o", "x.png")
     assert code == 1 and "--mask must be one of top, bottom, left, right or a PNG file" in err
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "big.png")
-    code, _, err = run(capsys, "complete", trained["ar"], "--input", tmp_path / "big.png", "--mask", "top", "-o", "x.png")
+    code, _, err = run(capsys, "complete", trained["ar"], "--input", tmp_path / "big.png", "--mask", "top",
+                       "-o", "x.png")
     assert code == 1 and "the image is 28x28 with 1 channel(s), but the input of 'pix' is image[1, 8, 8]" in err
 
 
 def test_interpolate_decodes_the_line_between_two_latents(trained, capsys, tmp_path):
-    code, out, _ = run(capsys, "interpolate", trained["flow"], "--index", "2", "7", "--steps", "5", "-o", tmp_path / "i.png")
+    code, out, _ = run(capsys, "interpolate", trained["flow"], "--index", "2", "7", "--steps", "5",
+                       "-o", tmp_path / "i.png")
     assert code == 0 and "test examples 2 -> 7" in out
     with Image.open(tmp_path / "i.png") as im:
         assert im.size == grid_size(5, 8, 8, cols=5)
-    assert run(capsys, "interpolate", trained["flow"], "--index", "2", "7", "--steps", "5", "-o", tmp_path / "i.npy")[0] == 0
+    assert run(capsys, "interpolate", trained["flow"], "--index", "2", "7", "--steps", "5",
+               "-o", tmp_path / "i.npy")[0] == 0
     strip = np.load(tmp_path / "i.npy")
     from flowdsl.training.data import load_data
 
@@ -158,7 +164,8 @@ def test_graph_writes_dot_svg_and_png(trained, capsys, tmp_path):
     spec = trained["root"] / "flow.flow"
     code, out, _ = run(capsys, "graph", spec)
     assert code == 0 and out.startswith('digraph "tiny" {')
-    assert 'coupling affine(mask=checkerboard(0), net=resnet(blocks=1, hidden=8))\\n[1, 8, 8] -> [1, 8, 8]\\nline 6' in out
+    assert ('coupling affine(mask=checkerboard(0), net=resnet(blocks=1, hidden=8))'
+            '\\n[1, 8, 8] -> [1, 8, 8]\\nline 6') in out
     assert run(capsys, "graph", spec, "-o", tmp_path / "g.dot")[0] == 0
     assert (tmp_path / "g.dot").read_text() == out
     code, out, _ = run(capsys, "graph", spec, "--engine", "matplotlib", "-o", tmp_path / "g.svg")

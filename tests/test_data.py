@@ -89,7 +89,8 @@ def test_user_files_npy_npz_and_png_folders(tmp_path):
             Image.fromarray(np.full((6, 5), value + i, dtype=np.uint8)).save(tmp_path / "pngs" / cls / f"{i}.png")
     ds = D.load_data(tmp_path / "pngs")
     assert ds.shape == (1, 6, 5) and ds.levels == 256 and ds.classes == 2  # grey: one channel; folders: classes
-    assert sorted(np.concatenate([ds.train, ds.test])[:, 0, 0, 0].tolist()) == [10, 11, 12, 13, 14, 200, 201, 202, 203, 204]
+    corners = sorted(np.concatenate([ds.train, ds.test])[:, 0, 0, 0].tolist())
+    assert corners == [10, 11, 12, 13, 14, 200, 201, 202, 203, 204]
     (tmp_path / "rgb").mkdir()
     for i in range(3):
         Image.fromarray(np.dstack([np.full((4, 4), c * 50 + i, dtype=np.uint8) for c in range(3)])).save(
@@ -146,7 +147,8 @@ def test_fit_flattens_adds_channels_and_rejects_mismatches_with_both_named():
 
 def test_fit_checks_labels_of_conditional_models():
     h, _ = header("flow f {\n  input x: vector[2]\n  condition y: label[3]\n  coupling affine(mask=[1, 0])\n}\n")
-    with pytest.raises(FlowDSLError, match="flow 'f' is conditional \\(y: label\\[3\\]\\), but data 'moons' has no labels"):
+    with pytest.raises(FlowDSLError,
+                       match="flow 'f' is conditional \\(y: label\\[3\\]\\), but data 'moons' has no labels"):
         D.fit(D.load_data("moons", n=10), h)
     labelled = D.Dataset("l", np.zeros((5, 2), np.float32), np.zeros((2, 2), np.float32), None,
                          np.arange(5), np.arange(2), classes=5)

@@ -144,7 +144,8 @@ def test_actnorm_initialises_from_the_first_batch():
 
 
 def test_explicit_list_mask_and_logit(float64):
-    spec = "flow f {\n input x: vector[4] levels 5\n logit(alpha=0.1)\n coupling affine(mask=[1, 0, 0, 1], net=mlp([8]))\n}\n"
+    spec = ("flow f {\n input x: vector[4] levels 5\n logit(alpha=0.1)\n"
+            " coupling affine(mask=[1, 0, 0, 1], net=mlp([8]))\n}\n")
     flow = perturb_parameters(flowdsl.compile_source(spec), 0.3)
     x = torch.rand(4, 4) * 5
     check_bijection(flow, x)

@@ -14,7 +14,8 @@ from flowdsl.runtime.freeform import Planar, Radial, solve_tanh_shift
 from flowdsl.testing import brute_force_logdet, per_example_jacobian, perturb_parameters
 
 ACCEPTANCE = Path(__file__).resolve().parent.parent.parent / "shared" / "acceptance"
-SPEC = ACCEPTANCE / "planar.flow" if (ACCEPTANCE / "planar.flow").exists() else Path(__file__).parent.parent / "specs" / "planar.flow"
+SPEC = (ACCEPTANCE / "planar.flow" if (ACCEPTANCE / "planar.flow").exists()
+        else Path(__file__).parent.parent / "specs" / "planar.flow")
 
 
 pytestmark = pytest.mark.usefixtures("float64")  # one thread: set for the whole suite in conftest
@@ -82,7 +83,7 @@ def test_inverse_gradient_is_the_inverse_jacobian():
         x = torch.randn(2, 3)
         y, _ = layer(x)
         j_fwd = per_example_jacobian(layer, x)
-        j_inv = per_example_jacobian(lambda v: layer.inverse(v), y)
+        j_inv = per_example_jacobian(lambda v, layer=layer: layer.inverse(v), y)
         assert torch.allclose(j_inv @ j_fwd, torch.eye(3).expand(2, 3, 3), atol=1e-8)
 
 

@@ -154,7 +154,8 @@ def test_golden_lipschitz_diagnostics():
 
 def test_accepted_activations_and_estimator_kinds():
     for act in ("lipswish", "elu", "tanh", "relu"):
-        assert _diagnostics(f"flow f {{\n  input x: vector[2]\n  residual(net=lipschitz_mlp([4], activation={act}))\n}}\n") == []
+        spec = f"flow f {{\n  input x: vector[2]\n  residual(net=lipschitz_mlp([4], activation={act}))\n}}\n"
+        assert _diagnostics(spec) == []
     kinds = {"exact": "exact", "power_series(terms=4)": "estimated, biased",
              "russian_roulette(p=0.5)": "estimated, unbiased"}
     for estimator, kind in kinds.items():

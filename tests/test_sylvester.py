@@ -150,5 +150,6 @@ def test_coverage_counts_the_coordinates_a_low_rank_triangular_layer_moves():
     one = "flow f {\n  input x: vector[4]\n  sylvester(kind=triangular, rank=2)\n}\n"
     (warning,) = _diagnostics(one)
     assert warning[3] == "warning" and "dimensions 2, 3 (2 of 4)" in warning[4]
-    both = "flow f {\n  input x: vector[4]\n  sylvester(kind=triangular, rank=2)\n  sylvester(kind=triangular, rank=2)\n}\n"
+    both = ("flow f {\n  input x: vector[4]\n  sylvester(kind=triangular, rank=2)\n"
+            "  sylvester(kind=triangular, rank=2)\n}\n")
     assert _diagnostics(both) == []

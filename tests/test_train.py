@@ -121,7 +121,8 @@ def _points(tmp_path, n):
 
 def test_conditional_flows_and_autoregressive_models_train(tmp_path):
     cond = write(tmp_path, "c.flow", "flow c {\n input x: image[1, 8, 8] levels 17\n condition y: label[10]\n"
-                                     " logit\n coupling affine(mask=checkerboard(0), net=resnet(blocks=1, hidden=8))\n}\n")
+                                     " logit\n coupling affine(mask=checkerboard(0), net=resnet(blocks=1, hidden=8))"
+                                     "\n}\n")
     result = flowdsl.train(cond, "digits", steps=3, batch=16, **quiet())
     assert result.model.context_shape == () and torch.isfinite(torch.tensor(result.evaluation["nats"]))
     ar = write(tmp_path, "p.ar", "autoregressive p {\n input x: image[1, 8, 8] levels 2\n"

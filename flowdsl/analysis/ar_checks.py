@@ -49,7 +49,8 @@ def check_residual_streams(model: ModelIR, limits) -> list[Diagnostic]:
     prev, out = None, []
     for node in model.layers:
         layer = node.layer
-        if isinstance(layer, GatedResidualSpec) and isinstance(prev, GatedResidualSpec) and prev.residual != layer.residual:
+        if (isinstance(layer, GatedResidualSpec) and isinstance(prev, GatedResidualSpec)
+                and prev.residual != layer.residual):
             out.append(Diagnostic(node.pos, "error",
                                   f"gated_residual continues a residual stream of {prev.residual} features, but "
                                   f"declares residual={layer.residual}",

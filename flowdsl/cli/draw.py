@@ -345,7 +345,8 @@ def add_commands(sub) -> None:
     sp = sub.add_parser("interpolate", help="decode a straight line between two examples' latents (flows)")
     common(sp)
     sp.add_argument("--data", help="data set or path (default: the one it was trained on)")
-    sp.add_argument("--index", type=int, nargs=2, default=(0, 1), metavar=("A", "B"), help="test examples (default 0 1)")
+    sp.add_argument("--index", type=int, nargs=2, default=(0, 1), metavar=("A", "B"),
+                    help="test examples (default 0 1)")
     sp.add_argument("--steps", type=int, default=8, help="points on the line, ends included (default 8)")
     sp.set_defaults(run=cmd_interpolate)
 

@@ -119,7 +119,8 @@ def _report(model, ir, path: str) -> str:
     if h.condition:
         lines.append(f"  condition {h.condition.name}: {h.condition.type_name}[{h.condition.classes}]")
     if h.kind == "flow":
-        lines.append(f"  base: {h.base.describe()}" + ("; uniform dequantization of the integer data" if inp.levels else ""))
+        lines.append(f"  base: {h.base.describe()}"
+                     + ("; uniform dequantization of the integer data" if inp.levels else ""))
     elif h.output is not None:
         lines.append(f"  output: {h.output.describe()}")
     rows = [("#", "line", "layer", "output", "params", "log-det", "notes")]

@@ -7,7 +7,8 @@ gradients enabled, the solver is differentiated through (no adjoint).
 
 Example:
     >>> import torch, flowdsl
-    >>> flow = flowdsl.compile_source("flow f {\\n input x: vector[2]\\n continuous(net=mlp([8]), solver=rk4, steps=4)\\n}\\n")
+    >>> flow = flowdsl.compile_source("flow f {\\n input x: vector[2]\\n"
+    ...                               " continuous(net=mlp([8]), solver=rk4, steps=4)\\n}\\n")
     >>> z, logdet = flow(torch.randn(3, 2))
     >>> z.shape, logdet.shape
     (torch.Size([3, 2]), torch.Size([3]))

@@ -4,8 +4,8 @@
 - :mod:`~flowdsl.testing.inputs` and :mod:`~flowdsl.testing.strategies`: Hypothesis strategies for inputs,
   layer arguments and whole specs, drawn from the registry (every registered layer, built-in or user-defined);
 - :mod:`~flowdsl.testing.properties`: :func:`check_bijection`, :func:`check_structure`;
-  :mod:`~flowdsl.testing.autoregressive`: :func:`check_autoregressive`; each raises :class:`PropertyFailure` (an AssertionError) with the
-  minimal failing example Hypothesis found and a readable report;
+  :mod:`~flowdsl.testing.autoregressive`: :func:`check_autoregressive`; each raises :class:`PropertyFailure`
+  (an AssertionError) with the minimal failing example Hypothesis found and a readable report;
 - :mod:`~flowdsl.testing.search`: the Hypothesis search and :class:`PropertyFailure` behind every check;
 - :mod:`~flowdsl.testing.tiny`: the same model on a smaller input, for brute force;
 - :mod:`~flowdsl.testing.runner`: every property on every model of a spec file (``flowdsl test``).
