@@ -195,7 +195,7 @@ def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: 
         in_shape = shape if inferring else None
         if inferring and inp is not None and shape is not None:
             ctx = LayerContext(shape=shape, model_kind=kind.name, input_type=inp.type_name, levels=inp.levels,
-                               context_features=features, spec_dir=spec_dir, index=position, previous=previous,
+                               context_features=features, spec_dir=spec_dir, position=position, previous=previous,
                                output=header.output, input_shape=inp.shape)
             try:
                 info, findings = _infer(site, ctx)

@@ -237,7 +237,7 @@ class PositionMLPSpec(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, grid = ar_input(ctx)
-        if ctx.index == 0:
+        if ctx.position == 0:
             raise SpecError("mlp reads the current position: it cannot be the first layer",
                             hint="start the model with embed (which shifts the input by one)")
         h = self.hidden

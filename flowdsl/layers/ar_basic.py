@@ -53,7 +53,7 @@ def input_levels(ctx: LayerContext) -> int:
 
 def ar_input(ctx: LayerContext) -> tuple[int, tuple[int, ...]]:
     """``(features per grid position, grid)`` a layer receives; the one-hot input for the first layer."""
-    if ctx.index > 0:
+    if ctx.position > 0:
         return ctx.shape[0], tuple(ctx.shape[1:])
     levels = input_levels(ctx)
     shape = ctx.shape
@@ -66,7 +66,7 @@ def ar_input(ctx: LayerContext) -> tuple[int, tuple[int, ...]]:
 
 def colour_groups(ctx: LayerContext) -> int:
     """Channels per grid position of the model's input (R, G, B: 3); 1 for vectors and sequences."""
-    shape = ctx.input_shape or (ctx.shape if ctx.index == 0 else ())
+    shape = ctx.input_shape or (ctx.shape if ctx.position == 0 else ())
     if len(shape) == 3:
         return shape[0]
     if len(shape) == 4:

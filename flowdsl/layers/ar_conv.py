@@ -128,7 +128,7 @@ class GatedBlockSpec(Layer):
         f, grid, groups = _image(ctx, self.name, self.kernel)
         ch, k = self.channels, self.kernel
         check_groups(ch, groups, "channels", arg="channels")
-        first = ctx.index == 0
+        first = ctx.position == 0
         fv = ctx.shape[0] if ctx.previous and ctx.previous[-1] == self.name else f
         if not first and f != ch:
             raise SpecError(f"gated_block's residual connection needs {ch} input features, but it gets {f}",

@@ -11,7 +11,7 @@ future. Both keep H and W; their output has ``hidden`` features (in colour group
 Example:
     >>> from flowdsl.layers.registry import LAYERS, LayerContext
     >>> from flowdsl.language.values import Symbol
-    >>> ctx = LayerContext(shape=(32, 8, 8), model_kind="autoregressive", input_type="image", levels=17, index=1)
+    >>> ctx = LayerContext(shape=(32, 8, 8), model_kind="autoregressive", input_type="image", levels=17, position=1)
     >>> LAYERS.bind(Symbol("row_lstm", kwargs=(("hidden", 32),))).infer(ctx).params
     24704
 """

@@ -13,7 +13,7 @@ samples a prediction should see; the checker warns when the receptive field is s
 Example:
     >>> from flowdsl.layers.registry import LAYERS, LayerContext
     >>> from flowdsl.language.values import Symbol
-    >>> ctx = LayerContext(shape=(32, 100), model_kind="autoregressive", input_type="sequence", levels=256, index=1)
+    >>> ctx = LayerContext(shape=(32, 100), model_kind="autoregressive", input_type="sequence", levels=256, position=1)
     >>> call = Symbol("gated_residual", kwargs=(("kernel", 2), ("dilation", 4), ("residual", 32), ("skip", 64)))
     >>> info = LAYERS.bind(call).infer(ctx)
     >>> info.out_shape, info.params, info.meta["offsets"]
@@ -101,7 +101,7 @@ class EmbedSpec(Layer):
     context: PositiveInt | None = None
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
-        if ctx.index != 0:
+        if ctx.position != 0:
             raise SpecError("embed reads the model's integer input: it must be the first layer",
                             hint="use conv1x1 to change the number of features later on")
         f, length = _sequence(ctx, self.name)
@@ -135,7 +135,7 @@ class CausalConv(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, length = _sequence(ctx, self.name)
-        first = ctx.index == 0
+        first = ctx.position == 0
         offsets = conv_offsets(self.kernel, self.dilation, self.padding, first and self.padding == "causal")
         if not offsets:
             raise SpecError("a first causal_conv with kernel=1 reads no earlier sample (its only tap is the "

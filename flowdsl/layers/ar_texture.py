@@ -164,7 +164,7 @@ class NonParametricSpec(Layer):
     eps: Annotated[float, Field(ge=0.0, le=10.0)] = 0.1
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
-        if ctx.index != 0:
+        if ctx.position != 0:
             raise SpecError("nonparametric reads the model's input pixels: it must be the only layer")
         _, grid = ar_input(ctx)
         if len(grid) != 2:

@@ -76,7 +76,7 @@ class VideoEncoderSpec(Layer):
     blocks: Blocks = 2
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
-        if ctx.index != 0:
+        if ctx.position != 0:
             raise SpecError("video_encoder reads the model's input frames: it must be the first layer")
         f, grid = _video(ctx, self.name)
         ch = self.channels

@@ -126,7 +126,7 @@ class DepContext:
     """What a layer's ``dependencies`` rule sees."""
 
     layout: Layout
-    index: int  # 0: the layer reads the model's input
+    position: int  # the layer's 0-based position: 0 reads the model's input
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)
@@ -134,7 +134,7 @@ class DepContext:
 
     @property
     def first(self) -> bool:
-        return self.index == 0
+        return self.position == 0
 
 
 # ----------------------------------------------------------------------------- operations

@@ -64,7 +64,7 @@ class LogitSpec(Layer):
                          meta={"scale": float(ctx.levels or 1)})
 
     def check(self, ctx, info):
-        if ctx.index > 0 and "dequantize" not in ctx.previous[-1:] and ctx.levels is not None:
+        if ctx.position > 0 and "dequantize" not in ctx.previous[-1:] and ctx.levels is not None:
             return [Finding("warning", "logit expects data in [0, levels); it is usually the first layer")]
         if ctx.levels is None:
             return [Finding("note", "logit expects data in (0, 1) (the input declares no levels)")]
@@ -85,7 +85,7 @@ class DequantizeSpec(Layer):
     def infer(self, ctx: LayerContext) -> LayerInfo:
         if ctx.levels is None:
             raise SpecError("dequantize needs a discrete input (declare 'levels' on the input)")
-        if ctx.index != 0:
+        if ctx.position != 0:
             raise SpecError("dequantize must be the first layer of the flow")
         if self.method == "variational":
             raise SpecError("variational dequantization is not available yet; use dequantize(uniform)", arg="method")

@@ -112,7 +112,7 @@ class SylvesterSpec(Layer):
         q_params = {"orthogonal": d * m, "householder": m * d, "triangular": 0}[self.kind]
         meta: dict[str, Any] = {"features": d, "rank": m}
         if self.kind == "triangular":
-            coords = sylvester_order(self.order, ctx.index, d, m)
+            coords = sylvester_order(self.order, ctx.position, d, m)
             meta["coords"] = tuple(int(c) for c in coords)
             if m == d:
                 rank = np.empty(d, dtype=np.int64)

@@ -292,7 +292,7 @@ class LayerContext:
     levels: int | None = None  # the model input's levels, if discrete
     context_features: int = 0  # size of the one-hot condition vector (0: unconditional)
     spec_dir: str = "."  # folder of the spec file (for data files a layer reads)
-    index: int = 0  # position of the layer in its model (0 = first)
+    position: int = 0  # the layer's 0-based position in its model (as LayerNode.position)
     previous: tuple[str, ...] = ()  # keys of the layers before this one
     output: Any = None  # an autoregressive model's ``output`` distribution spec (None: a flow, or none declared)
     input_shape: tuple[int, ...] = ()  # the model input's declared shape (``shape`` is what reaches this layer)

@@ -117,7 +117,7 @@ def _count_params(spec, ctx: LayerContext, out, dep) -> int:
     except TypeError:  # an unhashable argument: count every time
         key = None
     node = BuildNode(in_shape=tuple(ctx.shape), out_shape=out, dependency=dep, context_features=ctx.context_features,
-                     levels=ctx.levels, model_kind=ctx.model_kind, spec_dir=ctx.spec_dir, position=ctx.index)
+                     levels=ctx.levels, model_kind=ctx.model_kind, spec_dir=ctx.spec_dir, position=ctx.position)
     builder = getattr(RUNTIMES, type(spec).name)
     try:
         with torch.device("meta"):

@@ -354,7 +354,7 @@ def specs(draw, kind: str = "flow", *, max_layers: int = 4, min_layers: int = 1,
     count = draw(st.integers(min_layers, max_layers))
     for i in range(count):
         ctx = LayerContext(shape=cur, model_kind=kind, input_type=t, levels=levels, context_features=classes,
-                           index=i, previous=previous, output=output, input_shape=shape)
+                           position=i, previous=previous, output=output, input_shape=shape)
         for _ in range(4):  # a layer its rule accepts may still fail a model check (causality, coverage, ...)
             drawn = _draw_layer(draw, ctx, names, small, extreme, 12, runnable, exclude)
             if drawn is None:
