@@ -22,13 +22,8 @@ def _imports(name: str, path: Path, modules) -> set[str]:
     """Modules of flowdsl that ``name`` imports (at any depth of its code, lazily or not)."""
     pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and getattr(block.test, "id", getattr(block.test, "attr", "")) == "TYPE_CHECKING"
-                   for n in ast.walk(block)}
     found = set()
-    for node in ast.walk(tree):
-        if id(node) in typing_only:  # annotations only: not a runtime dependency
-            continue
+    for node in ast.walk(tree):  # lazy and TYPE_CHECKING imports count: a cycle is a design knot
         targets = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]

@@ -23,16 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import networkx as nx
 
+from flowdsl.analysis.model_kind import ModelKind
 from flowdsl.errors import Diagnostic, Pos, SpecError, trace_notes
 from flowdsl.language.expand import InputInfo, ModelHeader, Site
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, SinkInfo
-
-if TYPE_CHECKING:
-    from flowdsl.analysis.kinds import ModelKind
 
 __all__ = ["ModelIR", "LayerNode", "SinkNode", "build_ir"]
 

@@ -23,15 +23,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from math import prod
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flowdsl.errors import Pos, SpecError
 from flowdsl.language import ast
+from flowdsl.language.limits import Limits
 from flowdsl.language.values import Symbol, Value, describe
 from flowdsl.layers.registry import BASES, OUTPUTS, Spec, suggest
-
-if TYPE_CHECKING:  # expand imports this module at run time
-    from flowdsl.language.expand import Limits
 
 __all__ = ["InputInfo", "ConditionInfo", "ModelHeader", "Declarations", "INPUT_TYPES", "CONDITION_TYPES"]
 

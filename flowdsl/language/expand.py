@@ -27,6 +27,7 @@ import networkx as nx
 from flowdsl.errors import Diagnostic, Pos, SpecError, trace_notes
 from flowdsl.language import ast
 from flowdsl.language.declarations import ConditionInfo, Decl, Declarations, Env, InputInfo, ModelHeader, Trace
+from flowdsl.language.limits import Limits
 from flowdsl.language.loader import Unit
 from flowdsl.language.values import Symbol, Value, describe, evaluate
 from flowdsl.layers.registry import BASES, LAYERS, Layer, suggest
@@ -35,15 +36,6 @@ __all__ = ["Limits", "Site", "InputInfo", "ConditionInfo", "ModelHeader", "expan
            "MAX_BLOCK_DEPTH"]
 
 MAX_BLOCK_DEPTH = 64
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits a spec must respect before anything is allocated."""
-
-    max_layers: int = 10_000
-    max_params: int = 200_000_000
-    max_input_size: int = 50_000_000
 
 
 @dataclass(frozen=True)
