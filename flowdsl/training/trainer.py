@@ -333,6 +333,11 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
             evaluation = evaluate(net, x_test, y_test)
         if world > 1:
             print(f"rank {rank}/{world}: parameters sha256 {_param_digest(net)}", file=sys.stderr, flush=True)
+            # every rank arrives before any tears the group down: a rank that exits while its peer is still
+            # in a gloo call aborts ("terminate called without an active exception", seen in CI runs)
+            import torch.distributed as dist
+
+            dist.barrier()
         if output is not None and step > start:
             say(f"saved {output} (step {step})")
         return TrainResult(net, step, history, evaluation, str(output) if output else None)
