@@ -104,9 +104,24 @@ _COUNTS: dict = {}
 MAX_CPU_COUNT_SIZE = 1_000_000
 
 
+def _build_on(device: str, builder, spec, node):
+    """Build the layer's module on ``device``; a ValueError from the layer becomes a SpecError in its words."""
+    import torch
+
+    try:
+        with torch.device(device):
+            return builder(spec, node)
+    except ValueError as err:  # the layer refuses its arguments or shape
+        raise SpecError(str(err) or f"{spec.name} refuses these arguments") from None
+
+
+def _unbuildable(spec, err: Exception) -> SpecError:
+    return SpecError(f"{spec.name} could not be built to count its parameters ({type(err).__name__}: {err})",
+                     hint="declare the count with @layer(..., params=...)")
+
+
 def _count_params(spec, ctx: LayerContext, out, dep) -> int:
     """Build the module, on the meta device first (nothing allocated), and count its parameters."""
-    import torch
 
     from flowdsl.runtime.base import BuildNode
 
@@ -120,26 +135,18 @@ def _count_params(spec, ctx: LayerContext, out, dep) -> int:
                      levels=ctx.levels, model_kind=ctx.model_kind, spec_dir=ctx.spec_dir, position=ctx.position)
     builder = getattr(RUNTIMES, type(spec).name)
     try:
-        with torch.device("meta"):
-            module = builder(spec, node)
+        module = _build_on("meta", builder, spec, node)
     except SpecError:
         raise
-    except ValueError as err:  # the layer refuses its arguments or shape: say it in its words
-        raise SpecError(str(err) or f"{spec.name} refuses these arguments") from None
     except Exception as err:  # data-dependent code (numpy masks, nonzero): build it for real if it is small
         if math.prod(ctx.shape) > MAX_CPU_COUNT_SIZE:
-            raise SpecError(f"{spec.name} could not be built to count its parameters ({type(err).__name__}: {err})",
-                            hint="declare the count with @layer(..., params=...)") from None
+            raise _unbuildable(spec, err) from None
         try:
-            with torch.device("cpu"):
-                module = builder(spec, node)
+            module = _build_on("cpu", builder, spec, node)
         except SpecError:
             raise
-        except ValueError as err2:  # the layer refuses its arguments or shape: say it in its words
-            raise SpecError(str(err2) or f"{spec.name} refuses these arguments") from None
         except Exception as err2:
-            raise SpecError(f"{spec.name} could not be built to count its parameters ({type(err2).__name__}: "
-                            f"{err2})", hint="declare the count with @layer(..., params=...)") from None
+            raise _unbuildable(spec, err2) from None
     count = sum(p.numel() for p in module.parameters())
     if key is not None:
         _COUNTS[key] = count

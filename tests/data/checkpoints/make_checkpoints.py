@@ -12,6 +12,17 @@ import sys
 from pathlib import Path
 
 
+def outputs(model, x):
+    """What is pinned: a flow's z and log|det| at a fixed (dequantized) point, an AR model's log-probability."""
+    import torch
+
+    with torch.no_grad():
+        if hasattr(model, "inverse_and_logdet"):
+            z, ld = model(x.double() + 0.5 if model.levels else x)
+            return torch.cat([z.reshape(len(x), -1), ld[:, None]], 1)
+        return model.log_prob(x)
+
+
 def main(here: Path) -> None:
     import torch
 
@@ -33,13 +44,7 @@ def main(here: Path) -> None:
             x = torch.randint(0, model.levels, (5, *shape), generator=g)
         else:
             x = torch.randn(5, *shape, generator=g, dtype=torch.float64)
-        model.eval()
-        with torch.no_grad():
-            if hasattr(model, "inverse_and_logdet"):  # a flow: z and log|det| at a fixed (dequantized) point
-                z, ld = model(x.double() + 0.5 if model.levels else x)
-                out = torch.cat([z.reshape(len(x), -1), ld[:, None]], 1)
-            else:
-                out = model.log_prob(x)
+        out = outputs(model.eval(), x)
         save_checkpoint(model, here / (spec.stem + ".pt"))
         expected[spec.stem] = {"x": x.tolist(), "log_prob": out.tolist()}
     (here / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
