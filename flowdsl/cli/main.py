@@ -22,7 +22,8 @@ from flowdsl.errors import FlowDSLError, render_all
 __all__ = ["main", "EXTENSIONS"]
 
 #: modules that add subcommands: each has ``add_commands(subparsers)`` (one module per group of commands)
-EXTENSIONS: list[str] = ["flowdsl.cli.train", "flowdsl.cli.draw", "flowdsl.cli.testcmd"]
+EXTENSIONS: list[str] = ["flowdsl.cli.train", "flowdsl.cli.draw", "flowdsl.cli.testcmd", "flowdsl.cli.data",
+                         "flowdsl.cli.lsp", "flowdsl.cli.explain"]
 
 
 def _limits(args):

@@ -46,7 +46,7 @@ __all__ = ["Dataset", "DATASETS", "load_data", "fit", "describe_shape", "mu_law_
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test arrays (examples first), their levels (None: continuous) and labels."""
+    """Train, validation and test arrays (examples first), their levels (None: continuous) and labels."""
 
     name: str
     train: np.ndarray
@@ -56,6 +56,9 @@ class Dataset:
     test_labels: np.ndarray | None = None
     classes: int = 0
     exact_levels: bool = True  # False for the user's integer data: levels is then only max + 1
+    valid: np.ndarray | None = None  # the validation split (model selection); None: the trainer carves one
+    valid_labels: np.ndarray | None = None
+    source: str = ""  # what was loaded, in words (printed by the trainer: which data this run used)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -1,0 +1,1 @@
+"""Editor support: the language server (``flowdsl lsp``) and the syntax highlighters."""

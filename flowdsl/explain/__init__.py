@@ -1,0 +1,1 @@
+"""``flowdsl explain``: pictures of what the checker proves, drawn from the IR and the dependency engine."""
