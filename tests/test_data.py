@@ -8,6 +8,7 @@ import pytest
 from flowdsl.api import analyze_source
 from flowdsl.errors import FlowDSLError
 from flowdsl.training import data as D
+from flowdsl.training.fitting import fit
 
 
 def header(text: str, filename: str = "m.flow"):
@@ -118,14 +119,14 @@ def test_mu_law_round_trip_and_waveforms_follow_the_spec():
 def test_fit_flattens_adds_channels_and_rejects_mismatches_with_both_named():
     digits = D.load_data("digits")
     flat, _ = header("flow f {\n  input x: vector[64] levels 17\n  actnorm\n}\n")
-    assert D.fit(digits, flat).train.shape == (len(digits.train), 64)
+    assert fit(digits, flat).train.shape == (len(digits.train), 64)
     plain = D.Dataset("plain", np.zeros((4, 8, 8), dtype=np.int64), np.zeros((2, 8, 8), dtype=np.int64), 17)
     image, _ = header("flow f {\n  input x: image[1, 8, 8] levels 17\n  actnorm\n}\n")
-    assert D.fit(plain, image).train.shape == (4, 1, 8, 8)
+    assert fit(plain, image).train.shape == (4, 1, 8, 8)
 
     h, sources = header("flow f {\n  input x: image[1, 8, 8] levels 17\n  actnorm\n}\n", "spec.flow")
     with pytest.raises(FlowDSLError) as err:
-        D.fit(D.load_data("moons", n=10), h, sources)
+        fit(D.load_data("moons", n=10), h, sources)
     d = err.value.diagnostics[0]
     assert (d.pos.file, d.pos.line, d.pos.column) == ("spec.flow", 2, 3)
     assert d.message == "data 'moons' is vector[2], but the input x of flow 'f' is image[1, 8, 8] levels 17"
@@ -133,15 +134,15 @@ def test_fit_flattens_adds_channels_and_rejects_mismatches_with_both_named():
     assert "input x: image[1, 8, 8] levels 17\n      ^" in str(err.value)  # rendered with the spec's line
 
     with pytest.raises(FlowDSLError, match="data 'digits-binary' has 2 levels, but the input x of flow 'f' is"):
-        D.fit(D.load_data("digits-binary"), h)
+        fit(D.load_data("digits-binary"), h)
     continuous, _ = header("flow f {\n  input x: image[1, 8, 8]\n  actnorm\n}\n")
     with pytest.raises(FlowDSLError, match=r"data 'digits' is discrete \(17 levels\), but the input x of flow 'f' "
                                            r"is continuous") as err:
-        D.fit(digits, continuous)
+        fit(digits, continuous)
     assert err.value.diagnostics[0].hint == "declare `levels 17` on the input"
     binary, _ = header("autoregressive m {\n  input x: vector[64] levels 2\n  fvbn\n  output bernoulli\n}\n", "m.ar")
     with pytest.raises(FlowDSLError, match="has 17 levels, but the input x of autoregressive 'm' is vector") as err:
-        D.fit(digits, binary)
+        fit(digits, binary)
     assert err.value.diagnostics[0].hint == "use --data digits-binary"
 
 
@@ -149,12 +150,12 @@ def test_fit_checks_labels_of_conditional_models():
     h, _ = header("flow f {\n  input x: vector[2]\n  condition y: label[3]\n  coupling affine(mask=[1, 0])\n}\n")
     with pytest.raises(FlowDSLError,
                        match="flow 'f' is conditional \\(y: label\\[3\\]\\), but data 'moons' has no labels"):
-        D.fit(D.load_data("moons", n=10), h)
+        fit(D.load_data("moons", n=10), h)
     labelled = D.Dataset("l", np.zeros((5, 2), np.float32), np.zeros((2, 2), np.float32), None,
                          np.arange(5), np.arange(2), classes=5)
     with pytest.raises(FlowDSLError, match="data 'l' has 5 classes, but y of flow 'f' is label\\[3\\]"):
-        D.fit(labelled, h)
+        fit(labelled, h)
     user_ints = D.Dataset("u", np.full((5, 2), 3), np.zeros((2, 2), np.int64), 4, exact_levels=False)
     small, _ = header("autoregressive m {\n  input x: vector[2] levels 3\n  fvbn\n  output categorical\n}\n", "m.ar")
     with pytest.raises(FlowDSLError, match="data 'u' has values up to 3, but the input x of autoregressive 'm'"):
-        D.fit(user_ints, small)
+        fit(user_ints, small)

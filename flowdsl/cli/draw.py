@@ -165,7 +165,8 @@ def _load(path, device):
 
 
 def _dataset(model, name):
-    from flowdsl.training.data import fit, load_data
+    from flowdsl.training.data import load_data
+    from flowdsl.training.fitting import fit
 
     header = model.ir.header
     return fit(load_data(name, shape=header.input.shape, levels=header.input.levels), header, model.spec["sources"])

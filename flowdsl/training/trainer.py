@@ -33,7 +33,8 @@ from torch import nn
 
 from flowdsl.checkpoint import load_checkpoint, save_checkpoint
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
-from flowdsl.training.data import Dataset, fit, load_data
+from flowdsl.training.data import Dataset, load_data
+from flowdsl.training.fitting import fit
 
 __all__ = ["train", "evaluate", "TrainResult", "spec_fingerprint", "DEFAULTS", "tensors"]
 

@@ -1,0 +1,72 @@
+"""The check that a data set fits a spec's input: shape, levels and labels.
+
+:func:`fit` raises a positioned :class:`~flowdsl.errors.FlowDSLError` at the spec's input naming
+both when they disagree. This module imports no torch.
+
+Example:
+    >>> from flowdsl.api import analyze_source
+    >>> from flowdsl.training.data import load_data
+    >>> ir = analyze_source("flow f {\\n input x: vector[2]\\n base normal\\n affine_coupling(mask=half)\\n}").model()
+    >>> fit(load_data("moons", n=10), ir.header).train.shape
+    (10, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from flowdsl.training.data import DATASETS
+from flowdsl.training.dataset import Dataset, data_error, describe_shape
+
+__all__ = ["fit"]
+
+
+def _suggest(shape, levels) -> str | None:
+    fits = [k for k, (s, q, _) in DATASETS.items() if (s is None and len(shape) == 1 and levels) or
+            (s is not None and tuple(s) == tuple(shape) and q == levels)]
+    return f"built-in data for this input: {', '.join(fits)}" if fits else None
+
+
+def fit(ds: Dataset, header, sources=None) -> Dataset:
+    """``ds`` made to fit the model ``header`` (flattened or given a channel axis where the sizes
+    agree), or a FlowDSLError at the spec's input naming both shapes and levels."""
+    inp = header.input
+    want, levels = tuple(inp.shape), inp.levels
+    declared = describe_shape(want, levels, inp.type_name)
+    have = describe_shape(ds.shape, ds.levels if ds.exact_levels else None)
+    model = f"{header.kind} '{header.name}'"
+
+    def fail(msg, hint=None):
+        return data_error(msg, hint, inp.pos, sources)
+
+    train, test, valid = ds.train, ds.test, ds.valid
+    if ds.shape != want:
+        if math.prod(ds.shape) == math.prod(want) and (len(want) == 1 or ds.shape == want[1:]):
+            train, test = train.reshape(-1, *want), test.reshape(-1, *want)
+            valid = valid.reshape(-1, *want) if valid is not None else None
+        else:
+            raise fail(f"data '{ds.name}' is {have}, but the input {inp.name} of {model} is {declared}",
+                       _suggest(want, levels))
+    if levels is None and ds.levels is not None and ds.exact_levels:
+        raise fail(f"data '{ds.name}' is discrete ({ds.levels} levels), but the input {inp.name} of {model} "
+                   f"is continuous ({declared})", f"declare `levels {ds.levels}` on the input")
+    if levels is not None and ds.levels is None:
+        raise fail(f"data '{ds.name}' is continuous, but the input {inp.name} of {model} is {declared}",
+                   _suggest(want, levels))
+    if levels is not None and ((ds.exact_levels and ds.levels != levels) or ds.levels > levels or
+                               min(train.min(initial=0), test.min(initial=0)) < 0):
+        what = f"{ds.levels} levels" if ds.exact_levels else f"values up to {ds.levels - 1}"
+        hint = _suggest(want, levels)
+        if levels == 2 and ds.name in ("digits", "mnist"):
+            hint = f"use --data {ds.name}-binary"
+        raise fail(f"data '{ds.name}' has {what}, but the input {inp.name} of {model} is {declared}", hint)
+    cond = header.condition
+    if cond is not None:
+        if ds.train_labels is None:
+            raise data_error(f"{model} is conditional ({cond.name}: label[{cond.classes}]), but data '{ds.name}' "
+                         f"has no labels", None, cond.pos, sources)
+        if ds.classes > cond.classes:
+            raise data_error(f"data '{ds.name}' has {ds.classes} classes, but {cond.name} of {model} is "
+                         f"label[{cond.classes}]", None, cond.pos, sources)
+    return replace(ds, train=train, test=test, valid=valid)
