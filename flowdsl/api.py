@@ -1,36 +1,73 @@
 """The public Python API: analyse, check, compile and load specs.
 
 Analysis (parse, expand, infer, check) imports no torch; :func:`compile_file` and
-:func:`compile_source` import the compiler on demand.
+:func:`compile_source` import the compiler on demand. Arguments of the wrong kind (``None`` for a
+spec, a number for a path) raise :class:`~flowdsl.input_errors.InputTypeError`, a
+:class:`~flowdsl.errors.FlowDSLError` and a :class:`TypeError`; file names may be ``str`` or any ``os.PathLike``.
 
 Example:
     >>> model_names_source("flow a {\\n input x: vector[2]\\n}\\nflow b {\\n input x: vector[2]\\n}\\n")
     ['a', 'b']
+    >>> compile_source(None)
+    Traceback (most recent call last):
+    flowdsl.input_errors.InputTypeError: compile_source: error: text must be the spec as str or bytes, got NoneType
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flowdsl.analysis.analyze import Analysis, analyze_unit
 from flowdsl.errors import Diagnostic, FlowDSLError, has_errors
+from flowdsl.input_errors import InputError, InputTypeError
 from flowdsl.language.expand import Limits
 from flowdsl.language.loader import load_file, load_source
 
 __all__ = [
     "Analysis", "analyze_file", "analyze_source", "check_file", "check_source", "model_names",
-    "model_names_source", "compile_file", "compile_source", "load", "Limits",
+    "model_names_source", "compile_file", "compile_source", "load", "Limits", "InputError", "InputTypeError",
 ]
+
+
+def _text(text, function: str):
+    if not isinstance(text, (str, bytes)):
+        raise InputTypeError(f"text must be the spec as str or bytes, got {type(text).__name__}", function)
+    return text
+
+
+def _name(name, function: str, what: str = "filename") -> str:
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if not isinstance(name, str):
+        raise InputTypeError(f"{what} must be a str or a path, got {type(name).__name__}", function)
+    return name
+
+
+def _limits(limits, function: str):
+    if limits is not None and not isinstance(limits, Limits):
+        raise InputTypeError(f"limits must be a flowdsl.Limits or None, got {type(limits).__name__}", function)
+    return limits
+
+
+def _model(model, function: str):
+    if model is not None and not isinstance(model, str):
+        raise InputTypeError(f"model must be a model's name (str) or None, got {type(model).__name__}", function)
+    return model
 
 
 def analyze_source(text: str | bytes, filename: str = "<string>", limits: Limits | None = None) -> Analysis:
     """Parse, expand, infer and check a spec given as text."""
-    return analyze_unit(load_source(text, filename), limits)
+    where = "analyze_source"
+    return analyze_unit(load_source(_text(text, where), _name(filename, where)), _limits(limits, where))
 
 
 def analyze_file(path: str | Path, limits: Limits | None = None) -> Analysis:
     """Parse, expand, infer and check a spec file."""
-    return analyze_unit(load_file(path), limits)
+    where = "analyze_file"
+    return analyze_unit(load_file(_name(path, where, "path")), _limits(limits, where))
 
 
 def check_file(path: str | Path, limits: Limits | None = None) -> list[Diagnostic]:
@@ -44,14 +81,14 @@ def check_source(text: str, filename: str = "<string>", limits: Limits | None = 
 
 def model_names(path: str | Path) -> list[str]:
     """Names of the models a spec file defines, in order (raises FlowDSLError on a syntax error)."""
-    unit = load_file(path)
+    unit = load_file(_name(path, "model_names", "path"))
     if has_errors(unit.diagnostics) and unit.main not in unit.programs:
         raise FlowDSLError(unit.diagnostics, unit.sources)
     return [m.name for m in unit.models]
 
 
 def model_names_source(text: str, filename: str = "<string>") -> list[str]:
-    unit = load_source(text, filename)
+    unit = load_source(_text(text, "model_names_source"), _name(filename, "model_names_source"))
     if unit.main not in unit.programs:
         raise FlowDSLError(unit.diagnostics, unit.sources)
     return [m.name for m in unit.models]
@@ -68,11 +105,15 @@ def _compile(analysis: Analysis, model: str | None):
 
 def compile_file(path: str | Path, model: str | None = None, limits: Limits | None = None):
     """Compile one model of a spec file into a torch module (FlowDSLError on any error)."""
+    where = "compile_file"
+    _name(path, where, "path"), _model(model, where), _limits(limits, where)
     return _compile(analyze_file(path, limits), model)
 
 
 def compile_source(text: str, model: str | None = None, filename: str = "<string>", limits: Limits | None = None):
     """Compile one model of a spec given as text into a torch module."""
+    where = "compile_source"
+    _text(text, where), _name(filename, where), _model(model, where), _limits(limits, where)
     return _compile(analyze_source(text, filename, limits), model)
 
 
@@ -80,4 +121,4 @@ def load(path: str | Path, map_location=None):
     """Restore a model saved by ``flowdsl compile -o`` (or ``save``): spec source, hash, state."""
     from flowdsl.checkpoint import load_checkpoint
 
-    return load_checkpoint(path, map_location=map_location)
+    return load_checkpoint(_name(path, "load", "path"), map_location=map_location)

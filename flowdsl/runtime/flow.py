@@ -4,11 +4,18 @@
 are re-assembled with the final latent by undoing the squeezes (RealNVP's layout), so
 ``inverse(z)`` reads any z of the input's shape.
 
+Inputs are validated (:mod:`flowdsl.runtime.input_checks`): the shape; real values, cast to the
+flow's dtype; for ``log_prob`` of a discrete input, whole numbers in ``0..levels-1``; finite
+values; a bad one raises :class:`~flowdsl.runtime.input_checks.InputError`. An empty batch gives
+an empty result.
+
 Example:
     >>> import torch, flowdsl
     >>> flow = flowdsl.compile_source("flow f {\\n input x: vector[2]\\n coupling affine(mask=half)\\n}\\n")
     >>> flow.log_prob(torch.zeros(3, 2)).shape
     torch.Size([3])
+    >>> flow.sample(0).shape
+    torch.Size([0, 2])
 """
 
 from __future__ import annotations
@@ -19,6 +26,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flowdsl.runtime.input_checks import (
+    InputError,
+    as_tensor,
+    check_shape,
+    discrete_values,
+    finite_values,
+    sample_count,
+    to_dtype,
+)
 from flowdsl.runtime.structural import Split, Squeeze
 
 __all__ = ["CompiledFlow"]
@@ -42,26 +58,34 @@ class CompiledFlow(nn.Module):
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
 
     # -- helpers
+    @property
+    def _where(self) -> str:
+        return f"flow '{self.name}'"
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters(), self._anchor).dtype
+
     def _context(self, context, batch: int, device, dtype):
         if not self.classes:
             if context is not None:
-                raise ValueError(f"flow '{self.name}' declares no condition, but a context was given")
+                raise InputError("declares no condition, but a context was given", self._where)
             return None
         if context is None:
-            raise ValueError(f"flow '{self.name}' is conditional: pass the labels as context (a LongTensor [B])")
-        context = torch.as_tensor(context, device=device)
+            raise InputError("is conditional: pass the labels as context (a LongTensor [B])", self._where)
+        context = as_tensor(context, self._where, device)
         if context.dim() == 0:
             context = context.expand(batch)
         if context.shape != (batch,):
-            raise ValueError(f"context must be labels of shape [{batch}], got {list(context.shape)}")
+            raise InputError(f"context must be labels of shape [{batch}], got {list(context.shape)}", self._where)
         if context.dtype.is_floating_point or (context < 0).any() or (context >= self.classes).any():
-            raise ValueError(f"context labels must be whole numbers in 0..{self.classes - 1}")
+            raise InputError(f"context labels must be whole numbers in 0..{self.classes - 1}", self._where)
         return F.one_hot(context.long(), self.classes).to(dtype)
 
-    def _check_input(self, x):
-        if tuple(x.shape[1:]) != self.input_shape or x.dim() != len(self.input_shape) + 1:
-            raise ValueError(f"flow '{self.name}' takes input of shape [B, {', '.join(map(str, self.input_shape))}], "
-                             f"got {list(x.shape)}")
+    def _check_input(self, x) -> torch.Tensor:
+        """``x`` as a real tensor ``[B, *input_shape]`` of the flow's dtype on its device."""
+        x = as_tensor(x, self._where, self._anchor.device)
+        check_shape(x, self.input_shape, self._where)
+        return to_dtype(x, self._dtype())
 
     def _assemble(self, x, factors):
         for layer in reversed(self.layers):
@@ -84,9 +108,11 @@ class CompiledFlow(nn.Module):
     # -- the API
     def forward(self, x, context=None):
         """x (continuous, [B, *input_shape]) -> (z of the same shape, log|det dz/dx| [B])."""
-        self._check_input(x)
+        x = self._check_input(x)
         ctx = self._context(context, x.shape[0], x.device, x.dtype)
         logdet = x.new_zeros(x.shape[0])
+        if not len(x):  # an empty batch: nothing to transform (and nothing to initialise from)
+            return x.clone(), logdet
         factors = []
         for layer in self.layers:
             if isinstance(layer, Split):
@@ -103,10 +129,12 @@ class CompiledFlow(nn.Module):
 
     def inverse_and_logdet(self, z, context=None):
         """z -> (x, log|det dx/dz|)."""
-        self._check_input(z)
+        z = self._check_input(z)
         ctx = self._context(context, z.shape[0], z.device, z.dtype)
-        x, factors = self._disassemble(z)
         logdet = z.new_zeros(z.shape[0])
+        if not len(z):
+            return z.clone(), logdet
+        x, factors = self._disassemble(z)
         for layer in reversed(self.layers):
             if isinstance(layer, Split):
                 x = layer.merge(x, factors.pop())
@@ -117,9 +145,16 @@ class CompiledFlow(nn.Module):
 
     def log_prob(self, x, context=None):
         """log p(x) in nats, [B]; for discrete inputs, of the integer data (uniform dequantization bound)."""
+        x = as_tensor(x, self._where, self._anchor.device)
+        check_shape(x, self.input_shape, self._where)
         if self.levels is not None:
-            x = x.to(self._anchor.dtype if not x.dtype.is_floating_point else x.dtype)
+            x = to_dtype(discrete_values(x, self.levels, self._where), self._dtype())
             x = x + torch.rand_like(x)
+        else:
+            x = finite_values(to_dtype(x, self._dtype()), self._where)
+        if not len(x):
+            self._context(context, 0, x.device, x.dtype)
+            return x.new_zeros(0)
         z, logdet = self(x, context)
         return self.base.log_prob(z) + logdet
 
@@ -130,6 +165,7 @@ class CompiledFlow(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, context=None):
         """n samples; integers in 0..levels-1 for discrete inputs."""
+        n = sample_count(n, self._where)
         ref = next(self.parameters(), self._anchor)
         device, dtype = ref.device, ref.dtype
         z = self.base.sample(n, device=device, dtype=dtype)

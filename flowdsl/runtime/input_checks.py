@@ -1,0 +1,98 @@
+"""Validation of what a user hands a compiled model: counts, batches, dtypes, values.
+
+Every refusal is an :class:`~flowdsl.input_errors.InputError` (a FlowDSLError and a ValueError;
+:class:`~flowdsl.input_errors.InputTypeError` is also a TypeError). The message names the model
+(``flow 'f': ...``).
+
+Decisions (documented in docs/reliability.md): floating input of another precision is cast to
+the model's dtype (float64 data on a float32 model is evaluated in float32); complex input is
+refused; a discrete model takes whole numbers in ``0..levels-1`` (integer or float dtype);
+non-finite values are refused; an empty batch gives an empty result of the right shape.
+
+Example:
+    >>> import torch
+    >>> sample_count(3, "flow 'f'")
+    3
+    >>> sample_count(1.5, "flow 'f'")
+    Traceback (most recent call last):
+    flowdsl.input_errors.InputTypeError: flow 'f': error: the number of samples must be an integer, got 1.5
+    >>> discrete_values(torch.tensor([[0, 3]]), 4, "flow 'f'").tolist()
+    [[0, 3]]
+    >>> discrete_values(torch.tensor([[0, 4]]), 4, "flow 'f'")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    flowdsl.input_errors.InputError: flow 'f': error: inputs must be whole numbers in 0..3 (levels 4); 1 value(s) ...
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from flowdsl.input_errors import InputError, InputTypeError
+
+__all__ = ["InputError", "InputTypeError", "sample_count", "as_tensor", "check_shape", "discrete_values",
+           "finite_values", "to_dtype"]
+
+
+def sample_count(n, where: str) -> int:
+    """``n`` as a number of samples: an integer >= 0 (a bool, a float, None are refused)."""
+    if isinstance(n, torch.Tensor) and n.dim() == 0 and not n.dtype.is_floating_point and n.dtype != torch.bool:
+        n = int(n)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise InputTypeError(f"the number of samples must be an integer, got {n!r}", where)
+    if n < 0:
+        raise InputError(f"the number of samples must be >= 0, got {n}", where)
+    return int(n)
+
+
+def as_tensor(x, where: str, device=None) -> torch.Tensor:
+    """``x`` as a real tensor (arrays, lists and numbers are converted); complex and non-numbers are refused."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x, device=device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise InputTypeError(f"the input must be a tensor or an array of numbers, got {type(x).__name__} "
+                                 f"({err})", where) from None
+    elif device is not None and x.device != torch.device(device):
+        x = x.to(device)
+    if x.is_complex():
+        raise InputTypeError(f"the input must be real, got a complex tensor ({x.dtype})", where)
+    if x.dtype == torch.bool:
+        x = x.long()
+    return x
+
+
+def check_shape(x: torch.Tensor, shape: tuple[int, ...], where: str) -> None:
+    """``x`` is ``[B, *shape]``."""
+    if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
+        raise InputError(f"takes input of shape [B, {', '.join(map(str, shape))}], got {list(x.shape)}", where)
+
+
+def finite_values(x: torch.Tensor, where: str) -> torch.Tensor:
+    """``x``, refused when any value is NaN or infinite (the count is in the message)."""
+    if x.dtype.is_floating_point and x.numel():
+        bad = ~torch.isfinite(x)
+        if bool(bad.any()):
+            raise InputError(f"the input has {int(bad.sum())} non-finite value(s) (NaN or infinity)", where)
+    return x
+
+
+def discrete_values(x: torch.Tensor, levels: int, where: str) -> torch.Tensor:
+    """``x`` as a LongTensor of whole numbers in ``0..levels-1`` (float dtypes allowed when whole)."""
+    if x.dtype.is_floating_point:
+        finite_values(x, where)
+        frac = x != x.round()
+        if bool(frac.any()):
+            raise InputError(f"inputs must be whole numbers in 0..{levels - 1} (levels {levels}); "
+                             f"{int(frac.sum())} value(s) are not, e.g. {x[frac].flatten()[0].item():g}", where)
+    outside = (x < 0) | (x >= levels)
+    if x.numel() and bool(outside.any()):
+        raise InputError(f"inputs must be whole numbers in 0..{levels - 1} (levels {levels}); "
+                         f"{int(outside.sum())} value(s) outside, e.g. {x[outside].flatten()[0].item():g}", where)
+    return x.long()
+
+
+def to_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in the model's floating dtype (a cast of another precision or of integers; a no-op otherwise)."""
+    return x if x.dtype == dtype else x.to(dtype)
