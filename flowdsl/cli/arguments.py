@@ -9,15 +9,21 @@ Example:
     >>> positive_int("0")
     Traceback (most recent call last):
     argparse.ArgumentTypeError: must be a positive integer, got '0'
+    >>> device("cpu"), bounded_int(1, 10)("10")
+    ('cpu', 10)
+    >>> output_file("/no/such/folder/x.png")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: the folder '/no/such/folder' does not exist
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 
 __all__ = ["positive_int", "nonnegative_int", "finite_float", "finite_positive_float", "nonnegative_float", "seed",
-           "SEED_MAX"]
+           "SEED_MAX", "output_file", "device", "bounded_int"]
 
 #: seeds must fit numpy's and torch's generators
 SEED_MAX = 2**32 - 1
@@ -79,3 +85,50 @@ def seed(text: str) -> int:
     if not 0 <= v <= SEED_MAX:
         raise argparse.ArgumentTypeError(f"must be a seed in 0..{SEED_MAX}, got {text!r}")
     return v
+
+
+def bounded_int(low: int, high: int):
+    """A type accepting integers in ``low .. high`` (sample counts, steps: bounded so that a typo cannot
+    ask for terabytes)."""
+
+    def parse(text: str) -> int:
+        v = _int(text, f"an integer in {low}..{high}")
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in {low}..{high}, got {text!r}")
+        return v
+
+    parse.__name__ = "bounded_int"
+    return parse
+
+
+def output_file(text: str) -> str:
+    """A file to write: its folder exists and it is not itself a folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("must be a file name, got ''")
+    folder = os.path.dirname(text) or "."
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"the folder '{folder}' does not exist")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"'{text}' is a folder, not a file")
+    return text
+
+
+def device(text: str) -> str:
+    """A torch device that exists here: ``cpu``, ``cuda``/``cuda:N`` (when CUDA is available), ``mps``."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be a device such as cpu, cuda or cuda:0, got {text!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"CUDA is not available on this machine (got {text!r}); use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"there are {torch.cuda.device_count()} CUDA device(s), got {text!r}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError(f"MPS is not available on this machine (got {text!r}); use cpu")
+    elif dev.type != "cpu":
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}: use cpu, cuda or cuda:N")
+    return text

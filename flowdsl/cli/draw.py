@@ -18,11 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from flowdsl.cli.arguments import bounded_int, device, nonnegative_int, output_file, seed
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
 __all__ = ["add_commands", "occluded", "write_output", "cmd_sample", "cmd_complete", "cmd_interpolate", "cmd_graph"]
 
 _SIDES = ("top", "bottom", "left", "right")
+#: the most samples, completions or interpolation steps one command draws
+MAX_COUNT = 100_000
+_COUNT = bounded_int(1, MAX_COUNT)
+_RATE = bounded_int(1, 384_000)
 
 
 def _fail(where, message: str, hint: str | None = None) -> FlowDSLError:
@@ -46,10 +51,10 @@ def occluded(shape, mask: str) -> np.ndarray:
         return np.broadcast_to(side, shape).copy()
     if not Path(mask).is_file():
         raise _fail(mask, f"--mask must be one of {', '.join(_SIDES)} or a PNG file; '{mask}' is neither")
-    from PIL import Image
+    from flowdsl.training.user_data import read_png
 
-    with Image.open(mask) as im:
-        m = np.asarray(im.convert("L")) > 127
+    a, levels = read_png(mask)
+    m = a.mean(axis=0) > (levels - 1) / 2  # white hides (grey level above the middle)
     if len(shape) < 2 or m.shape != shape[-2:]:
         raise _fail(mask, f"the mask is {m.shape[1]}x{m.shape[0]} pixels, but the model's input is "
                           f"{list(shape)}")
@@ -194,20 +199,25 @@ def _read_input(model, spec: str):
     """One example of the model's input shape from a PNG, a .npy or ``DATA:INDEX`` (a test example)."""
     shape, levels = model.input_shape, model.levels
     if Path(spec).suffix.lower() == ".png" and Path(spec).is_file():
-        from PIL import Image
+        from flowdsl.training.user_data import read_png
 
-        with Image.open(spec) as im:
-            a = np.asarray(im.convert("RGB" if shape[0] == 3 else "L"))
-        a = a.transpose(2, 0, 1) if a.ndim == 3 else a[None]
+        a, depth = read_png(spec)
+        if shape and shape[0] == 1 and a.shape[0] == 3:
+            a = np.rint(a.mean(axis=0, keepdims=True)).astype(np.int64)  # as a greyscale conversion would
         if len(shape) != 3 or a.shape != tuple(shape):
             raise _fail(spec, f"the image is {a.shape[2]}x{a.shape[1]} with {a.shape[0]} channel(s), but the input "
                               f"of '{model.name}' is {_kind(model)}{list(shape)}")
-        return np.rint(a.astype(np.float64) * (levels - 1) / 255).astype(np.int64), None
+        return np.rint(a.astype(np.float64) * (levels - 1) / (depth - 1)).astype(np.int64), None
     if spec.endswith(".npy") and Path(spec).is_file():
-        a = np.load(spec, allow_pickle=False)
-        a = a[0] if a.ndim == len(shape) + 1 else a
+        from flowdsl.training.user_data import check_array, load_npy
+
+        a = check_array(load_npy(spec), spec, examples=False)
+        a = a[0] if a.ndim == len(shape) + 1 and len(a) else a
         if tuple(a.shape) != tuple(shape):
             raise _fail(spec, f"the array is {list(a.shape)}, but the input of '{model.name}' is {list(shape)}")
+        if (a.dtype.kind == "f" and not np.all(a == np.round(a))) or a.min() < 0 or a.max() >= levels:
+            raise _fail(spec, f"the input of '{model.name}' is whole numbers in 0..{levels - 1} (levels {levels}); "
+                              f"the array holds values in {a.min():g}..{a.max():g}")
         return a.astype(np.int64), None
     name, _, index = spec.rpartition(":")
     if not name or not index.isdigit():
@@ -322,39 +332,42 @@ def add_commands(sub) -> None:
     """Register ``sample``, ``complete``, ``interpolate`` and ``graph``."""
     def common(sp):
         sp.add_argument("checkpoint")
-        sp.add_argument("-o", "--output", required=True, help="output file: .png, .npy (or .wav for sequences)")
-        sp.add_argument("--device")
-        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("-o", "--output", required=True, type=output_file,
+                        help="output file: .png, .npy (or .wav for sequences)")
+        sp.add_argument("--device", type=device, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+        sp.add_argument("--seed", type=seed, default=0)
 
     sp = sub.add_parser("sample", help="draw samples from a checkpoint into a PNG, WAV or .npy file")
     common(sp)
-    sp.add_argument("-n", type=int, default=16, help="number of samples (default 16)")
-    sp.add_argument("--label", type=int, help="class of conditional models (default: every class in turn)")
+    sp.add_argument("-n", type=_COUNT, default=16, help=f"number of samples (default 16, at most {MAX_COUNT:,})")
+    sp.add_argument("--label", type=nonnegative_int,
+                    help="class of conditional models (default: every class in turn)")
     sp.add_argument("--data", help="2-D models: data drawn under the samples (default: the training data)")
-    sp.add_argument("--rate", type=int, default=16000, help="sample rate of WAV files")
+    sp.add_argument("--rate", type=_RATE, default=16000, help="sample rate of WAV files")
     sp.set_defaults(run=cmd_sample)
 
     sp = sub.add_parser("complete", help="complete occluded inputs with an autoregressive model")
     common(sp)
     sp.add_argument("--input", required=True, help="a PNG, a .npy file, or DATA:INDEX (a test example, e.g. digits:3)")
     sp.add_argument("--mask", required=True, help="the hidden part: top, bottom, left, right or a PNG (white = hidden)")
-    sp.add_argument("-n", type=int, default=4, help="number of completions (default 4)")
-    sp.add_argument("--label", type=int, help="class of conditional models (default: the example's)")
-    sp.add_argument("--rate", type=int, default=16000)
+    sp.add_argument("-n", type=_COUNT, default=4, help="number of completions (default 4)")
+    sp.add_argument("--label", type=nonnegative_int, help="class of conditional models (default: the example's)")
+    sp.add_argument("--rate", type=_RATE, default=16000, help="sample rate of WAV files")
     sp.set_defaults(run=cmd_complete)
 
     sp = sub.add_parser("interpolate", help="decode a straight line between two examples' latents (flows)")
     common(sp)
     sp.add_argument("--data", help="data set or path (default: the one it was trained on)")
-    sp.add_argument("--index", type=int, nargs=2, default=(0, 1), metavar=("A", "B"),
+    sp.add_argument("--index", type=nonnegative_int, nargs=2, default=(0, 1), metavar=("A", "B"),
                     help="test examples (default 0 1)")
-    sp.add_argument("--steps", type=int, default=8, help="points on the line, ends included (default 8)")
+    sp.add_argument("--steps", type=_COUNT, default=8, help="points on the line, ends included (default 8)")
     sp.set_defaults(run=cmd_interpolate)
 
     sp = sub.add_parser("graph", help="draw a spec's IR: layers, shapes, lines (.svg, .png or .dot)")
     sp.add_argument("spec")
     sp.add_argument("--model")
-    sp.add_argument("-o", "--output", help=".svg, .png or .dot (default: DOT text on standard output)")
+    sp.add_argument("-o", "--output", type=output_file,
+                    help=".svg, .png or .dot (default: DOT text on standard output)")
     sp.add_argument("--engine", choices=("auto", "graphviz", "matplotlib"), default="auto",
                     help="auto: Graphviz when its `dot` program is installed, else matplotlib")
     sp.set_defaults(run=cmd_graph)

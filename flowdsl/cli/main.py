@@ -1,7 +1,9 @@
 """The ``flowdsl`` command: parse, check, compile, layers.
 
 ``parse`` and ``check`` never import torch. A bad spec gets diagnostics and exit status 1,
-never a traceback.
+never a traceback; a bad argument is one line from the parser (exit 2); a file that cannot be read
+or written is one line naming it (exit 1). Anything unexpected is one line
+``flowdsl: internal error: TYPE: MESSAGE (please report this)`` and exit status 70 (a bug).
 
 Example:
     >>> main(["layers"])  # doctest: +ELLIPSIS
@@ -17,9 +19,13 @@ import sys
 from importlib import import_module
 from pathlib import Path
 
+from flowdsl.cli.arguments import device, output_file, positive_int
 from flowdsl.errors import FlowDSLError, render_all
 
-__all__ = ["main", "EXTENSIONS"]
+__all__ = ["main", "EXTENSIONS", "INTERNAL_ERROR"]
+
+#: exit status of an unexpected exception (EX_SOFTWARE): the backstop, which should never fire
+INTERNAL_ERROR = 70
 
 #: modules that add subcommands: each has ``add_commands(subparsers)`` (one module per group of commands)
 EXTENSIONS: list[str] = ["flowdsl.cli.train", "flowdsl.cli.draw", "flowdsl.cli.testcmd", "flowdsl.cli.data",
@@ -268,18 +274,26 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("compile", help="check, compile and report a spec; -o saves a checkpoint")
     sp.add_argument("file")
     sp.add_argument("--model", help="the model to compile (default: every model of the file)")
-    sp.add_argument("-o", "--output", help="save a checkpoint (spec sources, hash, state) to this path")
-    sp.add_argument("--device", help="build the modules on this device (cpu, cuda)")
+    sp.add_argument("-o", "--output", type=output_file,
+                    help="save a checkpoint (spec sources, hash, state) to this path")
+    sp.add_argument("--device", type=device, help="build the modules on this device (cpu, cuda)")
     sp.set_defaults(run=cmd_compile)
     for sp in (sub.choices["check"], sub.choices["compile"]):
-        sp.add_argument("--max-layers", type=int, help="refuse specs with more layers than this")
-        sp.add_argument("--max-params", type=int, help="refuse specs with more parameters than this")
+        sp.add_argument("--max-layers", type=positive_int, help="refuse specs with more layers than this")
+        sp.add_argument("--max-params", type=positive_int, help="refuse specs with more parameters than this")
     sp = sub.add_parser("layers", help="list the layers and nets the compiler knows")
     sp.add_argument("--markdown", action="store_true", help="print the reference as Markdown (docs/layers.md)")
     sp.set_defaults(run=cmd_layers)
     for module in EXTENSIONS:
         import_module(module).add_commands(sub)
     return p
+
+
+def _file_error(err: OSError) -> str:
+    """One line for a file that could not be read or written: ``PATH: error: REASON``."""
+    where = err.filename if err.filename is not None else "flowdsl"
+    reason = err.strerror or str(err) or type(err).__name__
+    return f"{where}: error: {reason}"
 
 
 def main(argv=None) -> int:
@@ -293,6 +307,13 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as err:  # a file the command reads or writes: one line naming it
+        print(_file_error(err), file=sys.stderr)
+        return 1
+    except Exception as err:  # the backstop: a bug, never a traceback (the adversarial benchmark counts these)
+        message = " ".join(str(err).split())[:500]
+        print(f"flowdsl: internal error: {type(err).__name__}: {message} (please report this)", file=sys.stderr)
+        return INTERNAL_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover
