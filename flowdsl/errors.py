@@ -23,18 +23,32 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
     "Pos", "Related", "Diagnostic", "FlowDSLError", "SpecError", "Severity", "render_all", "has_errors",
-    "trace_notes",
+    "trace_notes", "escape",
 ]
 
 Severity = Literal["error", "warning", "note"]
 _SEVERITY_RANK = {"error": 0, "warning": 1, "note": 2}
 _WINDOW = 120  # characters of a long source line shown around the caret
+#: characters a terminal would act on rather than show: C0/C1 controls (ESC, BEL, ...), DEL, bidi overrides
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape(text: str) -> str:
+    """``text`` with the characters a terminal would act on written as escapes (``\\x1b``, ``\\u202e``).
+
+    >>> print(escape("red: " + chr(27) + "[31m, reversed: " + chr(0x202E)))
+    red: \\x1b[31m, reversed: \\u202e
+    """
+    if not _UNSAFE.search(text):
+        return text
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256 else f"\\u{ord(m[0]):04x}", text)
 
 
 @dataclass(frozen=True, order=True)
@@ -85,9 +99,9 @@ def _excerpt(pos: Pos, source: str | None) -> str:
     if pos.line > len(lines):
         return ""
     raw = lines[pos.line - 1].rstrip("\r")
-    line = raw.expandtabs(4)
-    column = len(raw[:max(pos.column - 1, 0)].expandtabs(4))  # display columns, after tab expansion
-    end = len(raw[:pos.column - 1 + pos.width].expandtabs(4)) if pos.width else column + 1
+    line = escape(raw.expandtabs(4))
+    column = len(escape(raw[:max(pos.column - 1, 0)].expandtabs(4)))  # display columns: tabs expanded, escaped
+    end = len(escape(raw[:pos.column - 1 + pos.width].expandtabs(4))) if pos.width else column + 1
     end = max(min(end, len(line)), column + 1)
     if len(line) > _WINDOW:  # show a window around the column of a very long line
         start = max(0, min(column - _WINDOW // 2, len(line) - _WINDOW))
@@ -122,12 +136,12 @@ class Diagnostic:
         sources = sources or {}
         if source is None:
             source = sources.get(self.pos.file)
-        text = f"{self.pos}: {self.severity}: {self.message}" + _excerpt(self.pos, source)
+        text = f"{escape(str(self.pos))}: {self.severity}: {escape(self.message)}" + _excerpt(self.pos, source)
         if self.hint:
-            text += f"\n    hint: {self.hint}"
+            text += f"\n    hint: {escape(self.hint)}"
         for note in self.related:
             note_source = sources.get(note.pos.file, source if note.pos.file == self.pos.file else None)
-            text += f"\n{note.pos}: note: {note.message}" + _excerpt(note.pos, note_source)
+            text += f"\n{escape(str(note.pos))}: note: {escape(note.message)}" + _excerpt(note.pos, note_source)
         return text
 
 
