@@ -3,7 +3,8 @@
 ``flowdsl test SPEC... [--examples N] [--seed S] [--property NAME] [--plugin MODULE]`` runs every
 property of :mod:`flowdsl.testing.runner` on every model of the specs and prints a table
 (model, property, verdict, worst error, examples tried), then what failed, with the minimal
-failing example; the exit status is 1 if anything failed.
+failing example; the exit status is 1 if anything failed. Hypothesis keeps its files under the
+cache folder (:func:`flowdsl.testing.runner.hypothesis_storage`), not in the working directory.
 
 ``--plugin MODULE`` (a module name or a ``.py`` file; repeatable) loads user-defined layers
 before ``check``, ``compile``, ``layers`` and ``test`` read a spec; installed plugins (the
@@ -25,6 +26,8 @@ Example:
 from __future__ import annotations
 
 import sys
+
+from flowdsl.cli.arguments import positive_int, seed
 
 __all__ = ["add_commands", "cmd_test", "with_plugins"]
 
@@ -52,7 +55,9 @@ def cmd_test(args) -> int:
         return 1
     import torch
 
-    from flowdsl.testing.runner import PROPERTIES, format_table, run_file
+    from flowdsl.testing.runner import PROPERTIES, format_table, hypothesis_storage, run_file
+
+    hypothesis_storage()
 
     known = {p for props in PROPERTIES.values() for p, _ in props}
     unknown = sorted(set(args.properties or ()) - known)
@@ -81,11 +86,12 @@ def add_commands(subparsers) -> None:
     sp = subparsers.add_parser("test", help="property-test every model of the specs (round trips, log-dets, "
                                             "structure, causality, normalisation); exit 1 on a failure")
     sp.add_argument("files", nargs="+")
-    sp.add_argument("--examples", type=int, default=20, help="examples Hypothesis draws per property (default 20)")
-    sp.add_argument("--seed", type=int, help="draw another reproducible stream of examples")
+    sp.add_argument("--examples", type=positive_int, default=20,
+                    help="examples Hypothesis draws per property (default 20)")
+    sp.add_argument("--seed", type=seed, help="draw another reproducible stream of examples")
     sp.add_argument("--property", action="append", dest="properties", metavar="NAME",
                     help="run only this property (repeatable)")
-    sp.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    sp.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     sp.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=_PLUGIN_HELP)
     sp.set_defaults(run=with_plugins(cmd_test))
     for name in ("check", "compile", "layers"):

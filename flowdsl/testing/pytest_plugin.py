@@ -9,6 +9,14 @@ Options: ``--flowdsl-examples N`` (examples per property, default 20), ``--flowd
 ``--flowdsl-plugin MODULE`` (user-defined layers; installed ``flowdsl.layers`` entry points are
 loaded too). Without the entry point installed: ``pytest -p flowdsl.testing.pytest_plugin --flowdsl ...``.
 
+Trust: pytest still collects the folder as usual, so ``pytest --flowdsl DIR`` imports (runs) DIR's
+``conftest.py`` files and ``test_*.py`` modules; specs themselves never run code. To test the specs of
+a folder you do not trust, run ``pytest --noconftest -o python_files= -p no:cacheprovider --flowdsl DIR``
+(no conftest, no Python test modules, no ``.pytest_cache``), or ``flowdsl test DIR/*.flow``, which
+imports nothing from DIR. Other pytest plugins write their usual folders into the directory pytest runs
+in (Hypothesis ``.hypothesis/``: set ``HYPOTHESIS_STORAGE_DIRECTORY`` to move it; pytest-benchmark
+``.benchmarks/``: ``-p no:benchmark``).
+
 Example:
     >>> item_name("glow", "bijection")
     'glow::bijection'

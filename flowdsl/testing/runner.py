@@ -31,7 +31,19 @@ from pathlib import Path
 from flowdsl.errors import FlowDSLError
 from flowdsl.testing.search import PropertyFailure
 
-__all__ = ["Result", "Subject", "PROPERTIES", "subjects", "run_property", "run_file", "format_table"]
+__all__ = ["Result", "Subject", "PROPERTIES", "subjects", "run_property", "run_file", "format_table",
+           "hypothesis_storage"]
+
+
+def hypothesis_storage() -> str:
+    """Where Hypothesis keeps its files for ``flowdsl test``: the user's ``HYPOTHESIS_STORAGE_DIRECTORY``
+    if set, else ``$FLOWDSL_CACHE/hypothesis`` (default ``~/.cache/flowdsl/hypothesis``), never a
+    ``.hypothesis/`` folder in the working directory. Sets the variable for this process."""
+    import os
+
+    cache = os.environ.get("FLOWDSL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "flowdsl")
+    return os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(cache, "hypothesis"))
 
 
 @dataclass
