@@ -52,14 +52,19 @@ def test_train_writes_a_checkpoint_with_everything_needed_to_resume(tmp_path):
     result = flowdsl.train(spec, "digits", steps=4, batch=16, eval_every=2, output=tmp_path / "c.pt",
                            progress=False, log=lines.append)
     assert result.step == 4 and [h["step"] for h in result.history] == [2, 4]
-    assert lines[0].startswith("step 2/4: train ") and "bits/dim, held-out" in lines[0]
+    assert lines[0] == ("data digits; 1294 train, 144 validation (10% of train, fixed seed), 359 test examples "
+                        "(torch.uint8 in memory)")
+    assert lines[1].startswith("step 2/4: train ") and "nats, mean of 2 steps), validation " in lines[1]
+    assert lines[-2].startswith("test: ") and f"weights of step {result.best_step}, best on validation" in lines[-2]
     ev = result.evaluation
     assert ev["examples"] == 359 and abs(ev["bits_per_dim"] - ev["nats"] / (64 * 0.6931471805599453)) < 1e-9
+    assert result.test_nll == ev["nats"] and result.valid_nll == min(h["valid_nats"] for h in result.history)
     model, payload = flowdsl.checkpoint.load_checkpoint(tmp_path / "c.pt", return_payload=True)
     assert payload["step"] == 4 and payload["data"] == "digits" and payload["train"]["batch"] == 16
-    assert set(payload) >= {"optimizer", "rng", "history", "spec", "state_dict"}
-    for k, v in result.model.state_dict().items():
-        assert torch.equal(v, model.state_dict()[k]), k
+    assert set(payload) >= {"optimizer", "rng", "history", "spec", "state_dict", "checksum", "data_fingerprint"}
+    best = flowdsl.checkpoint.load_checkpoint(tmp_path / "c.best.pt")
+    for k, v in result.model.state_dict().items():  # the model returned holds the selected (best) weights
+        assert torch.equal(v, best.state_dict()[k]), k
     assert bool(model.layers[1].initialized)  # actnorm was initialised from data
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave nothing behind
 
@@ -105,7 +110,7 @@ def test_resume_refuses_a_changed_spec_but_not_a_moved_one(tmp_path):
 
 def test_bad_settings_are_clear_errors(tmp_path):
     spec = write(tmp_path, "moons.flow", MOONS_FLOW)
-    with pytest.raises(FlowDSLError, match=r"the batch \(64\) is larger than the training split of 'pts' \(9"):
+    with pytest.raises(FlowDSLError, match=r"the batch \(64\) is larger than the training split of 'pts' \(8"):
         flowdsl.train(spec, _points(tmp_path, 10), steps=1, **quiet())
     with pytest.raises(FlowDSLError, match="data 'digits' is image"):
         flowdsl.train(spec, "digits", steps=1, **quiet())
@@ -129,9 +134,9 @@ def test_conditional_flows_and_autoregressive_models_train(tmp_path):
                                  " masked_conv(mask=A, kernel=3, channels=8)\n output categorical\n}\n")
     result = flowdsl.train(ar, "digits-binary", steps=8, batch=32, lr=3e-3, eval_every=1,
                            output=tmp_path / "p.pt", **quiet())
-    before, after = result.history[0]["eval_nats"], result.history[-1]["eval_nats"]
+    before, after = result.history[0]["valid_nats"], result.history[-1]["valid_nats"]
     assert after < before  # it learns
-    reloaded = flowdsl.load(tmp_path / "p.pt")
+    reloaded = flowdsl.load(tmp_path / "p.best.pt")  # the returned model holds the best weights
     x = torch.randint(0, 2, (4, 1, 8, 8))
     assert torch.allclose(reloaded.log_prob(x), result.model.cpu().log_prob(x))
 
@@ -148,7 +153,7 @@ def test_torchrun_two_processes_hold_identical_parameters(tmp_path):
     digests = dict(re.findall(r"rank (\d)/2: parameters sha256 ([0-9a-f]{16})", out))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], out
     assert out.count("saved ") == 1  # rank 0 alone writes and logs
-    ddp = flowdsl.load(tmp_path / "ddp.pt")
+    ddp = flowdsl.load(tmp_path / "ddp.best.pt")  # both hold the weights selected on validation
     payload = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert payload["world_size"] == 2 and len(payload["rng"]) == 2 and payload["step"] == 4
     # the averaged gradients of the two halves are the gradient of the whole batch: one process agrees

@@ -1,12 +1,23 @@
-"""Training: Adam on the negative log-likelihood, periodic held-out evaluation, exact resumption,
-DistributedDataParallel under ``torchrun``.
+"""Training: Adam(W) on the negative log-likelihood, model selection on a validation split, the test split
+scored once at the end, exact resumption, DistributedDataParallel under ``torchrun``.
 
 :func:`train` works for every compiled model (flows and autoregressive models alike: it only
-uses ``log_prob(x, context)``). The data order is a pure function of ``(seed, step)`` and the
-checkpoint keeps the model, the optimiser, the step and every rank's random state, so a resumed
-run is the uninterrupted run, bit for bit (on the same machine and thread count). Under
-``torchrun`` (``WORLD_SIZE > 1``) each rank takes its share of every global batch, gradients are
-averaged by DDP (gloo on CPU, nccl on CUDA), and rank 0 alone logs and writes checkpoints.
+uses ``log_prob(x, context)``). A run lasts ``steps`` optimiser steps (or ``epochs`` passes over
+the training split); every ``eval_every`` steps it scores the validation split (the data set's
+own, or 10% carved from train: :mod:`flowdsl.training.batches`), keeps the best weights by
+validation NLL (``model.best.pt`` beside ``model.pt``), stops early after ``patience``
+evaluations without improvement, and writes the last checkpoint (``model.pt``, for resuming) and
+a line of metrics (``model.metrics.jsonl``). The test split is scored once, at the end, with the
+best weights; it never takes part in training or selection. Learning-rate schedules and warm-up
+(:mod:`.schedules`), gradient clipping, weight decay (AdamW), parameter averaging (:mod:`.averaging`:
+with ``ema`` the averaged weights are what is evaluated, selected and saved) and a divergence
+guard (:mod:`.guard`) complete it.
+
+The data order is a pure function of ``(seed, step)`` and the checkpoint keeps the model, the
+optimiser, the step, every rank's random state, the schedule, the averages and the early-stopping
+counters, so a resumed run is the uninterrupted run, bit for bit (on the same machine and thread
+count). Under ``torchrun`` (``WORLD_SIZE > 1``) each rank takes its share of every global batch,
+gradients are averaged by DDP (gloo on CPU, nccl on CUDA), and rank 0 alone logs and writes.
 
 (The module is ``training``, not ``train``: ``flowdsl.train`` is the function.)
 
@@ -15,86 +26,51 @@ Example:
     >>> spec = os.path.join(tempfile.mkdtemp(), "f.flow")
     >>> _ = open(spec, "w").write("flow f {\\n input x: vector[2]\\n coupling affine(mask=[1, 0])\\n}\\n")
     >>> result = flowdsl.train(spec, "moons", steps=3, batch=16, progress=False, log=None)
-    >>> result.step, sorted(result.evaluation)
-    (3, ['bits_per_dim', 'examples', 'nats'])
+    >>> result.step, sorted(result.evaluation), result.best_step in (1, 2, 3)
+    (3, ['bits_per_dim', 'examples', 'nats'], True)
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
-import posixpath
 import sys
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from flowdsl.checkpoint import load_checkpoint, save_checkpoint
+from flowdsl.checkpoint import save_checkpoint
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
+from flowdsl.training.averaging import ParameterAverage
+from flowdsl.training.batches import EpochOrder, as_model_input, carve_validation, compact, data_fingerprint
 from flowdsl.training.data import Dataset, load_data
+from flowdsl.training.distributed import CPUClock, distributed, rng_state, set_rng_state, share, tear_down
+from flowdsl.training.evaluation import evaluate, tensors
 from flowdsl.training.fitting import fit
+from flowdsl.training.guard import DivergenceGuard, RunningMean
+from flowdsl.training.metrics_log import MetricsLog, best_path, metrics_path
+from flowdsl.training.resume import check_same_data, open_resume, restore, spec_fingerprint
+from flowdsl.training.schedules import LRSchedule, parse_schedule
+from flowdsl.training.settings import DEFAULTS, merge_settings, settings_error
 
 __all__ = ["train", "evaluate", "TrainResult", "spec_fingerprint", "DEFAULTS", "tensors"]
-
-#: defaults of the training settings (a resumed run takes the checkpoint's unless told otherwise)
-DEFAULTS = {"steps": 1000, "batch": 64, "lr": 1e-3, "seed": 0, "clip": None, "eval_every": None}
 
 
 @dataclass
 class TrainResult:
-    """The trained model, the step reached, the per-evaluation history and the last evaluation."""
+    """The trained model (with the weights scored on test: the best by validation, averaged with ``ema``),
+    the step reached, the per-evaluation history, the test evaluation and the selection."""
 
     model: nn.Module
     step: int
     history: list[dict] = field(default_factory=list)
-    evaluation: dict | None = None
+    evaluation: dict | None = None  # the test split, scored once at the end
     output: str | None = None
-
-
-def spec_fingerprint(spec: dict) -> str:
-    """A hash of a model's spec sources that ignores where they lie and what the main file is called
-    (used files are named relative to it)."""
-    main = spec["file"].replace(os.sep, "/")
-    root = posixpath.dirname(main) or "."
-
-    def rel(name: str) -> str:
-        name = name.replace(os.sep, "/")
-        return "<main>" if name == main else posixpath.relpath(name, root)
-
-    h = hashlib.sha256(spec["model"].encode() + b"\0")
-    for name in sorted(spec["sources"], key=rel):
-        h.update(rel(name).encode() + b"\0" + spec["sources"][name].encode() + b"\0")
-    return h.hexdigest()
-
-
-def tensors(ds: Dataset, levels, split: str = "train", device=None):
-    """(x, labels or None) of a split as tensors: integers for discrete inputs, floats otherwise."""
-    x = ds.train if split == "train" else ds.test
-    y = ds.train_labels if split == "train" else ds.test_labels
-    x = torch.as_tensor(x).to(device, torch.long if levels else torch.get_default_dtype())
-    return x, (torch.as_tensor(y).to(device, torch.long) if y is not None else None)
-
-
-@torch.no_grad()
-def evaluate(model, x, labels=None, batch: int = 512, seed: int = 0) -> dict:
-    """Mean negative log-likelihood of ``x`` in nats per example and bits per dimension.
-
-    Runs in evaluation mode under a fixed seed (the dequantization noise of flows), leaving the
-    caller's random state and the model's mode as they were."""
-    was = model.training
-    model.eval()
-    devices = [x.device] if x.device.type == "cuda" else []
-    total = 0.0
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for i in range(0, len(x), batch):
-            ctx = labels[i:i + batch] if labels is not None and getattr(model, "context_shape", None) == () else None
-            total += -model.log_prob(x[i:i + batch], ctx).double().sum().item()
-    model.train(was)
-    nats = total / max(len(x), 1)
-    return {"nats": nats, "bits_per_dim": nats / (math.prod(model.input_shape) * math.log(2)), "examples": len(x)}
+    valid_nll: float | None = None  # the best validation NLL (nats per example)
+    test_nll: float | None = None  # the test NLL of the selected weights (nats per example)
+    best_step: int | None = None  # the step whose weights were selected
+    stop_reason: str = "steps"  # steps, patience or budget
 
 
 class _NLL(nn.Module):
@@ -108,69 +84,8 @@ class _NLL(nn.Module):
         return -self.model.log_prob(x, context)
 
 
-def _distributed(device):
-    """(rank, world, device, initialised-here) from torchrun's environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")), False
-    import torch.distributed as dist
-
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda":
-        dev = torch.device("cuda", local)
-        torch.cuda.set_device(dev)
-    mine = not dist.is_initialized()
-    if mine:
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), dev, mine
-
-
-class _Order:
-    """Which examples make global batch ``step``: epoch permutations seeded by (seed, epoch)."""
-
-    def __init__(self, n: int, batch: int, seed: int):
-        self.n, self.batch, self.seed = n, batch, seed
-        self.per_epoch = n // batch
-        self._epoch, self._perm = -1, None
-
-    def __call__(self, step: int) -> torch.Tensor:
-        epoch, i = divmod(step, self.per_epoch)
-        if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
-        return self._perm[i * self.batch:(i + 1) * self.batch]
-
-
-def _rng_state(device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def _error(message: str, hint: str | None = None, where: str = "train") -> FlowDSLError:
     return FlowDSLError([Diagnostic(Pos(str(where)), "error", message, hint)])
-
-
-def _resume(path, spec: dict, spec_path):
-    model, payload = load_checkpoint(path, return_payload=True)
-    if "optimizer" not in payload or "step" not in payload:
-        raise _error("the checkpoint holds no training state (was it written by `flowdsl compile -o`?)",
-                     "train from scratch with -o instead of --resume", path)
-    old = payload["spec"]
-    if old["model"] != spec["model"] or spec_fingerprint(old) != spec_fingerprint(spec):
-        raise _error(f"the spec changed since the checkpoint was written: {spec_path} ({spec['model']}) has "
-                     f"spec hash {spec_fingerprint(spec)[:12]}, the checkpoint ({old['model']}) "
-                     f"{spec_fingerprint(old)[:12]}",
-                     "resume with the spec the checkpoint was trained from, or train from scratch", path)
-    return model, payload
 
 
 def _param_digest(model) -> str:
@@ -181,53 +96,65 @@ def _param_digest(model) -> str:
     return h.hexdigest()[:16]
 
 
-def _settings(payload: dict, given: dict) -> dict:
-    cfg = dict(DEFAULTS)
-    cfg.update(payload.get("train", {}))
-    cfg.update({k: v for k, v in given.items() if v is not None})
-    return cfg
+def _clone(state: dict) -> dict:
+    return {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in state.items()}
 
 
-class _Clock:
-    """Process CPU seconds since the start; under DDP the ranks agree to stop together."""
+def _check_call(output, cpu_budget, epochs, steps) -> None:
+    if cpu_budget is not None and not (isinstance(cpu_budget, (int, float)) and math.isfinite(cpu_budget)
+                                       and cpu_budget > 0):
+        raise settings_error(f"cpu_budget must be a positive number of seconds, got {cpu_budget!r}")
+    if epochs is not None and steps is not None:
+        raise settings_error("give steps or epochs, not both")
+    if output is not None:
+        from pathlib import Path
 
-    def __init__(self, budget: float | None, world: int, device):
-        import time
+        if Path(output).is_dir():
+            raise _error("cannot write the checkpoint: the path is a directory", None, output)
 
-        self.budget, self.world, self.device = budget, world, device
-        self._now = time.process_time
-        self.start = self._now()
 
-    def spent(self) -> bool:
-        if self.budget is None:
-            return False
-        over = torch.tensor([float(self._now() - self.start >= self.budget)], device=self.device)
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(over, op=dist.ReduceOp.MAX)
-        return bool(over.item())
+def _describe_data(ds: Dataset, carved: bool, x_train, x_valid, x_test) -> str:
+    origin = f": {ds.source}" if ds.source else ""
+    valid = "validation (10% of train, fixed seed)" if carved else "validation"
+    return (f"data {ds.name}{origin}; {len(x_train)} train, {len(x_valid)} {valid}, {len(x_test)} test examples "
+            f"({x_train.dtype} in memory)")
 
 
 def train(spec, data, *, model: str | None = None, steps: int | None = None, batch: int | None = None,
           lr: float | None = None, device=None, compile: bool = False, output=None, resume=None,
-          eval_every: int | None = None, eval_size: int = 2048, seed: int | None = None,
+          eval_every: int | None = None, eval_size: int | None = None, seed: int | None = None,
           clip: float | None = None, cpu_budget: float | None = None, progress: bool | None = True,
-          log=print) -> TrainResult:
+          log=print, epochs: int | None = None, patience: int | None = None, schedule: str | None = None,
+          warmup: int = 0, weight_decay: float = 0.0, ema: float | None = None, threads: int | None = None,
+          metrics=None, tensorboard=None) -> TrainResult:
     """Train the model of ``spec`` (a spec file) on ``data`` (a name, a path or a :class:`Dataset`).
 
-    ``steps`` is the total number of optimiser steps (a resumed run goes on to it); ``batch`` the
-    global batch (split over the ranks); ``eval_every`` steps (default: a tenth of the run) the
-    model is evaluated on up to ``eval_size`` held-out examples and, with ``output``, checkpointed
-    atomically. ``cpu_budget`` stops earlier, once this process has used that many CPU seconds
-    (all threads). ``resume`` continues a checkpoint exactly and refuses one whose spec differs.
-    ``progress``: a tqdm bar (None: only on a terminal). ``log`` receives the progress lines
-    (rank 0 only; None: silent). Returns a :class:`TrainResult`.
+    ``steps`` is the total number of optimiser steps (a resumed run goes on to it), or ``epochs``
+    passes over the training split; ``batch`` the global batch (split over the ranks). Every
+    ``eval_every`` steps (default: a tenth of the run, or once an epoch with ``epochs``) the model
+    is scored on the validation split (its first ``eval_size`` examples; default all), the best
+    weights are kept (``output``'s ``.best`` sibling) and, with ``output``, the run is checkpointed
+    atomically; ``patience`` evaluations without improvement stop it. ``schedule`` (``cosine``,
+    ``step``, ``plateau``, with parameters: :mod:`.schedules`) and ``warmup`` steps shape the
+    learning rate; ``clip`` the gradient norm; ``weight_decay`` makes Adam AdamW; ``ema`` (such as
+    0.999) averages the parameters. ``metrics``: the JSON-lines file (default beside ``output``;
+    False: none); ``tensorboard``: a folder for TensorBoard. ``cpu_budget`` stops earlier, once this
+    process has used that many CPU seconds. ``threads`` sets torch's CPU threads for the run.
+    ``resume`` continues a checkpoint exactly and refuses one whose spec or data differ.
+    ``progress``: a tqdm bar (None: only on a terminal). ``log`` receives the progress lines (rank
+    0 only; None: silent). Returns a :class:`TrainResult`; a diverging run raises a FlowDSLError.
     """
     from flowdsl.api import analyze_file
     from flowdsl.runtime.compiler import compile_model
 
-    rank, world, dev, mine = _distributed(device)
+    _check_call(output, cpu_budget, epochs, steps)
+    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise settings_error(f"threads must be a positive integer, got {threads!r}")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    rank, world, dev, mine = distributed(device)
+    journal = None
     try:
         analysis = analyze_file(spec)
         if not analysis.ok:
@@ -237,10 +164,28 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
         ds = data if isinstance(data, Dataset) else load_data(data, shape=header.input.shape,
                                                               levels=header.input.levels)
         ds = fit(ds, header, analysis.sources)
+        fingerprint = data_fingerprint(ds)
+        ds, carved = carve_validation(ds)
         me = {"file": analysis.unit.main, "model": header.name, "sources": dict(analysis.unit.sources)}
-        net, payload = _resume(resume, me, spec) if resume is not None else (None, {})
-        cfg = _settings(payload, {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "clip": clip,
-                                  "eval_every": eval_every})
+        net, payload = open_resume(resume, me, spec) if resume is not None else (None, {})
+        if resume is not None:
+            check_same_data(resume, payload, fingerprint)
+        given = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "clip": clip, "eval_every": eval_every,
+                 "epochs": epochs, "patience": patience, "schedule": schedule, "warmup": warmup,
+                 "weight_decay": weight_decay, "ema": ema}
+        if steps is not None:
+            given["epochs"] = None
+        cfg = merge_settings(payload, given, {"eval_size": eval_size})
+        if steps is not None:
+            cfg["epochs"] = None
+        if cfg["batch"] % world or cfg["batch"] < world:
+            raise _error(f"the batch ({cfg['batch']}) must be a multiple of the number of processes ({world})")
+        if cfg["batch"] > len(ds.train):
+            raise _error(f"the batch ({cfg['batch']}) is larger than the training split of '{ds.name}' "
+                         f"({len(ds.train)} examples)", "use a smaller --batch")
+        order = EpochOrder(len(ds.train), cfg["batch"], cfg["seed"])
+        if cfg["epochs"]:
+            cfg["steps"] = cfg["epochs"] * order.per_epoch
         if net is None:
             torch.manual_seed(cfg["seed"])  # the same initial weights on every rank
             net = compile_model(ir, analysis.unit)
@@ -249,29 +194,53 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
             raise _error(f"{header.kind} '{header.name}' has no trainable parameters: there is nothing to train",
                          f"sample it directly: flowdsl compile {spec} -o CKPT, then flowdsl sample CKPT", spec)
         conditional = getattr(net, "context_shape", None) == ()
-        x_train, y_train = tensors(ds, header.input.levels, "train", dev)
-        x_test, y_test = tensors(ds, header.input.levels, "test", dev)
-        x_test, y_test = x_test[:eval_size], (y_test[:eval_size] if y_test is not None else None)
-        if cfg["batch"] % world or cfg["batch"] < world:
-            raise _error(f"the batch ({cfg['batch']}) must be a multiple of the number of processes ({world})")
-        if cfg["batch"] > len(x_train):
-            raise _error(f"the batch ({cfg['batch']}) is larger than the training split of '{ds.name}' "
-                         f"({len(x_train)} examples)", "use a smaller --batch")
-        order = _Order(len(x_train), cfg["batch"], cfg["seed"])
-        opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+        levels = header.input.levels
+        x_train, y_train = compact(ds.train, levels, dev), tensors(ds, levels, "train", dev)[1]
+        x_valid, y_valid = tensors(ds, levels, "valid", dev)
+        x_test, y_test = tensors(ds, levels, "test", dev)
+        if eval_size is not None:
+            x_valid, y_valid = x_valid[:eval_size], (y_valid[:eval_size] if y_valid is not None else None)
+        wd = cfg["weight_decay"]
+        opt = (torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=wd) if wd > 0 else
+               torch.optim.Adam(net.parameters(), lr=cfg["lr"]))
+        plan = LRSchedule(parse_schedule(cfg["schedule"]), cfg["lr"], cfg["warmup"], cfg["steps"])
         start, history = int(payload.get("step", 0)), list(payload.get("history", []))
+        selection = {"best": math.inf, "best_step": None, "bad": 0}
+        guard, best_state = DivergenceGuard(), None
         if resume is not None:
-            opt.load_state_dict(payload["optimizer"])
+            restore(resume, "optimizer state", lambda: opt.load_state_dict(payload["optimizer"]))
             for group in opt.param_groups:
-                group["lr"] = cfg["lr"]
+                group["weight_decay"] = wd
             if len(payload.get("rng", [])) == world:
-                _set_rng_state(payload["rng"][rank], dev)
+                restore(resume, "random state", lambda: set_rng_state(payload["rng"][rank], dev))
+            if "schedule" in payload:
+                restore(resume, "schedule state", lambda: plan.load_state_dict(payload["schedule"]))
+            if "selection" in payload:
+                restore(resume, "early-stopping state", lambda: selection.update(
+                    best=float(payload["selection"]["best"]), bad=int(payload["selection"]["bad"]),
+                    best_step=payload["selection"]["best_step"]))
+            guard = DivergenceGuard(float(payload.get("guard_best", math.inf)))
+            best_state = payload.get("best_state_dict")
+            if "raw_state_dict" in payload:
+                from flowdsl.checkpoint import load_state
+
+                load_state(net, payload["raw_state_dict"], resume, "raw (not averaged) state")
+                net.to(dev)
         else:
             torch.manual_seed(cfg["seed"] + rank)
             with torch.no_grad():  # data-dependent initialisation (actnorm) on the whole first global batch
                 net.train()
                 first = order(0)
-                net.log_prob(x_train[first], y_train[first] if conditional else None)
+                net.log_prob(as_model_input(x_train[first]), y_train[first] if conditional else None)
+        average = ParameterAverage(net, cfg["ema"]) if cfg["ema"] else None
+        if average is not None and "raw_state_dict" in payload:
+            restore(resume, "averaged state", lambda: average.load_from(payload["state_dict"]))
+        if start >= cfg["steps"]:
+            raise _error(f"the checkpoint is at step {start} already: there is nothing to train up to step "
+                         f"{cfg['steps']}", "ask for more --steps (or --epochs)", resume)
+        if cfg["patience"] and selection["bad"] >= cfg["patience"]:
+            raise _error(f"the run stopped early at step {start} ({selection['bad']} evaluations without "
+                         f"improvement): there is nothing to resume", "resume with a larger --patience", resume)
         objective = _NLL(net)
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -279,22 +248,45 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
             objective = DistributedDataParallel(objective, device_ids=[dev.index] if dev.type == "cuda" else None)
         if compile:
             objective = torch.compile(objective)
-        every = cfg["eval_every"] or max(1, cfg["steps"] // 10)
+        every = cfg["eval_every"] or (order.per_epoch if cfg["epochs"] else max(1, cfg["steps"] // 10))
         dims = math.prod(header.input.shape) * math.log(2)
         say = log if rank == 0 and log is not None else (lambda *a, **k: None)
-        clock = _Clock(cpu_budget, world, dev)
+        clock = CPUClock(cpu_budget, world, dev)
+        if rank == 0:
+            where = None if metrics is False else (metrics if metrics is not None else
+                                                    (metrics_path(output) if output is not None else None))
+            journal = MetricsLog(where, tensorboard, resume_step=start if resume is not None else None, say=say)
+            journal.write("start" if resume is None else "resume", step=start, data=ds.name, source=ds.source,
+                          settings={k: v for k, v in cfg.items()}, world_size=world)
+
+        def scored_state() -> dict:
+            return average.averaged_state(net) if average is not None else net.state_dict()
+
+        def score_valid() -> float:
+            if rank != 0:
+                return share(0.0, world, dev)
+            if average is not None:
+                with average.applied(net):
+                    nats = evaluate(net, x_valid, y_valid)["nats"]
+            else:
+                nats = evaluate(net, x_valid, y_valid)["nats"]
+            return share(nats, world, dev)
+
+        extra = {"data": ds.name, "data_fingerprint": fingerprint, "train": cfg, "world_size": world}
 
         def checkpoint(step):
-            states = [_rng_state(dev)]
+            states = [rng_state(dev)]
             if world > 1:
                 import torch.distributed as dist
 
                 states = [None] * world
-                dist.all_gather_object(states, _rng_state(dev))
+                dist.all_gather_object(states, rng_state(dev))
                 states = [{k: v.cpu() for k, v in s.items()} for s in states]
             if rank == 0 and output is not None:
-                save_checkpoint(net, output, optimizer=opt.state_dict(), step=step, rng=states, train=cfg,
-                                history=history, data=ds.name, world_size=world)
+                raw = {"raw_state_dict": net.state_dict()} if average is not None else {}
+                save_checkpoint(net, output, state_dict=scored_state(), optimizer=opt.state_dict(), step=step,
+                                rng=states, history=history, schedule=plan.state_dict(), selection=selection,
+                                guard_best=guard.best, best_state_dict=best_state, **raw, **extra)
 
         from tqdm.auto import tqdm
 
@@ -302,36 +294,79 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
         bar = tqdm(total=cfg["steps"], initial=start, disable=hide, desc=f"train {header.name}", dynamic_ncols=True,
                    file=sys.stderr)
         write = bar.write if not bar.disable and log is not None else say
+        write(_describe_data(ds, carved, x_train, x_valid, x_test))
         net.train()
-        evaluation, step = None, start
+        step, running, reason = start, RunningMean(), "steps"
         while step < cfg["steps"]:
+            rate = plan.lr(step)
+            for group in opt.param_groups:
+                group["lr"] = rate
             idx = order(step)[rank::world]
-            loss = objective(x_train[idx], y_train[idx] if conditional else None).mean()
+            loss = objective(as_model_input(x_train[idx]), y_train[idx] if conditional else None).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg["clip"]:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["clip"])
             opt.step()
-            step, value = step + 1, loss.item()
-            if not math.isfinite(value):
-                raise _error(f"the loss became {value} at step {step}", "lower --lr, or set --clip")
+            if average is not None:
+                average.update(net)
+            step, value = step + 1, share(loss.item(), world, dev, mean=True)
+            diverged = guard.check(step, value)
+            if diverged:
+                kept = f"; the last checkpoint ({output}) is kept" if output is not None and history else ""
+                if journal is not None:
+                    journal.write("stop", step=step, reason="diverged", detail=diverged)
+                raise _error(f"training diverged: {diverged}: stopped{kept}",
+                             f"lower the learning rate (it was {rate:g}), clip the gradient norm (--clip) or warm up "
+                             f"(--warmup)")
+            running.add(value)
             bar.update(1)
             bar.set_postfix_str(f"loss {value:.3f} nats, {value / dims:.3f} bits/dim")
             stop = clock.spent()
             if step % every == 0 or step == cfg["steps"] or stop:
-                evaluation = evaluate(net, x_test, y_test) if rank == 0 else None
-                if rank == 0:
-                    history.append({"step": step, "train_bits_per_dim": value / dims,
-                                    "eval_nats": evaluation["nats"], "eval_bits_per_dim": evaluation["bits_per_dim"]})
-                    write(f"step {step}/{cfg['steps']}: train {value / dims:.4f} bits/dim, held-out "
-                          f"{evaluation['bits_per_dim']:.4f} bits/dim ({evaluation['nats']:.2f} nats)")
+                mean, count = running.take()
+                guard.interval_done(mean)
+                valid = score_valid()
+                improved = valid < selection["best"]
+                if improved:
+                    selection.update(best=valid, best_step=step, bad=0)
+                    best_state = _clone(scored_state())
+                    if rank == 0 and output is not None:
+                        save_checkpoint(net, best_path(output), state_dict=best_state, step=step, valid_nats=valid,
+                                        **extra)
+                else:
+                    selection["bad"] += 1
+                lowered = plan.observe(valid)
+                history.append({"step": step, "lr": rate, "train_nats": mean, "train_bits_per_dim": mean / dims,
+                                "valid_nats": valid, "valid_bits_per_dim": valid / dims,
+                                "best_step": selection["best_step"]})
+                write(f"step {step}/{cfg['steps']}: train {mean / dims:.4f} bits/dim ({mean:.2f} nats, mean of "
+                      f"{count} steps), validation {valid / dims:.4f} bits/dim ({valid:.2f} nats)"
+                      + (" *" if improved else "") + (f", learning rate lowered to {plan.lr(step):.3g}"
+                                                      if lowered else ""))
+                if journal is not None:
+                    journal.write("eval", epoch=order.epoch(step - 1), **history[-1])
                 checkpoint(step)
+                if cfg["patience"] and selection["bad"] >= cfg["patience"]:
+                    reason = "patience"
+                    write(f"stopped early at step {step}: no improvement on validation for {selection['bad']} "
+                          f"evaluations (best {selection['best']:.2f} nats at step {selection['best_step']})")
+                    break
             if stop:
+                reason = "budget"
                 write(f"stopped at step {step}: the CPU budget of {cpu_budget:g} s is spent")
                 break
         bar.close()
-        if evaluation is None and rank == 0:
-            evaluation = evaluate(net, x_test, y_test)
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        evaluation = evaluate(net, x_test, y_test) if rank == 0 else None
+        if evaluation is not None:
+            weights = f"step {selection['best_step']}, best on validation" + (", averaged" if average else "")
+            write(f"test: {evaluation['bits_per_dim']:.4f} bits/dim ({evaluation['nats']:.2f} nats, "
+                  f"{evaluation['examples']} examples), scored once with the weights of {weights}")
+            if journal is not None:
+                journal.write("stop", step=step, reason=reason)
+                journal.write("test", step=step, best_step=selection["best_step"], **evaluation)
         if world > 1:
             print(f"rank {rank}/{world}: parameters sha256 {_param_digest(net)}", file=sys.stderr, flush=True)
             # every rank arrives before any tears the group down: a rank that exits while its peer is still
@@ -339,11 +374,12 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
             import torch.distributed as dist
 
             dist.barrier()
-        if output is not None and step > start:
-            say(f"saved {output} (step {step})")
-        return TrainResult(net, step, history, evaluation, str(output) if output else None)
+        if output is not None:
+            say(f"saved {output} (step {step}) and {best_path(output)} (step {selection['best_step']})")
+        return TrainResult(net, step, history, evaluation, str(output) if output else None, selection["best"],
+                           evaluation["nats"] if evaluation else None, selection["best_step"], reason)
     finally:
-        if mine:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        if journal is not None:
+            journal.close()
+        torch.set_num_threads(old_threads)
+        tear_down(mine)

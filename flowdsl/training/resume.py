@@ -1,0 +1,82 @@
+"""Resuming a run: the checkpoint must hold training state, come from the same spec and the same data.
+
+Every piece of state a checkpoint gives back (weights, optimiser, random state, schedule,
+averages, counters) is restored through :func:`restore`, so that a damaged or foreign piece is
+one line naming the file, never a torch traceback.
+
+Example:
+    >>> spec = {"file": "a/m.flow", "model": "m", "sources": {"a/m.flow": "flow m {}"}}
+    >>> moved = {"file": "b/m.flow", "model": "m", "sources": {"b/m.flow": "flow m {}"}}
+    >>> spec_fingerprint(spec) == spec_fingerprint(moved)
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+
+from flowdsl.checkpoint import checkpoint_error, load_checkpoint
+
+__all__ = ["spec_fingerprint", "open_resume", "check_same_data", "restore"]
+
+
+def spec_fingerprint(spec: dict) -> str:
+    """A hash of a model's spec sources that ignores where they lie and what the main file is called
+    (used files are named relative to it)."""
+    main = spec["file"].replace(os.sep, "/")
+    root = posixpath.dirname(main) or "."
+
+    def rel(name: str) -> str:
+        name = name.replace(os.sep, "/")
+        return "<main>" if name == main else posixpath.relpath(name, root)
+
+    h = hashlib.sha256(spec["model"].encode() + b"\0")
+    for name in sorted(spec["sources"], key=rel):
+        h.update(rel(name).encode() + b"\0" + spec["sources"][name].encode() + b"\0")
+    return h.hexdigest()
+
+
+def open_resume(path, spec: dict, spec_path):
+    """(model, payload) of the checkpoint to resume, refused when it holds no training state or another spec."""
+    model, payload = load_checkpoint(path, return_payload=True)
+    if "optimizer" not in payload or "step" not in payload:
+        raise checkpoint_error(path, "the checkpoint holds no training state (was it written by `flowdsl compile -o`"
+                                     " or is it a best checkpoint?)",
+                               "train from scratch with -o, or resume the last checkpoint instead")
+    if not isinstance(payload["step"], int) or payload["step"] < 0 or not isinstance(payload.get("history", []), list):
+        raise checkpoint_error(path, "the checkpoint is damaged: its step or history is not what training writes")
+    old = payload["spec"]
+    if old["model"] != spec["model"] or spec_fingerprint(old) != spec_fingerprint(spec):
+        raise checkpoint_error(path, f"the spec changed since the checkpoint was written: {spec_path} "
+                                     f"({spec['model']}) has spec hash {spec_fingerprint(spec)[:12]}, the checkpoint "
+                                     f"({old['model']}) {spec_fingerprint(old)[:12]}",
+                               "resume with the spec the checkpoint was trained from, or train from scratch")
+    return model, payload
+
+
+def check_same_data(path, payload: dict, now: dict) -> None:
+    """Refuse to resume on other data than the checkpoint was trained on (checkpoints without a fingerprint pass)."""
+    then = payload.get("data_fingerprint")
+    if not isinstance(then, dict):
+        return
+    differ = [k for k in ("shape", "levels", "train", "test", "sample_sha256") if then.get(k) != now.get(k)]
+    if differ:
+        what = {"shape": "shape", "levels": "levels", "train": "training examples", "test": "test examples",
+                "sample_sha256": "contents"}
+        detail = ", ".join(f"{what[k]} {then.get(k)} -> {now.get(k)}" if k != "sample_sha256" else "contents"
+                           for k in differ)
+        raise checkpoint_error(path, f"the checkpoint was trained on other data: '{then.get('name')}', this run "
+                                     f"has '{now.get('name')}' (they differ in {detail})",
+                               f"resume with --data {then.get('name')}, or train from scratch")
+
+
+def restore(path, what: str, action) -> None:
+    """Run ``action()`` (a ``load_state_dict`` ...), turning any failure into a one-line error about ``path``."""
+    try:
+        action()
+    except Exception as err:  # torch raises ValueError, KeyError, TypeError, RuntimeError, IndexError ...
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise checkpoint_error(path, f"the checkpoint's {what} is damaged or does not fit this run: {detail}",
+                               "train from scratch, or resume another copy") from None
