@@ -63,8 +63,10 @@ def test_train_and_eval_print_nats_and_bits_per_dim(trained, capsys, tmp_path):
     spec = trained["root"] / "flow.flow"
     code, out, _ = run(capsys, "train", spec, "--data", "digits", "--steps", "2", "--batch", "8", "--eval-every",
                        "1", "-q", "-o", tmp_path / "t.pt")
-    assert code == 0 and "step 1/2: train " in out and f"saved {tmp_path / 't.pt'} (step 2)" in out
-    assert re.search(r"tiny: step 2, held-out \d+\.\d{4} bits/dim \(\d+\.\d\d nats, 359 examples\)", out)
+    assert code == 0 and "step 1/2: train " in out and f"saved {tmp_path / 't.pt'} (step 2) and " in out
+    assert re.search(r"tiny: step 2, test \d+\.\d{4} bits/dim \(\d+\.\d\d nats, 359 examples\) with the weights "
+                     r"of step [12] \(validation \d+\.\d\d nats\)", out)
+    assert (tmp_path / "t.best.pt").exists() and (tmp_path / "t.metrics.jsonl").exists()
     code, out, _ = run(capsys, "eval", tmp_path / "t.pt")
     m = re.search(r"tiny, step 2 on digits \(test split, 359 examples\): (\d+\.\d+) nats, (\d+\.\d+) bits/dim", out)
     assert code == 0 and m, out

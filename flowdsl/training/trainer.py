@@ -178,6 +178,13 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
         cfg = merge_settings(payload, given, {"eval_size": eval_size})
         if steps is not None:
             cfg["epochs"] = None
+        if net is None:
+            torch.manual_seed(cfg["seed"])  # the same initial weights on every rank
+            net = compile_model(ir, analysis.unit)
+        net.to(dev)
+        if not any(p.requires_grad for p in net.parameters()):
+            raise _error(f"{header.kind} '{header.name}' has no trainable parameters: there is nothing to train",
+                         f"sample it directly: flowdsl compile {spec} -o CKPT, then flowdsl sample CKPT", spec)
         if cfg["batch"] % world or cfg["batch"] < world:
             raise _error(f"the batch ({cfg['batch']}) must be a multiple of the number of processes ({world})")
         if cfg["batch"] > len(ds.train):
@@ -186,13 +193,6 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
         order = EpochOrder(len(ds.train), cfg["batch"], cfg["seed"])
         if cfg["epochs"]:
             cfg["steps"] = cfg["epochs"] * order.per_epoch
-        if net is None:
-            torch.manual_seed(cfg["seed"])  # the same initial weights on every rank
-            net = compile_model(ir, analysis.unit)
-        net.to(dev)
-        if not any(p.requires_grad for p in net.parameters()):
-            raise _error(f"{header.kind} '{header.name}' has no trainable parameters: there is nothing to train",
-                         f"sample it directly: flowdsl compile {spec} -o CKPT, then flowdsl sample CKPT", spec)
         conditional = getattr(net, "context_shape", None) == ()
         levels = header.input.levels
         x_train, y_train = compact(ds.train, levels, dev), tensors(ds, levels, "train", dev)[1]
