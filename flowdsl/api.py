@@ -58,16 +58,20 @@ def _model(model, function: str):
     return model
 
 
-def analyze_source(text: str | bytes, filename: str = "<string>", limits: Limits | None = None) -> Analysis:
-    """Parse, expand, infer and check a spec given as text."""
+def analyze_source(text: str | bytes, filename: str = "<string>", limits: Limits | None = None, *,
+                   allow_outside: bool = False) -> Analysis:
+    """Parse, expand, infer and check a spec given as text (``allow_outside``: ``use`` may load spec files
+    outside the project root, see :mod:`flowdsl.language.loader`)."""
     where = "analyze_source"
-    return analyze_unit(load_source(_text(text, where), _name(filename, where)), _limits(limits, where))
+    unit = load_source(_text(text, where), _name(filename, where), allow_outside=bool(allow_outside))
+    return analyze_unit(unit, _limits(limits, where))
 
 
-def analyze_file(path: str | Path, limits: Limits | None = None) -> Analysis:
-    """Parse, expand, infer and check a spec file."""
+def analyze_file(path: str | Path, limits: Limits | None = None, *, allow_outside: bool = False) -> Analysis:
+    """Parse, expand, infer and check a spec file (``allow_outside``: ``use`` may leave the project root)."""
     where = "analyze_file"
-    return analyze_unit(load_file(_name(path, where, "path")), _limits(limits, where))
+    unit = load_file(_name(path, where, "path"), allow_outside=bool(allow_outside))
+    return analyze_unit(unit, _limits(limits, where))
 
 
 def check_file(path: str | Path, limits: Limits | None = None) -> list[Diagnostic]:
@@ -103,18 +107,20 @@ def _compile(analysis: Analysis, model: str | None):
     return compile_model(ir, analysis.unit)
 
 
-def compile_file(path: str | Path, model: str | None = None, limits: Limits | None = None):
+def compile_file(path: str | Path, model: str | None = None, limits: Limits | None = None, *,
+                 allow_outside: bool = False):
     """Compile one model of a spec file into a torch module (FlowDSLError on any error)."""
     where = "compile_file"
     _name(path, where, "path"), _model(model, where), _limits(limits, where)
-    return _compile(analyze_file(path, limits), model)
+    return _compile(analyze_file(path, limits, allow_outside=allow_outside), model)
 
 
-def compile_source(text: str, model: str | None = None, filename: str = "<string>", limits: Limits | None = None):
+def compile_source(text: str, model: str | None = None, filename: str = "<string>", limits: Limits | None = None,
+                   *, allow_outside: bool = False):
     """Compile one model of a spec given as text into a torch module."""
     where = "compile_source"
     _text(text, where), _name(filename, where), _model(model, where), _limits(limits, where)
-    return _compile(analyze_source(text, filename, limits), model)
+    return _compile(analyze_source(text, filename, limits, allow_outside=allow_outside), model)
 
 
 def load(path: str | Path, map_location=None):

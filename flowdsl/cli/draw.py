@@ -310,7 +310,7 @@ def cmd_graph(args) -> int:
     from flowdsl.cli.graph import draw, to_dot
     from flowdsl.cli.main import _print_diagnostics
 
-    analysis = analyze_file(args.spec)
+    analysis = analyze_file(args.spec, allow_outside=args.allow_outside)
     _print_diagnostics(analysis.diagnostics, analysis.sources)
     if not analysis.ok:
         return 1
@@ -368,6 +368,9 @@ def add_commands(sub) -> None:
     sp.add_argument("--model")
     sp.add_argument("-o", "--output", type=output_file,
                     help=".svg, .png or .dot (default: DOT text on standard output)")
+    from flowdsl.cli.main import add_allow_outside
+
+    add_allow_outside(sp)
     sp.add_argument("--engine", choices=("auto", "graphviz", "matplotlib"), default="auto",
                     help="auto: Graphviz when its `dot` program is installed, else matplotlib")
     sp.set_defaults(run=cmd_graph)

@@ -22,7 +22,7 @@ from pathlib import Path
 from flowdsl.cli.arguments import device, output_file, positive_int
 from flowdsl.errors import FlowDSLError, render_all
 
-__all__ = ["main", "EXTENSIONS", "INTERNAL_ERROR"]
+__all__ = ["main", "EXTENSIONS", "INTERNAL_ERROR", "add_allow_outside"]
 
 #: exit status of an unexpected exception (EX_SOFTWARE): the backstop, which should never fire
 INTERNAL_ERROR = 70
@@ -101,7 +101,7 @@ def cmd_check(args) -> int:
 
     status = 0
     for path in args.files:
-        analysis = analyze_file(path, _limits(args))
+        analysis = analyze_file(path, _limits(args), allow_outside=args.allow_outside)
         _print_diagnostics(analysis.diagnostics, analysis.sources)
         errors = sum(d.severity == "error" for d in analysis.diagnostics)
         warnings = sum(d.severity == "warning" for d in analysis.diagnostics)
@@ -175,7 +175,7 @@ def _runtime_shapes(model, ir) -> str:
 def cmd_compile(args) -> int:
     from flowdsl.api import analyze_file
 
-    analysis = analyze_file(args.file, _limits(args))
+    analysis = analyze_file(args.file, _limits(args), allow_outside=args.allow_outside)
     _print_diagnostics(analysis.diagnostics, analysis.sources)
     if not analysis.ok:
         return 1
@@ -261,6 +261,12 @@ def cmd_layers(args) -> int:
     return 0
 
 
+def add_allow_outside(parser) -> None:
+    """``--allow-outside``: let ``use`` load spec files outside the spec's project root (refused by default)."""
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="let `use` load .flow/.ar files outside the spec's project root")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowdsl", description="Compile normalizing flows and autoregressive models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -279,6 +285,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", type=device, help="build the modules on this device (cpu, cuda)")
     sp.set_defaults(run=cmd_compile)
     for sp in (sub.choices["check"], sub.choices["compile"]):
+        add_allow_outside(sp)
         sp.add_argument("--max-layers", type=positive_int, help="refuse specs with more layers than this")
         sp.add_argument("--max-params", type=positive_int, help="refuse specs with more parameters than this")
     sp = sub.add_parser("layers", help="list the layers and nets the compiler knows")
