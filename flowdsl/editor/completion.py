@@ -1,0 +1,172 @@
+"""Completion from the text before the cursor and the registry: layers, arguments and their values.
+
+At the start of a statement (or after ``->``): layer names of the file's model kind, the unit's
+blocks and the statement keywords; after ``coupling``/``autoregressive``, ``base``, ``output``:
+those families; inside a call's parentheses: the callee's argument names (with their types and
+defaults) and, after ``name=``, the words the argument accepts (masks, orders, nets, ...). Works on
+half-typed lines: only the text is read, the last analysis that parsed gives blocks and constants.
+
+Example:
+    >>> items = complete("flow f {\\n  input x: vector[4]\\n  coupling affine(mask=", "f.flow")
+    >>> sorted(i.label for i in items)
+    ['channel', 'checkerboard', 'half']
+    >>> [(i.label, i.detail) for i in complete("flow f {\\n  permute(", "f.flow") if i.label == "order"]
+    [('order', 'order: Order = reverse')]
+    >>> "planar" in {i.label for i in complete("flow f {\\n  pla", "f.flow")}
+    True
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from lsprotocol import types
+
+from flowdsl.editor.schema import arguments, lookup
+from flowdsl.language.declarations import CONDITION_TYPES, INPUT_TYPES
+from flowdsl.language.loader import Unit
+from flowdsl.language.parser import file_kind
+from flowdsl.layers.registry import BASES, LAYERS, OUTPUTS, Family, Layer
+
+__all__ = ["complete", "open_brackets"]
+
+_TOP_KEYWORDS = ("use", "let", "block")
+_BODY_KEYWORDS = ("input", "condition", "base", "output", "let", "repeat", "for")
+_CALLEE = re.compile(r"(?:(coupling|autoregressive)[ \t]+)?([A-Za-z_]\w*)[ \t]*$")
+_KIND = types.CompletionItemKind
+
+
+def open_brackets(text: str) -> list[tuple[str, int, int, int]]:
+    """The brackets still open at the end of ``text``: ``(char, offset, commas, offset after the last comma)``.
+
+    Strings and comments are skipped, as the lexer skips them.
+    """
+    stack: list[tuple[str, int, int, int]] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if ch == '"':
+            j = i + 1
+            while j < n and text[j] not in '"\n':
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if ch in "([{":
+            stack.append((ch, i, 0, i + 1))
+        elif ch in ")]}":
+            if stack:
+                stack.pop()
+        elif ch == "," and stack:
+            char, at, commas, _ = stack[-1]
+            stack[-1] = (char, at, commas + 1, i + 1)
+        i += 1
+    return stack
+
+
+def _item(label: str, kind, detail: str = "", doc: str = "", insert: str | None = None) -> types.CompletionItem:
+    return types.CompletionItem(label=label, kind=kind, detail=detail or None, documentation=doc or None,
+                                insert_text=insert)
+
+
+def _family_items(family: Family, kind=_KIND.EnumMember) -> list[types.CompletionItem]:
+    return [_item(name, kind, family.what, getattr(family.get(name), "summary", "")) for name in family.names()]
+
+
+def _layer_items(model_kind: str, qualifier: str | None = None) -> list[types.CompletionItem]:
+    items = []
+    for name in LAYERS.names():
+        cls = LAYERS.get(name)
+        if cls is None or not issubclass(cls, Layer) or model_kind not in cls.models:
+            continue
+        first, _, rest = name.partition(" ")
+        if qualifier is not None:
+            if rest and first == qualifier:
+                items.append(_item(rest, _KIND.Function, f"{name} layer", cls.summary))
+        else:
+            items.append(_item(name, _KIND.Function, "layer", cls.summary))
+    return items
+
+
+def _argument_items(callee: str, commas: int, segment: str, unit: Unit | None) -> list[types.CompletionItem]:
+    cls = lookup(callee)
+    keyword = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*=\s*[A-Za-z_0-9]*", segment)
+    if cls is None:
+        block = unit.blocks.get(callee) if unit else None
+        if block is None or keyword:
+            return _constant_items(unit)
+        return [_item(p, _KIND.Variable, f"parameter of block {callee}") for p in block.params] + _constant_items(unit)
+    args = arguments(cls)
+    if keyword:
+        for arg in args:
+            if arg.name == keyword.group(1):
+                return [_item(v, _KIND.EnumMember, f"{arg.name}: {arg.type_text}") for v in arg.values]
+        return []
+    if not re.fullmatch(r"\s*[A-Za-z_0-9]*", segment):
+        return []
+    items = [_item(a.name, _KIND.Property, f"{a.name}: {a.type_text} = {a.default}", insert=f"{a.name}=")
+             for a in args]
+    positional = cls.positional if cls.positional is not None else tuple(a.name for a in args)
+    if commas < len(positional):  # the value of the positional argument written here
+        here = next((a for a in args if a.name == positional[commas]), None)
+        if here is not None:
+            items += [_item(v, _KIND.EnumMember, f"{here.name}: {here.type_text}") for v in here.values]
+    return items + _constant_items(unit)
+
+
+def _constant_items(unit: Unit | None) -> list[types.CompletionItem]:
+    return [_item(name, _KIND.Constant, f"= {value!r}") for name, value in (unit.constants.items() if unit else ())]
+
+
+def _statement_items(before: str, in_body: bool, model_kind: str, unit: Unit | None) -> list[types.CompletionItem]:
+    line = re.split(r"[;{}]", before.rsplit("\n", 1)[-1])[-1]
+    if m := re.fullmatch(r"\s*(coupling|autoregressive)[ \t]+\w*", line):
+        return _layer_items(model_kind, m.group(1))
+    if re.fullmatch(r"\s*base[ \t]+\w*", line):
+        return _family_items(BASES)
+    if re.fullmatch(r"\s*output[ \t]+\w*", line):
+        return _family_items(OUTPUTS)
+    if m := re.fullmatch(r"\s*(input|condition)[ \t]+\w+[ \t]*:[ \t]*\w*", line):
+        names = INPUT_TYPES if m.group(1) == "input" else CONDITION_TYPES
+        return [_item(t, _KIND.TypeParameter, f"{m.group(1)} type") for t in names]
+    at_start = re.fullmatch(r"\s*\w*", line) is not None
+    if not in_body:
+        keywords = _TOP_KEYWORDS + (("autoregressive",) if model_kind == "autoregressive" else ("flow",))
+        return [_item(k, _KIND.Keyword) for k in keywords] if at_start else []
+    if at_start or re.search(r"->\s*\w*$", line):
+        items = _layer_items(model_kind)
+        items += [_item(name, _KIND.Module, f"block {name}({', '.join(b.params)})")
+                  for name, b in (unit.blocks.items() if unit else ())]
+        if at_start:
+            items += [_item(k, _KIND.Keyword) for k in _BODY_KEYWORDS]
+        return items
+    return _constant_items(unit)
+
+
+def complete(before: str, filename: str, unit: Unit | None = None) -> list[types.CompletionItem]:
+    """Completion items for a cursor after ``before`` (the document's text up to it) in ``filename``."""
+    model_kind = "autoregressive" if file_kind(filename) == "ar" else "flow"
+    stack = open_brackets(before)
+    parens = [entry for entry in stack if entry[0] != "{"]
+    if parens:
+        char, at, commas, seg_start = parens[-1]
+        if char == "[":
+            return _constant_items(unit)
+        m = _CALLEE.search(before[:at])
+        if not m:
+            return _constant_items(unit)
+        callee = f"{m.group(1)} {m.group(2)}" if m.group(1) else m.group(2)
+        return unique(_argument_items(callee, commas, before[seg_start:], unit))
+    return unique(_statement_items(before, any(e[0] == "{" for e in stack), model_kind, unit))
+
+
+def unique(items: Iterable[types.CompletionItem]) -> list[types.CompletionItem]:
+    """Items with the first of each label kept."""
+    seen: dict[str, types.CompletionItem] = {}
+    for item in items:
+        seen.setdefault(item.label, item)
+    return list(seen.values())

@@ -1,0 +1,153 @@
+"""Hover text from the analysis: what the checker inferred about the thing under the cursor.
+
+On a layer: its output shape, parameter count, log-det kind, dependency structure and the
+registry's one-line summary; on an ``input`` or ``condition``: its shape; on a block call: the
+layers it expands to; on a layer, block or constant name elsewhere: what it is.
+
+Example:
+    >>> from flowdsl.editor.documents import check_text
+    >>> c = check_text("file:///p/f.flow", "/p/f.flow", 1,
+    ...                "flow f {\\n  input x: vector[4]\\n  coupling additive(mask=half)\\n}\\n")
+    >>> print(hover_text(c, 3, 5))
+    **coupling additive** (layer 0 of model `f`): additive coupling (NICE): y = x + t(x_kept) on the transformed part
+    <BLANKLINE>
+    - in (4,) -> out (4,)
+    - parameters: 4,482
+    - log-det: zero
+    - dependency: coupling (2 of 4 positions kept, 2 transformed)
+    >>> print(hover_text(c, 2, 4))
+    **input x**: vector[4], shape (4,) (4 values)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flowdsl.analysis.ir import LayerNode, ModelIR
+from flowdsl.editor.documents import Checked
+from flowdsl.editor.positions import contains
+from flowdsl.errors import Pos
+from flowdsl.layers.registry import LAYERS
+
+__all__ = ["hover_text", "dependency_summary"]
+
+_MAX_LISTED = 24  # layers listed in a block call's expansion
+
+
+def _span_size(pos: Pos) -> tuple[int, int]:
+    return (pos.end_line - pos.line, pos.end_column - pos.column if pos.end_line == pos.line else 10**6)
+
+
+def dependency_summary(dep) -> str:
+    """One line about a declared Dependency (kind, and which positions it keeps or transforms)."""
+    if dep is None:
+        return "not declared"
+    size = int(dep.size)
+    transformed = int(dep.transformed.sum())
+    if dep.kind == "coupling":
+        return f"coupling ({size - transformed} of {size} positions kept, {transformed} transformed)"
+    if dep.kind == "permutation":
+        return f"permutation of {size} positions"
+    if dep.kind == "elementwise":
+        return f"elementwise on {size} positions ({transformed} transformed)"
+    return f"{dep.kind} on {size} positions"
+
+
+def _shape(shape) -> str:
+    return "unknown" if shape is None else str(tuple(shape))
+
+
+def _layer_lines(ir: ModelIR, node: LayerNode, copies: int) -> list[str]:
+    summary = type(node.layer).summary
+    head = f"**{node.key}** (layer {node.position} of model `{ir.name}`)" + (f": {summary}" if summary else "")
+    lines = [head, ""]
+    if node.info is None:
+        lines.append("- not inferred (an error before or at this layer)")
+    else:
+        lines += [f"- in {_shape(node.in_shape)} -> out {_shape(node.out_shape)}", f"- parameters: {node.params:,}",
+                  f"- log-det: {node.logdet}", f"- dependency: {dependency_summary(node.dependency)}"]
+        if node.factored is not None:
+            lines.append(f"- factors out {_shape(node.factored)} to the base")
+        if node.report:
+            lines.append(f"- {node.report}")
+    if node.trace:
+        lines.append("- expanded from " + " <- ".join(f"`{name}` at {pos.line}:{pos.column}"
+                                                      for name, pos in reversed(node.trace)))
+    if copies > 1:
+        lines.append(f"- this line expands to {copies} layers (repeat/for/block); shown: the first")
+    return lines
+
+
+def _nodes_at(checked: Checked, line: int, column: int) -> Iterable[tuple[ModelIR, LayerNode]]:
+    for ir in checked.analysis.models.values():
+        for node in ir.layers:
+            if node.pos.file == checked.path and contains(node.pos, line, column):
+                yield ir, node
+
+
+def _layer_hover(checked: Checked, line: int, column: int) -> str | None:
+    found = list(_nodes_at(checked, line, column))
+    if not found:
+        return None
+    smallest = min(_span_size(node.pos) for _, node in found)
+    found = [(ir, n) for ir, n in found if _span_size(n.pos) == smallest]
+    ir, node = found[0]
+    return "\n".join(_layer_lines(ir, node, len(found)))
+
+
+def _block_call_hover(checked: Checked, line: int, column: int) -> str | None:
+    for ir in checked.analysis.models.values():
+        calls: dict[Pos, list[LayerNode]] = {}
+        for node in ir.layers:
+            for _, pos in node.trace:
+                if pos.file == checked.path and contains(pos, line, column):
+                    calls.setdefault(pos, []).append(node)
+        if calls:
+            pos = min(calls, key=_span_size)
+            nodes = calls[pos]
+            name = next(n for n, p in nodes[0].trace if p == pos)
+            lines = [f"**block {name}** expands to {len(nodes)} layers in model `{ir.name}` "
+                     f"({sum(n.params for n in nodes):,} parameters):", ""]
+            for n in nodes[:_MAX_LISTED]:
+                lines.append(f"- {n.position}: `{n.key}` -> {_shape(n.out_shape)}, {n.params:,} parameters")
+            if len(nodes) > _MAX_LISTED:
+                lines.append(f"- ... and {len(nodes) - _MAX_LISTED} more")
+            return "\n".join(lines)
+    return None
+
+
+def _declaration_hover(checked: Checked, line: int, column: int) -> str | None:
+    for ir in checked.analysis.models.values():
+        inp, cond = ir.header.input, ir.header.condition
+        if inp is not None and inp.pos.file == checked.path and contains(inp.pos, line, column):
+            values = 1
+            for s in inp.shape:
+                values *= s
+            dims = ", ".join(map(str, inp.shape))
+            levels = f", {inp.levels} levels" if inp.levels else ""
+            return f"**input {inp.name}**: {inp.type_name}[{dims}], shape {inp.shape} ({values:,} values{levels})"
+        if cond is not None and cond.pos.file == checked.path and contains(cond.pos, line, column):
+            return (f"**condition {cond.name}**: {cond.type_name}[{cond.classes}], shape ({cond.classes},) "
+                    f"(one-hot, {cond.classes} classes)")
+    return None
+
+
+def _name_hover(checked: Checked, word: str) -> str | None:
+    unit = checked.analysis.unit
+    if word in unit.blocks:
+        block = unit.blocks[word]
+        return f"**block {word}**({', '.join(block.params)}), defined at {block.pos}"
+    if word in unit.constants:
+        return f"**constant {word}** = `{unit.constants[word]!r}`"
+    cls = LAYERS.get(word)
+    if cls is not None:
+        args = ", ".join(cls.model_fields)
+        return f"**{word}**({args}): {getattr(cls, 'summary', '')}"
+    return None
+
+
+def hover_text(checked: Checked, line: int, column: int, word: str = "") -> str | None:
+    """Markdown for the 1-based ``(line, column)`` of the document, or None when there is nothing to say."""
+    word = word or checked.index.word_at(line - 1, column - 1)
+    return (_layer_hover(checked, line, column) or _block_call_hover(checked, line, column)
+            or _declaration_hover(checked, line, column) or (_name_hover(checked, word) if word else None))

@@ -1,0 +1,247 @@
+"""The language server, driven as a real subprocess over stdio with JSON-RPC (Content-Length framing).
+
+One server serves most tests (module fixture) so that the suite stays fast; each test opens its own
+documents under tmp_path. Timings are measured in benchmarks/lsp.py, never asserted here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pygls", reason="the language server needs the lsp extra (pygls)")
+
+from flowdsl.editor.stdio_client import LspClient, ServerError  # noqa: E402
+
+GLOW = """\
+let width = 16
+block step(w) {
+    actnorm
+    coupling affine(mask=checkerboard, net=conv_net(hidden=w))
+}
+flow glow {
+    input x: image[1, 4, 4]
+    condition y: label[3]
+    base normal
+    repeat 2 { step(width) }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = LspClient()
+    c.initialize()
+    yield c
+    assert c.close() == 0
+
+
+def _doc(tmp_path: Path, name: str, text: str) -> tuple[str, Path]:
+    path = tmp_path / name
+    path.write_text(text)
+    return path.resolve().as_uri(), path
+
+
+def _at(uri: str, line: int, character: int) -> dict:
+    return {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}}
+
+
+def test_initialize_announces_the_features():
+    c = LspClient([sys.executable, "-m", "flowdsl", "lsp"])
+    try:
+        caps = c.initialize()["capabilities"]
+        assert caps["hoverProvider"] and caps["definitionProvider"] and caps["documentSymbolProvider"]
+        assert "(" in caps["completionProvider"]["triggerCharacters"]
+        assert c.request("flowdsl/status")["torch"] is False
+    finally:
+        assert c.close() == 0
+
+
+def test_a_valid_spec_has_no_diagnostics_and_torch_stays_out(client, tmp_path):
+    uri, _ = _doc(tmp_path, "glow.flow", GLOW)
+    client.open(uri, GLOW)
+    assert client.diagnostics(uri, 1) == []
+    status = client.request("flowdsl/status")
+    assert status["torch"] is False and uri in status["documents"]
+
+
+def test_diagnostics_carry_spans_severity_hints_and_block_traces(client, tmp_path):
+    text = GLOW.replace("actnorm", "actnrm")
+    uri, _ = _doc(tmp_path, "bad.flow", text)
+    client.open(uri, text)
+    [diag] = client.diagnostics(uri, 1)
+    assert diag["severity"] == 1 and diag["source"] == "flowdsl" and "actnrm" in diag["message"]
+    assert diag["range"] == {"start": {"line": 2, "character": 4}, "end": {"line": 2, "character": 10}}
+    notes = [r["message"] for r in diag["relatedInformation"]]
+    assert "in block 'step' called here" in notes  # the call site, from the trace
+    assert any(n.startswith("hint: did you mean 'actnorm'") for n in notes)
+    call = next(r for r in diag["relatedInformation"] if r["message"].startswith("in block"))
+    assert call["location"]["range"]["start"] == {"line": 9, "character": 15}
+
+
+def test_a_warning_is_a_warning(client, tmp_path):
+    text = "flow f {\n    input x: vector[4]\n    condition y: label[3]\n    planar\n}\n"
+    uri, _ = _doc(tmp_path, "warn.flow", text)
+    client.open(uri, text)
+    severities = {d["severity"] for d in client.diagnostics(uri, 1)}
+    assert severities == {2}  # the condition no layer reads
+
+
+def test_edits_and_half_typed_lines(client, tmp_path):
+    uri, _ = _doc(tmp_path, "edit.flow", GLOW)
+    client.open(uri, GLOW)
+    assert client.diagnostics(uri, 1) == []
+    half = GLOW.replace("    base normal\n", "    base normal\n    coupling affine(mask=\n")
+    client.change(uri, half, 2)
+    [syntax] = client.diagnostics(uri, 2)
+    assert syntax["severity"] == 1 and syntax["range"]["start"]["line"] >= 9
+    items = client.request("textDocument/completion", _at(uri, 9, len("    coupling affine(mask=")))["items"]
+    assert {"half", "checkerboard", "channel"} <= {i["label"] for i in items}
+    client.change(uri, GLOW, 3)
+    assert client.diagnostics(uri, 3) == []
+
+
+def test_rapid_edits_are_debounced_into_one_check_of_the_last(client, tmp_path):
+    uri, _ = _doc(tmp_path, "rapid.flow", GLOW)
+    client.open(uri, GLOW)
+    client.diagnostics(uri, 1)
+    before = client.request("flowdsl/status")["checks"]
+    for version in range(2, 12):
+        client.change(uri, GLOW.replace("width = 16", f"width = {version}"), version)
+    assert client.diagnostics(uri, 11) == []
+    assert client.request("flowdsl/status")["checks"] - before < 10  # ten edits, fewer checks
+
+
+def test_hover_layer_declaration_and_block_call(client, tmp_path):
+    uri, _ = _doc(tmp_path, "hover.flow", GLOW)
+    client.open(uri, GLOW)
+    client.diagnostics(uri, 1)
+    layer = client.request("textDocument/hover", _at(uri, 3, 6))["contents"]["value"]
+    for fact in ("**coupling affine**", "out (1, 4, 4)", "parameters:", "log-det: exact", "dependency: coupling",
+                 "affine coupling"):
+        assert fact in layer
+    assert "input x" in client.request("textDocument/hover", _at(uri, 6, 10))["contents"]["value"]
+    cond = client.request("textDocument/hover", _at(uri, 7, 14))["contents"]["value"]
+    assert "condition y" in cond and "(3,)" in cond
+    call = client.request("textDocument/hover", _at(uri, 9, 17))["contents"]["value"]
+    assert "block step" in call and "expands to 4 layers" in call
+    const = client.request("textDocument/hover", _at(uri, 0, 5))["contents"]["value"]
+    assert "constant width" in const and "16" in const
+    assert client.request("textDocument/hover", _at(uri, 11, 0)) is None  # past the end
+
+
+def test_completion_of_layers_arguments_and_values(client, tmp_path):
+    text = "flow f {\n    input x: vector[4]\n    \n}\n"
+    uri, _ = _doc(tmp_path, "complete.flow", text)
+    client.open(uri, text)
+    labels = {i["label"] for i in client.request("textDocument/completion", _at(uri, 2, 4))["items"]}
+    assert {"planar", "coupling affine", "actnorm", "repeat", "base"} <= labels
+    assert "masked_conv" not in labels  # an autoregressive layer, not offered in a .flow file
+    half = text.replace("    \n", "    autoregressive affine(\n")
+    client.change(uri, half, 2)
+    items = client.request("textDocument/completion", _at(uri, 2, len("    autoregressive affine(")))["items"]
+    direction = next(i for i in items if i["label"] == "direction")
+    assert direction["detail"] == "direction: forward | inverse = forward" and direction["insertText"] == "direction="
+    line = "    autoregressive affine(net=mlp(), order="
+    client.change(uri, text.replace("    \n", line + "\n"), 3)
+    values = {i["label"] for i in client.request("textDocument/completion", _at(uri, 2, len(line)))["items"]}
+    assert {"natural", "reverse", "random"} <= values
+
+
+def test_definition_of_blocks_constants_and_use_files(client, tmp_path):
+    (tmp_path / "lib").mkdir()
+    lib_uri, _ = _doc(tmp_path, "lib/steps.flow", "block step2() {\n    actnorm\n}\n")
+    text = 'use "lib/steps.flow"\n' + GLOW.replace("repeat 2 { step(width) }", "repeat 2 { step(width) }\n    step2")
+    uri, _ = _doc(tmp_path, "main.flow", text)
+    client.open(uri, text)
+    assert client.diagnostics(uri, 1) == []
+    [block] = client.request("textDocument/definition", _at(uri, 10, 17))
+    assert block["uri"] == uri and block["range"]["start"] == {"line": 2, "character": 6}
+    [const] = client.request("textDocument/definition", _at(uri, 10, 21))
+    assert const["range"]["start"] == {"line": 1, "character": 4}
+    [other] = client.request("textDocument/definition", _at(uri, 11, 6))
+    assert other["uri"] == lib_uri and other["range"]["start"] == {"line": 0, "character": 6}
+    [used] = client.request("textDocument/definition", _at(uri, 0, 8))
+    assert used["uri"] == lib_uri
+    assert client.request("textDocument/definition", _at(uri, 3, 6)) == []  # a layer: no definition
+
+
+def test_document_symbols(client, tmp_path):
+    uri, _ = _doc(tmp_path, "symbols.flow", GLOW)
+    client.open(uri, GLOW)
+    client.diagnostics(uri, 1)
+    symbols = client.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
+    assert [(s["name"], s["kind"]) for s in symbols] == [("width", 14), ("step", 12), ("glow", 5)]
+    assert [c["name"] for c in symbols[2]["children"]] == ["x", "y"]
+    assert symbols[2]["selectionRange"]["start"] == {"line": 5, "character": 5}
+
+
+def test_a_file_is_rechecked_when_a_file_it_uses_changes(client, tmp_path):
+    lib_text = "block step() {\n    actnorm\n}\n"
+    lib_uri, _ = _doc(tmp_path, "blocks.flow", lib_text)
+    text = 'use "blocks.flow"\nflow f {\n    input x: vector[4]\n    step\n}\n'
+    uri, _ = _doc(tmp_path, "user.flow", text)
+    client.open(uri, text)
+    assert client.diagnostics(uri, 1) == []
+    client.open(lib_uri, lib_text)
+    client.change(lib_uri, lib_text.replace("actnorm", "actnorn"), 2)  # edited in the editor, not saved
+    [diag] = client.diagnostics(uri)
+    assert "actnorn" in diag["message"] and diag["range"]["start"] == {"line": 3, "character": 4}
+    assert diag["relatedInformation"][0]["location"]["uri"] == lib_uri
+    client.change(lib_uri, lib_text, 3)
+    assert client.diagnostics(uri) == []
+
+
+@pytest.mark.parametrize("text", [
+    "", "flow", "flow f {", "flow f {\n    input x: vector[\n", "autoregressive a {\n}\n", "\x00\x01\xff",
+    "flow f {\n    input x: vector[4]\n    coupling affine(mask=half, net=mlp(hidden=[8]), clamp=-1)\n}\n",
+    'use "missing.flow"\nuse "missing.flow"\n', "block b() { b }\nflow f {\n input x: vector[2]\n b\n}\n",
+])
+def test_bad_specs_get_diagnostics_not_crashes(client, tmp_path, text):
+    uri, _ = _doc(tmp_path, "bad.flow", "")
+    client.open(uri, text)
+    diags = client.diagnostics(uri, 1)
+    assert all(d["range"]["start"]["line"] >= 0 and d["message"] for d in diags)
+    assert diags or text == ""  # only the empty text may pass (with a warning, which is still a diagnostic)
+    hover = client.request("textDocument/hover", _at(uri, 0, 1))  # answered, not an error
+    assert hover is None or "contents" in hover
+    items = client.request("textDocument/completion", _at(uri, 0, 0))["items"]
+    assert isinstance(items, list)
+    assert client.request("flowdsl/status")["torch"] is False
+
+
+def test_an_injected_fault_is_answered_with_an_error_and_the_server_goes_on(tmp_path):
+    c = LspClient(env={"FLOWDSL_LSP_FAULT": "textDocument/hover"})
+    try:
+        c.initialize()
+        uri, _ = _doc(tmp_path, "f.flow", GLOW)
+        c.open(uri, GLOW)
+        assert c.diagnostics(uri, 1) == []
+        with pytest.raises(ServerError, match="fault injected"):
+            c.request("textDocument/hover", _at(uri, 3, 6))
+        symbols = c.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
+        assert [s["name"] for s in symbols] == ["width", "step", "glow"]
+        c.change(uri, GLOW.replace("actnorm", "nope"), 2)
+        assert c.diagnostics(uri, 2)
+    finally:
+        assert c.close() == 0
+    assert "fault injected" in c.stderr_text()  # logged, with its traceback
+
+
+def test_a_10000_layer_file_is_checked(client, tmp_path):
+    text = "flow big {\n    input x: vector[4]\n" + "    planar\n" * 10_000 + "}\n"
+    uri, _ = _doc(tmp_path, "big.flow", text)
+    client.open(uri, text)
+    assert client.diagnostics(uri, 1, timeout=120) == []
+    hover = client.request("textDocument/hover", _at(uri, 9_001, 6))["contents"]["value"]
+    assert "layer 8999 of model `big`" in hover
+
+
+def test_importing_the_server_imports_no_torch():
+    code = ("import sys, flowdsl.editor.server;"
+            "flowdsl.editor.server.build_server(); assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
