@@ -72,7 +72,8 @@ def test_early_stopping_stops_and_the_best_checkpoint_is_kept(moons, tmp_path):
     assert last["step"] == 3
     for k, v in best.state_dict().items():  # the returned model is the best one, and the test scored it
         assert torch.equal(v, result.model.state_dict()[k]), k
-    assert not torch.equal(best.state_dict()["layers.0.net.body.2.weight"], last["state_dict"]["layers.0.net.body.2.weight"])
+    key = "layers.0.net.body.2.weight"
+    assert not torch.equal(best.state_dict()[key], last["state_dict"][key])
     test = torch.as_tensor(drifting().test)
     assert evaluate(best, test)["nats"] == result.test_nll
     with pytest.raises(FlowDSLError, match="the run stopped early at step 3"):  # nothing left to resume
