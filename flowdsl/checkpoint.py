@@ -30,6 +30,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -132,9 +133,11 @@ def _read(path, map_location) -> dict:
         what = "is a directory" if os.path.isdir(path) else "does not exist"
         raise checkpoint_error(path, f"cannot read the checkpoint: the file {what}")
     try:
-        payload = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        if "unsupported global" in str(err).lower():
             raise checkpoint_error(path, "not a flowdsl checkpoint: the file holds Python objects other than "
                                          "tensors and plain values, which are never loaded (a checkpoint never "
                                          "runs code)") from None
