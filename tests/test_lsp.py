@@ -241,7 +241,7 @@ def test_a_10000_layer_file_is_checked(client, tmp_path):
 
 
 def test_importing_the_server_imports_no_torch():
-    code = ("import sys, flowdsl.editor.server;"
+    code = ("import sys, flowdsl.editor.server, flowdsl.editor.lexer, flowdsl.editor.textmate;"
             "flowdsl.editor.server.build_server(); assert 'torch' not in sys.modules, 'torch imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
