@@ -119,6 +119,11 @@ def test_a_damaged_checkpoint_is_one_error_naming_the_file(kind, trained, tmp_pa
     ("rng", [{"cpu": torch.zeros(3, dtype=torch.uint8)}], "the checkpoint's random state is damaged"),
     ("schedule", {"factor": "x"}, "the checkpoint's schedule state is damaged"),
     ("step", "three", "the checkpoint is damaged: its step or history is not what training writes"),
+    ("guard_best", "x", "the checkpoint's divergence-guard state is damaged"),
+    ("selection", {"best": 1.0, "bad": 0, "best_step": "one"}, "the checkpoint's early-stopping state is damaged"),
+    ("best_state_dict", [1, 2], "the checkpoint's best weights are damaged"),
+    ("best_state_dict", {WEIGHT: torch.zeros(1)}, "the checkpoint's best state does not fit model 'moons'"),
+    ("raw_state_dict", {"nothing": torch.zeros(1)}, r"the checkpoint's raw \(not averaged\) state does not fit"),
 ])
 def test_resuming_damaged_training_state_is_one_error(entry, value, message, trained, tmp_path):
     spec, good = trained

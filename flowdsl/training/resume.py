@@ -14,12 +14,13 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import posixpath
 
-from flowdsl.checkpoint import checkpoint_error, load_checkpoint
+from flowdsl.checkpoint import checkpoint_error, load_checkpoint, load_state
 
-__all__ = ["spec_fingerprint", "open_resume", "check_same_data", "restore"]
+__all__ = ["spec_fingerprint", "open_resume", "check_same_data", "restore", "restore_training"]
 
 
 def spec_fingerprint(spec: dict) -> str:
@@ -80,3 +81,41 @@ def restore(path, what: str, action) -> None:
         detail = " ".join(str(err).split())[:200] or type(err).__name__
         raise checkpoint_error(path, f"the checkpoint's {what} is damaged or does not fit this run: {detail}",
                                "train from scratch, or resume another copy") from None
+
+
+def restore_training(path, payload: dict, *, optimizer, schedule, selection: dict, model, device, rank: int,
+                     world: int, weight_decay: float):
+    """Give the run back the checkpoint's optimiser, random state, schedule, early-stopping counters and
+    trained (not averaged) weights; returns (the divergence guard's reference, the best weights or None)."""
+    from flowdsl.training.distributed import set_rng_state
+
+    restore(path, "optimizer state", lambda: optimizer.load_state_dict(payload["optimizer"]))
+    for group in optimizer.param_groups:
+        group["weight_decay"] = weight_decay
+    if len(payload.get("rng", [])) == world:
+        restore(path, "random state", lambda: set_rng_state(payload["rng"][rank], device))
+    if "schedule" in payload:
+        restore(path, "schedule state", lambda: schedule.load_state_dict(payload["schedule"]))
+    if "selection" in payload:
+        def take():
+            got = payload["selection"]
+            step = got["best_step"]
+            if step is not None and not isinstance(step, int):
+                raise TypeError(f"best_step {step!r}")
+            selection.update(best=float(got["best"]), bad=int(got["bad"]), best_step=step)
+
+        restore(path, "early-stopping state", take)
+    guard_best = [math.inf]
+    restore(path, "divergence-guard state", lambda: guard_best.__setitem__(0, float(payload.get("guard_best",
+                                                                                                math.inf))))
+    best = payload.get("best_state_dict")
+    if best is not None and not isinstance(best, dict):
+        raise checkpoint_error(path, "the checkpoint's best weights are damaged: not a state dict")
+    if best is not None:
+        load_state(model, best, path, "best state")  # checked now, so that the end of the run cannot fail
+    if "raw_state_dict" in payload:
+        load_state(model, payload["raw_state_dict"], path, "raw (not averaged) state")
+    else:
+        load_state(model, payload["state_dict"], path)
+    model.to(device)
+    return guard_best[0], best

@@ -45,12 +45,12 @@ from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 from flowdsl.training.averaging import ParameterAverage
 from flowdsl.training.batches import EpochOrder, as_model_input, carve_validation, compact, data_fingerprint
 from flowdsl.training.data import Dataset, load_data
-from flowdsl.training.distributed import CPUClock, distributed, rng_state, set_rng_state, share, tear_down
+from flowdsl.training.distributed import CPUClock, distributed, rng_state, share, tear_down
 from flowdsl.training.evaluation import evaluate, tensors
 from flowdsl.training.fitting import fit
 from flowdsl.training.guard import DivergenceGuard, RunningMean
 from flowdsl.training.metrics_log import MetricsLog, best_path, metrics_path
-from flowdsl.training.resume import check_same_data, open_resume, restore, spec_fingerprint
+from flowdsl.training.resume import check_same_data, open_resume, restore, restore_training, spec_fingerprint
 from flowdsl.training.schedules import LRSchedule, parse_schedule
 from flowdsl.training.settings import DEFAULTS, merge_settings, settings_error
 
@@ -115,9 +115,9 @@ def _check_call(output, cpu_budget, epochs, steps) -> None:
 
 def _describe_data(ds: Dataset, carved: bool, x_train, x_valid, x_test) -> str:
     origin = f": {ds.source}" if ds.source else ""
-    valid = "validation (10% of train, fixed seed)" if carved else "validation"
-    return (f"data {ds.name}{origin}; {len(x_train)} train, {len(x_valid)} {valid}, {len(x_test)} test examples "
-            f"({x_train.dtype} in memory)")
+    carve = " (10% of train, fixed seed)" if carved else ""
+    return (f"data {ds.name}{origin}; training on {len(x_train)} examples, validating on {len(x_valid)}{carve}, "
+            f"testing on {len(x_test)} ({str(x_train.dtype).removeprefix('torch.')} in memory)")
 
 
 def train(spec, data, *, model: str | None = None, steps: int | None = None, batch: int | None = None,
@@ -208,24 +208,10 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
         selection = {"best": math.inf, "best_step": None, "bad": 0}
         guard, best_state = DivergenceGuard(), None
         if resume is not None:
-            restore(resume, "optimizer state", lambda: opt.load_state_dict(payload["optimizer"]))
-            for group in opt.param_groups:
-                group["weight_decay"] = wd
-            if len(payload.get("rng", [])) == world:
-                restore(resume, "random state", lambda: set_rng_state(payload["rng"][rank], dev))
-            if "schedule" in payload:
-                restore(resume, "schedule state", lambda: plan.load_state_dict(payload["schedule"]))
-            if "selection" in payload:
-                restore(resume, "early-stopping state", lambda: selection.update(
-                    best=float(payload["selection"]["best"]), bad=int(payload["selection"]["bad"]),
-                    best_step=payload["selection"]["best_step"]))
-            guard = DivergenceGuard(float(payload.get("guard_best", math.inf)))
-            best_state = payload.get("best_state_dict")
-            if "raw_state_dict" in payload:
-                from flowdsl.checkpoint import load_state
-
-                load_state(net, payload["raw_state_dict"], resume, "raw (not averaged) state")
-                net.to(dev)
+            guard_best, best_state = restore_training(resume, payload, optimizer=opt, schedule=plan,
+                                                      selection=selection, model=net, device=dev, rank=rank,
+                                                      world=world, weight_decay=wd)
+            guard = DivergenceGuard(guard_best)
         else:
             torch.manual_seed(cfg["seed"] + rank)
             with torch.no_grad():  # data-dependent initialisation (actnorm) on the whole first global batch
