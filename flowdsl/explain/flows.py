@@ -77,7 +77,9 @@ def mask_picture(ir: ModelIR, limit: int = 24) -> Picture | None:
         if dep is None or dep.kind != "coupling" or node.in_shape is None:
             continue
         kept = dep._data().reshape(node.in_shape).astype(np.int64)
-        panels.append(Panel(f"{node.position}: {node.layer.describe()}", _planes(kept, node.in_shape),
+        mask = getattr(node.layer, "mask", None)
+        what = mask.describe() if mask is not None and hasattr(mask, "describe") else node.key
+        panels.append(Panel(f"{node.position}: {what}", _planes(kept, node.in_shape),
                             colours=(("transformed", MASK_CODES[0][1]), ("kept", MASK_CODES[1][1])),
                             xlabel=f"{list(node.in_shape)}" + (", channels side by side" if len(node.in_shape) == 3
                                                                 else "")))
@@ -100,7 +102,7 @@ def structure_picture(ir: ModelIR) -> Picture | None:
         seen.add(kind)
         order = display_order(node)
         pattern = dep.matrix()[np.ix_(order, order)].astype(np.int64)
-        panels.append(Panel(f"{kind}\n{node.position}: {node.layer.describe()}", pattern, colours=READ_CODES,
+        panels.append(Panel(f"{kind}\n{node.position}: {node.key}", pattern, colours=READ_CODES,
                             xlabel="input", ylabel="output"))
     if not panels:
         return None

@@ -45,7 +45,7 @@ def require_matplotlib():
 
 def _is_strip(panel: Panel) -> bool:
     """A long row of cells (a sequence), drawn stretched rather than square."""
-    return panel.image is not None and panel.image.shape[1] > max(8, 4 * panel.image.shape[0])
+    return panel.image is not None and panel.image.shape[1] > max(16, 8 * panel.image.shape[0])
 
 
 def _row_height(row) -> float:
