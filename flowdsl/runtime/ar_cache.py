@@ -48,10 +48,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from flowdsl.layers.dependency_sets import layout_of
-from flowdsl.runtime.ar_basic import GroupedLinear
+from flowdsl.runtime.ar_basic import GroupedLinear, encode_levels
 from flowdsl.runtime.ar_conv import GatedBlockStepper, MaskedConvStepper
 from flowdsl.runtime.ar_module import ARModule, Plan, Pointwise, Stepper, gate
 
@@ -129,7 +128,7 @@ def _fill(model, x, known, ctx, bar, record, steps):
         ids = flat[:, index[:, g]]
         if takes:
             return ids[:, 0] if channels == 1 else ids
-        return F.one_hot(ids, levels).to(dtype).reshape(b, channels * levels)
+        return encode_levels(ids, levels, model.encoding, dtype).reshape(b, channels * levels)
 
     for g in range(int(prod(grid)) if steps is None else min(int(steps), int(prod(grid)))):
         for c in range(channels):

@@ -6,8 +6,11 @@ input positions in generation order), ``conditionals(x, context) -> [B, N, P]`` 
 of each position's distribution, positions in flattened order), ``log_prob(x, context) -> [B]``
 (exact, nats), ``sample(n, context)`` and ``complete(x, known_mask, context)``.
 
-The input (integers in ``0..levels-1``) enters the first layer one-hot encoded (``C * levels``
-features per grid position, grouped by colour channel), unless the first layer declares
+The input (integers in ``0..levels-1``) enters the first layer as ``C * levels`` features per grid
+position, grouped by colour channel, in the model's ``encoding``
+(:data:`~flowdsl.runtime.ar_basic.ENCODINGS`): ``reference`` coding, level 0 all zeros (binary
+input is fed as ``x`` itself), for every new model; ``one-hot`` for a model loaded from a checkpoint
+written before that fix (the encoding travels in the state dict's extra state), unless the first layer declares
 ``takes_indices`` (an embedding), which then receives the integers. Every layer module is an
 :class:`~flowdsl.runtime.ar_module.ARModule` whose protocol attributes the compiler sets from the
 layer's declared :class:`~flowdsl.layers.registry.CausalFacts` (nothing is probed). Layer modules map
@@ -45,7 +48,7 @@ from torch.nn import functional as F
 from flowdsl.analysis.causality import generation_orders
 from flowdsl.errors import Diagnostic, FlowDSLError
 from flowdsl.layers.registry import CausalFacts
-from flowdsl.runtime.ar_basic import GroupedLinear
+from flowdsl.runtime.ar_basic import GroupedLinear, encode_levels
 from flowdsl.runtime.ar_module import ARModule
 from flowdsl.runtime.compiler import build_node
 from flowdsl.runtime.outputs import build_output
@@ -75,15 +78,18 @@ class CompiledAR(nn.Module):
         self.no_likelihood = next((m.no_likelihood for m in self.layers if m.no_likelihood), None)
         self._mask_index = 0
         self._cycle = 0
+        self.encoding = "reference"  # of the input; "one-hot" for checkpoints written before the fix
 
     # -- configuration (MADE masks)
     def get_extra_state(self):
-        """The mask in turn travels in the state dict, so a resumed connectivity-agnostic run is exact."""
-        return {"cycle": self._cycle, "mask_index": self._mask_index}
+        """The mask in turn travels in the state dict, so a resumed connectivity-agnostic run is exact;
+        so does the input encoding (a state without one predates the fix: one-hot)."""
+        return {"cycle": self._cycle, "mask_index": self._mask_index, "encoding": self.encoding}
 
     def set_extra_state(self, state):
         self._cycle = int(state["cycle"])
         self._mask_index = int(state["mask_index"])
+        self.encoding = str(state.get("encoding", "one-hot"))
 
     @property
     def mask_index(self) -> int:
@@ -146,8 +152,8 @@ class CompiledAR(nn.Module):
         return x
 
     def _encode(self, x):
-        """One-hot features ``[B, C * L, *grid]`` (colour channel c owns features c*L .. c*L+L-1)."""
-        hot = F.one_hot(x, self.levels).to(self._dtype())
+        """Features ``[B, C * L, *grid]`` (colour channel c owns features c*L .. c*L+L-1), in ``encoding``."""
+        hot = encode_levels(x, self.levels, self.encoding, self._dtype())
         if len(self.input_shape) == 1:
             return hot.transpose(1, 2)
         if len(self.input_shape) == 3:
