@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from reference_models import PlainMADE  # noqa: E402
 
 D, H = 64, 64
-SRC = f"autoregressive m {{\n input x: vector[{D}] levels 2\n made([{H}], masks=1, order=natural)\n output bernoulli\n}}\n"
+SRC = (f"autoregressive m {{\n input x: vector[{D}] levels 2\n made([{H}], masks=1, order=natural)\n"
+       " output bernoulli\n}\n")
 
 
 def sparse_digits(n=2000, seed=0):

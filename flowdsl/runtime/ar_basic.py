@@ -23,7 +23,8 @@ from flowdsl.runtime.ar_module import ARModule, Plan, Pointwise, Stepper
 from flowdsl.runtime.base import BuildNode
 from flowdsl.runtime.made import MADE
 
-__all__ = ["ENCODINGS", "encode_levels", "FVBN", "NADE", "MadeLayer", "ReLU", "GroupedLinear", "build_fvbn", "build_nade", "build_made",
+__all__ = ["ENCODINGS", "encode_levels", "FVBN", "NADE", "MadeLayer", "ReLU", "GroupedLinear", "build_fvbn",
+           "build_nade", "build_made",
            "build_relu", "build_conv1x1"]
 
 

