@@ -62,7 +62,7 @@ def _simple(name):
 
 #: family -> (generator, inputs in a full run, in a quick run, what it covers)
 FAMILIES = {
-    "spec-check": (_spec("check"), 2600, 40, "generated specs (mutations, random registry calls, valid), `check`"),
+    "spec-check": (_spec("check"), 2800, 40, "generated specs (mutations, random registry calls, valid), `check`"),
     "spec-compile": (_spec("compile"), 700, 10, "generated specs, `compile`"),
     "use-graph": (_simple("use"), 300, 20, "`use` graphs: chains, diamonds, spellings, cycles, non-spec targets"),
     "size": (_simple("size"), 120, 8, "size bombs: inputs, causality, levels, widths, files, texture PNGs"),

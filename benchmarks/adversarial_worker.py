@@ -35,6 +35,7 @@ import os
 import pickle
 import re
 import resource
+import shutil
 import signal
 import sys
 import tempfile
@@ -154,6 +155,7 @@ def run_case(case, fixtures, root: Path) -> dict:
         outcome, detail = "oom", "MemoryError"
     finally:
         os.chdir(cwd)
+        shutil.rmtree(folder, ignore_errors=True)
     return {"outcome": outcome, "detail": detail, "seconds": time.perf_counter() - t0}
 
 
@@ -181,6 +183,7 @@ def main(argv=None) -> int:
             finally:
                 signal.alarm(0)
             log.write(json.dumps({"i": i, **result}) + "\n")
+    shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

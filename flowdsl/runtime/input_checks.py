@@ -31,8 +31,12 @@ import torch
 
 from flowdsl.input_errors import InputError, InputTypeError
 
-__all__ = ["InputError", "InputTypeError", "sample_count", "as_tensor", "check_shape", "discrete_values",
+__all__ = ["InputError", "InputTypeError", "MAX_SAMPLES", "sample_count", "as_tensor", "check_shape", "discrete_values",
            "finite_values", "to_dtype"]
+
+
+#: the most samples one call draws (a torch size must fit 32 bits; more is a typo, not a request)
+MAX_SAMPLES = 2**31 - 1
 
 
 def sample_count(n, where: str) -> int:
@@ -43,6 +47,8 @@ def sample_count(n, where: str) -> int:
         raise InputTypeError(f"the number of samples must be an integer, got {n!r}", where)
     if n < 0:
         raise InputError(f"the number of samples must be >= 0, got {n}", where)
+    if n > MAX_SAMPLES:
+        raise InputError(f"the number of samples must be at most {MAX_SAMPLES:,}, got {n:,}", where)
     return int(n)
 
 
