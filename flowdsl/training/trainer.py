@@ -294,9 +294,9 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
             if cfg["clip"]:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["clip"])
             opt.step()
-            if average is not None:
-                average.update(net)
             step, value = step + 1, share(loss.item(), world, dev, mean=True)
+            if average is not None:
+                average.update(net, step)
             diverged = guard.check(step, value)
             if diverged:
                 kept = f"; the last checkpoint ({output}) is kept" if output is not None and history else ""
