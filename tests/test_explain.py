@@ -148,7 +148,7 @@ def test_made_product_is_the_connectivity_and_the_units_follow_the_masks():
     ir = analyze_source(text, "m.ar").models["m"]
     picture = made.made_picture(ir)
     net, product = picture.rows[0][0].network, picture.rows[0][1].image
-    masks, conn, order, _ = made.made_masks_of(ir, ir.layers[0])
+    masks, conn, order, _, _ = made.made_masks_of(ir, ir.layers[0])
     assert all(np.array_equal(a, b) for a, b in zip(net.masks, masks))
     assert np.array_equal(product.astype(bool), conn[np.ix_(order, order)])
     assert not np.triu(product).any()  # strictly lower triangular in the generation order

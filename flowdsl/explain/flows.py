@@ -102,7 +102,8 @@ def structure_picture(ir: ModelIR) -> Picture | None:
         seen.add(kind)
         order = display_order(node)
         pattern = dep.matrix()[np.ix_(order, order)].astype(np.int64)
-        panels.append(Panel(f"{kind}\n{node.position}: {node.key}", pattern, colours=READ_CODES,
+        rank = f" (rank {node.meta.get('rank', 1)})" if kind == "identity + low rank" else ""
+        panels.append(Panel(f"{kind}{rank}\n{node.position}: {node.key}", pattern, colours=READ_CODES,
                             xlabel="input", ylabel="output"))
     if not panels:
         return None

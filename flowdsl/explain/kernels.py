@@ -72,7 +72,8 @@ def masks_picture(ir: ModelIR) -> Picture | None:
         g = mask.shape[0]
         names = GROUP_NAMES.get(g, tuple(str(i) for i in range(g)))
         axes = f"out groups {', '.join(names)} down, in groups across" if g > 1 else ""
-        panels.append(Panel(label, block_grid(mask.astype(np.int64)), colours=MASK_CODES, xlabel=axes))
+        panels.append(Panel(label, block_grid(mask.astype(np.int64)), colours=MASK_CODES, xlabel=axes,
+                            ticks=g == 1))
     caption = ("The kernels of the masked convolutions: a 1 is a tap the layer reads. Mask A hides the centre "
                "pixel from the first layer (on colour images: the current and later channel groups); mask B lets "
                "a group read itself at the centre.")

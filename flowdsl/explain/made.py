@@ -33,7 +33,8 @@ MAX_UNITS = 24
 
 
 def made_masks_of(ir: ModelIR, node: LayerNode):
-    """``(masks [out, in] ..., connectivity [D, D], order, configurations)`` of a MADE layer, or None."""
+    """``(masks [out, in] ..., connectivity [D, D], order, configurations, params_major)`` of a MADE layer, or
+    None; ``params_major``: output ``p * D + i`` is parameter p of dimension i (else ``i * P + p``)."""
     layer, meta = node.layer, node.meta
     if node.info is None:
         return None
@@ -41,18 +42,23 @@ def made_masks_of(ir: ModelIR, node: LayerNode):
         d, f, p = meta["positions"], meta["in_features"], meta["params_per_position"]
         orders, per_mask = made_layer_masks(layer, d, f, p)
         masks, conn = per_mask[0]
-        return masks, conn, np.asarray(orders[0]), len(per_mask)
+        return masks, conn, np.asarray(orders[0]), len(per_mask), False
     if "perm" in meta and "hidden" in meta:  # an autoregressive flow layer's made net
         context = ir.header.condition.classes if ir.header.condition and node.reads_condition else 0
         s = made_masks.analyze(np.asarray(meta["perm"]), meta["hidden"], meta["params_per_dim"], context)
-        return s.masks, s.connectivity, s.perm, 1
+        return s.masks, s.connectivity, s.perm, 1, True
     return None
 
 
-def _network(masks) -> Network:
+def _network(masks, d: int, params_major: bool) -> Network:
+    """Units labelled by the dimension they carry (inputs: position-major features; outputs: position-major
+    parameters, as the model's masks are built); hidden units unlabelled."""
     sizes = [masks[0].shape[1]] + [m.shape[0] for m in masks]
-    labels = tuple(tuple(str(i) for i in range(s)) for s in sizes)
-    titles = ("inputs",) + tuple(f"hidden {k + 1}" for k in range(len(masks) - 1)) + ("outputs",)
+    inputs = tuple(str(u // max(1, sizes[0] // d)) for u in range(sizes[0]))
+    outputs = tuple(str(u % d if params_major else u // max(1, sizes[-1] // d)) for u in range(sizes[-1]))
+    ends = [inputs, outputs]
+    labels = (ends[0],) + tuple(("",) * s for s in sizes[1:-1]) + (ends[1],)
+    titles = ("in",) + tuple(f"h{k + 1}" for k in range(len(masks) - 1)) + ("out",)
     return Network(tuple(np.asarray(m, dtype=bool) for m in masks), labels, titles)
 
 
@@ -63,11 +69,11 @@ def made_picture(ir: ModelIR) -> Picture | None:
         found = made_masks_of(ir, node)
         if found is None:
             continue
-        masks, conn, order, configs = found
+        masks, conn, order, configs, major = found
         product = np.asarray(conn, dtype=bool)[np.ix_(order, order)].astype(np.int64)
         panels: list[Panel] = []
         if max(max(m.shape) for m in masks) <= MAX_UNITS:
-            panels.append(Panel(f"units (mask 0 of {configs})", network=_network(masks)))
+            panels.append(Panel(f"units (mask 0 of {configs})", network=_network(masks, len(order), major)))
         else:
             panels += [Panel(f"mask {k + 1} [{m.shape[0]} x {m.shape[1]}]", np.asarray(m, dtype=np.int64),
                              colours=MASK_CODES, xlabel="in unit", ylabel="out unit") for k, m in enumerate(masks)]

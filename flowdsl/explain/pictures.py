@@ -58,6 +58,8 @@ class Panel:
     #: the coordinate of the first column / row (a cropped window of a long sequence)
     origin: tuple[int, int] = (0, 0)
     network: Network | None = None
+    #: coordinate ticks (off for block grids, whose coordinates mean nothing)
+    ticks: bool = True
 
 
 @dataclass(frozen=True, eq=False)

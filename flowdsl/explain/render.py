@@ -85,6 +85,9 @@ def _draw_codes(ax, panel: Panel) -> None:
         ax.tick_params(which="minor", length=0)
     if _is_strip(panel) and h <= 2:
         ax.set_yticks([])
+    if not panel.ticks:
+        ax.set_xticks([])
+        ax.set_yticks([])
 
 
 def _draw_network(ax, net: Network) -> None:
@@ -102,6 +105,7 @@ def _draw_network(ax, net: Network) -> None:
         for xi, label in zip(x, net.labels[k]):
             ax.text(xi, k, label, ha="center", va="center", fontsize=5, zorder=4)
     ax.set_yticks(range(len(sizes)), net.titles, fontsize=7)
+    ax.tick_params(axis="y", length=0)
     ax.set_xticks([])
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.5, len(sizes) - 0.5)
@@ -142,7 +146,7 @@ def draw_picture(fig, picture: Picture) -> None:
             ax.set_ylabel(panel.ylabel, fontsize=7)
             ax.tick_params(labelsize=6)
     fig.suptitle(picture.title, fontsize=11, x=0.02, y=1 - 0.08 / inches, ha="left", va="top")
-    fig.text(0.02, 1 - 0.5 / inches, picture.caption, fontsize=7.5, ha="left", va="bottom", wrap=True, color="0.25")
+    fig.text(0.02, 1 - 0.4 / inches, picture.caption, fontsize=7.5, ha="left", va="top", wrap=True, color="0.25")
     _legend(fig, picture)
 
 
