@@ -94,5 +94,6 @@ def data_fingerprint(ds: Dataset) -> dict:
     n = len(ds.train)
     take = np.unique(np.linspace(0, n - 1, num=min(n, 256)).astype(np.int64)) if n else np.zeros(0, np.int64)
     sample = np.ascontiguousarray(np.asarray(ds.train)[take].astype(np.int64 if ds.levels else np.float32))
-    return {"name": ds.name, "shape": list(ds.shape), "levels": ds.levels, "train": n, "test": len(ds.test),
+    return {"name": str(ds.name), "shape": [int(s) for s in ds.shape],
+            "levels": int(ds.levels) if ds.levels is not None else None, "train": n, "test": len(ds.test),
             "sample_sha256": hashlib.sha256(sample.tobytes()).hexdigest()}
