@@ -77,8 +77,11 @@ def explain(flow, x=None, context=None) -> dict:
     return {"graphs": out.graph_count, "breaks": out.graph_break_count, "reasons": reasons}
 
 
-def compiled_speedup(impl: Impl, x, repeats: int = 5, block_s: float = 0.2, clock: str = "wall") -> dict:
-    """Compiled / eager throughput of flowdsl's model (train step and eval log_prob), and its graph breaks."""
+def compiled_speedup(impl: Impl, x, repeats: int = 5, block_s: float = 0.2, clock: str = "wall", bf16: bool = False,
+                     backend: str = "inductor") -> dict:
+    """Compiled / eager throughput of flowdsl's model (train step and eval log_prob), and its graph breaks.
+
+    ``bf16``: both sides under bf16 autocast; ``backend``: torch.compile's (``eager`` traces only)."""
     import torch._dynamo as dynamo
 
     flow = impl.module
@@ -87,10 +90,10 @@ def compiled_speedup(impl: Impl, x, repeats: int = 5, block_s: float = 0.2, cloc
     speed, errors = {}, {}
     for op in ("log_prob", "train"):
         dynamo.reset()
-        compiled = Impl("compiled", flow, torch.compile(flow.log_prob), None)
+        compiled = Impl("compiled", flow, torch.compile(flow.log_prob, backend=backend), None)
         try:
             res = measure([impl, compiled], x, x.shape[0], repeats=repeats, block_s=block_s, ops=(op,), warmup=2,
-                          clock=clock)
+                          clock=clock, bf16=bf16)
         except Exception as err:  # noqa: BLE001 - e.g. double backward, which aot_autograd does not support
             speed[op], errors[op] = None, f"{type(err).__name__}: {str(err).splitlines()[0][:100]}"
             flow.eval()

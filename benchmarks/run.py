@@ -5,7 +5,8 @@ median throughput of a training step, of ``log_prob`` in evaluation and of sampl
 flowdsl/peer ratios and the peak memory of a training step; then the front end's timings
 (:mod:`benchmarks.compile_time`, skipped by ``--quick``) and, with ``--compile``, torch.compile's
 speed-up on each flowdsl model (:mod:`benchmarks.compiled`). ``--doc`` writes the tables into
-``docs/benchmarks.md`` between its ``<!-- results -->`` markers. Peers that are not installed
+``docs/benchmarks.md`` between its ``<!-- results -->`` markers; ``--markdown FILE`` appends them to FILE
+(``benchmarks/gpu.sh`` collects the device's tables so). Peers that are not installed
 (``pip install -e .[bench]``) are listed as missing; the flowdsl half always runs.
 
 Example (the quick smoke test CI runs, flowdsl only):
@@ -69,7 +70,7 @@ def default_clock(device) -> str:
 
 
 def run_cases(keys=None, device="cpu", quick=False, peers=True, repeats=None, block_s=None, bf16=False,
-              compile_=False, clock=None, log=print) -> list[dict]:
+              compile_=False, clock=None, log=print, backend="inductor") -> list[dict]:
     """Measure each selected pairing; one dict per case (see :func:`render_cases`)."""
     device = torch.device(device)
     repeats = repeats or (2 if quick else 11)
@@ -103,7 +104,8 @@ def run_cases(keys=None, device="cpu", quick=False, peers=True, repeats=None, bl
         if compile_:
             from .compiled import compiled_speedup
 
-            row["compiled"] = compiled_speedup(impls[0], x, repeats=repeats, block_s=block_s, clock=clock)
+            row["compiled"] = compiled_speedup(impls[0], x, repeats=repeats, block_s=block_s, clock=clock, bf16=bf16,
+                                               backend=backend)
         rows.append(row)
         log(_console(row) + f"   ({time.perf_counter() - start:.1f} s)")
     return rows
@@ -213,6 +215,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny batches, two repeats, no memory or front-end timing")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd flowdsl models (slow)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of --compile (default "
+                   "inductor; eager: trace only, the CPU dry run of benchmarks/gpu.sh)")
+    p.add_argument("--markdown", type=Path, metavar="FILE", help="append the tables to FILE")
     p.add_argument("--only", nargs="*", help="pairings to run: " + " ".join(c.key for c in CASES))
     p.add_argument("--no-peers", action="store_true", help="flowdsl half only")
     p.add_argument("--repeats", type=int, help="timed rounds per operation (default 7; --quick 2)")
@@ -231,11 +236,14 @@ def main(argv=None) -> int:
     load_before = _load()
     print(f"{info['cpu']}; torch {info['torch']} ({info['threads']} threads); device {device}; load {load_before}")
     rows = run_cases(args.only, device, args.quick, not args.no_peers, args.repeats, bf16=args.bf16,
-                     compile_=args.compile, clock=args.clock)
+                     compile_=args.compile, clock=args.clock, backend=args.compile_backend)
     load_after = _load()
     line = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.doc:
         write_doc(render_cases(rows, info, load_before, load_after, line.strip()), "results")
+    if args.markdown:
+        with open(args.markdown, "a") as out:
+            out.write(render_cases(rows, info, load_before, load_after, line.strip()) + "\n\n")
     frontend = (not args.quick) if args.frontend is None else args.frontend
     if frontend:
         from .compile_time import render_frontend, run_frontend
