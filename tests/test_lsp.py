@@ -245,3 +245,26 @@ def test_importing_the_server_imports_no_torch():
             "flowdsl.editor.server.build_server(); assert 'torch' not in sys.modules, 'torch imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_incremental_changes_and_a_used_file_changed_on_disk(client, tmp_path):
+    lib = tmp_path / "disk.flow"
+    lib.write_text("block step() {\n    actnorm\n}\n")
+    text = 'use "disk.flow"\nflow f {\n    input x: vector[4]\n    step\n}\n'
+    uri, _ = _doc(tmp_path, "reader.flow", text)
+    client.open(uri, text)
+    assert client.diagnostics(uri, 1) == []
+    insert = {"range": {"start": {"line": 3, "character": 8}, "end": {"line": 3, "character": 8}},
+              "text": " -> coupling affine("}  # typed into the line, not yet closed
+    client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [insert]})
+    [syntax] = client.diagnostics(uri, 2)
+    assert "')'" in syntax["message"]
+    labels = {i["label"] for i in client.request("textDocument/completion", _at(uri, 3, 28))["items"]}
+    assert {"mask", "net", "clamp"} <= labels
+    undo = {"range": {"start": {"line": 3, "character": 8}, "end": {"line": 3, "character": 28}}, "text": ""}
+    client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 3}, "contentChanges": [undo]})
+    assert client.diagnostics(uri, 3) == []
+    lib.write_text("block step() {\n    actnorm(oops=1)\n}\n")  # another program edits the used file
+    client.notify("workspace/didChangeWatchedFiles", {"changes": [{"uri": lib.resolve().as_uri(), "type": 2}]})
+    [diag] = client.diagnostics(uri)
+    assert "oops" in diag["message"]

@@ -37,25 +37,20 @@ _CALLEE = re.compile(r"(?:(coupling|autoregressive)[ \t]+)?([A-Za-z_]\w*)[ \t]*$
 _KIND = types.CompletionItemKind
 
 
+_BRACKET_TOKENS = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"?|[()\[\]{},]')
+
+
 def open_brackets(text: str) -> list[tuple[str, int, int, int]]:
     """The brackets still open at the end of ``text``: ``(char, offset, commas, offset after the last comma)``.
 
     Strings and comments are skipped, as the lexer skips them.
+
+    >>> open_brackets('f(a, "(", g[1, 2], # )\\n')
+    [('(', 1, 3, 18)]
     """
     stack: list[tuple[str, int, int, int]] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "#":
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-            continue
-        if ch == '"':
-            j = i + 1
-            while j < n and text[j] not in '"\n':
-                j += 2 if text[j] == "\\" else 1
-            i = j + 1
-            continue
+    for m in _BRACKET_TOKENS.finditer(text):
+        ch, i = m.group(), m.start()
         if ch in "([{":
             stack.append((ch, i, 0, i + 1))
         elif ch in ")]}":
@@ -64,7 +59,6 @@ def open_brackets(text: str) -> list[tuple[str, int, int, int]]:
         elif ch == "," and stack:
             char, at, commas, _ = stack[-1]
             stack[-1] = (char, at, commas + 1, i + 1)
-        i += 1
     return stack
 
 
