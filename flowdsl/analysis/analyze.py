@@ -76,7 +76,7 @@ def analyze_unit(unit: Unit, limits: Limits | None = None) -> Analysis:
             continue
         before = len(unit.diagnostics)
         header, sites = expand_model(unit, model, limits, recursive)
-        ir = build_ir(header, sites, model_kind(header.kind), spec_dir)
+        ir = build_ir(header, sites, model_kind(header.kind), spec_dir, limits)
         if has_errors(unit.diagnostics[before:]):
             ir.complete = False  # a layer is missing: model-level checks would only add noise
         ir.diagnostics.extend(run_checks(ir, limits))

@@ -39,9 +39,10 @@ from flowdsl.analysis.ar_checks import dilation_schedule
 from flowdsl.analysis.ir import ModelIR
 from flowdsl.analysis.receptive import blind_spots, offset_text, receptive_note, row_chunks
 from flowdsl.errors import Diagnostic
+from flowdsl.language.limits import Limits
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, Layout, layout_of, mix, unpack
 
-__all__ = ["Analysis", "analyze", "dependency_sets", "check_causality", "generation_orders"]
+__all__ = ["Analysis", "analyze", "analysis_bytes", "dependency_sets", "check_causality", "generation_orders"]
 
 #: details ``describe(model) -> str | None`` added in parentheses to the receptive-field note, e.g.
 #: "3 stacks of dilations 1..512, kernel 2" (the first that answers wins)
@@ -178,13 +179,39 @@ def _data(maps: DepMaps) -> np.ndarray:
     return maps.main if skip is None else skip
 
 
-def analyze(model: ModelIR) -> Analysis:
-    """The exact dependency analysis of an autoregressive model (cached on the IR)."""
+def analysis_bytes(model: ModelIR) -> int:
+    """Bytes the dense analysis needs, from the declared shapes: one packed ``[N, ceil(N / 8)]`` set per layer kept
+    for the report (twice with several configurations), and a few more alive while a layer's rule runs."""
+    n = int(prod(model.input.shape))
+    configs = max([node.causal.configurations for node in model.layers if node.causal] + [1])
+    return (len(model.layers) * min(configs, 2) + 4) * n * ((n + 7) // 8)
+
+
+def _too_large(model: ModelIR, limits: Limits) -> Diagnostic | None:
+    needed = analysis_bytes(model)
+    if needed <= limits.max_analysis_bytes:
+        return None
+    n = int(prod(model.input.shape))
+    return Diagnostic(model.header.pos, "error",
+                      f"the causality check would need {-(-needed // 2**20):,} MiB for the dependency sets of {n:,} "
+                      f"positions (limit {-(-limits.max_analysis_bytes // 2**20):,} MiB)",
+                      f"raise the limit with {limits.flag('max_analysis_bytes')} if this is intended, or check "
+                      f"a smaller input shape")
+
+
+def analyze(model: ModelIR, limits: Limits | None = None) -> Analysis:
+    """The exact dependency analysis of an autoregressive model (cached on the IR); refused, with an error, when
+    its dense sets would exceed ``limits.max_analysis_bytes``."""
     cached = model.cache.get("causality")
     if cached is not None:
         return cached
     header = model.header
     layout = layout_of(model.input.type_name, model.input.shape)
+    refused = _too_large(model, limits or Limits())
+    if refused is not None:
+        result = Analysis(layout, np.zeros((1, 0), dtype=np.int64), diagnostics=[refused])
+        model.cache["causality"] = result
+        return result
     orders = generation_orders(model, layout)
     result = Analysis(layout, orders)
     head = model.sink.info.head.allowed if model.sink.info.head is not None else None
@@ -266,8 +293,8 @@ def dependency_sets(model: ModelIR, config: int = 0) -> np.ndarray:
     return analyze(model).dependencies(config)
 
 
-def check_causality(model: ModelIR, limits) -> list[Diagnostic]:
+def check_causality(model: ModelIR, limits: Limits) -> list[Diagnostic]:
     """Model check: causality errors, blind-spot warnings and the receptive field, for autoregressive models."""
     if model.header.kind != "autoregressive" or not model.complete or model.header.input is None:
         return []
-    return list(analyze(model).diagnostics)
+    return list(analyze(model, limits).diagnostics)

@@ -34,7 +34,7 @@ def check_coverage(model: ModelIR, limits: Limits) -> list[Diagnostic]:
         return []
     shape = model.input.shape
     size = int(np.prod(shape))
-    origin = np.arange(size)  # origin[i]: the input dimension now at position i
+    origin = np.arange(size, dtype=np.int32 if size < 2**31 else np.int64)  # origin[i]: the input dim at i
     covered = np.zeros(size, dtype=bool)
     for node in model.layers:
         dep = node.dependency

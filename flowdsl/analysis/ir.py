@@ -30,6 +30,8 @@ import networkx as nx
 from flowdsl.analysis.model_kind import ModelKind
 from flowdsl.errors import Diagnostic, Pos, SpecError, trace_notes
 from flowdsl.language.expand import InputInfo, ModelHeader, Site
+from flowdsl.language.limits import Limits
+from flowdsl.layers.budgets import layer_activation_size
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, SinkInfo
 
 __all__ = ["ModelIR", "LayerNode", "SinkNode", "build_ir"]
@@ -166,14 +168,19 @@ def _infer(site: Site, ctx: LayerContext) -> tuple[LayerInfo, list]:
     try:
         info = site.layer.infer(ctx)
         return info, site.layer.check(ctx, info)
-    except (SpecError, MemoryError):
+    except SpecError:
         raise
+    except MemoryError:  # a rule that sizes what it builds refuses first; this is the last line of defence
+        raise SpecError(f"the rules of '{site.key}' ran out of memory analysing this layer",
+                        hint=f"smaller shapes, or lower limits (e.g. {ctx.limits.flag('max_analysis_bytes')}) "
+                             f"so that it is refused before it is built") from None
     except Exception as bug:  # a bug in a layer rule reaches the user as a diagnostic
         raise SpecError(f"internal error in the rules of '{site.key}': {type(bug).__name__}: {bug}",
                         hint="this is a bug in flowdsl, not in the spec; please report it") from None
 
 
-def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: str = ".") -> ModelIR:
+def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: str = ".",
+             limits: Limits | None = None) -> ModelIR:
     """Infer shapes and facts layer by layer with the rules of ``kind``; an error stops inference there.
 
     After an error inference goes on past shape-preserving flow layers only (so that all of a
@@ -194,7 +201,7 @@ def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: 
         if inferring and inp is not None and shape is not None:
             ctx = LayerContext(shape=shape, model_kind=kind.name, input_type=inp.type_name, levels=inp.levels,
                                context_features=features, spec_dir=spec_dir, position=position, previous=previous,
-                               output=header.output, input_shape=inp.shape)
+                               output=header.output, input_shape=inp.shape, limits=limits or Limits())
             try:
                 info, findings = _infer(site, ctx)
             except SpecError as err:
@@ -204,6 +211,13 @@ def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: 
                 complete = False
                 inferring = kind.infer_past_errors and not type(site.layer).structural
             else:
+                elements = layer_activation_size(site.layer, shape, info.out_shape, features)
+                if elements > ctx.limits.max_activation_size:  # the shape pass and training would allocate them
+                    diags.append(Diagnostic(site.pos, "error", f"'{site.key}' would make activations of {elements:,} "
+                                            f"elements per example (limit {ctx.limits.max_activation_size:,})",
+                                            f"raise the limit with {ctx.limits.flag('max_activation_size')} if this "
+                                            f"is intended", related=trace_notes(site.trace)))
+                    complete = False
                 for f in findings:
                     where = dict(site.arg_pos).get(f.arg, site.pos) if f.arg else site.pos
                     diags.append(Diagnostic(where, f.severity, f.message, related=trace_notes(site.trace)))

@@ -71,6 +71,10 @@ def run_checks(model, limits) -> list[Diagnostic]:
             continue
         try:
             out.extend(check.run(model, limits))
+        except MemoryError:  # checks size what they build first; this is the last line of defence
+            out.append(Diagnostic(model.header.pos, "error", f"the {check.name} check ran out of memory",
+                                  hint=f"check a smaller input shape, or lower {limits.flag('max_analysis_bytes')} "
+                                       f"so that it is refused before it is built"))
         except Exception as err:  # a bug in a check must reach the user as a diagnostic, not a traceback
             out.append(Diagnostic(model.header.pos, "error",
                                   f"internal error in the {check.name} check: {type(err).__name__}: {err}",

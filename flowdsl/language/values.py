@@ -92,10 +92,17 @@ def _binop(op: str, left: Value, right: Value, pos: Pos) -> int | float:
                 return a // b
             return a / b
         if op == "**":
-            if abs(b) > 1024 or (abs(a) > 1 and abs(b) * math.log2(abs(a)) > 64):
-                raise SpecError(f"number too large ({describe(a)} ** {describe(b)})", pos)
             if a == 0 and b < 0:
                 raise SpecError("division by zero (0 to a negative power)", pos)
+            # log2 of the result's magnitude decides, before computing it: whole results stay below 2**64,
+            # fractional ones within a float's range; one that would round to 0 is an underflow, not 0.0
+            scale = b * math.log2(abs(a)) if a != 0 and abs(a) != 1 else 0.0
+            whole = isinstance(a, int) and isinstance(b, int) and b >= 0
+            if scale > (64 if whole else 1023):
+                raise SpecError(f"number too large ({describe(a)} ** {describe(b)})", pos)
+            if scale < -1074:
+                raise SpecError(f"number too small ({describe(a)} ** {describe(b)} underflows to 0; "
+                                f"the smallest is about 5e-324)", pos)
             result: int | float | complex = a**b
             if isinstance(result, complex):
                 raise SpecError("a negative number to a fractional power is not a real number", pos)

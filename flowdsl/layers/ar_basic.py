@@ -31,6 +31,7 @@ from pydantic import Field
 
 from flowdsl.errors import SpecError
 from flowdsl.layers import made_masks as made_math
+from flowdsl.layers.budgets import linear_params, made_analysis_bytes, refuse_bytes, refuse_params
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, connect, conv, group_allowed
 from flowdsl.layers.distributions import CategoricalSpec
 from flowdsl.layers.orders import MODEL_ORDERS, ModelOrderField, Natural, Order
@@ -200,6 +201,9 @@ class MadeModel(Layer):
         f, d = _vector(ctx, "made")
         p = params_per_position(ctx)
         sizes = [d * f, *self.hidden, d * p]
+        refuse_params("made", linear_params(sizes), ctx.limits)  # from the widths, before any mask exists
+        refuse_bytes(f"the {self.masks} mask set{'s' if self.masks > 1 else ''} of made",
+                     made_analysis_bytes(sizes, d, sets=self.masks), ctx.limits)
         orders, per_mask = made_layer_masks(self, d, f, p)
         full = all(int(np.tril(conn[np.ix_(o, o)], -1).sum()) == d * (d - 1) // 2
                    for (_, conn), o in zip(per_mask, orders))

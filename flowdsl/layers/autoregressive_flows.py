@@ -75,7 +75,7 @@ class AutoregressiveLayer(TransformerLayer):
         t = self.transformer
         n, k = ctx.shape[0], t.params_per_dim
         net.validate_io((n,), (k * n,))
-        s = made_structure(net, self.order, n, k, ctx.context_features)
+        s = made_structure(net, self.order, n, k, ctx.context_features, ctx.limits)
         if s.complete:
             dep = Dependency.autoregressive(s.rank)
         else:
@@ -103,7 +103,8 @@ class AutoregressiveLayer(TransformerLayer):
                          reads_condition=ctx.context_features > 0, report=report, meta=meta)
 
     def check(self, ctx: LayerContext, info: LayerInfo) -> list[Finding]:
-        s = made_structure(self.made(), self.order, ctx.shape[0], self.params_per_dim, ctx.context_features)
+        s = made_structure(self.made(), self.order, ctx.shape[0], self.params_per_dim, ctx.context_features,
+                           ctx.limits)
         return narrow_findings(self.made(), s) + self.transformer.findings()
 
 

@@ -101,9 +101,11 @@ class DepMaps:
 
     @classmethod
     def identity(cls, layout: Layout) -> DepMaps:
-        bits = np.zeros(layout.index.shape + (layout.n,), dtype=bool)
-        np.put_along_axis(bits, layout.index[..., None], True, axis=-1)
-        return cls(layout, {"main": pack(bits)})
+        """Each position reads itself: built packed (``N * ceil(N / 8)`` bytes, never an ``[N, N]`` bool array)."""
+        index = layout.index
+        packed = np.zeros(index.shape + ((layout.n + 7) // 8,), dtype=np.uint8)
+        np.put_along_axis(packed, (index // 8)[..., None], (1 << (index % 8)).astype(np.uint8)[..., None], axis=-1)
+        return cls(layout, {"main": packed})
 
     @property
     def main(self) -> np.ndarray:

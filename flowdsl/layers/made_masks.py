@@ -86,7 +86,7 @@ def _mask_sets_cached(orders: tuple[tuple[int, ...], ...], hidden: tuple[int, ..
     for k, perm in enumerate(orders):
         n = len(perm)
         d_in = input_degrees(np.array(perm, dtype=np.int64))
-        rng = None if draw_seed is None else np.random.RandomState([draw_seed, k, 2])
+        rng = None if draw_seed is None else np.random.RandomState([draw_seed % 2**32, k, 2])  # any seed >= 0
         # input unit j * F + f has position j's degree; condition columns: degree 0
         prev = np.concatenate([np.repeat(d_in, features), np.zeros(context, dtype=np.int64)])
         masks = []

@@ -23,7 +23,9 @@ from math import prod
 from typing import ClassVar
 
 from flowdsl.errors import SpecError
+from flowdsl.language.limits import Limits
 from flowdsl.layers import made_masks as made
+from flowdsl.layers.budgets import linear_params, made_analysis_bytes, refuse_bytes, refuse_params
 from flowdsl.layers.nets import Activation, Hidden, Net, _linear, _shape
 from flowdsl.layers.orders import NET_ORDERS, ExplicitOrder, Natural, NetOrderField, Order, RandomOrder, Reverse
 from flowdsl.layers.registry import Finding
@@ -73,12 +75,18 @@ def effective_order(net: MADESpec, order: ArOrder | None) -> ArOrder:
 
 
 def made_structure(net: MADESpec, order: ArOrder | None, n: int, params_per_dim: int = 1,
-                   context: int = 0) -> made.MadeStructure:
+                   context: int = 0, limits: Limits | None = None) -> made.MadeStructure:
     """Analyse the MADE of an autoregressive layer on ``n`` dims; SpecError unless it is causal.
 
     The proof: the boolean product of the layer masks must be strictly triangular in the
-    declared order (no output reads its own dimension or a later one).
+    declared order (no output reads its own dimension or a later one). Its parameters and the
+    memory of the proof are computed first and refused over ``limits``.
     """
+    limits = limits or Limits()
+    sizes = [n + context, *net.hidden, params_per_dim * n]
+    refuse_params("the made net", linear_params(sizes), limits, arg="net")
+    refuse_bytes("the made net's masks and connectivity", made_analysis_bytes(sizes, n, graph=True), limits,
+                 arg="net")
     chosen = effective_order(net, order)
     try:
         perm = chosen.permutation(n)

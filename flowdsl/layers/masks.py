@@ -13,14 +13,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 import numpy as np
 from pydantic import BeforeValidator
 
 from flowdsl.errors import SpecError
 from flowdsl.language.values import Symbol
-from flowdsl.layers.registry import Family, Spec, _strict_int
+from flowdsl.layers.registry import Bit, Family, Spec, _strict_int
 
 __all__ = ["MASKS", "Mask", "HalfMask", "Checkerboard", "ChannelMask", "ExplicitMask", "MaskField"]
 
@@ -73,7 +73,7 @@ class Checkerboard(Mask):
 
     name: ClassVar[str] = "checkerboard"
     style: ClassVar[str] = "spatial"
-    parity: Literal[0, 1] = 0
+    parity: Bit = 0
 
     def kept(self, shape):
         if len(shape) != 3:
@@ -89,7 +89,7 @@ class ChannelMask(Mask):
     """channel(0): the first half of the channels kept; channel(1): the second half."""
 
     name: ClassVar[str] = "channel"
-    parity: Literal[0, 1] = 0
+    parity: Bit = 0
 
     def kept(self, shape):
         if len(shape) != 3:
@@ -108,7 +108,7 @@ class ExplicitMask(Mask):
     """An explicit list of 0/1 over the flattened input (1 = kept)."""
 
     name: ClassVar[str] = "list"
-    bits: tuple[Literal[0, 1], ...]
+    bits: tuple[Bit, ...]
 
     def kept(self, shape):
         size = int(np.prod(shape))

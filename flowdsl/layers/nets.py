@@ -46,6 +46,15 @@ class Net(Spec):
     def param_count(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], context: int = 0) -> int:
         raise NotImplementedError  # pragma: no cover
 
+    def activation_size(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], context: int = 0) -> int:
+        """Elements of the widest activation one example makes in the net (input, hidden layers, output): on images
+        a convolutional net keeps H x W for every channel count, on vectors it is the widest layer."""
+        hidden = getattr(self, "hidden", ())
+        widths = tuple(hidden) if isinstance(hidden, tuple) else (int(hidden),)
+        if len(in_shape) == 3 and len(out_shape) == 3:
+            return prod(in_shape[1:]) * max(in_shape[0] + context, out_shape[0], *widths)
+        return max(prod(in_shape) + context, prod(out_shape), *widths)
+
 
 #: a ``net=`` field: any member of :data:`~flowdsl.layers.registry.NETS` (a Symbol is bound on validation)
 NetField = Annotated[Net, BeforeValidator(NETS.coerce)]
@@ -77,6 +86,9 @@ class MLP(Net):
     def param_count(self, in_shape, out_shape, context=0):
         sizes = [prod(in_shape) + context, *self.hidden, prod(out_shape)]
         return sum(_linear(a, b) for a, b in zip(sizes, sizes[1:]))
+
+    def activation_size(self, in_shape, out_shape, context=0):
+        return max(prod(in_shape) + context, prod(out_shape), *self.hidden)  # images are flattened
 
 
 class ResNet(Net):

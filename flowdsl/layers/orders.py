@@ -11,7 +11,7 @@ members each argument accepts, with their own names in messages (the syntax is u
 - :data:`MODEL_ORDERS` (the ``made(...)`` model layer): natural, reverse, random, agnostic.
 
 ``random(seed=N)`` draws ``numpy.random.RandomState(N mod 2**32).permutation(n)`` everywhere;
-``agnostic(seed=N)`` draws configuration k from ``RandomState([N, k, 1])``.
+``agnostic(seed=N)`` draws configuration k from ``RandomState([N mod 2**32, k, 1])`` (any N >= 0 in both).
 
 Example:
     >>> permutation("reverse", 3).tolist(), permutation(("random", 0), 3).tolist()
@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import BeforeValidator
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.registry import Family, NonNegativeInt, Spec
+from flowdsl.layers.registry import Family, Seed, Spec, seed32
 
 __all__ = [
     "OrderKey", "permutation", "Order", "Natural", "Reverse", "RandomOrder", "AgnosticOrder", "ExplicitOrder",
@@ -54,7 +54,7 @@ def permutation(order: OrderKey, n: int) -> np.ndarray:
     if order == "reverse":
         return np.arange(n)[::-1].copy()
     if isinstance(order, tuple) and len(order) == 2 and order[0] == "random":
-        return np.random.RandomState(int(order[1]) % (2**32)).permutation(n)
+        return np.random.RandomState(seed32(order[1])).permutation(n)
     if isinstance(order, str):
         raise ValueError(f"unknown order '{order}' (natural, reverse, random(seed=N) or a list)")
     perm = list(order)
@@ -114,7 +114,7 @@ class RandomOrder(Order):
     """A seeded random order (the same permutation in ``permute``, ``made`` nets and ``made`` models)."""
 
     name: ClassVar[str] = "random"
-    seed: NonNegativeInt = 0
+    seed: Seed = 0
 
     def key(self):
         return ("random", self.seed)
@@ -128,7 +128,7 @@ class AgnosticOrder(Order):
     """A fresh random input order for every configuration (order-agnostic training)."""
 
     name: ClassVar[str] = "agnostic"
-    seed: NonNegativeInt = 0
+    seed: Seed = 0
 
     def key(self):
         return ("agnostic", self.seed)
@@ -141,7 +141,8 @@ class AgnosticOrder(Order):
         return self.orders(n, 1)[0]
 
     def orders(self, n: int, configurations: int = 1) -> np.ndarray:
-        return np.stack([np.random.RandomState([self.seed, k, 1]).permutation(n) for k in range(configurations)])
+        return np.stack([np.random.RandomState([seed32(self.seed), k, 1]).permutation(n)
+                         for k in range(configurations)])
 
 
 class ExplicitOrder(Order):

@@ -34,13 +34,16 @@ from pydantic_core import ErrorDetails
 from pydantic_core.core_schema import NoInfoValidatorFunction
 
 from flowdsl.errors import Pos, SpecError
+from flowdsl.language.limits import Limits
 from flowdsl.language.values import Symbol, describe
 from flowdsl.layers.facts import CausalFacts, Finding, LayerInfo, LogdetKind, OutputHead, SinkInfo
 
 __all__ = [
     "Spec", "Family", "Layer", "LayerContext", "LayerInfo", "CausalFacts", "SinkInfo", "OutputHead", "Finding",
     "LogdetKind", "LAYERS", "NETS", "BASES", "OUTPUTS",
-    "Word", "choice", "symbolic", "suggest", "PositiveInt", "NonNegativeInt", "register_layer", "bind_spec",
+    "Word", "choice", "symbolic", "suggest", "PositiveInt", "NonNegativeInt", "Seed", "seed32", "Bit",
+    "register_layer",
+    "bind_spec",
 ]
 
 
@@ -254,6 +257,10 @@ def _strict_int(value):
     return value
 
 
+def _not_a_bit(value):
+    raise ValueError(f"must be 0 or 1 (got {describe(value)})")
+
+
 #: Field metadata letting a ``Literal`` field be written as a bare word (``order=reverse``):
 #: ``order: Annotated[Literal["natural", "reverse"], Word] = "natural"``.
 Word = BeforeValidator(_symbol_name)
@@ -279,6 +286,16 @@ def symbolic(family: Family, base: type) -> Any:
 # Sizes are capped so that no spec can make the checker allocate absurd arrays before the limits apply.
 PositiveInt = Annotated[int, BeforeValidator(_strict_int), Field(ge=1, le=2**24)]
 NonNegativeInt = Annotated[int, BeforeValidator(_strict_int), Field(ge=0)]
+#: a spec's seed (permute, made nets and models, invconv1x1): any whole number >= 0, one range everywhere; every
+#: use reduces it mod 2**32 (:func:`seed32`), what numpy's RandomState takes
+Seed = Annotated[int, BeforeValidator(_strict_int), Field(ge=0)]
+
+
+def seed32(seed: int) -> int:
+    """A spec seed as numpy's RandomState takes it: ``seed mod 2**32`` (so 2**40 seeds like 0)."""
+    return int(seed) % 2**32
+#: 0 or 1 (a parity, a mask bit); true/false are refused, not read as 1/0
+Bit = Annotated[Literal[0, 1], BeforeValidator(lambda v: _strict_int(v) if not isinstance(v, bool) else _not_a_bit(v))]
 
 
 # ----------------------------------------------------------------------------- layers
@@ -296,6 +313,7 @@ class LayerContext:
     previous: tuple[str, ...] = ()  # keys of the layers before this one
     output: Any = None  # an autoregressive model's ``output`` distribution spec (None: a flow, or none declared)
     input_shape: tuple[int, ...] = ()  # the model input's declared shape (``shape`` is what reaches this layer)
+    limits: Limits = Limits()  # what a rule may build before refusing (sizes computed from the shapes first)
 
     @property
     def size(self) -> int:

@@ -18,7 +18,7 @@ from pydantic import Field
 from flowdsl.errors import SpecError
 from flowdsl.layers.orders import PERMUTATIONS, ExplicitOrder, PermutationField, RandomOrder, Reverse  # noqa: F401
 from flowdsl.layers.orders import Order as _Order
-from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, NonNegativeInt
+from flowdsl.layers.registry import Layer, LayerContext, LayerInfo, Seed
 from flowdsl.layers.structure import Dependency
 
 __all__ = [
@@ -51,10 +51,9 @@ class PermuteSpec(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         idx = permutation_indices(self.order, ctx.shape)
-        grid = np.arange(ctx.size).reshape(ctx.shape)
-        source = grid[idx].ravel()
+        source = idx if len(ctx.shape) == 1 else np.arange(ctx.size).reshape(ctx.shape)[idx].ravel()
         return LayerInfo(ctx.shape, params=0, logdet="zero", dependency=Dependency.permutation(source),
-                         meta={"indices": tuple(int(i) for i in idx)})
+                         meta={"indices": np.asarray(idx, dtype=np.int64)})  # an array: 8 bytes an index
 
 
 class InvConv1x1Spec(Layer):
@@ -63,7 +62,7 @@ class InvConv1x1Spec(Layer):
     name: ClassVar[str] = "invconv1x1"
     runtime: ClassVar[str] = "flowdsl.runtime.structural:InvConv1x1.build"
     summary: ClassVar[str] = "W = P L (U + diag(sign(s) exp(log|s|))): det never zero"
-    seed: NonNegativeInt = 0
+    seed: Seed = 0
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         if len(ctx.shape) not in (1, 3):

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +29,21 @@ import numpy as np
 __all__ = ["Dependency", "MAX_MATRIX_SIZE"]
 
 MAX_MATRIX_SIZE = 1 << 26  # refuse to materialise a Jacobian pattern with more entries than this
+
+_SHARED: weakref.WeakValueDictionary[tuple[str, int], np.ndarray] = weakref.WeakValueDictionary()
+
+
+def _shared(kind: str, size: int) -> np.ndarray:
+    """Read-only ``arange``/``ones``/``zeros`` of a size, shared by every layer of that size while one holds it (a
+    flow of many layers on a large input keeps one copy, not one per layer; nothing is kept after)."""
+    array = _SHARED.get((kind, size))
+    if array is None:
+        array = {"arange": np.arange, "ones": lambda n: np.ones(n, bool), "zeros": lambda n: np.zeros(n, bool)}[kind](
+            size)
+        array.setflags(write=False)
+        _SHARED[(kind, size)] = array
+    return array
+
 
 Kind = Literal["elementwise", "permutation", "coupling", "groups", "dense", "autoregressive", "explicit"]
 
@@ -53,36 +69,36 @@ class Dependency:
     # -- constructors
     @classmethod
     def elementwise(cls, size: int) -> Dependency:
-        return cls("elementwise", size, np.arange(size), np.ones(size, bool))
+        return cls("elementwise", size, _shared("arange", size), _shared("ones", size))
 
     @classmethod
     def identity(cls, size: int) -> Dependency:
-        return cls("permutation", size, np.arange(size), np.zeros(size, bool))
+        return cls("permutation", size, _shared("arange", size), _shared("zeros", size))
 
     @classmethod
     def permutation(cls, source) -> Dependency:
         source = np.asarray(source, dtype=np.int64)
-        return cls("permutation", len(source), source, np.zeros(len(source), bool))
+        return cls("permutation", len(source), source, _shared("zeros", len(source)))
 
     @classmethod
     def coupling(cls, kept) -> Dependency:
         kept = np.asarray(kept, dtype=bool).ravel()
-        return cls("coupling", len(kept), np.arange(len(kept)), ~kept, kept)
+        return cls("coupling", len(kept), _shared("arange", len(kept)), ~kept, kept)
 
     @classmethod
     def groups(cls, groups) -> Dependency:
         groups = np.asarray(groups, dtype=np.int64).ravel()
-        return cls("groups", len(groups), np.arange(len(groups)), np.ones(len(groups), bool), groups)
+        return cls("groups", len(groups), _shared("arange", len(groups)), _shared("ones", len(groups)), groups)
 
     @classmethod
     def dense(cls, size: int) -> Dependency:
-        return cls("dense", size, np.arange(size), np.ones(size, bool))
+        return cls("dense", size, _shared("arange", size), _shared("ones", size))
 
     @classmethod
     def autoregressive(cls, rank, strict_outputs: bool = False) -> Dependency:
         """Output i depends on inputs j with ``rank[j] <= rank[i]`` (``<`` off the diagonal)."""
         rank = np.asarray(rank, dtype=np.int64).ravel()
-        return cls("autoregressive", len(rank), np.arange(len(rank)), np.ones(len(rank), bool), rank)
+        return cls("autoregressive", len(rank), _shared("arange", len(rank)), _shared("ones", len(rank)), rank)
 
     @classmethod
     def explicit(cls, matrix, transformed=None) -> Dependency:
@@ -91,7 +107,7 @@ class Dependency:
         n = matrix.shape[0]
         if transformed is None:
             transformed = ~np.all(matrix == np.eye(n, dtype=bool), axis=1)
-        return cls("explicit", n, np.arange(n), np.asarray(transformed, dtype=bool), matrix)
+        return cls("explicit", n, _shared("arange", n), np.asarray(transformed, dtype=bool), matrix)
 
     # -- queries
     def matrix(self) -> np.ndarray:
