@@ -114,9 +114,10 @@ def cmd_eval(args) -> int:
               file=sys.stderr)
         return 1
     step = f", step {payload['step']}" if "step" in payload else ""
-    origin = f" [{ds.source}]" if ds.source else ""
-    print(f"{model.name}{step} on {ds.name}{origin} ({args.split} split, {result['examples']} examples): "
+    print(f"{model.name}{step} on {ds.name} ({args.split} split, {result['examples']} examples): "
           f"{result['nats']:.4f} nats, {result['bits_per_dim']:.4f} bits/dim")
+    if ds.source:
+        print(f"data: {ds.source}")  # which data this was (the full set, or a fallback subset)
     return 0
 
 
