@@ -266,3 +266,19 @@ def test_render_combined_file_holds_every_picture(tmp_path):
     save(found, out, dpi=20)
     text = out.read_text()
     assert all(p.title.split(": ")[1] in text for p in found)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(["groups", "autoregressive", "coupling", "dense", "elementwise", "permutation"]),
+       st.integers(2, 12), st.integers(0, 2**31))
+def test_whole_jacobian_steps_are_the_boolean_matrix_product(kind, n, seed):
+    from flowdsl.layers.structure import Dependency
+
+    rng = np.random.default_rng(seed)
+    dep = {"groups": lambda: Dependency.groups(rng.integers(0, 3, n)),
+           "autoregressive": lambda: Dependency.autoregressive(rng.integers(0, n, n)),
+           "coupling": lambda: Dependency.coupling(np.arange(n) < n // 2),
+           "dense": lambda: Dependency.dense(n), "elementwise": lambda: Dependency.elementwise(n),
+           "permutation": lambda: Dependency.permutation(rng.permutation(n))}[kind]()
+    reach = rng.random((n, n + 3)) < 0.3
+    assert np.array_equal(flows._then(dep, reach), (dep.matrix().astype(int) @ reach.astype(int)) > 0)

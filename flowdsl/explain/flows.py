@@ -120,22 +120,45 @@ def whole_jacobian(ir: ModelIR) -> np.ndarray | None:
     size = int(np.prod(ir.input.shape))
     if size > MAX_JACOBIAN or not ir.complete:
         return None
-    reach = np.eye(size, dtype=np.float32)
+    reach = np.eye(size, dtype=bool)
     left: list[np.ndarray] = []
     for node in ir.layers:
         if node.factored is not None:
             keep = int(np.prod(node.out_shape or ()))
-            left.append(reach[keep:] > 0)
+            left.append(reach[keep:])
             reach = reach[:keep]
             continue
         dep = node.dependency
         if dep is None:
             return None
-        if dep.kind == "permutation":
-            reach = reach[dep.source]
-        elif dep.kind != "elementwise":
-            reach = ((dep.matrix().astype(np.float32) @ reach) > 0).astype(np.float32)
-    return np.concatenate([reach > 0] + left[::-1], axis=0)
+        reach = _then(dep, reach)
+    return np.concatenate([reach] + left[::-1], axis=0)
+
+
+def _then(dep, reach: np.ndarray) -> np.ndarray:
+    """``dep.matrix() @ reach`` (boolean), without the matrix product where the kind allows."""
+    if dep.kind == "elementwise":
+        return reach
+    if dep.kind == "permutation":
+        return reach[dep.source]
+    if dep.kind == "coupling":
+        kept = dep._data()
+        out = reach.copy()
+        out[~kept] |= reach[kept].any(axis=0)
+        return out
+    if dep.kind == "dense":
+        return np.broadcast_to(reach.any(axis=0), reach.shape).copy()
+    if dep.kind in ("groups", "autoregressive"):  # output i reads the inputs of its group / of rank <= its rank
+        key = dep._data()
+        order = np.argsort(key, kind="stable")
+        values, first, counts = np.unique(key[order], return_index=True, return_counts=True)
+        rows = reach[order]
+        if dep.kind == "groups":
+            per_key = np.logical_or.reduceat(rows, first, axis=0)
+        else:
+            per_key = np.logical_or.accumulate(rows, axis=0)[first + counts - 1]
+        return per_key[np.searchsorted(values, key)]
+    return (dep.matrix().astype(np.float32) @ reach.astype(np.float32)) > 0
 
 
 def jacobian_picture(ir: ModelIR) -> Picture | None:

@@ -48,14 +48,24 @@ def _is_strip(panel: Panel) -> bool:
     return panel.image is not None and panel.image.shape[1] > max(16, 8 * panel.image.shape[0])
 
 
-def _row_height(row) -> float:
-    return 1.6 if all(_is_strip(p) for p in row) else 3.4
+def _row_height(row, panel_width: float = _WIDTH) -> float:
+    """Inches: strips are low; a square-celled image is as high as its aspect needs, at most 3.4."""
+    if all(_is_strip(p) for p in row):
+        return 1.6
+    heights = [3.4 if p.image is None else min(3.4, 0.9 + (panel_width - 0.6) * p.image.shape[0] / p.image.shape[1])
+               for p in row]
+    return max(heights)
+
+
+def _panel_width(picture: Picture) -> float:
+    cols = max(len(row) for row in picture.rows)
+    return min(18.0, max(6.0, _WIDTH * cols)) / cols
 
 
 def _size(picture: Picture) -> tuple[float, float]:
     cols = max(len(row) for row in picture.rows)
     width = min(18.0, max(6.0, _WIDTH * cols))
-    return width, sum(_row_height(row) for row in picture.rows) + 1.8
+    return width, sum(_row_height(row, _panel_width(picture)) for row in picture.rows) + 1.8
 
 
 def _draw_codes(ax, panel: Panel) -> None:
@@ -130,7 +140,7 @@ def _legend(fig, picture: Picture) -> None:
 def draw_picture(fig, picture: Picture) -> None:
     """Draw ``picture`` into a Figure or SubFigure (sized by :func:`_size`)."""
     cols = max(len(row) for row in picture.rows)
-    heights = [_row_height(row) for row in picture.rows]
+    heights = [_row_height(row, _panel_width(picture)) for row in picture.rows]
     inches = _size(picture)[1]
     grid = fig.add_gridspec(len(picture.rows), cols, height_ratios=heights, left=0.06, right=0.98,
                             top=1 - 1.05 / inches, bottom=0.75 / inches, hspace=0.7, wspace=0.3)
