@@ -52,7 +52,7 @@ class Limits:
     #: a permutation's index tables)
     max_analysis_bytes: int = 2**30
     #: pixels (width x height) of a texture source image, checked from its header before decoding
-    max_texture_pixels: int = 2**22
+    max_texture_pixels: int = 2**20
 
     def __post_init__(self) -> None:
         for f in fields(self):

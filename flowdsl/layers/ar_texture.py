@@ -6,7 +6,8 @@ and its earlier colour channels) matches: with Gaussian weights (sigma = window 
 1/1024 grid so that distances are exact), the candidates whose weighted SSD is within
 ``(1 + eps)`` of the best are equally likely. It is a sampler, not a likelihood model:
 ``sample`` works, ``log_prob`` raises. The source PNG is read by a small dependency-free
-reader, relative to the spec file; nothing in a spec is executed.
+reader (:mod:`flowdsl.layers.png`: its size checked from the header against ``Limits.max_texture_pixels``
+before decoding), relative to the spec file; nothing in a spec is executed.
 
 Example:
     >>> weights = gaussian_weights(3)
@@ -27,9 +28,11 @@ import numpy as np
 from pydantic import Field
 
 from flowdsl.errors import SpecError
+from flowdsl.language.spec_files import path_problem
 from flowdsl.layers.ar_basic import AR, ar_input, as_groups, colour_groups, input_levels
 from flowdsl.layers.ar_conv import masked_taps
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, conv
+from flowdsl.layers.png import PNGError, read_png
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
 
 __all__ = ["NonParametricSpec", "read_png", "gaussian_weights", "PNGError", "NO_LIKELIHOOD"]
@@ -39,93 +42,8 @@ NO_LIKELIHOOD = ("nonparametric (Efros-Leung) texture synthesis is a sampler and
                  "use sample()")
 
 
-class PNGError(ValueError):
-    """The file is not a PNG this reader understands."""
-
-
 def _a(word: str) -> str:
     return ("an " if word[:1] in "aeiou" else "a ") + word
-
-
-def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
-    out = np.zeros((height, stride), dtype=np.uint8)
-    prev = np.zeros(stride, dtype=np.int32)
-    pos = 0
-    for r in range(height):
-        kind, line = raw[pos], np.frombuffer(raw, dtype=np.uint8, count=stride, offset=pos + 1).astype(np.int32)
-        pos += stride + 1
-        if kind == 0:
-            cur = line
-        elif kind == 2:
-            cur = (line + prev) & 0xFF
-        elif kind in (1, 3, 4):
-            cur = np.zeros(stride, dtype=np.int32)
-            for i in range(stride):  # sequential: each byte depends on the one bpp to its left
-                a = int(cur[i - bpp]) if i >= bpp else 0
-                c = int(prev[i - bpp]) if i >= bpp else 0
-                b = int(prev[i])
-                if kind == 1:
-                    pred = a
-                elif kind == 3:
-                    pred = (a + b) // 2
-                else:
-                    p = a + b - c
-                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                cur[i] = (int(line[i]) + pred) & 0xFF
-        else:
-            raise PNGError(f"unknown row filter {kind}")
-        out[r], prev = cur, cur
-    return out
-
-
-def read_png(path) -> tuple[np.ndarray, int]:
-    """``(pixels [C, H, W] int64, largest value)`` of a non-interlaced PNG (grey, grey+alpha, RGB, RGBA, palette;
-    alpha is dropped). Raises :class:`PNGError` or ``OSError``."""
-    data = Path(path).read_bytes()
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise PNGError("not a PNG file")
-    pos, idat, header, palette = 8, [], None, None
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos: pos + 8])
-        body = data[pos + 8: pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"PLTE":
-            palette = np.frombuffer(body, dtype=np.uint8).reshape(-1, 3)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-    if header is None or not idat:
-        raise PNGError("no image header or data")
-    width, height, depth, colour, _, _, interlace = header
-    if interlace:
-        raise PNGError("interlaced PNGs are not supported")
-    samples = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour)
-    if samples is None or depth not in (1, 2, 4, 8, 16) or (depth < 8 and colour not in (0, 3)):
-        raise PNGError(f"unsupported colour type {colour} with bit depth {depth}")
-    bits = samples * depth
-    stride, bpp = (width * bits + 7) // 8, max(1, bits // 8)
-    rows = _unfilter(zlib.decompress(b"".join(idat)), height, stride, bpp)
-    if depth == 16:
-        values = rows.reshape(height, -1, 2).astype(np.int64)
-        values = (values[..., 0] << 8) | values[..., 1]
-    elif depth == 8:
-        values = rows.astype(np.int64)
-    else:
-        unpacked = np.unpackbits(rows, axis=1)[:, : width * depth].reshape(height, width, depth)
-        values = (unpacked * (1 << np.arange(depth - 1, -1, -1))).sum(axis=-1)
-    pixels = values.reshape(height, width, samples).transpose(2, 0, 1)
-    if colour == 3:
-        if palette is None:
-            raise PNGError("palette image without a palette")
-        pixels = palette[pixels[0]].transpose(2, 0, 1).astype(np.int64)
-        return pixels, 255
-    if colour in (4, 6):
-        pixels = pixels[:-1]  # drop alpha
-    return pixels, (1 << depth) - 1
 
 
 @lru_cache(maxsize=32)
@@ -139,8 +57,8 @@ def gaussian_weights(window: int) -> tuple[tuple[tuple[int, int], int], ...]:
 
 
 @lru_cache(maxsize=16)
-def _load(path: str, mtime: float, channels: int, levels: int) -> np.ndarray:
-    pixels, top = read_png(path)
+def _load(path: str, mtime: float, channels: int, levels: int, max_pixels: int) -> np.ndarray:
+    pixels, top = read_png(path, max_pixels)
     if pixels.shape[0] == 3 and channels == 1:
         if not (pixels == pixels[:1]).all():
             raise SpecError("the source is a colour image, but the model's input has 1 channel", arg="source",
@@ -176,13 +94,21 @@ class NonParametricSpec(Layer):
         if out is not None and out.name != "categorical":
             raise SpecError(f"nonparametric draws each pixel from a histogram of example pixels: it needs output "
                             f"categorical, not {out.name}")
+        problem = path_problem(self.source)
+        if problem is not None or not self.source.lower().endswith(".png"):
+            raise SpecError(f"cannot use this texture source: {problem or 'it must be a .png file'}", arg="source")
         path = Path(ctx.spec_dir) / self.source
         if not path.is_file():
             raise SpecError(f"texture source '{self.source}' not found (looked for {path})", arg="source")
         channels, levels = colour_groups(ctx), input_levels(ctx)
         try:
-            pixels = _load(str(path.resolve()), path.stat().st_mtime, channels, levels)
+            pixels = _load(str(path.resolve()), path.stat().st_mtime, channels, levels,
+                           ctx.limits.max_texture_pixels)
         except (PNGError, OSError, zlib.error, ValueError, struct.error, IndexError) as err:
+            if isinstance(err, PNGError) and "pixels (limit" in str(err):
+                raise SpecError(f"cannot read texture source '{self.source}': {err}", arg="source",
+                                hint=f"raise the limit with {ctx.limits.flag('max_texture_pixels')} if this is "
+                                     f"intended") from None
             if isinstance(err, SpecError):
                 raise
             raise SpecError(f"cannot read texture source '{self.source}': {err}", arg="source") from None
