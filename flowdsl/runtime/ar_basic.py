@@ -84,10 +84,76 @@ class FVBN(ARModule):
                        self.positions)
 
 
+def _nade_blocks(d: int, batch: int, hidden: int) -> list[tuple[int, int]]:
+    """Blocks of positions whose ``[n, B, H]`` intermediates hold about 2**19 numbers (cache-sized)."""
+    n = max(1, min(d, (1 << 19) // max(batch * hidden, 1)))
+    return [(lo, min(lo + n, d)) for lo in range(0, d, n)]
+
+
+def _hidden_block(x, W, run):
+    """``(a, u)`` of one block: ``a[i] = run + sum_{j < i} u[j]`` (positions before i only), ``u = x W``."""
+    u = torch.bmm(x, W)  # [n, B, H]: what each position adds for the later ones
+    a = torch.empty_like(u)
+    a[0] = run
+    if len(u) > 1:
+        torch.cumsum(u[:-1], 0, out=a[1:])
+        a[1:] += run
+    return a, u
+
+
+class _NADEPass(torch.autograd.Function):
+    """NADE's density pass in blocks of positions, its backward recomputing each block (no [B, D, H] kept).
+
+    Layout position-major: ``x [D, B, F]``, ``W [D, F, H]``, ``V [D, P, H]``, ``b [D, P]`` -> ``[D, B, P]``.
+    Only the hidden pre-activation at each block's start is saved; every other intermediate lives for
+    one cache-sized block (:func:`_nade_blocks`), so memory is O(B H) per block and each block is a few
+    batched matrix products and fused elementwise passes.
+    """
+
+    @staticmethod
+    def forward(ctx, x, W, c, V, b, keep=True):
+        d, batch, _ = x.shape
+        out = x.new_empty(d, batch, V.shape[1])
+        blocks = _nade_blocks(d, batch, W.shape[2])
+        prefix = x.new_empty(len(blocks) if keep else 0, batch, W.shape[2])
+        run = c.expand(batch, -1)
+        for k, (lo, hi) in enumerate(blocks):
+            if keep:
+                prefix[k] = run
+            a, u = _hidden_block(x[lo:hi], W[lo:hi], run)
+            run = a[-1] + u[-1]
+            torch.baddbmm(b[lo:hi, None, :], torch.sigmoid_(a), V[lo:hi].transpose(1, 2), out=out[lo:hi])
+        ctx.save_for_backward(x, W, V, prefix)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, W, V, prefix = ctx.saved_tensors
+        gx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
+        gW, gV, gb = torch.empty_like(W), torch.empty_like(V), grad_out.sum(1)
+        carry = torch.zeros_like(prefix[0])  # sum of dL/da over the positions after the block
+        blocks = _nade_blocks(x.shape[0], x.shape[1], W.shape[2])
+        for k in reversed(range(len(blocks))):
+            lo, hi = blocks[k]
+            s = torch.sigmoid_(_hidden_block(x[lo:hi], W[lo:hi], prefix[k])[0])
+            g = grad_out[lo:hi]
+            torch.bmm(g.transpose(1, 2), s, out=gV[lo:hi])
+            ga = torch.ops.aten.sigmoid_backward(torch.bmm(g, V[lo:hi]), s)  # dL/da, [n, B, H]
+            # a_i reads u_j for j < i: dL/du_j = sum_{i > j} dL/da_i = carry + total - (inclusive cumsum)_j
+            total = ga.sum(0)
+            gu = torch.cumsum(ga, 0).neg_().add_(carry + total)
+            carry = carry + total
+            torch.bmm(x[lo:hi].transpose(1, 2), gu, out=gW[lo:hi])
+            if gx is not None:
+                torch.bmm(gu, W[lo:hi].transpose(1, 2), out=gx[lo:hi])
+        return gx, gW, carry.sum(0), gV, gb, None
+
+
 class NADE(ARModule):
     """h_i = sigmoid(c + sum_{j<i} W_j x_j) with weights shared by all i; params_i = V_i h_i + b_i.
 
-    One pass costs O(B D H (F + P)): the sums over j < i are an exclusive cumulative sum.
+    One pass costs O(B D H (F + P)) time and O(B H) memory per block of positions (:class:`_NADEPass`: the
+    sums over j < i are a running sum carried through cache-sized blocks; the backward recomputes a block).
     """
 
     def __init__(self, positions: int, in_features: int, hidden: int, params_per_position: int,
@@ -100,8 +166,16 @@ class NADE(ARModule):
         self.b = nn.Parameter(torch.zeros(d, p))
 
     def forward(self, x, context=None):
+        dt = x.dtype
+        w = self.W.to(dt).permute(1, 2, 0).contiguous()  # [D, F, H]
+        out = _NADEPass.apply(x.permute(2, 0, 1).contiguous(), w, self.c.to(dt), self.V.to(dt).contiguous(),
+                              self.b.to(dt), torch.is_grad_enabled())  # evaluation keeps no block prefixes
+        return out.permute(1, 2, 0)  # [B, P, D]
+
+    def reference_forward(self, x):
+        """The same map, written out with a cumulative sum over ``[B, D, H]`` (slow; for tests)."""
         u = torch.einsum("hdf,bfd->bdh", self.W.to(x.dtype), x)
-        a = self.c.to(x.dtype) + F.pad(torch.cumsum(u, dim=1)[:, :-1], (0, 0, 1, 0))  # positions before i only
+        a = self.c.to(x.dtype) + F.pad(torch.cumsum(u, dim=1)[:, :-1], (0, 0, 1, 0))
         out = torch.einsum("dph,bdh->bdp", self.V.to(x.dtype), torch.sigmoid(a)) + self.b.to(x.dtype)
         return out.transpose(1, 2)
 
