@@ -256,3 +256,13 @@ def test_resume_refuses_other_data_and_a_finished_run(moons, tmp_path):
     threads = torch.get_num_threads()
     assert flowdsl.train(moons, "moons", steps=3, threads=1, resume=tmp_path / "c.pt", **quiet()).step == 3
     assert torch.get_num_threads() == threads  # the run's thread count does not leak
+
+
+def test_a_resumed_run_writing_elsewhere_gets_the_best_checkpoint_even_without_improving(moons, tmp_path):
+    flowdsl.train(moons, drifting(), steps=1, batch=32, lr=0.05, output=tmp_path / "a.pt", **quiet())
+    result = flowdsl.train(moons, drifting(), steps=3, eval_every=1, resume=tmp_path / "a.pt",
+                           output=tmp_path / "b.pt", **quiet())
+    assert result.best_step == 1 and [h["best_step"] for h in result.history] == [1, 1, 1]
+    best, payload = load_checkpoint(tmp_path / "b.best.pt", return_payload=True)
+    first = load_checkpoint(tmp_path / "a.best.pt")
+    assert payload["step"] == 1 and all(torch.equal(v, first.state_dict()[k]) for k, v in best.state_dict().items())

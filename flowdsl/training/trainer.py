@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -274,6 +275,14 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
                                 rng=states, history=history, schedule=plan.state_dict(), selection=selection,
                                 guard_best=guard.best, best_state_dict=best_state, **raw, **extra)
 
+        best_saved = []
+
+        def save_best(state):
+            if rank == 0 and output is not None:
+                save_checkpoint(net, best_path(output), state_dict=state, step=selection["best_step"],
+                                valid_nats=selection["best"], **extra)
+                best_saved.append(selection["best_step"])
+
         from tqdm.auto import tqdm
 
         hide = True if rank != 0 else (None if progress is None else not progress)  # None: on a terminal only
@@ -317,9 +326,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
                 if improved:
                     selection.update(best=valid, best_step=step, bad=0)
                     best_state = _clone(scored_state())
-                    if rank == 0 and output is not None:
-                        save_checkpoint(net, best_path(output), state_dict=best_state, step=step, valid_nats=valid,
-                                        **extra)
+                    save_best(best_state)
                 else:
                     selection["bad"] += 1
                 lowered = plan.observe(valid)
@@ -344,6 +351,9 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
                 break
         bar.close()
         if best_state is not None:
+            if not best_saved and resume is not None and output is not None and \
+                    os.path.abspath(output) != os.path.abspath(resume):
+                save_best(best_state)  # a resumed run writing elsewhere gets its best checkpoint too
             net.load_state_dict(best_state)
         evaluation = evaluate(net, x_test, y_test) if rank == 0 else None
         if evaluation is not None:
