@@ -282,3 +282,17 @@ def test_whole_jacobian_steps_are_the_boolean_matrix_product(kind, n, seed):
            "permutation": lambda: Dependency.permutation(rng.permutation(n))}[kind]()
     reach = rng.random((n, n + 3)) < 0.3
     assert np.array_equal(flows._then(dep, reach), (dep.matrix().astype(int) @ reach.astype(int)) > 0)
+
+
+def test_gated_block_stacks_are_its_rule_on_the_input():
+    ir = _model("gated_pixelcnn.ar")
+    p, sets = kernels.stack_sets(ir)
+    layout = analyze(ir).layout
+    r, c = layout.coords(np.array([p]))[0]
+    rows, cols = layout.coords(np.flatnonzero(sets["vertical"])).T
+    k = ir.layers[0].layer.kernel
+    assert rows.min() == r - k // 2 and rows.max() == r and cols.min() == max(0, c - k // 2)  # sees its own row
+    out = sets["output"]
+    assert not out[p] and np.array_equal(out, dependency_sets(ir)[p] & out)  # causal, inside the final set
+    first = reads.layer_sets(ir, p)[0][1]
+    assert np.array_equal(out, first)  # the engine's record after the first layer

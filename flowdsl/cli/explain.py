@@ -26,7 +26,7 @@ from flowdsl.cli.arguments import positive_int
 __all__ = ["add_commands", "cmd_explain", "PICTURE_NAMES"]
 
 #: every picture's name (``--picture``)
-PICTURE_NAMES = ("reads", "layers", "masks", "attention", "reach", "made", "compare", "coupling-masks",
+PICTURE_NAMES = ("reads", "layers", "masks", "stacks", "attention", "reach", "made", "compare", "coupling-masks",
                  "jacobian-structure", "jacobian", "factored")
 _SUFFIXES = (".png", ".svg", ".html")
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from flowdsl.analysis.ir import ModelIR
-from flowdsl.explain.pictures import GAP, MASK_CODES, Panel, Picture, tile
-from flowdsl.layers.ar_conv import MaskedConv, kernel_mask
+from flowdsl.explain.pictures import GAP, MASK_CODES, POSITION_CODES, Panel, Picture, tile
+from flowdsl.layers.ar_conv import GatedBlockSpec, MaskedConv, kernel_mask
+from flowdsl.layers.dependency_sets import DepContext, DepMaps, layout_of, unpack
 
-__all__ = ["block_grid", "unblock", "conv_masks", "masks_picture", "GROUP_NAMES"]
+__all__ = ["block_grid", "unblock", "conv_masks", "masks_picture", "stack_sets", "stacks_picture", "GROUP_NAMES"]
 
 GROUP_NAMES = {3: ("R", "G", "B")}
 
@@ -79,3 +80,47 @@ def masks_picture(ir: ModelIR) -> Picture | None:
                "a group read itself at the centre.")
     return Picture("masks", f"{ir.name}: masked convolution kernels", caption, (tuple(panels),),
                    {"kernels": len(panels)})
+
+
+def stack_sets(ir: ModelIR) -> tuple[int, dict[str, np.ndarray]] | None:
+    """The first ``gated_block``'s rule run on the input itself: ``(pixel, {stream: bool [N]})``, what the
+    vertical stack and the block's output at the centre pixel read; None without a gated block."""
+    node = next((n for n in ir.layers if isinstance(n.layer, GatedBlockSpec) and n.info is not None), None)
+    if node is None:
+        return None
+    layout = layout_of(ir.input.type_name, ir.input.shape)
+    ctx = DepContext(layout, node.position, tuple(node.in_shape or ()), tuple(node.out_shape or ()), node.meta)
+    layer = node.layer
+    assert isinstance(layer, GatedBlockSpec)
+    maps = layer.dependencies(DepMaps.identity(layout), ctx)
+    p = int(layout.index[0, layout.grid[0] // 2, layout.grid[1] // 2])
+    pixel = layout.coords(np.array([p]))[0]
+    sets = {}
+    for name, stream in (("vertical", maps.get("vertical")), ("output", maps.main)):
+        if stream is not None:
+            sets[name] = unpack(stream[0][tuple(pixel)], layout.n)
+    return p, sets
+
+
+def stacks_picture(ir: ModelIR) -> Picture | None:
+    """What the first gated block's vertical stack and output read at the centre pixel (its own rule, run on
+    the input): the vertical stack sees the current row, so only its shift down one row reaches the output."""
+    found = stack_sets(ir)
+    if found is None:
+        return None
+    p, sets = found
+    layout = layout_of(ir.input.type_name, ir.input.shape)
+    panels = []
+    titles = {"vertical": "vertical stack (before its shift)", "output": "block output: horizontal + shifted vertical"}
+    for name, reads in sets.items():
+        codes = np.zeros(layout.n, dtype=np.int64)
+        codes[reads] = 1
+        codes[p] = 3 if not reads[p] else 1
+        image = codes[layout.index[0]] if layout.channels == 1 else tile(codes[layout.index])
+        panels.append(Panel(titles[name], image, colours=POSITION_CODES))
+    caption = ("The first gated block's own dependency rule on the input: the vertical stack reads a k-wide window "
+               "of the rows up to the current one (later pixels of the current row included), so it reaches the "
+               "horizontal stack only shifted down one row; together they cover every earlier pixel: no blind spot.")
+    return Picture("stacks", f"{ir.name}: vertical and horizontal stacks", caption, (tuple(panels),),
+                   {"vertical": int(sets["vertical"].sum()) if "vertical" in sets else 0,
+                    "output": int(sets["output"].sum())})

@@ -1,10 +1,11 @@
 """Which pictures a model gets, and the position they are drawn for (``--position``).
 
 Autoregressive models: what one prediction reads (``reads``), the receptive field layer by layer
-(``layers``), masked-convolution kernels (``masks``), attention heads (``attention``) and their
-reachability (``reach``), and a MADE's connectivity (``made``). Flows: coupling masks, each
-layer's Jacobian structure, the whole Jacobian, the factored-out parts of multi-scale flows and the
-MADE of an autoregressive layer. A picture that does not apply to a model is left out.
+(``layers``), masked-convolution kernels (``masks``), a gated block's two stacks (``stacks``),
+attention heads (``attention``) and their reachability (``reach``), and a MADE's connectivity
+(``made``). Flows: coupling masks, each layer's Jacobian structure, the whole Jacobian, the
+factored-out parts of multi-scale flows and the MADE of an autoregressive layer. A picture that
+does not apply to a model is left out.
 
 A position is a flat index into the input (``37``) or its coordinates, every axis (``0,4,4``) or the
 grid without the channel (``4,4``: channel 0). The default is the position where the checker found
@@ -40,7 +41,7 @@ from flowdsl.explain.pictures import Picture
 __all__ = ["ExplainError", "explain_error", "parse_position", "default_position", "model_pictures",
            "AR_PICTURES", "FLOW_PICTURES"]
 
-AR_PICTURES = ("reads", "layers", "masks", "attention", "reach", "made")
+AR_PICTURES = ("reads", "layers", "masks", "stacks", "attention", "reach", "made")
 FLOW_PICTURES = ("coupling-masks", "jacobian-structure", "jacobian", "factored", "made")
 
 
@@ -109,7 +110,8 @@ def default_position(ir: ModelIR) -> int:
 
 def _ar_pictures(ir: ModelIR, p: int) -> list[Picture | None]:
     return [reads.reads_picture(ir, p), reads.layers_picture(ir, p), kernels.masks_picture(ir),
-            attention.attention_picture(ir), attention.reach_picture(ir), made.made_picture(ir)]
+            kernels.stacks_picture(ir), attention.attention_picture(ir), attention.reach_picture(ir),
+            made.made_picture(ir)]
 
 
 def _flow_pictures(ir: ModelIR) -> list[Picture | None]:
