@@ -44,7 +44,7 @@ from torch import nn
 from flowdsl.checkpoint import save_checkpoint
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 from flowdsl.training.averaging import ParameterAverage
-from flowdsl.training.batches import EpochOrder, as_model_input, carve_validation, compact, data_fingerprint
+from flowdsl.training.batches import EpochOrder, as_model_input, carve_validation, data_fingerprint
 from flowdsl.training.data import Dataset, load_data
 from flowdsl.training.distributed import CPUClock, distributed, rng_state, share, tear_down
 from flowdsl.training.evaluation import evaluate, tensors
@@ -196,7 +196,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
             cfg["steps"] = cfg["epochs"] * order.per_epoch
         conditional = getattr(net, "context_shape", None) == ()
         levels = header.input.levels
-        x_train, y_train = compact(ds.train, levels, dev), tensors(ds, levels, "train", dev)[1]
+        x_train, y_train = tensors(ds, levels, "train", dev)
         x_valid, y_valid = tensors(ds, levels, "valid", dev)
         x_test, y_test = tensors(ds, levels, "test", dev)
         if eval_size is not None:
