@@ -266,3 +266,10 @@ def test_a_resumed_run_writing_elsewhere_gets_the_best_checkpoint_even_without_i
     best, payload = load_checkpoint(tmp_path / "b.best.pt", return_payload=True)
     first = load_checkpoint(tmp_path / "a.best.pt")
     assert payload["step"] == 1 and all(torch.equal(v, first.state_dict()[k]) for k, v in best.state_dict().items())
+
+
+def test_an_unwritable_metrics_file_is_one_error(moons, tmp_path):
+    (tmp_path / "m.metrics.jsonl").mkdir()
+    with pytest.raises(FlowDSLError, match="cannot write the metrics file") as err:
+        flowdsl.train(moons, "moons", steps=2, batch=16, output=tmp_path / "m.pt", **quiet())
+    assert err.value.diagnostics[0].pos.file == str(tmp_path / "m.metrics.jsonl")

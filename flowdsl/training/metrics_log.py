@@ -26,6 +26,8 @@ import os
 import time
 from pathlib import Path
 
+from flowdsl.errors import Diagnostic, FlowDSLError, Pos
+
 __all__ = ["MetricsLog", "metrics_path", "best_path"]
 
 
@@ -56,16 +58,21 @@ class MetricsLog:
         if self.path is not None:
             kept = []
             if resume_step is not None and self.path.exists():
-                for line in self.path.read_text(errors="replace").splitlines():
+                for line in self.path.read_text(errors="replace").splitlines() if self.path.is_file() else []:
                     try:
                         step = json.loads(line).get("step", 0)
                     except (ValueError, AttributeError):
                         continue
                     if isinstance(step, int) and step <= resume_step:
                         kept.append(line)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", encoding="utf-8")
-            self._file.write("".join(line + "\n" for line in kept))
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "w", encoding="utf-8")
+                self._file.write("".join(line + "\n" for line in kept))
+            except OSError as err:
+                raise FlowDSLError([Diagnostic(Pos(str(self.path)), "error",
+                                               f"cannot write the metrics file: {err.strerror or err}",
+                                               "pass --metrics PATH, or --no-metrics")]) from None
         if tensorboard is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
