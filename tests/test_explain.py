@@ -198,7 +198,7 @@ def test_bad_arguments_are_one_line_errors(argv, says, capsys, monkeypatch):
     assert says in err and "Traceback" not in err and err.count("error:") == 1
 
 
-def test_listing_and_compare(capsys, monkeypatch, tmp_path):
+def test_listing_and_compare(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert main(["explain", "specs/pixelcnn.ar", "--compare", "specs/gated_pixelcnn.ar", "--picture", "compare"]) == 0
     out = capsys.readouterr().out
@@ -213,18 +213,20 @@ def test_explain_imports_no_torch(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the HTML page
-def _page(tmp_path) -> tuple[Path, int]:
+@pytest.fixture(scope="module")
+def html_page(tmp_path_factory) -> tuple[Path, int]:
+    """A page of both Sparse Transformer models and how many pictures it holds."""
     analysis = analyze_file(ROOT / "specs" / "sparse_transformer.ar")
     pictures = {name: model_pictures(ir, only=("attention", "reads")) for name, ir in analysis.models.items()}
-    path = tmp_path / "explain.html"
+    path = tmp_path_factory.mktemp("page") / "explain.html"
     path.write_text(page(analysis, pictures, dpi=30))
     return path, sum(len(v) for v in pictures.values()) + len(pictures)  # + one IR graph a model
 
 
-def test_html_page_is_self_contained(tmp_path):
+def test_html_page_is_self_contained(html_page):
     from PIL import Image
 
-    path, expected = _page(tmp_path)
+    path, expected = html_page
     text = path.read_text()
     sources = re.findall(r'<img class="picture" alt="[^"]*" src="([^"]+)"', text)
     assert len(sources) == expected and f'data-expected="{expected}"' in text
@@ -243,8 +245,8 @@ def _browser() -> str | None:
 
 
 @pytest.mark.skipif(_browser() is None, reason="no headless browser (apt-get install chromium)")
-def test_html_page_loads_every_picture_in_a_headless_browser(tmp_path):
-    path, expected = _page(tmp_path)
+def test_html_page_loads_every_picture_in_a_headless_browser(html_page, tmp_path):
+    path, expected = html_page
     start = time.perf_counter()
     dom = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
