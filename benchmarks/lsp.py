@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                 for name, seconds in measure(client, Path(tmp), kind, args.layers, run).items():
                     rows.setdefault(kind, {}).setdefault(name, []).append(seconds)
     client.close()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"debounce {DEBOUNCE_S} s; server start + initialize {started:.2f} s")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"load average {load} (1, 5, 15 min) at the end; debounce {DEBOUNCE_S} s; "
+          f"server start + initialize {started:.2f} s")
     print(f"{args.layers:,}-layer files, median of {args.repeat} runs (seconds)\n")
     names = list(next(iter(rows.values())))
     print("| file | " + " | ".join(names) + " |")

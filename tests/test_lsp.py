@@ -268,3 +268,23 @@ def test_incremental_changes_and_a_used_file_changed_on_disk(client, tmp_path):
     client.notify("workspace/didChangeWatchedFiles", {"changes": [{"uri": lib.resolve().as_uri(), "type": 2}]})
     [diag] = client.diagnostics(uri)
     assert "oops" in diag["message"]
+
+
+def test_completion_in_an_ar_file_offers_its_own_layers(client, tmp_path):
+    text = "autoregressive a {\n    input x: image[1, 4, 4] levels 2\n    masked_conv(mask=\n}\n"
+    uri, _ = _doc(tmp_path, "a.ar", text)
+    client.open(uri, text)
+    assert client.diagnostics(uri, 1)  # the half-typed call is a syntax error
+    labels = {i["label"] for i in client.request("textDocument/completion", _at(uri, 2, 4))["items"]}
+    assert "masked_conv" in labels and "planar" not in labels
+    values = {i["label"] for i in client.request("textDocument/completion", _at(uri, 2, 21))["items"]}
+    assert values == {"A", "B"}
+
+
+def test_lsp_without_pygls_says_how_to_install_it(monkeypatch, capsys):
+    from flowdsl.cli.main import main
+
+    monkeypatch.delitem(sys.modules, "flowdsl.editor.server", raising=False)
+    monkeypatch.setitem(sys.modules, "pygls.lsp.server", None)
+    assert main(["lsp"]) == 2
+    assert "pip install 'flowdsl[lsp]'" in capsys.readouterr().err
