@@ -63,6 +63,7 @@ def test_train_and_eval_print_nats_and_bits_per_dim(trained, capsys, tmp_path):
     spec = trained["root"] / "flow.flow"
     code, out, _ = run(capsys, "train", spec, "--data", "digits", "--steps", "2", "--batch", "8", "--eval-every",
                        "1", "-q", "-o", tmp_path / "t.pt")
+    train_out = out
     assert code == 0 and "step 1/2: train " in out and f"saved {tmp_path / 't.pt'} (step 2) and " in out
     assert re.search(r"tiny: step 2, test \d+\.\d{4} bits/dim \(\d+\.\d\d nats, 359 examples\) with the weights "
                      r"of step [12] \(validation \d+\.\d\d nats\)", out)
@@ -73,6 +74,10 @@ def test_train_and_eval_print_nats_and_bits_per_dim(trained, capsys, tmp_path):
     assert abs(float(m[1]) / (64 * math.log(2)) - float(m[2])) < 1e-3
     code, out, _ = run(capsys, "eval", tmp_path / "t.pt", "--split", "train")
     assert code == 0 and "train split, 1438 examples" in out
+    best = float(re.search(r"\(validation (\d+\.\d\d) nats\)", train_out)[1])
+    code, out, _ = run(capsys, "eval", tmp_path / "t.best.pt", "--split", "valid")  # the examples the trainer held out
+    m = re.search(r"tiny, step \d on digits \(valid split, 144 examples\): (\d+\.\d+) nats", out)
+    assert code == 0 and m and abs(float(m[1]) - best) <= 0.005, out
 
 
 def test_sample_writes_grids_arrays_scatter_plots_and_sound(trained, capsys, tmp_path):

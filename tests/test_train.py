@@ -146,7 +146,7 @@ def test_torchrun_two_processes_hold_identical_parameters(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "flowdsl", "train", str(spec), "--data", "moons", "--steps", "4", "--batch", "32", "--lr", "0.01",
-           "-o", str(tmp_path / "ddp.pt"), "-q"]
+           "--ema", "0.5", "--schedule", "cosine", "--eval-every", "1", "-o", str(tmp_path / "ddp.pt"), "-q"]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
@@ -157,7 +157,8 @@ def test_torchrun_two_processes_hold_identical_parameters(tmp_path):
     payload = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert payload["world_size"] == 2 and len(payload["rng"]) == 2 and payload["step"] == 4
     # the averaged gradients of the two halves are the gradient of the whole batch: one process agrees
-    single = flowdsl.train(spec, "moons", steps=4, batch=32, lr=0.01, **quiet()).model
+    single = flowdsl.train(spec, "moons", steps=4, batch=32, lr=0.01, ema=0.5, schedule="cosine", eval_every=1,
+                           **quiet()).model
     for k, v in single.state_dict().items():
         assert torch.allclose(v, ddp.state_dict()[k], atol=1e-5), k
     # and the comparison is not between untouched weights: the zero-initialised last layers moved
