@@ -55,15 +55,26 @@ def test_eval_arguments_are_range_checked_by_the_parser(made, extra, message, ca
 
 
 @pytest.mark.parametrize("command", ["train", "eval"])
-@pytest.mark.parametrize("device, message", [("nonsense", "unknown device 'nonsense'"),
-                                             ("cuda:99", "device 'cuda:99': ")])
-def test_an_unavailable_device_is_one_line(made, command, device, message, capsys, tmp_path):
+@pytest.mark.parametrize("name, message", [("nonsense", "must be a device such as cpu, cuda or cuda:0"),
+                                           ("cuda:99", "cuda")])
+def test_an_unavailable_device_is_refused_by_the_parser(made, command, name, message, capsys, tmp_path):
     spec, ckpt = made
     argv = (["train", str(spec), "--data", "moons", "--steps", "2", "-o", str(tmp_path / "d.pt")] if command == "train"
             else ["eval", str(ckpt)])
-    assert main([*argv, "--device", device]) == 1
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--device", name])
     err = capsys.readouterr().err
-    assert err.startswith(f"device: error: {message}") and "Traceback" not in err
+    assert exit_.value.code == 2 and "argument --device: " in err and message in err.lower() and "Traceback" not in err
+    assert not (tmp_path / "d.pt").exists()
+
+
+def test_an_unavailable_device_is_one_error_in_the_api(made, tmp_path):
+    import flowdsl
+    from flowdsl.errors import FlowDSLError
+
+    for name, message in (("nonsense", "unknown device 'nonsense'"), ("cuda:99", "device 'cuda:99': ")):
+        with pytest.raises(FlowDSLError, match=message):
+            flowdsl.train(made[0], "moons", steps=2, device=name, output=tmp_path / "d.pt", progress=False, log=None)
     assert not (tmp_path / "d.pt").exists()
 
 

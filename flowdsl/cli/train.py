@@ -21,6 +21,7 @@ import math
 import sys
 
 from flowdsl.cli.arguments import (
+    device,
     finite_float,
     finite_positive_float,
     nonnegative_float,
@@ -156,7 +157,7 @@ def _train_parser(sub) -> None:
     sp.add_argument("--cpu-budget", type=finite_positive_float, metavar="SECONDS",
                     help="stop once this process has used this many CPU seconds (all threads)")
     sp.add_argument("--threads", type=positive_int, help="torch's CPU threads")
-    sp.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    sp.add_argument("--device", type=device, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     sp.add_argument("--compile", action="store_true", help="torch.compile the objective")
     sp.add_argument("--resume", help="continue this checkpoint exactly (refused if the spec or the data changed)")
     sp.add_argument("-o", "--output", help="checkpoint path (default: the --resume path)")
@@ -178,5 +179,5 @@ def add_commands(sub) -> None:
     sp.add_argument("--batch", type=positive_int, default=512)
     sp.add_argument("--seed", type=seed, default=0, help="seed of the dequantization noise")
     sp.add_argument("--threads", type=positive_int, help="torch's CPU threads")
-    sp.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    sp.add_argument("--device", type=device, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     sp.set_defaults(run=cmd_eval)
