@@ -240,7 +240,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
         say = log if rank == 0 and log is not None else (lambda *a, **k: None)
         clock = CPUClock(cpu_budget, world, dev)
         if rank == 0:
-            where = None if metrics is False else (metrics if metrics is not None else
+            where = None if metrics is False else (metrics if metrics not in (None, True) else
                                                     (metrics_path(output) if output is not None else None))
             journal = MetricsLog(where, tensorboard, resume_step=start if resume is not None else None, say=say)
             journal.write("start" if resume is None else "resume", step=start, data=ds.name, source=ds.source,
