@@ -128,6 +128,8 @@ def test_hover_layer_declaration_and_block_call(client, tmp_path):
     assert "condition y" in cond and "(3,)" in cond
     call = client.request("textDocument/hover", _at(uri, 9, 17))["contents"]["value"]
     assert "block step" in call and "expands to 4 layers" in call
+    base = client.request("textDocument/hover", _at(uri, 8, 6))["contents"]["value"]
+    assert "**base normal**" in base and "reads shape (1, 4, 4)" in base
     const = client.request("textDocument/hover", _at(uri, 0, 5))["contents"]["value"]
     assert "constant width" in const and "16" in const
     assert client.request("textDocument/hover", _at(uri, 11, 0)) is None  # past the end

@@ -17,6 +17,8 @@ Example:
     - dependency: coupling (2 of 4 positions kept, 2 transformed)
     >>> print(hover_text(c, 2, 4))
     **input x**: vector[4], shape (4,) (4 values)
+
+On the ``base`` or ``output`` line: the distribution, the shape it reads, its parameters and report.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from flowdsl.analysis.ir import LayerNode, ModelIR
 from flowdsl.editor.documents import Checked
 from flowdsl.editor.positions import contains
 from flowdsl.errors import Pos
+from flowdsl.language import ast
 from flowdsl.layers.registry import LAYERS
 
 __all__ = ["hover_text", "dependency_summary"]
@@ -132,6 +135,27 @@ def _declaration_hover(checked: Checked, line: int, column: int) -> str | None:
     return None
 
 
+def _sink_hover(checked: Checked, line: int, column: int) -> str | None:
+    program = checked.program
+    for model in program.models if program else ():
+        ir = checked.analysis.models.get(model.name)
+        for stmt in model.body:
+            if ir is None or not isinstance(stmt, (ast.BaseDecl, ast.OutputDecl)):
+                continue
+            if not contains(stmt.pos, line, column):
+                continue
+            sink = ir.sink
+            what = "base density" if sink.op == "base" else "output distribution"
+            summary = getattr(type(sink.spec), "summary", "")
+            lines = [f"**{sink.op} {sink.spec.describe()}** ({what} of model `{ir.name}`)"
+                     + (f": {summary}" if summary else ""), "", f"- reads shape {_shape(sink.in_shape)}",
+                     f"- parameters: {sink.params:,}"]
+            if sink.info.report:
+                lines.append(f"- {sink.info.report}")
+            return "\n".join(lines)
+    return None
+
+
 def _name_hover(checked: Checked, word: str) -> str | None:
     unit = checked.analysis.unit
     if word in unit.blocks:
@@ -149,5 +173,8 @@ def _name_hover(checked: Checked, word: str) -> str | None:
 def hover_text(checked: Checked, line: int, column: int, word: str = "") -> str | None:
     """Markdown for the 1-based ``(line, column)`` of the document, or None when there is nothing to say."""
     word = word or checked.index.word_at(line - 1, column - 1)
-    return (_layer_hover(checked, line, column) or _block_call_hover(checked, line, column)
-            or _declaration_hover(checked, line, column) or (_name_hover(checked, word) if word else None))
+    for find in (_layer_hover, _block_call_hover, _declaration_hover, _sink_hover):
+        text = find(checked, line, column)
+        if text is not None:
+            return text
+    return _name_hover(checked, word) if word else None
