@@ -111,7 +111,7 @@ def test_wavenet_stack_ends_at_the_receptive_field_the_checker_reports():
     picture = reads.layers_picture(ir, ir.input.shape[0] - 1)
     note = next(d.message for d in analyze(ir).diagnostics if d.severity == "note")
     assert f"receptive field {picture.facts['read']} samples" in note
-    top = picture.rows[0][0].image[0]  # the output row: what the last layer's output reads
+    top = picture.rows[0][0].image[-1]  # the top row (drawn bottom-up): what the last layer's output reads
     assert int((top == 1).sum()) == picture.facts["read"]
 
 

@@ -60,6 +60,8 @@ class Panel:
     network: Network | None = None
     #: coordinate ticks (off for block grids, whose coordinates mean nothing)
     ticks: bool = True
+    #: row 0 at the bottom (a stack of layers, the input side down)
+    bottom_up: bool = False
 
 
 @dataclass(frozen=True, eq=False)

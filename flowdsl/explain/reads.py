@@ -188,18 +188,18 @@ def layers_picture(ir: ModelIR, p: int) -> Picture:
         stack[k, reads] = 1
         stack[k, p] = 3
     cols = window(layout, np.any([r for _, r in sets], axis=0), p)
-    panel = Panel(f"inputs reaching position {p}, one row a layer", stack[::-1, cols], colours=POSITION_CODES,
-                  xlabel="input position", ylabel="layer (output at the top)", origin=(cols.start, 0))
+    panel = Panel(f"inputs reaching position {p}, one row a layer", stack[:, cols], colours=POSITION_CODES,
+                  xlabel="input position", ylabel="layer", origin=(cols.start, 0), bottom_up=True)
     near = [k for k, (_, r) in enumerate(sets) if not r[: max(0, p - ZOOM)].any()]
     panels = [panel]
     if near and cols.stop - cols.start > 2 * ZOOM:
         lo = max(0, p - ZOOM)
-        panels.append(Panel(f"the first {len(near)} layers, last {ZOOM} inputs", stack[near][::-1, lo:p + 1],
+        panels.append(Panel(f"the first {len(near)} layers, last {ZOOM} inputs", stack[near][:, lo:p + 1],
                             colours=POSITION_CODES, xlabel="input position", ylabel="layer",
-                            origin=(lo, 0)))
-    caption = (f"Which inputs reach the output at position {p} through the first k layers (k from the bottom row "
-               f"up), the stack of dilated causal convolutions of WaveNet's figure; {int(sets[-1][1].sum())} inputs "
-               f"in the end.")
+                            origin=(lo, 0), bottom_up=True))
+    caption = (f"Which inputs reach the output at position {p} through the first k layers (row k, from the bottom "
+               f"up; layers that add nothing are left out): the stack of dilated causal convolutions of WaveNet's "
+               f"figure; {int(sets[-1][1].sum())} inputs in the end.")
     return Picture("layers", f"{ir.name}: the causal stack, layer by layer", caption, tuple((q,) for q in panels),
                    {"layers": len(sets), "read": int(sets[-1][1].sum())})
 

@@ -74,14 +74,16 @@ def _draw_codes(ax, panel: Panel) -> None:
     image = np.asarray(panel.image)
     h, w = image.shape
     x0, y0 = panel.origin
-    extent = (x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5)
+    extent = (x0 - 0.5, x0 + w - 0.5, y0 - 0.5, y0 + h - 0.5) if panel.bottom_up else \
+        (x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5)
+    where = "lower" if panel.bottom_up else "upper"
     aspect = "auto" if _is_strip(panel) else "equal"
     if panel.colours:
         cmap = ListedColormap([c for _, c in panel.colours]).with_extremes(bad="white")
         ax.imshow(np.ma.masked_less(image, 0), cmap=cmap, vmin=-0.5, vmax=len(panel.colours) - 0.5,
-                  interpolation="nearest", extent=extent, aspect=aspect)
+                  interpolation="nearest", extent=extent, aspect=aspect, origin=where)
     else:
-        ax.imshow(image, cmap="viridis", interpolation="nearest", extent=extent, aspect=aspect)
+        ax.imshow(image, cmap="viridis", interpolation="nearest", extent=extent, aspect=aspect, origin=where)
     if panel.numbers is not None:
         for (i, j), value in np.ndenumerate(np.asarray(panel.numbers)):
             ax.text(x0 + j, y0 + i, str(value), ha="center", va="center", fontsize=6, color="white")
