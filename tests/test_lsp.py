@@ -195,6 +195,9 @@ def test_a_file_is_rechecked_when_a_file_it_uses_changes(client, tmp_path):
     assert diag["relatedInformation"][0]["location"]["uri"] == lib_uri
     client.change(lib_uri, lib_text, 3)
     assert client.diagnostics(uri) == []
+    client.diagnostics(lib_uri, 3)
+    hover = client.request("textDocument/hover", _at(lib_uri, 1, 6))["contents"]["value"]  # the library's actnorm
+    assert "**actnorm**" in hover and "parameters: 8" in hover and "user.flow" in hover
 
 
 @pytest.mark.parametrize("text", [

@@ -32,7 +32,7 @@ from flowdsl.errors import Pos
 from flowdsl.language import ast
 from flowdsl.layers.registry import LAYERS
 
-__all__ = ["hover_text", "dependency_summary"]
+__all__ = ["hover_text", "hover_in_used_file", "dependency_summary"]
 
 _MAX_LISTED = 24  # layers listed in a block call's expansion
 
@@ -81,15 +81,15 @@ def _layer_lines(ir: ModelIR, node: LayerNode, copies: int) -> list[str]:
     return lines
 
 
-def _nodes_at(checked: Checked, line: int, column: int) -> Iterable[tuple[ModelIR, LayerNode]]:
+def _nodes_at(checked: Checked, file: str, line: int, column: int) -> Iterable[tuple[ModelIR, LayerNode]]:
     for ir in checked.analysis.models.values():
         for node in ir.layers:
-            if node.pos.file == checked.path and contains(node.pos, line, column):
+            if node.pos.file == file and contains(node.pos, line, column):
                 yield ir, node
 
 
-def _layer_hover(checked: Checked, line: int, column: int) -> str | None:
-    found = list(_nodes_at(checked, line, column))
+def _layer_hover(checked: Checked, line: int, column: int, file: str = "") -> str | None:
+    found = list(_nodes_at(checked, file or checked.path, line, column))
     if not found:
         return None
     smallest = min(_span_size(node.pos) for _, node in found)
@@ -98,12 +98,13 @@ def _layer_hover(checked: Checked, line: int, column: int) -> str | None:
     return "\n".join(_layer_lines(ir, node, len(found)))
 
 
-def _block_call_hover(checked: Checked, line: int, column: int) -> str | None:
+def _block_call_hover(checked: Checked, line: int, column: int, file: str = "") -> str | None:
+    file = file or checked.path
     for ir in checked.analysis.models.values():
         calls: dict[Pos, list[LayerNode]] = {}
         for node in ir.layers:
             for _, pos in node.trace:
-                if pos.file == checked.path and contains(pos, line, column):
+                if pos.file == file and contains(pos, line, column):
                     calls.setdefault(pos, []).append(node)
         if calls:
             pos = min(calls, key=_span_size)
@@ -178,3 +179,9 @@ def hover_text(checked: Checked, line: int, column: int, word: str = "") -> str 
         if text is not None:
             return text
     return _name_hover(checked, word) if word else None
+
+
+def hover_in_used_file(checked: Checked, file: str, line: int, column: int) -> str | None:
+    """Hover at ``(line, column)`` of ``file``, a file the document ``use``s (a block library has no model
+    of its own: the models of the documents that use it say what its layers become)."""
+    return _layer_hover(checked, line, column, file) or _block_call_hover(checked, line, column, file)

@@ -21,6 +21,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
@@ -31,7 +32,7 @@ from flowdsl import __version__
 from flowdsl.editor.completion import complete
 from flowdsl.editor.diagnostics import to_lsp
 from flowdsl.editor.documents import Checked, Documents, check_text, open_file_map
-from flowdsl.editor.hover import hover_text
+from flowdsl.editor.hover import hover_in_used_file, hover_text
 from flowdsl.editor.navigation import definition, symbols
 
 __all__ = ["FlowDSLServer", "build_server", "main", "status", "DEBOUNCE_S"]
@@ -168,7 +169,16 @@ def build_server() -> FlowDSLServer:
         checked = server.documents.get(params.text_document.uri)
         if checked is None:
             return None
-        text = hover_text(checked, *_position(checked, params.position))
+        line, column = _position(checked, params.position)
+        text = hover_text(checked, line, column) if checked.analysis.models else None
+        for uri in server.documents.dependents(checked.path) if text is None else ():
+            user = server.documents.get(uri)
+            found = hover_in_used_file(user, checked.path, line, column) if user else None
+            if user is not None and found is not None:
+                text = found + f"\n\n(in `{Path(user.path).name}`, which uses this file)"
+                break
+        if text is None and not checked.analysis.models:
+            text = hover_text(checked, line, column)
         if text is None:
             return None
         return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
