@@ -233,6 +233,15 @@ PATHOLOGICAL = {
     "more digits than Python converts": ("let a = " + "9" * 5000 + "\n", [(1, 9, "error", "number 9999999999999999... "
                                          "(5000 characters) is too large (limit 9007199254740992)")]),
     "a huge power": ("let a = 10 ** 10 ** 10\n", [(1, 9, "error", "number too large (10 ** 10000000000)")]),
+    "a power that underflows": ("let a = 10 ** -400\n", [(1, 9, "error", "number too small (10 ** -400 underflows "
+                                                                      "to 0; the smallest is about 5e-324)")]),
+    "a small power": ("let a = 10 ** -300\nlet b = 2 ** -1074\n", []),
+    "a parity given as true": ("flow f {\n    input x: image[2, 4, 4]\n    coupling additive(mask=checkerboard(true))"
+                               "\n    coupling additive(mask=channel(false))\n}\n",
+                               [(3, 41, "error", "argument 'parity' of checkerboard must be 0 or 1 (got true)"),
+                                (4, 36, "error", "argument 'parity' of channel must be 0 or 1 (got false)")]),
+    "seeds beyond 2**32": ("flow f {\n    input x: vector[4]\n    autoregressive affine(net=made([8], "
+                           "order=random(seed=2**40)))\n    permute(random(seed=2**40))\n}\n", []),
     "a huge range": ("let a = 0..99999999999\n", [(1, 9, "error", "range too long (limit 100000)")]),
     "a huge input": ("flow f {\n    input x: vector[999999999999]\n}\n",
                      [(2, 5, "error", "the input has 999999999999 elements (limit 50000000)")]),
@@ -305,3 +314,34 @@ def test_use_cycle_and_missing_file_on_disk(tmp_path, capsys):
 def test_accepted_bundled_specs_compile_and_run():
     for data, name in SOURCES:
         check_input(data, name)
+
+
+UNSAFE = [chr(c) for c in (*range(0, 9), *range(11, 32), 127, *range(0x80, 0xA0), 0x61C, 0x200E, 0x200F,
+                           *range(0x202A, 0x202F), *range(0x2066, 0x206A)) if c != 13]
+
+
+@settings(max_examples=n(60), **FUZZ)
+@given(st.lists(st.tuples(st.integers(0, 120), st.sampled_from(UNSAFE)), min_size=1, max_size=6))
+def test_control_and_bidi_characters_of_a_spec_are_never_echoed_raw(insertions):
+    """ESC, BEL, C1 controls and bidi overrides inserted anywhere: the rendered diagnostics show them escaped."""
+    text = FLOW + "    coupling additive(mask=half)\n    actnorm\n}\n"
+    for at, char in sorted(insertions, reverse=True):
+        text = text[:at] + char + text[at:]
+    try:
+        rendered = flowdsl.FlowDSLError(flowdsl.analyze_source(text, "c\x1b.flow").diagnostics,
+                                        {"c\x1b.flow": text}).render()
+    except flowdsl.FlowDSLError as err:
+        rendered = err.render()
+    assert not any(char in rendered for char in UNSAFE), repr(rendered)
+
+
+def test_one_seed_range_everywhere_a_made_model_takes_what_permute_takes():
+    """Any whole seed >= 0, used mod 2**32: 2**40 seeds a made model's order and degrees like 0 (it was an internal
+    error there while permute accepted it)."""
+    def made(seed):
+        text = f"autoregressive m {{\n  input x: vector[5] levels 2\n  made([8], order=random(seed={seed}), masks=2)\n}}\n"
+        analysis = flowdsl.analyze_source(text, "m.ar")
+        assert analysis.ok, [d.message for d in analysis.diagnostics]
+        return analysis.model().layers[0].causal.orders
+
+    assert made("2 ** 40") == made(0) and made(1) != made(0)
