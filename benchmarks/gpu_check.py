@@ -81,7 +81,7 @@ RUNS = [
 ]
 
 #: mode -> (steps, batch, validation examples per evaluation)
-SIZES = {"full": (400, 64, 1000), "quick": (100, 64, 500), "tiny": (4, 8, 16)}
+SIZES = {"full": (300, 64, 1000), "quick": (50, 64, 500), "tiny": (4, 8, 16)}
 
 
 def _load(run: Run, tiny: bool):
