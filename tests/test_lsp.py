@@ -11,9 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("pygls", reason="the language server needs the lsp extra (pygls)")
 
+from flowdsl.editor.completion import complete  # noqa: E402
+from flowdsl.editor.diagnostics import to_lsp  # noqa: E402
+from flowdsl.editor.documents import check_text  # noqa: E402
+from flowdsl.editor.hover import hover_text  # noqa: E402
+from flowdsl.editor.navigation import definition, symbols  # noqa: E402
 from flowdsl.editor.stdio_client import LspClient, ServerError  # noqa: E402
 
 GLOW = """\
@@ -293,3 +300,28 @@ def test_lsp_without_pygls_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "pygls.lsp.server", None)
     assert main(["lsp"]) == 2
     assert "pip install 'flowdsl[lsp]'" in capsys.readouterr().err
+
+
+_FRAGMENTS = ["flow f {", "autoregressive a {", "}", "\n", "    ", "input x: vector[4]", "input x: image[1, 4, 4]",
+              "coupling affine(", "mask=", "half", ")", ",", "net=mlp(hidden=[8])", "actnorm", "->", "planar",
+              "repeat 2 {", "block b(w) {", "b(", "let w = ", "2", "w", "use \"x.flow\"", "(", "[", "]", "=", "#c",
+              "condition y: label[3]", "base normal", "output categorical", "for i in 1..2 {", "\u00e9\U0001d400"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=30).map("".join), st.data())
+def test_every_feature_answers_any_half_typed_text(text, data):
+    """In process, the functions behind each request: no exception for any text or cursor."""
+    checked = check_text("file:///p/h.flow", "/p/h.flow", 1, text)
+    for diag in to_lsp(checked):
+        assert diag.range.start.line >= 0 and diag.message
+    lines = text.split("\n")
+    line = data.draw(st.integers(0, len(lines) - 1))
+    character = data.draw(st.integers(0, len(lines[line]) + 1))
+    line1, column1 = checked.index.to_pos(line, character)
+    hover = hover_text(checked, line1, column1)
+    assert hover is None or hover.strip()
+    before = "\n".join(lines[:line] + [lines[line][:character]])
+    assert all(item.label for item in complete(before, "h.flow", checked.analysis.unit))
+    assert all(loc.uri for loc in definition(checked, line1, column1))
+    assert all(sym.name for sym in symbols(checked))
