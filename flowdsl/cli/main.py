@@ -22,7 +22,7 @@ from pathlib import Path
 from flowdsl.cli.arguments import device, output_file, positive_int
 from flowdsl.errors import FlowDSLError, render_all
 
-__all__ = ["main", "EXTENSIONS", "INTERNAL_ERROR", "add_allow_outside"]
+__all__ = ["main", "EXTENSIONS", "INTERNAL_ERROR", "add_allow_outside", "add_limit_flags"]
 
 #: exit status of an unexpected exception (EX_SOFTWARE): the backstop, which should never fire
 INTERNAL_ERROR = 70
@@ -33,14 +33,22 @@ EXTENSIONS: list[str] = ["flowdsl.cli.train", "flowdsl.cli.draw", "flowdsl.cli.t
 
 
 def _limits(args):
-    from flowdsl.language.expand import Limits
+    """The analysis limits the command line sets (``--max-layers`` ... one flag per :data:`FLAGS` entry)."""
+    from flowdsl.language.limits import FLAGS, Limits
 
-    kw = {}
-    if getattr(args, "max_layers", None):
-        kw["max_layers"] = args.max_layers
-    if getattr(args, "max_params", None):
-        kw["max_params"] = args.max_params
+    kw = {name: getattr(args, name) for name in FLAGS if getattr(args, name, None) is not None}
     return Limits(**kw)
+
+
+def add_limit_flags(parser) -> None:
+    """One range-checked flag per analysis limit (``--max-layers``, ``--max-analysis-bytes``, ...)."""
+    from flowdsl.language.limits import FLAGS, Limits
+
+    defaults = Limits()
+    for name, flag in FLAGS.items():
+        what = name.removeprefix("max_").replace("_", " ")
+        parser.add_argument(flag, dest=name, type=positive_int, metavar="N",
+                            help=f"refuse specs over this limit of {what} (default {getattr(defaults, name):,})")
 
 
 def _print_diagnostics(diags, sources, stream=None) -> None:
@@ -286,8 +294,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.set_defaults(run=cmd_compile)
     for sp in (sub.choices["check"], sub.choices["compile"]):
         add_allow_outside(sp)
-        sp.add_argument("--max-layers", type=positive_int, help="refuse specs with more layers than this")
-        sp.add_argument("--max-params", type=positive_int, help="refuse specs with more parameters than this")
+        add_limit_flags(sp)
     sp = sub.add_parser("layers", help="list the layers and nets the compiler knows")
     sp.add_argument("--markdown", action="store_true", help="print the reference as Markdown (docs/layers.md)")
     sp.set_defaults(run=cmd_layers)
