@@ -325,3 +325,18 @@ def test_every_feature_answers_any_half_typed_text(text, data):
     assert all(item.label for item in complete(before, "h.flow", checked.analysis.unit))
     assert all(loc.uri for loc in definition(checked, line1, column1))
     assert all(sym.name for sym in symbols(checked))
+
+
+def test_a_failing_check_is_logged_and_the_server_goes_on(tmp_path):
+    c = LspClient(env={"FLOWDSL_LSP_FAULT": "check"})
+    try:
+        c.initialize()
+        uri, _ = _doc(tmp_path, "f.flow", GLOW)
+        c.open(uri, GLOW)
+        items = c.request("textDocument/completion", _at(uri, 9, 4))["items"]  # answered meanwhile
+        assert "actnorm" in {i["label"] for i in items}
+        status = c.request("flowdsl/status")
+        assert status["checks"] == 0 and status["torch"] is False
+    finally:
+        assert c.close() == 0
+    assert "fault injected into the checker" in c.stderr_text()

@@ -4,8 +4,8 @@ Documents are checked with the same analysis as ``flowdsl check`` (torch is neve
 spec code runs) on a worker thread, ``DEBOUNCE_S`` after the last edit; a document that ``use``s a
 file is re-checked when that file changes (in the editor or on disk). A request that fails is
 logged and answered with an error response; the server keeps serving. ``flowdsl/status`` is a
-custom request for tests and bug reports. ``FLOWDSL_LSP_FAULT=<method>`` makes that method fail
-(to test the recovery).
+custom request for tests and bug reports. ``FLOWDSL_LSP_FAULT=<method>[,check]`` makes those request
+handlers (and the checker) fail, to test the recovery.
 
 Example:
     >>> server = build_server()
@@ -51,7 +51,8 @@ class FlowDSLServer(LanguageServer):
         self.pending: dict[str, asyncio.Task] = {}
         self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowdsl-check")
         self.checks = 0
-        self.fault = os.environ.get("FLOWDSL_LSP_FAULT", "")
+        #: methods (and ``check``, the checker) made to fail, for the tests of the recovery
+        self.faults = set(os.environ.get("FLOWDSL_LSP_FAULT", "").split(","))
 
     def path_of(self, uri: str) -> str:
         return to_fs_path(uri) or uri
@@ -79,6 +80,8 @@ class FlowDSLServer(LanguageServer):
         text, version, opened = doc.source, doc.version, open_file_map(self.open_texts(uri))
         loop = asyncio.get_running_loop()
         try:
+            if "check" in self.faults:
+                raise RuntimeError("fault injected into the checker (FLOWDSL_LSP_FAULT)")
             checked = await loop.run_in_executor(self.checker, check_text, uri, self.path_of(uri), version, text,
                                                  opened)
         except Exception:  # a bug in the checker must not stop the server; the log has it
@@ -115,7 +118,7 @@ def _guarded(server: FlowDSLServer, method: str):
         @wraps(handler)
         def run(params):
             try:
-                if server.fault == method:
+                if method in server.faults:
                     raise RuntimeError(f"fault injected into {method} (FLOWDSL_LSP_FAULT)")
                 return handler(params)
             except Exception:

@@ -51,7 +51,8 @@ class LspClient:
         self.next_id = 0
         self.stderr_lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_reader.start()
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -158,5 +159,7 @@ class LspClient:
                 self.proc.wait()
 
     def stderr_text(self) -> str:
-        """What the server wrote to stderr so far (its log, when no log file is given)."""
+        """What the server wrote to stderr so far (its log, when no log file is given); all of it once it exited."""
+        if self.proc.poll() is not None:
+            self._stderr_reader.join(timeout=10)
         return "".join(self.stderr_lines)
