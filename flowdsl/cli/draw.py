@@ -31,7 +31,8 @@ _RATE = bounded_int(1, 384_000)
 
 
 def _fail(where, message: str, hint: str | None = None) -> FlowDSLError:
-    return FlowDSLError([Diagnostic(Pos(str(where)), "error", message, hint)])
+    """One error line ``WHERE: error: MESSAGE`` (``flowdsl`` when there is no file to name)."""
+    return FlowDSLError([Diagnostic(Pos(str(where) or "flowdsl"), "error", message, hint)])
 
 
 def occluded(shape, mask: str) -> np.ndarray:

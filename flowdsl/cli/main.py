@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import import_module
-from pathlib import Path
 
 from flowdsl.cli.arguments import device, output_file, positive_int
 from flowdsl.errors import FlowDSLError, render_all
@@ -64,18 +63,19 @@ def _shape(shape) -> str:
 # ----------------------------------------------------------------------------- parse
 def cmd_parse(args) -> int:
     from flowdsl.language import ast
+    from flowdsl.language.spec_files import SpecFileError, read_spec
     from flowdsl.language.syntax import parse_program
 
     status = 0
     for path in args.files:
-        try:
-            prog = parse_program(Path(path).read_bytes(), path)
+        try:  # the loader's bounded read: regular files only, at most the size limit
+            prog = parse_program(read_spec(path), path)
         except FlowDSLError as err:
             _print_diagnostics(err.diagnostics, err.sources)
             status = 1
             continue
-        except OSError as err:
-            print(f"{path}: error: cannot read the file: {err.strerror}", file=sys.stderr)
+        except SpecFileError as err:
+            print(f"{path}: error: {err.message}", file=sys.stderr)
             status = 1
             continue
         print(f"{path}: parsed")

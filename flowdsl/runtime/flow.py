@@ -82,10 +82,10 @@ class CompiledFlow(nn.Module):
         return F.one_hot(context.long(), self.classes).to(dtype)
 
     def _check_input(self, x) -> torch.Tensor:
-        """``x`` as a real tensor ``[B, *input_shape]`` of the flow's dtype on its device."""
+        """``x`` as a finite real tensor ``[B, *input_shape]`` of the flow's dtype on its device."""
         x = as_tensor(x, self._where, self._anchor.device)
         check_shape(x, self.input_shape, self._where)
-        return to_dtype(x, self._dtype())
+        return finite_values(to_dtype(x, self._dtype()), self._where)
 
     def _assemble(self, x, factors):
         for layer in reversed(self.layers):
@@ -152,7 +152,7 @@ class CompiledFlow(nn.Module):
             x = x + torch.rand_like(x)
         else:
             x = finite_values(to_dtype(x, self._dtype()), self._where)
-        if not len(x):
+        if not len(x):  # (forward checks its input again: cheap next to the layers)
             self._context(context, 0, x.device, x.dtype)
             return x.new_zeros(0)
         z, logdet = self(x, context)
