@@ -127,9 +127,9 @@ def test_a_limit_raised_lets_the_analysis_run():
     assert analysis_bytes(flowdsl.analyze_source(text, "m.ar").model()) == 5 * 576 * 72
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, -1, True, 1.5, "10"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, True, 1.5, "10", None])
 def test_limits_validate_their_fields(value):
-    with pytest.raises(ValueError, match="must be a whole number >= 0"):
+    with pytest.raises(ValueError, match="must be a whole number"):
         Limits(max_params=value)
     assert Limits(max_params=1e6).max_params == 1_000_000 and set(FLAGS) == set(Limits.__dataclass_fields__)
 

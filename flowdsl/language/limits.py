@@ -1,7 +1,8 @@
 """Resource limits a spec must respect before anything is allocated (checked by expansion and the checks).
 
-Every limit is a whole number >= 0 (a bool, a fraction, NaN or infinity is refused when the
-limits are made: a NaN compared with anything is False and would switch the limit off). Sizes
+Every limit is a whole number (a bool, a fraction, a string, NaN or infinity is refused when the
+limits are made: a NaN compared with anything is False and would switch the limit off); 0 or a
+negative limit refuses everything it bounds. Sizes
 are computed from the declared shapes *before* the structure they bound is built, and a spec
 over a limit gets a positioned error naming the limit and the flag that raises it
 (:data:`FLAGS`).
@@ -12,7 +13,7 @@ Example:
     >>> Limits(max_params=float("nan"))
     Traceback (most recent call last):
     ...
-    ValueError: Limits.max_params must be a whole number >= 0, got nan
+    ValueError: Limits.max_params must be a whole number, got nan
     >>> Limits().flag("max_analysis_bytes")
     '--max-analysis-bytes'
 """
@@ -60,8 +61,8 @@ class Limits:
             if isinstance(value, float) and math.isfinite(value) and value.is_integer():
                 object.__setattr__(self, f.name, int(value))
                 value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"Limits.{f.name} must be a whole number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"Limits.{f.name} must be a whole number, got {value!r}")
 
     def flag(self, name: str) -> str:
         """The command-line flag that raises limit ``name``."""
