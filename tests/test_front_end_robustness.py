@@ -339,7 +339,8 @@ def test_one_seed_range_everywhere_a_made_model_takes_what_permute_takes():
     """Any whole seed >= 0, used mod 2**32: 2**40 seeds a made model's order and degrees like 0 (it was an internal
     error there while permute accepted it)."""
     def made(seed):
-        text = f"autoregressive m {{\n  input x: vector[5] levels 2\n  made([8], order=random(seed={seed}), masks=2)\n}}\n"
+        text = (f"autoregressive m {{\n  input x: vector[5] levels 2\n  made([8], order=random(seed={seed}), "
+                f"masks=2)\n}}\n")
         analysis = flowdsl.analyze_source(text, "m.ar")
         assert analysis.ok, [d.message for d in analysis.diagnostics]
         return analysis.model().layers[0].causal.orders

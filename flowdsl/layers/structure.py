@@ -38,8 +38,10 @@ def _shared(kind: str, size: int) -> np.ndarray:
     flow of many layers on a large input keeps one copy, not one per layer; nothing is kept after)."""
     array = _SHARED.get((kind, size))
     if array is None:
-        array = {"arange": np.arange, "ones": lambda n: np.ones(n, bool), "zeros": lambda n: np.zeros(n, bool)}[kind](
-            size)
+        if kind == "arange":
+            array = np.arange(size)
+        else:
+            array = np.ones(size, bool) if kind == "ones" else np.zeros(size, bool)
         array.setflags(write=False)
         _SHARED[(kind, size)] = array
     return array
