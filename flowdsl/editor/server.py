@@ -34,6 +34,7 @@ from flowdsl.editor.diagnostics import to_lsp
 from flowdsl.editor.documents import Checked, Documents, check_text, open_file_map
 from flowdsl.editor.hover import hover_in_used_file, hover_text
 from flowdsl.editor.navigation import definition, symbols
+from flowdsl.editor.positions import LineIndex
 
 __all__ = ["FlowDSLServer", "build_server", "main", "status", "DEBOUNCE_S"]
 
@@ -193,7 +194,8 @@ def build_server() -> FlowDSLServer:
         uri = params.text_document.uri
         doc = server.workspace.get_text_document(uri)
         line, char = params.position.line, params.position.character
-        before = "".join(doc.lines[:line]) + (doc.lines[line] if line < len(doc.lines) else "")[:char]
+        current = LineIndex(doc.lines[line] if line < len(doc.lines) else "")
+        before = "".join(doc.lines[:line]) + current.prefix(0, char)  # char counts UTF-16 units
         last = server.documents.last_parsed(uri)
         items = complete(before, server.path_of(uri), last.analysis.unit if last else None)
         return types.CompletionList(is_incomplete=False, items=items)
