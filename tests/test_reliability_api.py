@@ -135,3 +135,9 @@ def test_input_errors_pickle_for_worker_processes():
 
     err = pickle.loads(pickle.dumps(InputError("bad", "flow 'f'")))
     assert isinstance(err, InputError) and str(err) == "flow 'f': error: bad"
+
+
+def test_input_checks_do_not_break_vmap(flows):
+    model = flows["continuous"]
+    z = torch.func.vmap(lambda x: model(x[None])[0])(torch.randn(3, 2))
+    assert tuple(z.shape) == (3, 1, 2) and torch.isfinite(z).all()

@@ -69,6 +69,14 @@ def as_tensor(x, where: str, device=None) -> torch.Tensor:
     return x
 
 
+def _any(mask: torch.Tensor) -> bool:
+    """Whether any element is True; False under ``torch.func.vmap``, whose batched values cannot be inspected."""
+    try:
+        return bool(mask.any())
+    except RuntimeError:  # data-dependent control flow inside a functorch transform: the check is skipped
+        return False
+
+
 def check_shape(x: torch.Tensor, shape: tuple[int, ...], where: str) -> None:
     """``x`` is ``[B, *shape]``."""
     if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
@@ -79,7 +87,7 @@ def finite_values(x: torch.Tensor, where: str) -> torch.Tensor:
     """``x``, refused when any value is NaN or infinite (the count is in the message)."""
     if x.dtype.is_floating_point and x.numel():
         bad = ~torch.isfinite(x)
-        if bool(bad.any()):
+        if _any(bad):
             raise InputError(f"the input has {int(bad.sum())} non-finite value(s) (NaN or infinity)", where)
     return x
 
@@ -89,11 +97,11 @@ def discrete_values(x: torch.Tensor, levels: int, where: str) -> torch.Tensor:
     if x.dtype.is_floating_point:
         finite_values(x, where)
         frac = x != x.round()
-        if bool(frac.any()):
+        if _any(frac):
             raise InputError(f"inputs must be whole numbers in 0..{levels - 1} (levels {levels}); "
                              f"{int(frac.sum())} value(s) are not, e.g. {x[frac].flatten()[0].item():g}", where)
     outside = (x < 0) | (x >= levels)
-    if x.numel() and bool(outside.any()):
+    if x.numel() and _any(outside):
         raise InputError(f"inputs must be whole numbers in 0..{levels - 1} (levels {levels}); "
                          f"{int(outside.sum())} value(s) outside, e.g. {x[outside].flatten()[0].item():g}", where)
     return x.long()
