@@ -192,10 +192,10 @@ def _calls() -> list[Case]:
             # analyze_file and check_file report a missing or unreadable file as a diagnostic, by design
             diagnosed = fn in ("analyze_file", "check_file") and not isinstance(bad, (type(None), int, float, list))
             add(f"{fn}({bad!r:.30})", fn, [bad], expect="any" if diagnosed else "refuse")
-    for kw in ({"max_params": float("nan")}, {"max_params": -1}, {"max_layers": float("inf")},
+    for kw in ({"max_params": float("nan")}, {"max_layers": float("inf")},
                {"max_layers": 1.5}, {"max_layers": "10"}, {"max_layers": None}, {"bogus": 1}, {"max_layers": True}):
         add(f"Limits({kw})", "Limits", [], kw, family="api-limits")
-    for kw in ({"max_params": 0}, {"max_params": 2**200}):
+    for kw in ({"max_params": 0}, {"max_params": 2**200}, {"max_params": -1}):  # 0 or less: refuse everything
         add(f"Limits({kw})", "Limits", [], kw, expect="any", family="api-limits")
     add("Limits()", "Limits", [], {}, "ok", family="api-limits")
     return out
