@@ -51,6 +51,7 @@ class AutoregressiveFlow(Bijection):
         self.transformer = transformer
         self.zero_logdet = bool(transformer.zero_logdet)
         self.direction = direction
+        self.absorbed = False  # a permutation folded in by flowdsl.runtime.optimize_permutations
         self.generations = tuple(tuple(int(i) for i in g) for g in generations)
         d, k = made.features, made.params_per_dim
         for g, dims in enumerate(self.generations):
@@ -99,11 +100,26 @@ class AutoregressiveFlow(Bijection):
                 ld = ld + part.sum(dim=1)
         return u, ld
 
+    def absorb_permutation(self, perm) -> None:
+        """Become ``self o permute(perm)``: the layer gathers its own input (forward) and scatters its
+        output back (inverse), so the separate permutation layer is an identity (compile-time pass)."""
+        perm = torch.as_tensor(perm, dtype=torch.long, device=self._gen0.device)
+        self.register_buffer("_in_perm", perm, persistent=False)
+        self.register_buffer("_in_inv", torch.argsort(perm), persistent=False)
+        self.absorbed = True
+
+    @property
+    def can_absorb_permutation(self) -> bool:
+        return not self.absorbed
+
     def forward(self, x, context=None):
+        if self.absorbed:
+            x = x.index_select(1, self._in_perm)
         return self._one_pass(x, context) if self.direction == "forward" else self._sequential(x, context)
 
     def inverse(self, y, context=None):
-        return self._sequential(y, context) if self.direction == "forward" else self._one_pass(y, context)
+        x, ld = self._sequential(y, context) if self.direction == "forward" else self._one_pass(y, context)
+        return (x.index_select(1, self._in_inv) if self.absorbed else x), ld
 
 
 def build_autoregressive(layer, node: BuildNode) -> AutoregressiveFlow:

@@ -1,7 +1,9 @@
 """IR -> torch modules: each layer node's ``runtime`` builder, in the IR's order.
 
 The model kind's compiler (named in :mod:`flowdsl.analysis.kinds`) is imported here, on demand:
-the analysis never imports torch.
+the analysis never imports torch. The optimisation passes (docs/optimisations.md) run here, at
+build time: ``compile_flow(..., optimize=False)`` or the environment variable
+``FLOWDSL_NO_OPTIMIZE=1`` turns them off (for debugging; outputs are equal either way).
 
 Example:
     >>> import flowdsl
@@ -12,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flowdsl.analysis.ir import LayerNode, ModelIR
@@ -20,7 +23,14 @@ from flowdsl.errors import Diagnostic, FlowDSLError
 from flowdsl.runtime.base import BuildNode
 from flowdsl.runtime.nets import resolve
 
-__all__ = ["compile_model", "compile_flow", "build_node"]
+__all__ = ["compile_model", "compile_flow", "build_node", "optimizations_enabled"]
+
+
+def optimizations_enabled(optimize: bool | None = None) -> bool:
+    """``optimize`` if given, else on unless the environment sets ``FLOWDSL_NO_OPTIMIZE=1``."""
+    if optimize is not None:
+        return bool(optimize)
+    return os.environ.get("FLOWDSL_NO_OPTIMIZE", "").strip() not in ("1", "true", "yes")
 
 
 def build_node(ir: ModelIR, node: LayerNode, spec_dir: str = "."):
@@ -38,12 +48,21 @@ def build_node(ir: ModelIR, node: LayerNode, spec_dir: str = "."):
     return resolve(type(layer).runtime)(layer, info)
 
 
-def compile_flow(ir: ModelIR, unit):
+def compile_flow(ir: ModelIR, unit, optimize: bool | None = None):
     """The flow kind's compiler: the layers in order, the base density, the spec for checkpoints."""
     from flowdsl.runtime.flow import CompiledFlow
 
     spec_dir = str(Path(unit.main).parent)
     layers = [build_node(ir, node, spec_dir) for node in ir.layers]
+    optimized = optimizations_enabled(optimize)
+    if optimized:
+        from flowdsl.runtime.optimize_permutations import fold_permutations
+
+        fold_permutations(layers)
+    for layer in layers:  # the eval-time weight caches (flowdsl.runtime.optimize_cache) follow the flag
+        for module in layer.modules():
+            if hasattr(module, "cache_weights"):
+                module.cache_weights = optimized
     header = ir.header
     base = resolve(type(header.base).runtime)(header.base, header.input.shape)
     return CompiledFlow(
@@ -53,8 +72,9 @@ def compile_flow(ir: ModelIR, unit):
     )
 
 
-def compile_model(ir: ModelIR, unit):
-    """Build the torch module of a checked model with its kind's compiler."""
-    module = resolve(model_kind(ir.kind).compiler)(ir, unit)
+def compile_model(ir: ModelIR, unit, optimize: bool | None = None):
+    """Build the torch module of a checked model with its kind's compiler (``optimize``: flows only)."""
+    compiler = resolve(model_kind(ir.kind).compiler)
+    module = compiler(ir, unit) if optimize is None else compiler(ir, unit, optimize=optimize)
     module.ir = ir
     return module

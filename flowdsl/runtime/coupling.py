@@ -27,6 +27,7 @@ from torch import nn
 
 from flowdsl.runtime.base import Bijection, BuildNode, sum_except_batch
 from flowdsl.runtime.nets import build_net
+from flowdsl.runtime.optimize_index_maps import IndexParts
 from flowdsl.runtime.transformers import build_transformer
 
 __all__ = ["Coupling", "build_coupling"]
@@ -54,6 +55,7 @@ class Coupling(Bijection):
         # kept and transformed parts that are two contiguous blocks (half, channel(p)) are read as views
         # and joined by one cat: no gathers, no scatter (decided once, here)
         self.blocks = None
+        self.folded: nn.ModuleList | None = None  # index maps of an absorbed permutation (compile-time pass)
         if not spatial:
             n_kept = int(axis.sum())
             if bool(axis[:n_kept].all()):
@@ -82,7 +84,7 @@ class Coupling(Bijection):
             return out.unsqueeze(-1)
         return out.reshape(out.shape[0], self.k, *like.shape[1:]).movedim(1, -1)
 
-    def _transform(self, x, context, fn):
+    def _transform(self, x, context, fn, maps=None):
         if self.spatial:
             y, ld = fn(x, self._params(x * self.kept_mask.to(x.dtype), x, context))
             keep = self.kept_bool.expand_as(x)
@@ -90,15 +92,36 @@ class Coupling(Bijection):
             if self.zero_logdet:
                 return y, x.new_zeros(x.shape[0])
             return y, sum_except_batch(torch.where(keep, torch.zeros_like(ld), ld))
+        if maps is not None:  # a folded permutation: read and write through the compile-time index maps
+            x_k, x_t = maps[0].read(x)
+            y_t, ld = fn(x_t, self._params(x_k, x_t, context))
+            return maps[1].write(x_k, y_t), x.new_zeros(x.shape[0]) if self.zero_logdet else sum_except_batch(ld)
         x_k, x_t = self._parts(x)
         y_t, ld = fn(x_t, self._params(x_k, x_t, context))
         return self._join(x, x_k, y_t), x.new_zeros(x.shape[0]) if self.zero_logdet else sum_except_batch(ld)
 
+    @property
+    def can_absorb_permutation(self) -> bool:
+        """An index mask (not spatial) that has not absorbed a permutation yet."""
+        return not self.spatial and self.folded is None
+
+    def absorb_permutation(self, perm) -> None:
+        """Become ``self o permute(perm)``: read ``x[:, perm[kept]]``, ``x[:, perm[transformed]]`` directly.
+
+        The inverse writes its result through the same maps, so neither direction gathers ``x[:, perm]``.
+        """
+        perm = torch.as_tensor(perm, dtype=torch.long, device=self.kept_idx.device)
+        own = IndexParts(self.kept_idx, self.trans_idx)
+        through = IndexParts(perm[self.kept_idx], perm[self.trans_idx])
+        self.folded = nn.ModuleList([through, own, own, through])  # forward read, write; inverse read, write
+
     def forward(self, x, context=None):
-        return self._transform(x, context, self.transformer.forward)  # not __call__: no hooks, less overhead
+        maps = None if self.folded is None else (self.folded[0], self.folded[1])
+        return self._transform(x, context, self.transformer.forward, maps)  # not __call__: fewer hooks
 
     def inverse(self, y, context=None):
-        return self._transform(y, context, self.transformer.inverse)
+        maps = None if self.folded is None else (self.folded[2], self.folded[3])
+        return self._transform(y, context, self.transformer.inverse, maps)
 
 
 def build_coupling(layer, node: BuildNode) -> Coupling:

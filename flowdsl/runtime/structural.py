@@ -25,19 +25,26 @@ class Permute(Bijection):
 
     def __init__(self, indices):
         super().__init__()
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        self.register_buffer("idx", idx, persistent=False)
-        self.register_buffer("inv", torch.argsort(idx), persistent=False)
+        self.set_indices(indices)
+        self.identity = False  # as written (a gather); only the optimisation pass skips identities
 
     @classmethod
     def build(cls, layer, node: BuildNode):
         return cls(node.meta["indices"])
 
+    def set_indices(self, indices) -> None:
+        """Permute by ``indices`` (the compile-time folding pass composes chains into one of them);
+        the identity permutation gathers nothing."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        self.register_buffer("idx", idx, persistent=False)
+        self.register_buffer("inv", torch.argsort(idx), persistent=False)
+        self.identity = bool(torch.equal(idx, torch.arange(len(idx), device=idx.device)))
+
     def forward(self, x, context=None):
-        return x.index_select(1, self.idx), x.new_zeros(x.shape[0])
+        return (x if self.identity else x.index_select(1, self.idx)), x.new_zeros(x.shape[0])
 
     def inverse(self, y, context=None):
-        return y.index_select(1, self.inv), y.new_zeros(y.shape[0])
+        return (y if self.identity else y.index_select(1, self.inv)), y.new_zeros(y.shape[0])
 
 
 class InvConv1x1(Bijection):
