@@ -26,6 +26,10 @@ from flowdsl.runtime.nets import resolve
 __all__ = ["compile_model", "compile_flow", "build_node", "optimizations_enabled"]
 
 
+# module attributes that turn a runtime optimisation on (docs/optimisations.md)
+RUNTIME_SWITCHES = ("cache_weights", "subset_terms")
+
+
 def optimizations_enabled(optimize: bool | None = None) -> bool:
     """``optimize`` if given, else on unless the environment sets ``FLOWDSL_NO_OPTIMIZE=1``."""
     if optimize is not None:
@@ -59,10 +63,11 @@ def compile_flow(ir: ModelIR, unit, optimize: bool | None = None):
         from flowdsl.runtime.optimize_permutations import fold_permutations
 
         fold_permutations(layers)
-    for layer in layers:  # the eval-time weight caches (flowdsl.runtime.optimize_cache) follow the flag
+    for layer in layers:  # the runtime optimisations' switches follow the flag
         for module in layer.modules():
-            if hasattr(module, "cache_weights"):
-                module.cache_weights = optimized
+            for switch in RUNTIME_SWITCHES:
+                if hasattr(module, switch):
+                    setattr(module, switch, optimized)
     header = ir.header
     base = resolve(type(header.base).runtime)(header.base, header.input.shape)
     return CompiledFlow(

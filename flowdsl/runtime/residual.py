@@ -72,6 +72,7 @@ class SpectralLinear(nn.Module):
         self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0))
         self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0))
         self.frozen: torch.Tensor | None = None
+        self.last: torch.Tensor | None = None  # the last normalised weight, detached (re-evaluations reuse it)
 
     @torch.no_grad()
     def _power_iteration(self, w: torch.Tensor):
@@ -95,7 +96,9 @@ class SpectralLinear(nn.Module):
             return self.frozen
         u, v = self._power_iteration(self.weight.detach())
         sigma = u @ self.weight @ v
-        return self.weight / torch.clamp(sigma.abs() / self.coeff, min=1.0)
+        weight = self.weight / torch.clamp(sigma.abs() / self.coeff, min=1.0)
+        self.last = weight.detach()
+        return weight
 
     def forward(self, x):
         return F.linear(x, self.normalized_weight(), self.bias)
@@ -144,6 +147,20 @@ def _frozen(net: nn.Module):
             m.frozen = None
 
 
+@contextmanager
+def _reused(net: nn.Module):
+    """Within the block, each SpectralLinear reuses its last normalised weight (no power iterations)."""
+    layers = [m for m in net.modules() if isinstance(m, SpectralLinear)]
+    before = [m.frozen for m in layers]
+    for m in layers:
+        m.frozen = m.frozen if m.frozen is not None else m.last
+    try:
+        yield
+    finally:
+        for m, frozen in zip(layers, before):
+            m.frozen = frozen
+
+
 # ----------------------------------------------------------------------------- log-det
 def exact_residual_logdet(gx: torch.Tensor, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
     """log|det(I + dg/dx)| per example from the full Jacobian (D batched backward passes)."""
@@ -155,24 +172,36 @@ def exact_residual_logdet(gx: torch.Tensor, x: torch.Tensor, create_graph: bool)
 
 
 def hutchinson_series(gx: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, create_graph: bool,
-                      v: torch.Tensor | None = None) -> torch.Tensor:
+                      v: torch.Tensor | None = None, regraph=None) -> torch.Tensor:
     """``sum_k (-1)^(k+1) weights[k-1] v^T J^k v / k`` per example, with the Neumann-series gradient.
 
     ``weights`` [K, B]: term k's weight per example (1 for a plain truncated series; for Russian
     roulette, 1{reached} / P(reached)). The value carries no graph through the series; when
     ``create_graph`` the result's gradient is ``w^T (dJ) v`` with ``w = sum_k (-1)^(k+1) weights[k-1] (J^T)^(k-1) v``.
     ``v`` [B, D]: the probe vectors (default: Rademacher; basis vectors summed give exact traces).
+    ``regraph``: ``rows -> (g(x[rows]), x[rows])`` on a fresh graph; given it, once at most half the rows
+    still have a nonzero weight (a term's zero weight stays zero afterwards, as roulette's do), the
+    remaining terms run on those rows only (the same value: rows are independent).
     """
     v = rademacher(gx.shape, gx) if v is None else v
     u = v
     estimate = gx.new_zeros(gx.shape[0])
     w = torch.zeros_like(v)
+    rows = None  # None: the whole batch; else the rows (g_rows, x_rows) were evaluated on
+    g_rows, x_rows, v_rows = gx, x, v
     for k in range(1, weights.shape[0] + 1):
         sign = 1.0 if k % 2 == 1 else -1.0
-        wk = (sign * weights[k - 1])[:, None]
-        w = w + wk * u  # u = v^T J^(k-1)
-        u = torch.autograd.grad(gx, x, u, retain_graph=True)[0]  # v^T J^k
-        estimate = estimate + wk[:, 0] / k * (u * v).sum(1)
+        wk = sign * (weights[k - 1] if rows is None else weights[k - 1].index_select(0, rows))
+        if regraph is not None:
+            reached = torch.nonzero(wk).flatten()
+            if 0 < len(reached) <= wk.shape[0] // 2:  # evaluate the rest of the series on these rows only
+                rows = reached if rows is None else rows.index_select(0, reached)
+                u, wk, v_rows = u.index_select(0, reached), wk.index_select(0, reached), v.index_select(0, rows)
+                g_rows, x_rows = regraph(rows)
+        w = w + wk[:, None] * u if rows is None else w.index_add(0, rows, wk[:, None] * u)  # u = v^T J^(k-1)
+        u = torch.autograd.grad(g_rows, x_rows, u, retain_graph=True)[0]  # v^T J^k
+        term = wk / k * (u * v_rows).sum(1)
+        estimate = estimate + term if rows is None else estimate.index_add(0, rows, term)
     if not create_graph:
         return estimate
     surrogate = (torch.autograd.grad(gx, x, w, create_graph=True)[0] * v).sum(1)  # w^T J v
@@ -201,6 +230,8 @@ class Residual(Bijection):
         self.p = getattr(estimator, "p", 0.5)
         self.exact_terms = getattr(estimator, "exact_terms", 0)
         self.lipschitz = float(lipschitz)
+        # roulette terms evaluated only on the rows that reach them (an optimisation: the compiler's flag)
+        self.subset_terms = True
 
     @classmethod
     def build(cls, layer, node: BuildNode):
@@ -211,6 +242,15 @@ class Residual(Bijection):
 
     def g(self, flat: torch.Tensor, context=None) -> torch.Tensor:
         return self.net(flat, context).reshape(flat.shape)
+
+    def _regraph(self, x: torch.Tensor, context):
+        """``rows -> (g(x[rows]), x[rows])``: g re-evaluated on some rows, with the weights just used."""
+        def regraph(rows):
+            x_rows = x.detach().index_select(0, rows).requires_grad_(True)
+            with _reused(self.net):
+                return self.g(x_rows, None if context is None else context.index_select(0, rows)), x_rows
+
+        return regraph
 
     def _weights(self, like: torch.Tensor) -> torch.Tensor:
         if self.method == "power_series":
@@ -226,7 +266,8 @@ class Residual(Bijection):
             if self.method == "exact" or exact_logdet_enabled():
                 logdet = exact_residual_logdet(gx, x, create_graph=grad)
             else:
-                logdet = hutchinson_series(gx, x, self._weights(flat), create_graph=grad)
+                logdet = hutchinson_series(gx, x, self._weights(flat), create_graph=grad,
+                                           regraph=self._regraph(x, context) if self.subset_terms else None)
         y = flat + gx
         return (y, logdet) if grad else (y.detach(), logdet.detach())
 
