@@ -59,7 +59,8 @@ export FLOWDSL_CACHE=${FLOWDSL_CACHE:-${TMPDIR:-/tmp}/flowdsl-gpu-cache}
 [ -f "$WHEELS/data/$MNIST_WHEEL" ] && export FLOWDSL_MNIST_WHEEL=${FLOWDSL_MNIST_WHEEL:-$ROOT/$WHEELS/data/$MNIST_WHEEL}
 T0=$(date +%s.%N)
 
-wanted() { [ -z "$only" ] || [[ " $only " == *" $1 "* ]]; }
+# the install always runs (a fresh machine has nothing of an earlier call)
+wanted() { [ -z "$only" ] || [ "$1" = install ] || [[ " $only " == *" $1 "* ]]; }
 
 # step NAME SECONDS COMMAND...: run COMMAND under timeout, output to the log, one summary row
 step() {

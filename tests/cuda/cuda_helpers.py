@@ -1,6 +1,17 @@
-"""Helpers of the CUDA tests: the bundled specs, inputs that fit a model, copies of one model in two places.
+"""Helpers of the CUDA tests: the device, the bundled specs, inputs that fit a model, copies of one model.
+
+The device: ``cuda`` where torch sees one, else ``$FLOWDSL_TEST_DEVICE`` (the dry run). Each test
+module binds the fixture with ``device = cuda_helpers.device``; where ``torch.cuda.is_available()``
+is false and ``FLOWDSL_TEST_DEVICE`` is unset, it skips the test with the reason "no CUDA device";
+``FLOWDSL_TEST_DEVICE=cpu`` runs the same bodies on the CPU instead, which is how
+``benchmarks/gpu.sh --cpu`` proves them before a GPU is lent. On CUDA, TF32 is switched off for the
+session: the tests compare float32 results, not the matrix units' reduced-precision mode. (The
+fixture lives here, not in a ``tests/cuda/conftest.py``: a second ``conftest`` module would take the
+place of ``tests/conftest.py`` in ``sys.modules``, where the other tests import their helpers from.)
 
 Example:
+    >>> chosen_device({"FLOWDSL_TEST_DEVICE": "cpu"}).type
+    'cpu'
     >>> import flowdsl
     >>> flow = flowdsl.compile_source("flow f {\\n input x: vector[2]\\n coupling affine(mask=half)\\n}\\n")
     >>> x = flow_input(flow, 3, torch.device("cpu"))
@@ -11,12 +22,37 @@ Example:
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"
+
+
+def chosen_device(environ=None) -> torch.device | None:
+    """``$FLOWDSL_TEST_DEVICE`` if set, else ``cuda`` when available, else None (the tests are skipped)."""
+    environ = os.environ if environ is None else environ
+    name = environ.get("FLOWDSL_TEST_DEVICE")
+    if name:
+        return torch.device(name)
+    return torch.device("cuda") if torch.cuda.is_available() else None
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The device of the CUDA tests (bound in each module: ``device = cuda_helpers.device``)."""
+    dev = chosen_device()
+    if dev is None:
+        pytest.skip("no CUDA device")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            pytest.fail("FLOWDSL_TEST_DEVICE names a CUDA device, but torch sees none")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return dev
 
 
 def bundled_models() -> list[tuple[str, str]]:

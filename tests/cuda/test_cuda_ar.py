@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 
+import cuda_helpers
 import pytest
 import torch
 from cuda_helpers import compile_model, relative
@@ -25,6 +26,7 @@ from flowdsl.runtime.ar_cache import step_conditionals
 from flowdsl.testing import perturb_parameters
 
 pytestmark = pytest.mark.cuda
+device = cuda_helpers.device  # the fixture
 
 SMALL = {
     "wavenet": "input x: sequence[24] levels 4\n causal_conv(kernel=2, channels=8)\n"

@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import sys
 
+import cuda_helpers
 import pytest
 import torch
 from cuda_helpers import ROOT
 
 pytestmark = pytest.mark.cuda
+device = cuda_helpers.device  # the fixture
 
 BENCHMARKED = ["maf", "nsf_ar", "nsf_coupling", "realnvp", "glow", "planar"]
 #: known failures, each reported with its cause; strict: a fix makes the test fail until the mark goes

@@ -11,6 +11,7 @@ samples up to 256 positions, the first 16 steps of longer ones). Errors are rela
 
 from __future__ import annotations
 
+import cuda_helpers
 import pytest
 import torch
 from cuda_helpers import ar_input, bundled_models, compile_model, flow_input, is_flow, labels, relative, twin
@@ -20,6 +21,7 @@ from flowdsl.runtime.ar_cache import fill
 from flowdsl.testing import perturb_parameters
 
 pytestmark = pytest.mark.cuda
+device = cuda_helpers.device  # the fixture
 
 #: family -> (round trip, against the float64 CPU copy) in float32. Measured on the CPU (float32 against
 #: float64, these weights): at most 2e-6 for every family but Glow, whose 3x16x16 multi-scale stack of

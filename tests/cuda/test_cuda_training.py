@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import cuda_helpers
 import pytest
 import torch
 from cuda_helpers import FLOWS_AND_FAMILIES, compile_model, flow_input, labels, relative, twin
@@ -20,6 +21,7 @@ from flowdsl.testing import perturb_parameters
 from flowdsl.training.trainer import _NLL, train
 
 pytestmark = pytest.mark.cuda
+device = cuda_helpers.device  # the fixture
 
 
 #: known failures, each reported with its cause; strict: a fix makes the test fail until the mark goes
