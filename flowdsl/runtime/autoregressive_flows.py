@@ -67,9 +67,9 @@ class AutoregressiveFlow(Bijection):
         """``(u, context, g) -> [B, len(gen g), k]``: the MADE with its masks applied once per inverse
         (not once per pass), computing only the output rows of generation ``g``."""
         made = self.made
-        hidden = [(layer.weight * layer.mask, layer.bias) for layer in made.layers[:-1]]
+        hidden = [(layer.masked_weight(), layer.bias) for layer in made.layers[:-1]]
         last = made.layers[-1]
-        w_last = last.weight * last.mask
+        w_last = last.masked_weight()
         k = made.params_per_dim
 
         def params(u, context, g):

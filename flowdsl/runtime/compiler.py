@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from flowdsl.analysis.ir import LayerNode, ModelIR
@@ -22,19 +21,9 @@ from flowdsl.analysis.kinds import model_kind
 from flowdsl.errors import Diagnostic, FlowDSLError
 from flowdsl.runtime.base import BuildNode
 from flowdsl.runtime.nets import resolve
+from flowdsl.runtime.optimize import optimizations_enabled, set_runtime_switches
 
-__all__ = ["compile_model", "compile_flow", "build_node", "optimizations_enabled"]
-
-
-# module attributes that turn a runtime optimisation on (docs/optimisations.md)
-RUNTIME_SWITCHES = ("cache_weights", "subset_terms")
-
-
-def optimizations_enabled(optimize: bool | None = None) -> bool:
-    """``optimize`` if given, else on unless the environment sets ``FLOWDSL_NO_OPTIMIZE=1``."""
-    if optimize is not None:
-        return bool(optimize)
-    return os.environ.get("FLOWDSL_NO_OPTIMIZE", "").strip() not in ("1", "true", "yes")
+__all__ = ["compile_model", "compile_flow", "build_node"]
 
 
 def build_node(ir: ModelIR, node: LayerNode, spec_dir: str = "."):
@@ -63,11 +52,7 @@ def compile_flow(ir: ModelIR, unit, optimize: bool | None = None):
         from flowdsl.runtime.optimize_permutations import fold_permutations
 
         fold_permutations(layers)
-    for layer in layers:  # the runtime optimisations' switches follow the flag
-        for module in layer.modules():
-            for switch in RUNTIME_SWITCHES:
-                if hasattr(module, switch):
-                    setattr(module, switch, optimized)
+    set_runtime_switches(layers, optimized)
     header = ir.header
     base = resolve(type(header.base).runtime)(header.base, header.input.shape)
     return CompiledFlow(

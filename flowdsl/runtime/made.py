@@ -6,7 +6,8 @@ that a fresh autoregressive layer is its transformer at zero parameters, the con
 first layer unmasked) and, given ``mask_sets=`` instead of ``perm`` (default ``nn.Linear`` initialisation),
 as the ``made(...)`` model layer of an autoregressive model (K mask sets, :attr:`MADE.active` selects one).
 The masks are computed once (numpy, cached) and stored as non-persistent buffers; each forward
-multiplies the weights by them, so a masked weight never influences an output, whatever its value.
+multiplies the weights by them, so a masked weight never influences an output, whatever its value
+(with autograd off and the weight unchanged, the product is reused: :mod:`flowdsl.runtime.optimize_cache`).
 The parameters are ``layers.{i}.weight`` / ``layers.{i}.bias``; a state dict that names them ``linears.{i}`` (the
 autoregressive MADE layer's checkpoints before the merge) loads too.
 
@@ -31,6 +32,8 @@ from torch.nn import functional as F
 
 from flowdsl.layers import made_masks as made_math
 from flowdsl.runtime.nets import activation
+from flowdsl.runtime.optimize import optimizations_enabled
+from flowdsl.runtime.optimize_cache import DerivedCache
 
 __all__ = ["MaskedLinear", "MADE", "build_made"]
 
@@ -44,14 +47,21 @@ class MaskedLinear(nn.Linear):
         super().__init__(stack.shape[2], stack.shape[1])
         self.register_buffer("masks", torch.tensor(stack).to(self.weight.dtype), persistent=False)
         self.active = 0
+        self.cache_weights = optimizations_enabled()  # reuse W * M in evaluation (the compiler's optimize flag)
+        self._masked = DerivedCache()
 
     @property
     def mask(self) -> torch.Tensor:
         """The mask in use, ``[out, in]``."""
         return self.masks[self.active]
 
+    def masked_weight(self) -> torch.Tensor:
+        """``W * M`` of the active mask (kept while autograd is off and W unchanged)."""
+        return self._masked.get((self.weight, self.masks), lambda: self.weight * self.mask.to(self.weight.dtype),
+                                tag=self.active, enabled=self.cache_weights)
+
     def forward(self, x):
-        return F.linear(x, self.weight * self.mask.to(self.weight.dtype), self.bias)
+        return F.linear(x, self.masked_weight(), self.bias)
 
 
 class MADE(nn.Module):

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from flowdsl.runtime.base import Bijection, BuildNode
 from flowdsl.runtime.estimators import exact_logdet_enabled
 from flowdsl.runtime.nets import FeatureNet, activation
+from flowdsl.runtime.optimize import optimizations_enabled
 
 __all__ = [
     "SpectralLinear", "LipSwish", "build_lipschitz_mlp", "Residual", "hutchinson_series", "exact_residual_logdet",
@@ -231,7 +232,7 @@ class Residual(Bijection):
         self.exact_terms = getattr(estimator, "exact_terms", 0)
         self.lipschitz = float(lipschitz)
         # roulette terms evaluated only on the rows that reach them (an optimisation: the compiler's flag)
-        self.subset_terms = True
+        self.subset_terms = optimizations_enabled()
 
     @classmethod
     def build(cls, layer, node: BuildNode):

@@ -16,6 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowdsl.runtime.base import Bijection, BuildNode
+from flowdsl.runtime.optimize import optimizations_enabled
+from flowdsl.runtime.optimize_cache import DerivedCache
 
 __all__ = ["Permute", "InvConv1x1", "Squeeze", "Split"]
 
@@ -64,6 +66,11 @@ class InvConv1x1(Bijection):
         self.lower = nn.Parameter(lower.to(dtype))
         self.upper = nn.Parameter(torch.triu(upper, 1).to(dtype))
         self.log_s = nn.Parameter(torch.log(torch.abs(s)).to(dtype))
+        self.cache_weights = optimizations_enabled()  # reuse W and W^-1 in evaluation (the optimize flag)
+        self._weight, self._inverse = DerivedCache(), DerivedCache()
+
+    def _sources(self):
+        return (self.lower, self.upper, self.log_s, self.perm, self.sign_s, self.lower_mask, self.eye)
 
     @classmethod
     def build(cls, layer, node: BuildNode):
@@ -82,11 +89,14 @@ class InvConv1x1(Bijection):
     def forward(self, x, context=None):
         pixels = x[0, 0].numel() if x.dim() > 2 else 1
         ld = self.log_s.sum() * pixels
-        return self._mix(x, self.weight().to(x.dtype)), ld.to(x.dtype).expand(x.shape[0])
+        w = self._weight.get(self._sources(), lambda: self.weight().to(x.dtype), tag=x.dtype,
+                             enabled=self.cache_weights)
+        return self._mix(x, w), ld.to(x.dtype).expand(x.shape[0])
 
     def inverse(self, y, context=None):
         pixels = y[0, 0].numel() if y.dim() > 2 else 1
-        w_inv = torch.linalg.inv(self.weight().to(y.dtype))
+        w_inv = self._inverse.get(self._sources(), lambda: torch.linalg.inv(self.weight().to(y.dtype)), tag=y.dtype,
+                                  enabled=self.cache_weights)
         return self._mix(y, w_inv), (-self.log_s.sum() * pixels).to(y.dtype).expand(y.shape[0])
 
 
