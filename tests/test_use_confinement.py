@@ -192,3 +192,15 @@ def test_generated_use_graphs_load_each_file_once_and_find_exactly_the_cycles(tm
     cyclic = not nx.is_directed_acyclic_graph(resolved.subgraph(reachable))
     errors = messages(unit)
     assert all(m.startswith("use cycle: ") for m in errors) and bool(errors) == cyclic
+
+
+def test_the_number_of_files_and_their_total_size_are_bounded(project, monkeypatch):
+    import flowdsl.language.loader as loader
+
+    for i in range(loader.MAX_USE_FILES + 5):
+        (project / f"l{i}.flow").write_text(f"let c{i} = {i}\n")
+    unit = main_using(project, *(f"l{i}.flow" for i in range(loader.MAX_USE_FILES + 5)))
+    assert messages(unit) == [f"the spec uses more than {loader.MAX_USE_FILES} files"] * 6
+    monkeypatch.setattr(loader, "MAX_UNIT_CHARACTERS", 100)
+    unit = main_using(project, *(f"l{i}.flow" for i in range(20)))
+    assert messages(unit)[0] == "the spec and the files it uses exceed 100 characters"
