@@ -211,7 +211,10 @@ def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: 
                 complete = False
                 inferring = kind.infer_past_errors and not type(site.layer).structural
             else:
-                elements = layer_activation_size(site.layer, shape, info.out_shape, features)
+                try:
+                    elements = layer_activation_size(site.layer, shape, info.out_shape, features)
+                except Exception:  # a plugin net whose widths are not numbers: its own rules bound it
+                    elements = 0
                 if elements > ctx.limits.max_activation_size:  # the shape pass and training would allocate them
                     diags.append(Diagnostic(site.pos, "error", f"'{site.key}' would make activations of {elements:,} "
                                             f"elements per example (limit {ctx.limits.max_activation_size:,})",
