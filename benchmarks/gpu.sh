@@ -121,7 +121,7 @@ elif [ $quick = 1 ]; then
     DEV=cuda
     BENCH="--device cuda --quick --no-peers --no-frontend --only maf realnvp glow"
     COMPILE="--only maf"; COMPILE_BF16="--only maf"
-    TESTS_K=(-k "realnvp or glow or maf or nsf or wavenet or gated or sparse_strided or ddp or checkpoint or sync")
+    TESTS_K=(-k "realnvp or glow or maf or nsf or wavenet or gated or strided or ddp or checkpoint or trainer or sync")
     SAMPLING="--quick --device cuda"; TRAIN="--quick"
     B=(15 8 4 50 12 12 25 20 9 25)
 else
