@@ -239,8 +239,9 @@ class Sylvester(Bijection):
     def _project(self, x, q):  # Q^T x
         return x.index_select(1, self.coords) if q is None else x @ q
 
-    def _lift(self, x, z, q):  # x + Q z
-        return x.index_add(1, self.coords, z) if q is None else x + z @ q.T
+    def _lift(self, x, z, q):  # x + Q z (z may be in autocast's lower precision: added in x's dtype)
+        z = z.to(x.dtype)
+        return x.index_add(1, self.coords, z) if q is None else x + z @ q.T.to(x.dtype)
 
     # -- the transform
     def forward(self, x, context=None):

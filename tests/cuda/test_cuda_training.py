@@ -25,8 +25,7 @@ device = cuda_helpers.device  # the fixture
 
 
 #: known failures, each reported with its cause; strict: a fix makes the test fail until the mark goes
-KNOWN_BF16 = {"sylvester.flow": "flowdsl/runtime/freeform.py _lift: index_add of a bf16 source into a float32 "
-                                "tensor under autocast (RuntimeError: self (Float) and source (BFloat16))"}
+KNOWN_BF16: dict[str, str] = {}  # none known (Sylvester's bf16 index_add into float32 fixed in freeform._lift)
 
 
 @pytest.mark.parametrize("file,name", [pytest.param(f, n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BF16[f]))
