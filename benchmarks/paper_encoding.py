@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import flowdsl  # noqa: E402
 from reference_models import PlainMADE  # noqa: E402
+
+import flowdsl  # noqa: E402
 
 VECTOR = "autoregressive m {{\n input x: vector[{d}] levels 2\n {layer}\n output bernoulli\n}}\n"
 IMAGE = "autoregressive m {{\n input x: image[1, {s}, {s}] levels 2\n {body}\n output bernoulli\n}}\n"

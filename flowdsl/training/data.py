@@ -42,8 +42,14 @@ import numpy as np
 
 from flowdsl.errors import FlowDSLError
 from flowdsl.training.dataset import Dataset, data_error, describe_shape, split
-from flowdsl.training.mnist import (BINARIZATION_SEED, FETCH_HINT, binarize_stochastic, binarize_threshold,
-                                    cache_dir, load_mnist)
+from flowdsl.training.mnist import (
+    BINARIZATION_SEED,
+    FETCH_HINT,
+    binarize_stochastic,
+    binarize_threshold,
+    cache_dir,
+    load_mnist,
+)
 from flowdsl.training.user_data import from_npy, from_npz, from_pngs
 
 __all__ = ["Dataset", "DATASETS", "load_data", "describe_shape", "mu_law_encode", "mu_law_decode"]
