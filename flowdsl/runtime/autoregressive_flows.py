@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from flowdsl.runtime.base import Bijection, BuildNode
 from flowdsl.runtime.made import MADE
+from flowdsl.runtime.optimize import logdets_discarded
 from flowdsl.runtime.transformers import build_transformer
 
 __all__ = ["AutoregressiveFlow", "build_autoregressive"]
@@ -91,12 +92,13 @@ class AutoregressiveFlow(Bijection):
         u = torch.zeros_like(v)
         ld = v.new_zeros(v.shape[0])
         params = self._pass_params()
+        discarded = logdets_discarded()  # sampling: the caller drops the log-det
         for g in range(len(self.generations)):
             idx = self._gen(g)
             p = params(u, context, g)
             sol, part = self.transformer.inverse(v.index_select(1, idx), p)
             u = u.index_copy(1, idx, sol)
-            if not self.zero_logdet:
+            if not (self.zero_logdet or discarded):
                 ld = ld + part.sum(dim=1)
         return u, ld
 

@@ -53,6 +53,8 @@ def compile_flow(ir: ModelIR, unit, optimize: bool | None = None):
 
         fold_permutations(layers)
     set_runtime_switches(layers, optimized)
+    for node, layer in zip(ir.layers, layers):  # the IR's proof, for the flow to skip adding a zero
+        layer.logdet_zero = node.logdet == "zero"
     header = ir.header
     base = resolve(type(header.base).runtime)(header.base, header.input.shape)
     return CompiledFlow(

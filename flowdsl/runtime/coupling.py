@@ -27,6 +27,7 @@ from torch import nn
 
 from flowdsl.runtime.base import Bijection, BuildNode, sum_except_batch
 from flowdsl.runtime.nets import build_net
+from flowdsl.runtime.optimize import logdets_discarded
 from flowdsl.runtime.optimize_index_maps import IndexParts
 from flowdsl.runtime.transformers import build_transformer
 
@@ -85,20 +86,23 @@ class Coupling(Bijection):
         return out.reshape(out.shape[0], self.k, *like.shape[1:]).movedim(1, -1)
 
     def _transform(self, x, context, fn, maps=None):
+        skip = self.zero_logdet or logdets_discarded()  # zero by the IR, or dropped by the caller (sampling)
         if self.spatial:
             y, ld = fn(x, self._params(x * self.kept_mask.to(x.dtype), x, context))
             keep = self.kept_bool.expand_as(x)
             y = torch.where(keep, x, y)
-            if self.zero_logdet:
+            if skip:
                 return y, x.new_zeros(x.shape[0])
             return y, sum_except_batch(torch.where(keep, torch.zeros_like(ld), ld))
         if maps is not None:  # a folded permutation: read and write through the compile-time index maps
             x_k, x_t = maps[0].read(x)
             y_t, ld = fn(x_t, self._params(x_k, x_t, context))
-            return maps[1].write(x_k, y_t), x.new_zeros(x.shape[0]) if self.zero_logdet else sum_except_batch(ld)
-        x_k, x_t = self._parts(x)
-        y_t, ld = fn(x_t, self._params(x_k, x_t, context))
-        return self._join(x, x_k, y_t), x.new_zeros(x.shape[0]) if self.zero_logdet else sum_except_batch(ld)
+            y = maps[1].write(x_k, y_t)
+        else:
+            x_k, x_t = self._parts(x)
+            y_t, ld = fn(x_t, self._params(x_k, x_t, context))
+            y = self._join(x, x_k, y_t)
+        return y, x.new_zeros(x.shape[0]) if skip else sum_except_batch(ld)
 
     @property
     def can_absorb_permutation(self) -> bool:

@@ -1,5 +1,9 @@
 """The optimisations' switch: on by default, off with ``FLOWDSL_NO_OPTIMIZE=1`` or ``optimize=False``.
 
+A caller that throws the log-dets away (sampling) says so with :func:`discarding_logdets`: within it,
+layers that honour it (residual blocks, couplings, autoregressive layers) skip computing them and
+return zeros.
+
 The passes and runtime shortcuts it governs are listed in docs/optimisations.md; each keeps the
 model's outputs and state-dict keys. Runtime shortcuts are module attributes named in
 :data:`RUNTIME_SWITCHES`: a module reads the environment when built, and
@@ -10,13 +14,20 @@ Example:
     (False, True)
     >>> "cache_weights" in RUNTIME_SWITCHES
     True
+    >>> with discarding_logdets(optimize=True):
+    ...     inside = logdets_discarded()
+    >>> inside, logdets_discarded()
+    (True, False)
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 
-__all__ = ["optimizations_enabled", "RUNTIME_SWITCHES", "set_runtime_switches"]
+__all__ = ["optimizations_enabled", "RUNTIME_SWITCHES", "set_runtime_switches", "discarding_logdets",
+           "logdets_discarded"]
 
 # module attributes that turn a runtime optimisation on
 RUNTIME_SWITCHES = ("cache_weights", "subset_terms")
@@ -36,3 +47,25 @@ def set_runtime_switches(modules, enabled: bool) -> None:
             for switch in RUNTIME_SWITCHES:
                 if hasattr(module, switch):
                     setattr(module, switch, enabled)
+
+
+_discarding = threading.local()
+
+
+@contextmanager
+def discarding_logdets(optimize: bool | None = None):
+    """Within the block the caller discards every log-det: layers may return zeros instead.
+
+    A no-op when optimisations are off (``optimize=False`` or ``FLOWDSL_NO_OPTIMIZE=1``).
+    """
+    before = getattr(_discarding, "on", False)
+    _discarding.on = before or optimizations_enabled(optimize)
+    try:
+        yield
+    finally:
+        _discarding.on = before
+
+
+def logdets_discarded() -> bool:
+    """Whether the current thread is inside :func:`discarding_logdets` (with optimisations on)."""
+    return getattr(_discarding, "on", False)

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from flowdsl.runtime.base import Bijection, BuildNode
 from flowdsl.runtime.estimators import exact_logdet_enabled
 from flowdsl.runtime.nets import FeatureNet, activation
-from flowdsl.runtime.optimize import optimizations_enabled
+from flowdsl.runtime.optimize import logdets_discarded, optimizations_enabled
 
 __all__ = [
     "SpectralLinear", "LipSwish", "build_lipschitz_mlp", "Residual", "hutchinson_series", "exact_residual_logdet",
@@ -295,5 +295,7 @@ class Residual(Bijection):
                     break
         if torch.is_grad_enabled():
             x = flat - self.g(x.detach(), context)
+        if logdets_discarded():  # sampling: no series to estimate a log-det nobody reads
+            return x.reshape(y.shape), flat.new_zeros(flat.shape[0])
         _, logdet = self._forward(x, context)
         return x.reshape(y.shape), -logdet
