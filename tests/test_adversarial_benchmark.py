@@ -1,6 +1,6 @@
 """The adversarial benchmark's bounded subset (``--quick``): no family may show a bad outcome.
 
-One run of every family's quick subset (about 250 inputs, under limits, in one worker process);
+One run of every family's quick subset (218 inputs, under limits, in one worker process);
 one test per family, so that a family whose fix is still open is visible by name. The full run
 (over 5,000 inputs) is ``python -m benchmarks.adversarial`` (docs/reliability.md).
 """
