@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
 from pathlib import Path
@@ -77,6 +78,7 @@ class FlowDSLServer(LanguageServer):
 
     async def _check_later(self, uri: str, delay: float) -> None:
         await asyncio.sleep(delay)
+        started = time.perf_counter()
         doc = self.workspace.get_text_document(uri)
         text, version, opened = doc.source, doc.version, open_file_map(self.open_texts(uri))
         loop = asyncio.get_running_loop()
@@ -96,6 +98,7 @@ class FlowDSLServer(LanguageServer):
         self.checks += 1
         self.documents.store(checked)
         self.publish(checked)
+        log.info("checked %s (version %s) in %.2f s", uri, version, time.perf_counter() - started)
 
     def publish(self, checked: Checked) -> None:
         try:
@@ -129,6 +132,16 @@ def _guarded(server: FlowDSLServer, method: str):
     return wrap
 
 
+def warm_up() -> None:
+    """Build the parsers and load the layer catalog, so that the first check does not pay for them."""
+    from flowdsl.language.parser import get_parser
+    from flowdsl.layers.registry import LAYERS
+
+    for kind in ("flow", "ar"):
+        get_parser(kind)
+    LAYERS.names()
+
+
 def _position(checked: Checked, pos: types.Position) -> tuple[int, int]:
     return checked.index.to_pos(pos.line, pos.character)
 
@@ -136,6 +149,10 @@ def _position(checked: Checked, pos: types.Position) -> tuple[int, int]:
 def build_server() -> FlowDSLServer:
     """A server with every feature registered (not yet started)."""
     server = FlowDSLServer()
+
+    @server.feature(types.INITIALIZED)
+    def initialized(params: types.InitializedParams) -> None:
+        server.checker.submit(warm_up)  # on the checker's thread: a check waits for it, requests do not
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(params: types.DidOpenTextDocumentParams) -> None:
