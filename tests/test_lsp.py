@@ -176,6 +176,9 @@ def test_definition_of_blocks_constants_and_use_files(client, tmp_path):
     [used] = client.request("textDocument/definition", _at(uri, 0, 8))
     assert used["uri"] == lib_uri
     assert client.request("textDocument/definition", _at(uri, 3, 6)) == []  # a layer: no definition
+    client.change(uri, 'use "lib/\n' + text.split("\n", 1)[1], 2)  # retyping the use line
+    files = client.request("textDocument/completion", _at(uri, 0, len('use "lib/')))["items"]
+    assert [i["label"] for i in files] == ["lib/steps.flow"]
 
 
 def test_document_symbols(client, tmp_path):

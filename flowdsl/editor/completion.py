@@ -5,6 +5,7 @@ blocks and the statement keywords; after ``coupling``/``autoregressive``, ``base
 those families; inside a call's parentheses: the callee's argument names (with their types and
 defaults) and, after ``name=``, the words the argument accepts (masks, orders, nets, ...). Works on
 half-typed lines: only the text is read, the last analysis that parsed gives blocks and constants.
+After ``use "``: the spec files and folders next to the document.
 
 Example:
     >>> items = complete("flow f {\\n  input x: vector[4]\\n  coupling affine(mask=", "f.flow")
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from lsprotocol import types
 
@@ -35,6 +37,7 @@ _TOP_KEYWORDS = ("use", "let", "block")
 _BODY_KEYWORDS = ("input", "condition", "base", "output", "let", "repeat", "for")
 _CALLEE = re.compile(r"(?:(coupling|autoregressive)[ \t]+)?([A-Za-z_]\w*)[ \t]*$")
 _KIND = types.CompletionItemKind
+_MAX_FILES = 500  # entries of one folder offered after 'use "'
 
 
 _BRACKET_TOKENS = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"?|[()\[\]{},]')
@@ -141,9 +144,30 @@ def _statement_items(before: str, in_body: bool, model_kind: str, unit: Unit | N
     return _constant_items(unit)
 
 
+def _use_items(folder: Path, written: str) -> list[types.CompletionItem]:
+    """Spec files and folders under ``folder`` for a ``use "...`` being typed (no links, no hidden files)."""
+    head, _, _ = written.rpartition("/")
+    base = folder / head if head else folder
+    if not base.is_dir():
+        return []
+    items = []
+    for entry in sorted(base.iterdir())[:_MAX_FILES]:
+        if entry.name.startswith(".") or entry.is_symlink():
+            continue
+        text = f"{head}/{entry.name}" if head else entry.name
+        if entry.is_dir():
+            items.append(_item(text + "/", _KIND.Folder, "folder"))
+        elif entry.suffix in (".flow", ".ar"):
+            items.append(_item(text, _KIND.File, "spec file"))
+    return items
+
+
 def complete(before: str, filename: str, unit: Unit | None = None) -> list[types.CompletionItem]:
     """Completion items for a cursor after ``before`` (the document's text up to it) in ``filename``."""
     model_kind = "autoregressive" if file_kind(filename) == "ar" else "flow"
+    use = re.search(r'(?:^|[\n;])[ \t]*use[ \t]+"([^"\n]*)$', before)
+    if use:
+        return _use_items(Path(filename).parent, use.group(1))
     stack = open_brackets(before)
     parens = [entry for entry in stack if entry[0] != "{"]
     if parens:
