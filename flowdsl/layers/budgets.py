@@ -7,8 +7,6 @@ raises it, and nothing is allocated.
 
 Example:
     >>> from flowdsl.language.limits import Limits
-from flowdsl.layers.nets import Net
-from flowdsl.layers.registry import Spec
     >>> made_analysis_bytes([4, 8, 8], n=4)   # masks, the float32 products and the [n, n] connectivity
     768
     >>> try:
