@@ -130,6 +130,8 @@ def test_hover_layer_declaration_and_block_call(client, tmp_path):
     for fact in ("**coupling affine**", "out (1, 4, 4)", "parameters:", "log-det: exact", "dependency: coupling",
                  "affine coupling"):
         assert fact in layer
+    argument = client.request("textDocument/hover", _at(uri, 3, 22))["contents"]["value"]
+    assert argument.startswith("argument `mask` of `coupling affine`: Mask (default half), here checkerboard")
     assert "input x" in client.request("textDocument/hover", _at(uri, 6, 10))["contents"]["value"]
     cond = client.request("textDocument/hover", _at(uri, 7, 14))["contents"]["value"]
     assert "condition y" in cond and "(3,)" in cond

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from flowdsl.analysis.ir import LayerNode, ModelIR
 from flowdsl.editor.documents import Checked
 from flowdsl.editor.positions import contains
+from flowdsl.editor.schema import arguments, value_text
 from flowdsl.errors import Pos
 from flowdsl.language import ast
 from flowdsl.layers.registry import LAYERS
@@ -95,7 +96,17 @@ def _layer_hover(checked: Checked, line: int, column: int, file: str = "") -> st
     smallest = min(_span_size(node.pos) for _, node in found)
     found = [(ir, n) for ir, n in found if _span_size(n.pos) == smallest]
     ir, node = found[0]
-    return "\n".join(_layer_lines(ir, node, len(found)))
+    return "\n".join(_argument_lines(node, line, column) + _layer_lines(ir, node, len(found)))
+
+
+def _argument_lines(node: LayerNode, line: int, column: int) -> list[str]:
+    """What the argument under the cursor is (its type and default) and the value it bound to."""
+    for name, pos in node.arg_pos:
+        if contains(pos, line, column) and name in type(node.layer).model_fields:
+            arg = next(a for a in arguments(type(node.layer)) if a.name == name)
+            value = value_text(getattr(node.layer, name))
+            return [f"argument `{name}` of `{node.key}`: {arg.type_text} (default {arg.default}), here {value}", ""]
+    return []
 
 
 def _block_call_hover(checked: Checked, line: int, column: int, file: str = "") -> str | None:

@@ -21,7 +21,7 @@ from functools import cache
 
 from flowdsl.layers.registry import BASES, LAYERS, NETS, OUTPUTS, Family, Spec
 
-__all__ = ["Argument", "arguments", "families", "lookup"]
+__all__ = ["Argument", "arguments", "families", "lookup", "value_text"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,8 @@ def _type_name(base) -> str:
     return getattr(base, "__name__", str(base))
 
 
-def _default_text(value) -> str:
+def value_text(value) -> str:
+    """A bound argument value as a spec would write it (``[64, 64]``, ``true``, ``mlp(hidden=[8])``)."""
     if isinstance(value, Spec):
         return value.describe()
     if isinstance(value, bool):
@@ -113,7 +114,7 @@ def _default_text(value) -> str:
     if value is None:
         return "none"
     if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_default_text(v) for v in value) + "]"
+        return "[" + ", ".join(value_text(v) for v in value) + "]"
     return str(value)
 
 
@@ -123,6 +124,6 @@ def arguments(cls: type[Spec]) -> list[Argument]:
     out = []
     for name, info in cls.model_fields.items():
         values, type_text = _values(info.annotation, info.metadata)
-        default = "required" if info.is_required() else _default_text(info.get_default(call_default_factory=True))
+        default = "required" if info.is_required() else value_text(info.get_default(call_default_factory=True))
         out.append(Argument(name, type_text, default, tuple(values)))
     return out
