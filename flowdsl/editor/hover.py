@@ -1,7 +1,8 @@
 """Hover text from the analysis: what the checker inferred about the thing under the cursor.
 
 On a layer: its output shape, parameter count, log-det kind, dependency structure and the
-registry's one-line summary; on an ``input`` or ``condition``: its shape; on a block call: the
+registry's one-line summary (on one of its arguments: also its type, default and bound value);
+on an ``input`` or ``condition``: its shape; on a block call: the
 layers it expands to; on a layer, block or constant name elsewhere: what it is.
 
 Example:
