@@ -210,6 +210,13 @@ def write_doc(block: str, name: str, path: Path = DOC) -> None:
 
 
 def main(argv=None) -> int:
+    from flowdsl.runtime.input_checks import value_checks
+
+    with value_checks(False):  # like for like: the peers validate no input values (and a check is a GPU sync)
+        return _main(argv)
+
+
+def _main(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--quick", action="store_true", help="tiny batches, two repeats, no memory or front-end timing")

@@ -21,6 +21,7 @@ from benchmarks import cases, peers  # noqa: E402
 from benchmarks.compile_time import causality_time, deep_spec, stage_times  # noqa: E402
 from benchmarks.harness import Impl, measure, param_count  # noqa: E402
 from benchmarks.run import main, render_cases, run_cases  # noqa: E402
+from flowdsl.runtime.input_checks import InputError, value_checks  # noqa: E402
 
 HAVE = {lib: importlib.util.find_spec(lib) is not None for lib in ("zuko", "nflows", "normflows")}
 
@@ -164,13 +165,29 @@ class _HostReads:
 @pytest.mark.parametrize("key", ["maf", "nsf_ar", "nsf_coupling", "realnvp", "glow", "planar"])
 def test_no_host_sync_in_the_forward_pass(key):
     """What ``--device cuda`` needs: log_prob (training and evaluation) never reads a device value on
-    the host. (The residual flow does, by design: adaptive power iterations and roulette lengths.)"""
+    the host. (The residual flow does, by design: adaptive power iterations and roulette lengths.) The
+    input value checks are the one read, and they are off, as in the benchmarks; with them on, the
+    reads are exactly theirs (next test)."""
     impl = cases.flowdsl_impl(next(c for c in cases.CASES if c.key == key))
     x = torch.randn(4, *impl.module.input_shape)
     for training in (True, False):
         impl.module.train(training)
         impl.log_prob(x)  # first call: data-dependent initialisation (actnorm) may read the device once
         reads = _HostReads()
-        with reads.mode:
+        with value_checks(False), reads.mode:
             impl.log_prob(x)
         assert reads.hits == [], (key, training, reads.hits)
+
+
+def test_input_value_checks_are_the_only_host_reads_and_can_be_switched_off():
+    impl = cases.flowdsl_impl(next(c for c in cases.CASES if c.key == "maf"))
+    x = torch.randn(4, *impl.module.input_shape)
+    impl.log_prob(x)
+    on, off = _HostReads(), _HostReads()
+    with value_checks(True), on.mode:
+        impl.log_prob(x)
+    with value_checks(False), off.mode:
+        impl.log_prob(x)
+    assert on.hits and off.hits == []  # one bool read: is_nonzero + _local_scalar_dense
+    with value_checks(True), pytest.raises(InputError, match="non-finite"):
+        impl.log_prob(torch.full_like(x, float("nan")))

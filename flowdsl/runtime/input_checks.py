@@ -9,6 +9,12 @@ the model's dtype (float64 data on a float32 model is evaluated in float32); com
 refused; a discrete model takes whole numbers in ``0..levels-1`` (integer or float dtype);
 non-finite values are refused; an empty batch gives an empty result of the right shape.
 
+The value checks (non-finite, whole, in range) read one boolean back from the device per call: on a
+GPU that is a host synchronisation, and inside ``torch.compile`` a graph break. Like
+``torch.distributions``' ``validate_args`` they can be switched off: ``set_value_checks(False)`` or
+``with value_checks(False): ...`` (the benchmarks do, as the peer libraries validate nothing);
+under ``torch.compile`` they are skipped. Shape, dtype and complex checks cost nothing and always run.
+
 Example:
     >>> import torch
     >>> sample_count(3, "flow 'f'")
@@ -26,13 +32,34 @@ Example:
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
 from flowdsl.input_errors import InputError, InputTypeError
 
 __all__ = ["InputError", "InputTypeError", "MAX_SAMPLES", "sample_count", "as_tensor", "check_shape", "discrete_values",
-           "finite_values", "to_dtype"]
+           "finite_values", "to_dtype", "set_value_checks", "value_checks"]
+
+_VALUE_CHECKS = [True]
+
+
+def set_value_checks(enabled: bool) -> bool:
+    """Turn the value checks on or off for this process; returns the previous setting."""
+    previous = _VALUE_CHECKS[0]
+    _VALUE_CHECKS[0] = bool(enabled)
+    return previous
+
+
+@contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """The value checks on or off inside a ``with`` block."""
+    previous = set_value_checks(enabled)
+    try:
+        yield
+    finally:
+        set_value_checks(previous)
 
 
 #: the most samples one call draws (a torch size must fit 32 bits; more is a typo, not a request)
@@ -70,7 +97,10 @@ def as_tensor(x, where: str, device=None) -> torch.Tensor:
 
 
 def _any(mask: torch.Tensor) -> bool:
-    """Whether any element is True; False under ``torch.func.vmap``, whose batched values cannot be inspected."""
+    """Whether any element is True; False when the value checks are off, under ``torch.compile`` and under
+    ``torch.func.vmap``, whose batched values cannot be inspected."""
+    if not _VALUE_CHECKS[0] or torch.compiler.is_compiling():
+        return False
     try:
         return bool(mask.any())
     except RuntimeError:  # data-dependent control flow inside a functorch transform: the check is skipped
