@@ -40,7 +40,7 @@ flow glow {
 
 @pytest.fixture(scope="module")
 def client():
-    c = LspClient()
+    c = LspClient([sys.executable, "-m", "flowdsl", "lsp"])  # as an editor starts it
     c.initialize()
     yield c
     assert c.close() == 0
@@ -56,15 +56,12 @@ def _at(uri: str, line: int, character: int) -> dict:
     return {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}}
 
 
-def test_initialize_announces_the_features():
-    c = LspClient([sys.executable, "-m", "flowdsl", "lsp"])
-    try:
-        caps = c.initialize()["capabilities"]
-        assert caps["hoverProvider"] and caps["definitionProvider"] and caps["documentSymbolProvider"]
-        assert "(" in caps["completionProvider"]["triggerCharacters"]
-        assert c.request("flowdsl/status")["torch"] is False
-    finally:
-        assert c.close() == 0
+def test_initialize_announces_the_features(client):
+    caps = client.capabilities
+    assert caps["hoverProvider"] and caps["definitionProvider"] and caps["documentSymbolProvider"]
+    assert "(" in caps["completionProvider"]["triggerCharacters"]
+    assert caps["textDocumentSync"]["change"] == 2  # incremental
+    assert client.request("flowdsl/status")["torch"] is False
 
 
 def test_a_valid_spec_has_no_diagnostics_and_torch_stays_out(client, tmp_path):

@@ -49,6 +49,8 @@ class LspClient:
         self.notifications: list[dict[str, Any]] = []
         self.answers: dict[int, dict[str, Any]] = {}
         self.next_id = 0
+        #: what the server announced in ``initialize``
+        self.capabilities: dict[str, Any] = {}
         self.stderr_lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
@@ -128,6 +130,7 @@ class LspClient:
     def initialize(self, root: str | Path | None = None) -> dict[str, Any]:
         uri = Path(root).resolve().as_uri() if root else None
         result = self.request("initialize", {"processId": os.getpid(), "rootUri": uri, "capabilities": {}})
+        self.capabilities = result["capabilities"]
         self.notify("initialized", {})
         return result
 
