@@ -149,6 +149,8 @@ def test_masked_weight_is_reused_only_while_unchanged():
 def test_roulette_on_reached_rows_equals_full_batch(seed, batch):
     plain, fast = spec_pair("benchmarks/specs/resflow.flow")
     assert all(m.subset_terms for m in fast.layers) and not any(m.subset_terms for m in plain.layers)
+    for block in fast.layers:
+        block.subset_min_rows = 0  # subsets of small batches too (by default only where they pay)
     x = torch.randn(batch, 16, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     values, grads = [], []
     for model in (plain, fast):
@@ -165,6 +167,8 @@ def test_roulette_on_reached_rows_equals_full_batch(seed, batch):
 
 def test_roulette_subset_path_runs(monkeypatch):
     _, fast = pair(ROOT / "benchmarks/specs/resflow.flow")  # its own models: log_prob moves power iterations
+    for block in fast.layers:
+        block.subset_min_rows = 0
     rows: list[int] = []
     original = Residual._regraph
 

@@ -41,6 +41,9 @@ __all__ = [
 ]
 
 POWER_MAX_ITER = 500
+# the fewest rows a Russian-roulette subset must drop before g is re-evaluated on the rest: on CPU,
+# 16 features and width 64, the re-evaluation pays from about 128 dropped rows (benchmarks/optimisations.py)
+SUBSET_MIN_ROWS = 128
 
 
 def _tol(dtype: torch.dtype) -> float:
@@ -173,7 +176,7 @@ def exact_residual_logdet(gx: torch.Tensor, x: torch.Tensor, create_graph: bool)
 
 
 def hutchinson_series(gx: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, create_graph: bool,
-                      v: torch.Tensor | None = None, regraph=None) -> torch.Tensor:
+                      v: torch.Tensor | None = None, regraph=None, min_saved: int = 0) -> torch.Tensor:
     """``sum_k (-1)^(k+1) weights[k-1] v^T J^k v / k`` per example, with the Neumann-series gradient.
 
     ``weights`` [K, B]: term k's weight per example (1 for a plain truncated series; for Russian
@@ -181,8 +184,9 @@ def hutchinson_series(gx: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, 
     ``create_graph`` the result's gradient is ``w^T (dJ) v`` with ``w = sum_k (-1)^(k+1) weights[k-1] (J^T)^(k-1) v``.
     ``v`` [B, D]: the probe vectors (default: Rademacher; basis vectors summed give exact traces).
     ``regraph``: ``rows -> (g(x[rows]), x[rows])`` on a fresh graph; given it, once at most half the rows
-    still have a nonzero weight (a term's zero weight stays zero afterwards, as roulette's do), the
-    remaining terms run on those rows only (the same value: rows are independent).
+    still have a nonzero weight (a term's zero weight stays zero afterwards, as roulette's do) and at
+    least ``min_saved`` rows drop out, the remaining terms run on those rows only (the same value: rows
+    are independent; below ``min_saved`` rows the per-operation overhead costs more than the rows).
     """
     v = rademacher(gx.shape, gx) if v is None else v
     u = v
@@ -195,7 +199,8 @@ def hutchinson_series(gx: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, 
         wk = sign * (weights[k - 1] if rows is None else weights[k - 1].index_select(0, rows))
         if regraph is not None:
             reached = torch.nonzero(wk).flatten()
-            if 0 < len(reached) <= wk.shape[0] // 2:  # evaluate the rest of the series on these rows only
+            saved = wk.shape[0] - len(reached)
+            if len(reached) and saved >= max(wk.shape[0] // 2, min_saved):  # the rest on these rows only
                 rows = reached if rows is None else rows.index_select(0, reached)
                 u, wk, v_rows = u.index_select(0, reached), wk.index_select(0, reached), v.index_select(0, rows)
                 g_rows, x_rows = regraph(rows)
@@ -233,6 +238,7 @@ class Residual(Bijection):
         self.lipschitz = float(lipschitz)
         # roulette terms evaluated only on the rows that reach them (an optimisation: the compiler's flag)
         self.subset_terms = optimizations_enabled()
+        self.subset_min_rows = SUBSET_MIN_ROWS
 
     @classmethod
     def build(cls, layer, node: BuildNode):
@@ -268,7 +274,8 @@ class Residual(Bijection):
                 logdet = exact_residual_logdet(gx, x, create_graph=grad)
             else:
                 logdet = hutchinson_series(gx, x, self._weights(flat), create_graph=grad,
-                                           regraph=self._regraph(x, context) if self.subset_terms else None)
+                                           regraph=self._regraph(x, context) if self.subset_terms else None,
+                                           min_saved=self.subset_min_rows)
         y = flat + gx
         return (y, logdet) if grad else (y.detach(), logdet.detach())
 
