@@ -242,6 +242,10 @@ PATHOLOGICAL = {
                                 (4, 36, "error", "argument 'parity' of channel must be 0 or 1 (got false)")]),
     "seeds beyond 2**32": ("flow f {\n    input x: vector[4]\n    autoregressive affine(net=made([8], "
                            "order=random(seed=2**40)))\n    permute(random(seed=2**40))\n}\n", []),
+    "a made net's order for the part it sees": (FLOW.replace("[2]", "[4]") + "    coupling affine(mask=half, "
+                                                "net=made([8], order=[1, 3, 0, 2]))\n}\n",
+                                                [(3, 32, "error", "order [1, 3, 0, 2] is not a permutation of "
+                                                                  "0..1")]),
     "a huge range": ("let a = 0..99999999999\n", [(1, 9, "error", "range too long (limit 100000)")]),
     "a huge input": ("flow f {\n    input x: vector[999999999999]\n}\n",
                      [(2, 5, "error", "the input has 999999999999 elements (limit 50000000)")]),

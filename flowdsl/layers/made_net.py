@@ -60,6 +60,11 @@ class MADESpec(Net):
         if len(out_shape) != 1 or out_shape[0] % in_shape[0]:
             raise SpecError(f"net made maps D features to a multiple of D parameters, but here it would map "
                             f"{_shape(in_shape)} to {_shape(out_shape)}", arg="net")
+        if self.order is not None:  # checked where the net's input size is known, as the module will be built
+            try:
+                self.order.permutation(in_shape[0])
+            except SpecError as err:  # the message made_structure gives (of the inputs the net sees)
+                raise SpecError(err.message, arg="net") from None
 
     def param_count(self, in_shape, out_shape, context=0):
         sizes = [prod(in_shape) + context, *self.hidden, prod(out_shape)]
