@@ -23,8 +23,11 @@ def made(tmp_path_factory):
 TRAIN_ARGS = [
     (["--lr", "nan"], "--lr: must be a finite number"), (["--lr", "-1"], "--lr: must be a positive number"),
     (["--clip", "-1"], "--clip: must be a positive number"), (["--seed", str(2**70)], "--seed: must be a seed"),
-    (["--steps", "0"], "--steps: must be a positive integer"), (["--threads", "0"], "--threads: must be a positive"),
-    (["--batch", "-5"], "--batch: must be a positive integer"), (["--epochs", "0"], "--epochs: must be a positive"),
+    (["--steps", "0"], "--steps: must be an integer in 1..1000000000"),
+    (["--steps", str(2**70)], "--steps: must be an integer in 1..1000000000"),
+    (["--threads", "0"], "--threads: must be a positive"),
+    (["--batch", "-5"], "--batch: must be a positive integer"),
+    (["--epochs", "0"], "--epochs: must be an integer in 1.."),
     (["--ema", "1"], "--ema: must be a decay between 0 and 1"), (["--warmup", "-1"], "--warmup: must be a non-neg"),
     (["--weight-decay", "inf"], "--weight-decay: must be a finite number"),
     (["--schedule", "linear"], "--schedule: unknown learning-rate schedule 'linear'"),

@@ -21,6 +21,7 @@ import math
 import sys
 
 from flowdsl.cli.arguments import (
+    bounded_int,
     device,
     finite_float,
     finite_positive_float,
@@ -31,6 +32,10 @@ from flowdsl.cli.arguments import (
 )
 
 __all__ = ["add_commands", "cmd_train", "cmd_eval", "schedule_argument", "ema_decay"]
+
+#: a run longer than this is a typo, not a plan (10**9 steps of a tiny model take years on a CPU)
+MAX_STEPS = 10**9
+MAX_EPOCHS = 10**6
 
 
 def schedule_argument(text: str) -> str:
@@ -134,9 +139,10 @@ def _train_parser(sub) -> None:
                     "or a folder of PNGs")
     sp.add_argument("--model", help="the model to train (when the file has several)")
     length = sp.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=positive_int,
+    length.add_argument("--steps", type=bounded_int(1, MAX_STEPS),
                         help="total optimiser steps (default 1000; a resumed run goes on to it)")
-    length.add_argument("--epochs", type=positive_int, help="passes over the training split (instead of --steps)")
+    length.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS),
+                        help="passes over the training split (instead of --steps)")
     sp.add_argument("--batch", type=positive_int, help="global batch size (default 64)")
     sp.add_argument("--lr", type=finite_positive_float, help="the (peak) learning rate (default 1e-3)")
     sp.add_argument("--schedule", type=schedule_argument, help="learning-rate schedule: constant (default), "
