@@ -22,11 +22,12 @@ from flowdsl.api import (
     model_names_source,
 )
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
+from flowdsl.input_errors import InputError, InputTypeError
 
 __all__ = [
-    "Analysis", "Diagnostic", "FlowDSLError", "Limits", "Pos", "analyze_file", "analyze_source", "check_file",
-    "check_source", "compile_file", "compile_source", "exact_logdet", "load", "model_names", "model_names_source",
-    "train", "layer",
+    "Analysis", "Diagnostic", "FlowDSLError", "InputError", "InputTypeError", "Limits", "Pos", "analyze_file",
+    "analyze_source", "check_file", "check_source", "compile_file", "compile_source", "exact_logdet", "load",
+    "model_names", "model_names_source", "train", "layer",
 ]
 __version__ = "0.1.0"
 
