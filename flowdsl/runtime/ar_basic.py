@@ -90,14 +90,17 @@ def _nade_blocks(d: int, batch: int, hidden: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + n, d)) for lo in range(0, d, n)]
 
 
+def _before(n: int, like: torch.Tensor) -> torch.Tensor:
+    """``[n, n]``, entry (i, j) = 1 for j < i: the sums over earlier positions of a block as one product
+    (2-3x faster than ``cumsum`` along the block's outer dimension, measured)."""
+    return torch.ones(n, n, dtype=like.dtype, device=like.device).tril_(-1)
+
+
 def _hidden_block(x, W, run):
     """``(a, u)`` of one block: ``a[i] = run + sum_{j < i} u[j]`` (positions before i only), ``u = x W``."""
     u = torch.bmm(x, W)  # [n, B, H]: what each position adds for the later ones
-    a = torch.empty_like(u)
-    a[0] = run
-    if len(u) > 1:
-        torch.cumsum(u[:-1], 0, out=a[1:])
-        a[1:] += run
+    n = len(u)
+    a = torch.addmm(run.reshape(1, -1), _before(n, u), u.reshape(n, -1)).reshape(u.shape)
     return a, u
 
 
@@ -139,10 +142,12 @@ class _NADEPass(torch.autograd.Function):
             g = grad_out[lo:hi]
             torch.bmm(g.transpose(1, 2), s, out=gV[lo:hi])
             ga = torch.ops.aten.sigmoid_backward(torch.bmm(g, V[lo:hi]), s)  # dL/da, [n, B, H]
-            # a_i reads u_j for j < i: dL/du_j = sum_{i > j} dL/da_i = carry + total - (inclusive cumsum)_j
-            total = ga.sum(0)
-            gu = torch.cumsum(ga, 0).neg_().add_(carry + total)
-            carry = carry + total
+            # a_i reads u_j for j < i: dL/du_j = carry + sum_{i > j, in the block} dL/da_i; the last row: the total
+            n = hi - lo
+            after = torch.cat([_before(n, ga).t(), ga.new_ones(1, n)])
+            sums = torch.mm(after, ga.reshape(n, -1)).reshape(n + 1, *ga.shape[1:])
+            gu = sums[:n].add_(carry)
+            carry = carry + sums[n]
             torch.bmm(x[lo:hi].transpose(1, 2), gu, out=gW[lo:hi])
             if gx is not None:
                 torch.bmm(gu, W[lo:hi].transpose(1, 2), out=gx[lo:hi])
@@ -168,8 +173,11 @@ class NADE(ARModule):
     def forward(self, x, context=None):
         dt = x.dtype
         w = self.W.to(dt).permute(1, 2, 0).contiguous()  # [D, F, H]
-        out = _NADEPass.apply(x.permute(2, 0, 1).contiguous(), w, self.c.to(dt), self.V.to(dt).contiguous(),
-                              self.b.to(dt), torch.is_grad_enabled())  # evaluation keeps no block prefixes
+        params = (w, self.c.to(dt), self.V.to(dt).contiguous(), self.b.to(dt))
+        grad = torch.is_grad_enabled()  # evaluation keeps no block prefixes
+        # evaluation runs 128 examples at a time: blocks of several positions stay cache-sized
+        chunks = [x] if grad else torch.split(x, 128)
+        out = torch.cat([_NADEPass.apply(c.permute(2, 0, 1).contiguous(), *params, grad) for c in chunks], 1)
         return out.permute(1, 2, 0)  # [B, P, D]
 
     def reference_forward(self, x):

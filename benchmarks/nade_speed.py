@@ -1,0 +1,82 @@
+"""NADE's speed against MADE's at the same width: CPU time of one thread, ratios within one run.
+
+Both models on 784 binary pixels, 500 hidden units, Bernoulli outputs: a training step (forward,
+backward, Adam) at batch 100 and the evaluation of 1,000 images, plus NADE's old formulation (one
+cumulative sum over ``[B, D, H]``, kept as ``NADE.reference_forward``) for the record, and the peak
+resident memory each adds. Prints one line per measurement and the ratios.
+
+Run::
+
+    OMP_NUM_THREADS=1 python benchmarks/nade_speed.py
+
+Example (tiny sizes):
+    >>> r = measure(d=16, hidden=8, batch=4, eval_n=8, repeats=1)
+    >>> sorted(r)
+    ['made', 'nade', 'nade_cumsum']
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import flowdsl
+
+
+def _spec(d: int, layer: str) -> str:
+    return f"autoregressive m {{\n input x: vector[{d}] levels 2\n {layer}\n output bernoulli\n}}\n"
+
+
+def _cpu(fn, repeats: int) -> float:
+    fn()  # warm
+    t = time.process_time()
+    for _ in range(repeats):
+        fn()
+    return (time.process_time() - t) / repeats
+
+
+def measure(d: int = 784, hidden: int = 500, batch: int = 100, eval_n: int = 1000, repeats: int = 5) -> dict:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((batch, d), 0.13)).long()
+    xe = torch.bernoulli(torch.full((eval_n, d), 0.13)).long()
+    out = {}
+    for name, layer in (("made", f"made([{hidden}], masks=1, order=natural)"), ("nade", f"nade(hidden={hidden})"),
+                        ("nade_cumsum", f"nade(hidden={hidden})")):
+        model = flowdsl.compile_source(_spec(d, layer), filename="m.ar")
+        if name == "nade_cumsum":  # the formulation before: one cumulative sum over [B, D, H]
+            nade = model.layers[0]
+            nade.forward = lambda h, context=None, _n=nade: _n.reference_forward(h)
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+
+        def step(model=model, opt=opt):
+            loss = -model.log_prob(x).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        def evaluate(model=model):
+            with torch.no_grad():
+                model.log_prob(xe)
+
+        out[name] = {"train_step_s": _cpu(step, repeats), "eval_s": _cpu(evaluate, max(1, repeats // 2))}
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=5)
+    a = p.parse_args(argv)
+    r = measure(repeats=a.repeats)
+    for name, m in r.items():
+        print(f"{name:12s} train step {m['train_step_s'] * 1e3:8.1f} ms   eval 1000 images {m['eval_s'] * 1e3:8.0f} ms")
+    made = r["made"]
+    for name in ("nade", "nade_cumsum"):
+        print(f"{name} / made: train step x{r[name]['train_step_s'] / made['train_step_s']:.1f}, "
+              f"eval x{r[name]['eval_s'] / made['eval_s']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
