@@ -19,7 +19,7 @@ import sys
 from importlib import import_module
 
 from flowdsl.cli.arguments import device, output_file, positive_int
-from flowdsl.errors import FlowDSLError, render_all
+from flowdsl.errors import FlowDSLError, escape, render_all
 
 __all__ = ["main", "EXTENSIONS", "INTERNAL_ERROR", "add_allow_outside", "add_limit_flags"]
 
@@ -82,7 +82,7 @@ def cmd_parse(args) -> int:
         for item in prog.items:
             line = f"{item.pos.line}:{item.pos.column}"
             if isinstance(item, ast.Use):
-                print(f"  {line:>7}  use \"{item.path}\"")
+                print(f"  {line:>7}  use \"{escape(item.path)}\"")
             elif isinstance(item, ast.Let):
                 print(f"  {line:>7}  let {item.name}")
             elif isinstance(item, ast.BlockDef):
