@@ -5,8 +5,10 @@ derived weights (MADE's ``W * M``, the LU-assembled 1x1 convolution and its inve
 parameters and buffers. :class:`DerivedCache` keeps the last value with the identity, version counter,
 storage, dtype and device of every tensor it was computed from: an optimizer step, ``load_state_dict``,
 ``.to()``, an in-place edit under ``no_grad`` all change one of them and so recompute it. With autograd on
-the value is always recomputed (its graph is needed). Edits through ``param.data`` bypass the version
-counter: call :meth:`DerivedCache.clear` (or compile with ``FLOWDSL_NO_OPTIMIZE=1``) after them.
+the value is always recomputed (its graph is needed), and so it is under ``torch.compile`` (which
+traces the computation; version counters and storage pointers would break its graph). Edits through
+``param.data`` bypass the version counter: call :meth:`DerivedCache.clear` (or compile with
+``FLOWDSL_NO_OPTIMIZE=1``) after them.
 
 Example:
     >>> import torch
@@ -52,8 +54,9 @@ class DerivedCache:
     def get(self, tensors: Sequence[torch.Tensor], compute: Callable[[], torch.Tensor], tag=None,
             enabled: bool = True) -> torch.Tensor:
         """``compute()``, or the value kept from the last call with the same tensors (and ``tag``)."""
-        if not enabled or torch.is_grad_enabled() or any(t.is_inference() for t in tensors):
-            return compute()
+        if not enabled or torch.is_grad_enabled() or torch.compiler.is_compiling() \
+                or any(t.is_inference() for t in tensors):
+            return compute()  # autograd needs the graph; torch.compile traces the computation itself
         key = _fingerprint(tensors, tag)
         if key != self._key:
             self._value = compute()
