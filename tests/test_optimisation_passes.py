@@ -195,3 +195,11 @@ def test_sampling_discards_log_dets_only_when_asked():
             _, ld_kept = fast.inverse_and_logdet(z)
     torch.testing.assert_close(x1, x0, rtol=1e-12, atol=1e-12)
     assert torch.equal(ld, torch.zeros(5, dtype=torch.float64)) and bool((ld_kept != 0).all())
+
+
+def test_flag_reaches_autoregressive_models():
+    analysis = flowdsl.analyze_file(ROOT / "specs" / "made.ar")
+    for optimize in (False, True):
+        model = compile_model(analysis.model(None), analysis.unit, optimize=optimize)
+        switches = {m.cache_weights for m in model.modules() if isinstance(m, MaskedLinear)}
+        assert switches == {optimize}

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from flowdsl.analysis.ir import LayerNode, ModelIR
@@ -65,8 +66,12 @@ def compile_flow(ir: ModelIR, unit, optimize: bool | None = None):
 
 
 def compile_model(ir: ModelIR, unit, optimize: bool | None = None):
-    """Build the torch module of a checked model with its kind's compiler (``optimize``: flows only)."""
+    """Build the torch module of a checked model with its kind's compiler (``optimize``: where it takes one;
+    the modules' runtime switches follow it in every kind)."""
     compiler = resolve(model_kind(ir.kind).compiler)
-    module = compiler(ir, unit) if optimize is None else compiler(ir, unit, optimize=optimize)
+    takes_flag = "optimize" in inspect.signature(compiler).parameters
+    module = compiler(ir, unit, optimize=optimize) if optimize is not None and takes_flag else compiler(ir, unit)
+    if optimize is not None and not takes_flag:
+        set_runtime_switches([module], optimizations_enabled(optimize))
     module.ir = ir
     return module
