@@ -62,6 +62,7 @@ def compile_flow(ir: ModelIR, unit, optimize: bool | None = None):
         header.name, layers, base, header.input.shape, levels=header.input.levels,
         classes=header.condition.classes if header.condition else 0,
         spec={"file": unit.main, "model": header.name, "hash": unit.source_hash, "sources": dict(unit.sources)},
+        optimized=optimized,
     )
 
 

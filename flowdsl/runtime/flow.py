@@ -35,6 +35,7 @@ from flowdsl.runtime.input_checks import (
     sample_count,
     to_dtype,
 )
+from flowdsl.runtime.optimize import discarding_logdets
 from flowdsl.runtime.structural import Split, Squeeze
 
 __all__ = ["CompiledFlow"]
@@ -44,9 +45,12 @@ class CompiledFlow(nn.Module):
     """A normalizing flow compiled from a spec (see the public API in the README)."""
 
     def __init__(self, name: str, layers: list[nn.Module], base: nn.Module, input_shape, levels=None,
-                 classes: int = 0, spec=None):
+                 classes: int = 0, spec=None, optimized: bool = False):
         super().__init__()
         self.name = name
+        # the compiler's optimisations are on: zero log-dets (the IR's proof, ``layer.logdet_zero``) are
+        # not added, and inverse/sample tell the layers their log-dets are discarded
+        self.optimized = optimized
         self.layers = nn.ModuleList(layers)
         self.base = base
         self.input_shape = tuple(input_shape)
@@ -120,12 +124,14 @@ class CompiledFlow(nn.Module):
                 factors.append(f)
             else:
                 x, ld = layer(x, ctx)
-                logdet = logdet + ld
+                if not (self.optimized and getattr(layer, "logdet_zero", False)):
+                    logdet = logdet + ld
         return self._assemble(x, factors), logdet
 
     def inverse(self, z, context=None):
         """z ([B, *input_shape]) -> x, continuous (in [0, levels) for discrete inputs)."""
-        return self.inverse_and_logdet(z, context)[0]
+        with discarding_logdets(self.optimized):  # the log-det is dropped: layers may skip computing it
+            return self.inverse_and_logdet(z, context)[0]
 
     def inverse_and_logdet(self, z, context=None):
         """z -> (x, log|det dx/dz|)."""
@@ -140,7 +146,8 @@ class CompiledFlow(nn.Module):
                 x = layer.merge(x, factors.pop())
             else:
                 x, ld = layer.inverse(x, ctx)
-                logdet = logdet + ld
+                if not (self.optimized and getattr(layer, "logdet_zero", False)):
+                    logdet = logdet + ld
         return x, logdet
 
     def log_prob(self, x, context=None):
