@@ -146,3 +146,19 @@ def test_cached_sampling_reads_the_same_encoding(encoding):
     model.encoding = encoding
     x = model.sample(3)
     assert torch.allclose(step_conditionals(model, x), model.conditionals(x), atol=1e-9)
+
+
+@pytest.mark.parametrize("body, encoding", [
+    ("fvbn", "reference"), ("nade(hidden=4)", "reference"), ("made([8], masks=1, order=natural)", "reference"),
+])
+def test_vector_families_are_fed_x(body, encoding):
+    src = f"autoregressive m {{\n input x: vector[5] levels 2\n {body}\n output bernoulli\n}}\n"
+    assert flowdsl.compile_source(src, filename="m.ar").encoding == encoding
+
+
+def test_convolutions_keep_one_hot_which_tells_padding_from_black():
+    src = ("autoregressive m {\n input x: image[1, 4, 4] levels 2\n masked_conv(mask=A, kernel=3, channels=4)\n"
+           " output bernoulli\n}\n")
+    model = flowdsl.compile_source(src, filename="m.ar")
+    assert model.encoding == "one-hot"
+    assert model._encode(torch.zeros(1, 1, 4, 4, dtype=torch.long))[:, 0].eq(1).all()  # black is not padding

@@ -29,11 +29,14 @@ __all__ = ["ENCODINGS", "encode_levels", "FVBN", "NADE", "MadeLayer", "ReLU", "G
 
 
 #: how integer inputs become the first layer's features, ``levels`` per value: ``reference`` (level 0 is
-#: the baseline, all zeros; level k > 0 sets feature k; on 2 levels exactly ``(0, x)``) since the
-#: input-encoding fix; ``one-hot`` (every level sets its feature) before it, kept for old checkpoints.
-#: One-hot gives the features of the commonest level (MNIST's black background) the value 1 in almost
-#: every example: under Adam their weights move ~lr each per step in the same direction, a per-unit
-#: bias moving ~600x faster than any real bias, which killed half of a MADE's ReLU units in 200 steps.
+#: the baseline, all zeros; level k > 0 sets feature k; on 2 levels exactly ``(0, x)``) or ``one-hot``
+#: (every level sets its feature). One-hot gives the features of the commonest level (MNIST's black
+#: background) the value 1 in almost every example: in a layer with weights per position (fvbn, nade,
+#: made) their ~700 weights per unit move ~lr each per Adam step in the same direction, a per-unit bias
+#: moving ~700x faster than a real one, which killed half of a MADE's ReLU units in 200 steps. Those
+#: layers declare ``input_encoding = "reference"`` (the papers feed them x). Convolutions share their
+#: weights over positions (at most a kernel's taps add up) and one-hot tells them the zero padding from
+#: black pixels; measured (benchmarks/paper_encoding.py) without dead channels, they keep one-hot.
 ENCODINGS = ("reference", "one-hot")
 
 
@@ -66,6 +69,8 @@ def _unflat(y: torch.Tensor, d: int) -> torch.Tensor:
 
 class FVBN(ARModule):
     """params_i = b_i + sum_{j < i} W_ij x_j: a strictly lower-triangular (block) linear map."""
+
+    input_encoding = "reference"  # as the first layer: fed x, as the paper (see ENCODINGS)
 
     def __init__(self, positions: int, in_features: int, params_per_position: int):
         super().__init__()
@@ -157,9 +162,12 @@ class _NADEPass(torch.autograd.Function):
 class NADE(ARModule):
     """h_i = sigmoid(c + sum_{j<i} W_j x_j) with weights shared by all i; params_i = V_i h_i + b_i.
 
+    As the first layer it is fed ``x`` (reference coding, :data:`ENCODINGS`), as in the paper.
     One pass costs O(B D H (F + P)) time and O(B H) memory per block of positions (:class:`_NADEPass`: the
     sums over j < i are a running sum carried through cache-sized blocks; the backward recomputes a block).
     """
+
+    input_encoding = "reference"
 
     def __init__(self, positions: int, in_features: int, hidden: int, params_per_position: int,
                  input_levels: int = 1):
@@ -195,8 +203,10 @@ class MadeLayer(MADE, ARModule):
     (position-major); the condition is not read. ``select(k)`` makes mask set k the active one.
     As the first layer (``input_levels`` = L features per position, at most one of them non-zero),
     the first weights are drawn for a fan-in of ``D``, not ``D * L``: on binary input exactly the
-    initialisation of a plain MADE fed ``x``.
+    initialisation of a plain MADE fed ``x``, and it is fed ``x`` (reference coding, :data:`ENCODINGS`).
     """
+
+    input_encoding = "reference"
 
     def __init__(self, per_mask, positions: int, input_levels: int = 1):
         super().__init__(mask_sets=[masks for masks, _ in per_mask])

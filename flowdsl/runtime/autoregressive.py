@@ -8,9 +8,10 @@ of each position's distribution, positions in flattened order), ``log_prob(x, co
 
 The input (integers in ``0..levels-1``) enters the first layer as ``C * levels`` features per grid
 position, grouped by colour channel, in the model's ``encoding``
-(:data:`~flowdsl.runtime.ar_basic.ENCODINGS`): ``reference`` coding, level 0 all zeros (binary
-input is fed as ``x`` itself), for every new model; ``one-hot`` for a model loaded from a checkpoint
-written before that fix (the encoding travels in the state dict's extra state), unless the first layer declares
+(:data:`~flowdsl.runtime.ar_basic.ENCODINGS`): the first layer's ``input_encoding`` (``reference``,
+level 0 all zeros, so binary input is ``x`` itself, for fvbn, nade and made; ``one-hot`` for the
+others); ``one-hot`` for a model loaded from a checkpoint written before the fix (the encoding
+travels in the state dict's extra state), unless the first layer declares
 ``takes_indices`` (an embedding), which then receives the integers. Every layer module is an
 :class:`~flowdsl.runtime.ar_module.ARModule` whose protocol attributes the compiler sets from the
 layer's declared :class:`~flowdsl.layers.registry.CausalFacts` (nothing is probed). Layer modules map
@@ -78,7 +79,8 @@ class CompiledAR(nn.Module):
         self.no_likelihood = next((m.no_likelihood for m in self.layers if m.no_likelihood), None)
         self._mask_index = 0
         self._cycle = 0
-        self.encoding = "reference"  # of the input; "one-hot" for checkpoints written before the fix
+        # of the input: what the first layer asks for; "one-hot" for checkpoints written before the fix
+        self.encoding = getattr(layers[0], "input_encoding", "one-hot") if layers else "one-hot"
 
     # -- configuration (MADE masks)
     def get_extra_state(self):
