@@ -98,29 +98,39 @@ def model_names_source(text: str, filename: str = "<string>") -> list[str]:
     return [m.name for m in unit.models]
 
 
-def _compile(analysis: Analysis, model: str | None):
+def _compile(analysis: Analysis, model: str | None, optimize: bool | None = None):
     if not analysis.ok:
         raise analysis.error()
     ir = analysis.model(model)
     from flowdsl.runtime.compiler import compile_model
 
-    return compile_model(ir, analysis.unit)
+    return compile_model(ir, analysis.unit, optimize=optimize)
+
+
+def _optimize(value, where: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise InputTypeError(f"optimize must be True, False or None, got {value!r}", where)
+    return value
 
 
 def compile_file(path: str | Path, model: str | None = None, limits: Limits | None = None, *,
-                 allow_outside: bool = False):
-    """Compile one model of a spec file into a torch module (FlowDSLError on any error)."""
+                 allow_outside: bool = False, optimize: bool | None = None):
+    """Compile one model of a spec file into a torch module (FlowDSLError on any error).
+
+    ``optimize=False`` turns the compiler's optimisations off (None: on unless ``FLOWDSL_NO_OPTIMIZE=1``).
+    """
     where = "compile_file"
     _name(path, where, "path"), _model(model, where), _limits(limits, where)
-    return _compile(analyze_file(path, limits, allow_outside=allow_outside), model)
+    return _compile(analyze_file(path, limits, allow_outside=allow_outside), model, _optimize(optimize, where))
 
 
 def compile_source(text: str, model: str | None = None, filename: str = "<string>", limits: Limits | None = None,
-                   *, allow_outside: bool = False):
-    """Compile one model of a spec given as text into a torch module."""
+                   *, allow_outside: bool = False, optimize: bool | None = None):
+    """Compile one model of a spec given as text into a torch module (``optimize`` as in compile_file)."""
     where = "compile_source"
     _text(text, where), _name(filename, where), _model(model, where), _limits(limits, where)
-    return _compile(analyze_source(text, filename, limits, allow_outside=allow_outside), model)
+    return _compile(analyze_source(text, filename, limits, allow_outside=allow_outside), model,
+                    _optimize(optimize, where))
 
 
 def load(path: str | Path, map_location=None):

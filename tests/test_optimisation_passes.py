@@ -203,3 +203,23 @@ def test_flag_reaches_autoregressive_models():
         model = compile_model(analysis.model(None), analysis.unit, optimize=optimize)
         switches = {m.cache_weights for m in model.modules() if isinstance(m, MaskedLinear)}
         assert switches == {optimize}
+
+
+def test_the_api_flag_and_the_flow_use_the_irs_zero_logdets():
+    """``compile_file(optimize=False)`` builds the plain flow; the optimised one skips the zero log-dets
+    the IR proves and samples with log-dets discarded, with the same results."""
+    path = str(Path(__file__).resolve().parents[1] / "specs" / "glow.flow")
+    torch.manual_seed(0)
+    plain = flowdsl.compile_file(path, optimize=False).double()
+    fast = flowdsl.compile_file(path).double()
+    fast.load_state_dict(plain.state_dict())
+    assert not plain.optimized and fast.optimized
+    assert any(getattr(layer, "logdet_zero", False) for layer in fast.layers)
+    x = torch.rand(3, *plain.input_shape, dtype=torch.float64) * plain.levels
+    plain.eval(), fast.eval()
+    (z0, ld0), (z1, ld1) = plain(x), fast(x)
+    torch.testing.assert_close(z1, z0)
+    torch.testing.assert_close(ld1, ld0)
+    torch.testing.assert_close(fast.inverse(z0), plain.inverse(z0))
+    with pytest.raises(flowdsl.InputTypeError):
+        flowdsl.compile_file(path, optimize="no")
