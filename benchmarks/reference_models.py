@@ -2,9 +2,10 @@
 
 Written from the papers, sharing no code with flowdsl, so that a defect in flowdsl is never taken
 for a property of the model: each takes ``x`` float ``[B, D]`` of 0/1 pixels (natural order) and
-returns ``log p(x)`` in nats ``[B]`` (Bernoulli outputs, logits). MADE's hidden degrees cycle
-``1 .. D-1`` as flowdsl's do (Germain et al. 2015 draw them at random; the cycle is the
-deterministic equivalent), its weights the ``nn.Linear`` default; NADE (Larochelle & Murray 2011)
+returns ``log p(x)`` in nats ``[B]`` (Bernoulli outputs, logits). MADE's hidden degrees are drawn
+uniformly from ``1 .. D-1`` (Germain et al. 2015; seeded), or cycle ``1, 2, ..`` with
+``degrees="cycle"`` (which, with fewer than D-1 units, leaves the degrees above the width unused:
+the last positions then cannot read the last pixels), its weights the ``nn.Linear`` default; NADE (Larochelle & Murray 2011)
 computes ``a_i = c + W[:, <i] x_<i`` by a cumulative sum; FVBN (Frey 1998) is a strictly lower
 triangular logistic regression.
 
@@ -55,9 +56,16 @@ class PlainNADE(nn.Module):
 
 
 class PlainMADE(nn.Module):
-    def __init__(self, d: int, hidden: list[int]):
+    def __init__(self, d: int, hidden: list[int], degrees: str = "random", seed: int = 0):
         super().__init__()
-        degrees = [torch.arange(1, d + 1)] + [torch.arange(h) % max(d - 1, 1) + 1 for h in hidden]
+        gen = torch.Generator().manual_seed(seed)
+        top = max(d - 1, 1)
+        draw = (lambda h: torch.randint(1, top + 1, (h,), generator=gen)) if degrees == "random" else \
+            (lambda h: torch.arange(h) % top + 1)
+        degrees_ = [torch.arange(1, d + 1)]
+        for h in hidden:  # each layer's degrees at least the previous layer's lowest (no unit reads nothing)
+            degrees_.append(torch.maximum(draw(h), degrees_[-1].min().expand(h)))
+        degrees = degrees_
         sizes = [d, *hidden, d]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
         masks = [(degrees[i + 1][:, None] >= degrees[i][None, :]) for i in range(len(hidden))]
