@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -38,6 +39,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "specs" / "paper"
 BEGIN, END = "<!-- paper-table:begin -->", "<!-- paper-table:end -->"
+#: how the collected runs were made (``DIR/<row>/``), one thread each, in the background
+TRAIN = ("flowdsl train specs/paper/{spec} --data mnist-binary --epochs 300 --batch 100 --lr 1e-3 --schedule plateau "
+         "--patience 10 --threads 1 --seed 0 --cpu-budget 4800 -q -o DIR/{name}/model.pt")
+TRAIN_EXTRA = {"made32": " --eval-size 2000", "nade": " --eval-every 250 --eval-size 1000"}
+PLAIN = "python benchmarks/paper_plain.py made --out DIR/plain_made --epochs 300 --patience 10 --cpu-budget 4800"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,10 +156,11 @@ def _score_best(run: Path, data: str) -> dict:
     import flowdsl
     from flowdsl.training.data import load_data
     from flowdsl.training.evaluation import evaluate, tensors
+    from flowdsl.training.fitting import fit
 
     torch.set_num_threads(1)
     model = flowdsl.load(run / "model.best.pt")
-    x, y = tensors(load_data(data), model.levels, "test")
+    x, y = tensors(fit(load_data(data), model.ir.header), model.levels, "test")
     return evaluate(model, x, y)
 
 
@@ -172,14 +179,42 @@ def collect(root: Path) -> list[dict]:
         best = min(evals, key=lambda e: e["valid_nats"])
         r = {"row": row.name, "valid": best["valid_nats"], "best_step": best["step"], "steps": evals[-1]["step"],
              "wall_s": evals[-1]["wall_s"], "cpu_s": evals[-1]["cpu_s"], "epochs": len(evals),
-             "curve": [(e["step"], round(e["valid_nats"], 3)) for e in evals]}
+             "curve": [(e["step"], round(e["valid_nats"], 3)) for e in evals],
+             "command": TRAIN.format(spec=row.spec, name=row.name) + TRAIN_EXTRA.get(row.name, "")}
         if test is not None:
             r.update(test=test["nats"], stop="finished")
         else:
             r.update(test=_score_best(root / row.name, row.data)["nats"],
                      stop="stopped by hand before convergence; test scored once from the best checkpoint")
         results.append(r)
+    plain = root / "plain_made" / "metrics.jsonl"
+    # the plain-PyTorch MADE of the same size, trained the same way (benchmarks/paper_plain.py)
+    rows = [json.loads(line) for line in plain.read_text().splitlines() if line.strip()] if plain.is_file() else []
+    if rows:
+        best = min(rows, key=lambda e: e["valid_nll"])
+        done = root / "plain_made" / "result.json"
+        if done.is_file():
+            test, stop = json.loads(done.read_text())["test_nll"], "finished"
+        else:
+            from paper_plain import score
+
+            from flowdsl.training.data import load_data
+
+            test = score("made", root / "plain_made" / "best.pt", load_data("mnist-binary").test)
+            stop = "stopped by hand before convergence; test scored once from the best weights"
+        results.append({"row": "plain PyTorch MADE 1x500", "valid": best["valid_nll"], "best_step": best["step"],
+                        "steps": rows[-1]["step"], "wall_s": rows[-1]["wall_s"], "cpu_s": rows[-1]["cpu_s"],
+                        "test": test, "stop": stop, "epochs": len(rows),
+                        "curve": [(e["step"], round(e["valid_nll"], 3)) for e in rows], "command": PLAIN})
     return results
+
+
+def write_curves(results: list[dict], path: Path) -> None:
+    """``model,step,valid_nats`` for every evaluation of every collected run."""
+    lines = ["model,step,valid_nats"]
+    for r in results:
+        lines += [f"{r['row']},{s},{v}" for s, v in r.get("curve", [])]
+    path.write_text("\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------- the table
@@ -189,12 +224,14 @@ def _fmt_time(s: float) -> str:
 
 def table(results: list[dict], command: str) -> str:
     rows = {r.name: r for r in ROWS}
-    machine = f"{platform.machine()} CPU, 1 thread ({platform.python_version()})"
+    machine = f"{os.cpu_count()}-core shared {platform.machine()} CPU, 1 thread, no GPU"
     lines = ["| model | paper | flowdsl (test) | steps (best) | wall / CPU time | machine | command |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
         spec = rows.get(r["row"])
-        if spec is not None:
+        if r["row"].startswith("plain"):
+            paper, ours = "88.40 nats (MADE 1x500)", f"{r['test']:.2f} nats"
+        elif spec is not None:
             unit = spec.unit
             paper = f"{spec.paper:.2f} {unit}" if spec.paper is not None else "-"
             got = r["test"] / (r.get("dims", 784) * math.log(2)) if unit == "bits/dim" else r["test"]
@@ -205,7 +242,7 @@ def table(results: list[dict], command: str) -> str:
             paper = f"H = {r['entropy']:.4f} ± {r['entropy_se']:.4f} nats"
             ours = f"{r['test']:.4f} nats (KL {r['test'] - r['entropy']:+.4f})"
         lines.append(f"| {r['row']} | {paper} | {ours} | {r['steps']} ({r.get('best_step')}) | "
-                     f"{_fmt_time(r['wall_s'])} / {_fmt_time(r['cpu_s'])} | {machine} | `{command}` |")
+                     f"{_fmt_time(r['wall_s'])} / {_fmt_time(r['cpu_s'])} | {machine} | `{r.get('command', command)}` |")
     return "\n".join(lines)
 
 
@@ -226,11 +263,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/paper", help="checkpoints of the full runs")
     p.add_argument("--write", metavar="MD", help="write the table into this Markdown file (between markers)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--curves", metavar="CSV", help="with --collect: write every run's validation curve here")
     p.add_argument("--only", nargs="*", help="rows to run: names, 'cpu', 'gpu' or 'toys' (default: all)")
     a = p.parse_args(argv)
     command = "python benchmarks/paper.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if a.collect:
         results = collect(Path(a.collect))
+        if a.curves:
+            write_curves(results, Path(a.curves))
     else:
         results = run_rows(a.quick, Path(a.out), report=lambda r: print(json.dumps(r), flush=True), only=a.only)
     text = table(results, command)

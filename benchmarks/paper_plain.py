@@ -41,8 +41,10 @@ def _nll(model, x, batch=1000) -> float:
                          for i in range(0, len(x), batch)) / len(x))
 
 
-def train_plain(name, splits, *, epochs=200, batch=100, lr=1e-3, patience=10, seed=0, log=None, cpu_budget=None):
-    """``splits``: (train, valid, test) arrays ``[N, 784]`` of 0/1. Returns the run's figures."""
+def train_plain(name, splits, *, epochs=200, batch=100, lr=1e-3, patience=10, seed=0, log=None, cpu_budget=None,
+                best_path=None):
+    """``splits``: (train, valid, test) arrays ``[N, 784]`` of 0/1. Returns the run's figures; ``best_path``
+    receives the best weights at every improvement (a run stopped early can still be scored)."""
     torch.manual_seed(seed)
     train, valid, test = (np.asarray(s, dtype=np.uint8).reshape(len(s), -1) for s in splits)
     model = MODELS[name]()
@@ -64,6 +66,8 @@ def train_plain(name, splits, *, epochs=200, batch=100, lr=1e-3, patience=10, se
         sched.step(v)
         if v < best:
             best, best_state, best_epoch, bad = v, copy.deepcopy(model.state_dict()), epoch, 0
+            if best_path is not None:
+                torch.save(best_state, best_path)
         else:
             bad += 1
         if log:
@@ -74,6 +78,13 @@ def train_plain(name, splits, *, epochs=200, batch=100, lr=1e-3, patience=10, se
     model.load_state_dict(best_state)
     return {"valid_nll": best, "test_nll": _nll(model, test), "best_epoch": best_epoch, "epochs": epoch,
             "steps": steps, "wall_s": time.time() - t0, "cpu_s": time.process_time() - c0}
+
+
+def score(name: str, path, test) -> float:
+    """The test NLL of the weights saved at ``path`` (a run stopped before its end)."""
+    model = MODELS[name]()
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return _nll(model, np.asarray(test, dtype=np.uint8).reshape(len(test), -1))
 
 
 def main(argv=None):
@@ -100,7 +111,7 @@ def main(argv=None):
             print(row, flush=True)
 
         res = train_plain(a.model, (ds.train, ds.valid, ds.test), epochs=a.epochs, batch=a.batch, lr=a.lr,
-                          patience=a.patience, log=log, cpu_budget=a.cpu_budget)
+                          patience=a.patience, log=log, cpu_budget=a.cpu_budget, best_path=out / "best.pt")
     (out / "result.json").write_text(json.dumps(res, indent=1))
     print(res)
 
