@@ -241,8 +241,9 @@ def table(results: list[dict], command: str) -> str:
         else:
             paper = f"H = {r['entropy']:.4f} ± {r['entropy_se']:.4f} nats"
             ours = f"{r['test']:.4f} nats (KL {r['test'] - r['entropy']:+.4f})"
-        lines.append(f"| {r['row']} | {paper} | {ours} | {r['steps']} ({r.get('best_step')}) | "
-                     f"{_fmt_time(r['wall_s'])} / {_fmt_time(r['cpu_s'])} | {machine} | `{r.get('command', command)}` |")
+        times = f"{_fmt_time(r['wall_s'])} / {_fmt_time(r['cpu_s'])}"
+        lines.append(f"| {r['row']} | {paper} | {ours} | {r['steps']} ({r.get('best_step')}) | {times} | {machine} | "
+                     f"`{r.get('command', command)}` |")
     return "\n".join(lines)
 
 
