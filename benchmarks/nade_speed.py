@@ -3,7 +3,8 @@
 Both models on 784 binary pixels, 500 hidden units, Bernoulli outputs: a training step (forward,
 backward, Adam) at batch 100 and the evaluation of 1,000 images, plus NADE's old formulation (one
 cumulative sum over ``[B, D, H]``, kept as ``NADE.reference_forward``) for the record, and the peak
-resident memory each adds. Prints one line per measurement and the ratios.
+resident memory of the process after each (run in this order: made, nade, the old formulation; the
+peak only grows). Prints one line per measurement and the ratios.
 
 Run::
 
@@ -18,6 +19,7 @@ Example (tiny sizes):
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import torch
@@ -61,7 +63,8 @@ def measure(d: int = 784, hidden: int = 500, batch: int = 100, eval_n: int = 100
             with torch.no_grad():
                 model.log_prob(xe)
 
-        out[name] = {"train_step_s": _cpu(step, repeats), "eval_s": _cpu(evaluate, max(1, repeats // 2))}
+        out[name] = {"train_step_s": _cpu(step, repeats), "eval_s": _cpu(evaluate, max(1, repeats // 2)),
+                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     return out
 
 
@@ -71,7 +74,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     r = measure(repeats=a.repeats)
     for name, m in r.items():
-        print(f"{name:12s} train step {m['train_step_s'] * 1e3:8.1f} ms   eval 1000 images {m['eval_s'] * 1e3:8.0f} ms")
+        print(f"{name:12s} train step {m['train_step_s'] * 1e3:8.1f} ms   eval 1000 images {m['eval_s'] * 1e3:8.0f} ms"
+              f"   peak RSS so far {m['peak_rss_mb']:6.0f} MB")
     made = r["made"]
     for name in ("nade", "nade_cumsum"):
         print(f"{name} / made: train step x{r[name]['train_step_s'] / made['train_step_s']:.1f}, "
