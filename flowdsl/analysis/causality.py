@@ -20,6 +20,10 @@ the receptive field (on a 1-d grid: the window of earlier positions read; the de
 ``CausalFacts.full_reach`` (attention: every earlier position must reach every later one within
 the model's depth; a reachability warning with the fraction reached replaces the blind-spot check).
 
+A model made only of translation-invariant layers is checked (:func:`check_causality`) on its
+compressed grid (:mod:`flowdsl.analysis.translation`, :func:`analyze_compressed`), with the same
+findings; :func:`analyze` and :func:`dependency_sets` stay dense (their sets are over the input).
+
 Example:
     >>> from flowdsl.api import analyze_source
     >>> text = "autoregressive m {\\n input x: image[1, 4, 4] levels 2\\n masked_conv(mask=A, channels=4)\\n}\\n"
@@ -38,15 +42,21 @@ import numpy as np
 from flowdsl.analysis.ar_checks import dilation_schedule
 from flowdsl.analysis.ir import ModelIR
 from flowdsl.analysis.receptive import blind_spots, offset_text, receptive_note, row_chunks
+from flowdsl.analysis.translation import Compressed, compressed
 from flowdsl.errors import Diagnostic
 from flowdsl.language.limits import Limits
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, Layout, layout_of, mix, unpack
 
-__all__ = ["Analysis", "analyze", "analysis_bytes", "dependency_sets", "check_causality", "generation_orders"]
+__all__ = ["Analysis", "analyze", "analyze_compressed", "analysis_bytes", "dependency_sets", "check_causality",
+           "generation_orders"]
 
 #: details ``describe(model) -> str | None`` added in parentheses to the receptive-field note, e.g.
 #: "3 stacks of dilations 1..512, kernel 2" (the first that answers wins)
 RECEPTIVE_DETAILS = (dilation_schedule,)
+
+#: whether :func:`check_causality` proves translation-invariant models on their compressed grid also where the
+#: dense sets would exceed ``max_analysis_bytes`` (False: such models are refused as before, with the limit's error)
+PROVE_BEYOND_DENSE_BOUND = False
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -76,13 +86,14 @@ def _per_position(main: np.ndarray, layout: Layout) -> np.ndarray:
     return out
 
 
-def _violation(pos_deps: np.ndarray, rank: np.ndarray, layout: Layout):
-    """First (p, q) in generation order where p reads q with rank[q] >= rank[p], and how many p do."""
+def _violation(pos_deps: np.ndarray, rank: np.ndarray, layout: Layout, weights: np.ndarray | None = None):
+    """First (p, q) in generation order where p reads q with rank[q] >= rank[p], and how many p do (each p counted
+    ``weights[p]`` times: the real positions a compressed one stands for)."""
     n, count, first = layout.n, 0, None
     for rows in row_chunks(n):
         bad = unpack(pos_deps[rows], n) & (rank[None, :] >= rank[rows][:, None])
         hit = bad.any(axis=1)
-        count += int(hit.sum())
+        count += int(hit.sum()) if weights is None else int(weights[rows][hit].sum())
         for i in np.flatnonzero(hit):
             p = int(rows[i])
             if first is None or rank[p] < rank[first[0]]:
@@ -182,7 +193,10 @@ def _data(maps: DepMaps) -> np.ndarray:
 def analysis_bytes(model: ModelIR) -> int:
     """Bytes the dense analysis needs, from the declared shapes: one packed ``[N, ceil(N / 8)]`` set per layer kept
     for the report (twice with several configurations), and a few more alive while a layer's rule runs."""
-    n = int(prod(model.input.shape))
+    return _dense_bytes(model, int(prod(model.input.shape)))
+
+
+def _dense_bytes(model: ModelIR, n: int) -> int:
     configs = max([node.causal.configurations for node in model.layers if node.causal] + [1])
     return (len(model.layers) * min(configs, 2) + 4) * n * ((n + 7) // 8)
 
@@ -205,14 +219,32 @@ def analyze(model: ModelIR, limits: Limits | None = None) -> Analysis:
     cached = model.cache.get("causality")
     if cached is not None:
         return cached
-    header = model.header
     layout = layout_of(model.input.type_name, model.input.shape)
     refused = _too_large(model, limits or Limits())
     if refused is not None:
         result = Analysis(layout, np.zeros((1, 0), dtype=np.int64), diagnostics=[refused])
-        model.cache["causality"] = result
-        return result
-    orders = generation_orders(model, layout)
+    else:
+        result = _run(model, layout, generation_orders(model, layout), None)
+    model.cache["causality"] = result
+    return result
+
+
+def analyze_compressed(model: ModelIR, limits: Limits | None = None) -> Analysis | None:
+    """The same findings as :func:`analyze`, proved on the compressed grid of a translation-invariant model
+    (:mod:`flowdsl.analysis.translation`; its sets are over that grid); None where compression does not apply."""
+    if "causality_compressed" in model.cache:
+        return model.cache["causality_compressed"]
+    small = compressed(model)
+    result = None
+    if small is not None and _dense_bytes(model, small.layout.n) <= (limits or Limits()).max_analysis_bytes:
+        result = _run(model, small.layout, small.layout.raster_order()[None, :], small)
+    model.cache["causality_compressed"] = result
+    return result
+
+
+def _run(model: ModelIR, layout: Layout, orders: np.ndarray, small: Compressed | None) -> Analysis:
+    header = model.header
+    weights = None if small is None else small.weights
     result = Analysis(layout, orders)
     head = model.sink.info.head.allowed if model.sink.info.head is not None else None
     configs = max([node.causal.configurations for node in model.layers if node.causal] + [1])
@@ -227,9 +259,9 @@ def analyze(model: ModelIR, limits: Limits | None = None) -> Analysis:
         main = maps.main if head is None else mix(maps.main, np.asarray(head))
         final = _per_position(main, layout)
         result.finals[config] = final
-        bad = _violation(final, rank, layout)
+        bad = _violation(final, rank, layout, weights)
         if bad is not None:
-            result.diagnostics.append(_causality_error(model, layout, rank, record, bad))
+            result.diagnostics.append(_causality_error(model, layout, rank, record, bad, small))
             break
         if config == 0:
             result.final, result.layers = final, record
@@ -242,19 +274,21 @@ def analyze(model: ModelIR, limits: Limits | None = None) -> Analysis:
         note, span = receptive_note(result.final, layout, rank, header.pos, _detail(model))
         result.diagnostics.append(note)
         result.diagnostics.extend(_context_warnings(model, span, layout))
-    model.cache["causality"] = result
     return result
 
 
-def _causality_error(model, layout, rank, record, bad) -> Diagnostic:
+def _causality_error(model, layout, rank, record, bad, small: Compressed | None = None) -> Diagnostic:
     where, node = model.header.pos, None
+    weights = None if small is None else small.weights
     for n, main in record:  # the first layer whose own output already reads the present or the future
-        found = _violation(_per_position(main, layout), rank, layout)
+        found = _violation(_per_position(main, layout), rank, layout, weights)
         if found is not None:
             node, bad = n, found
             where = node.pos
             break
     p, q, count = bad
+    if small is not None:  # the first real position of the class, and what it reads there
+        layout, (p, q) = small.real, small.to_real(p, q)
     what = "itself" if p == q else f"the later position {layout.describe(q)}"
     name = node.layer.name if node else "the output"
     msg = (f"{name} breaks causality: the prediction of position {layout.describe(p)} reads {what} "
@@ -294,7 +328,11 @@ def dependency_sets(model: ModelIR, config: int = 0) -> np.ndarray:
 
 
 def check_causality(model: ModelIR, limits: Limits) -> list[Diagnostic]:
-    """Model check: causality errors, blind-spot warnings and the receptive field, for autoregressive models."""
+    """Model check: causality errors, blind-spot warnings and the receptive field, for autoregressive models
+    (proved on the compressed grid where the model is translation-invariant, else on the dense sets)."""
     if model.header.kind != "autoregressive" or not model.complete or model.header.input is None:
         return []
-    return list(analyze(model, limits).diagnostics)
+    result = None
+    if PROVE_BEYOND_DENSE_BOUND or analysis_bytes(model) <= limits.max_analysis_bytes:
+        result = analyze_compressed(model, limits)
+    return list((result if result is not None else analyze(model, limits)).diagnostics)
