@@ -110,7 +110,8 @@ def _toy(name, n, seed):
     gen = _TOYS[name]
     train = gen(np.random.default_rng(seed), n).astype(np.float32)
     test = gen(np.random.default_rng(seed + 1), max(n // 5, 1)).astype(np.float32)
-    return Dataset(name, train, test)
+    return Dataset(name, train, test, source=f"the 2-D density {name}, generated ({n} train / {len(test)} test, "
+                                             f"seed {seed})")
 
 
 # ----------------------------------------------------------------------------- shipped image data
@@ -270,7 +271,9 @@ def load_data(name: str | os.PathLike, *, n: int = 10000, seed: int = 0, shape=N
     if key == "waveform":
         length = int(shape[-1]) if shape else 4096
         q = levels or 256
-        return Dataset(key, _waveform(min(n, 512), seed, length, q), _waveform(64, seed + 1, length, q), q)
+        return Dataset(key, _waveform(min(n, 512), seed, length, q), _waveform(64, seed + 1, length, q), q,
+                       source=f"synthetic waveforms, generated ({min(n, 512)} train / 64 test of length {length}, "
+                              f"{q} mu-law levels, seed {seed})")
     path = Path(key)
     if path.is_dir():
         return from_pngs(path)
