@@ -94,7 +94,8 @@ class Subject:
         analysis = analyze_source(text, self.path)
         if not analysis.ok:
             raise analysis.error()
-        model = compile_model(analysis.model(self.name), analysis.unit).to(torch.float64)
+        # the layers as declared: every property is about them (the optimised build equals this one)
+        model = compile_model(analysis.model(self.name), analysis.unit, optimize=False).to(torch.float64)
         perturb_parameters(model, scale=PERTURBATION, seed=self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         model.train()
