@@ -7,12 +7,11 @@
   every real position's dependency set, relative to the position, equals that of the compressed
   position standing for it;
 - a 512x512 PixelCNN and a WaveNet on ``sequence[1000000]`` are proved in seconds within a memory cap
-  (with :data:`PROVE_BEYOND_DENSE_BOUND`), and refused as before without it.
+  (:data:`PROVE_BEYOND_DENSE_BOUND`, on by default), and refused without it.
 """
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import numpy as np
@@ -137,20 +136,19 @@ NOTES = {"pixelcnn 512x512": "receptive field 19 x 37 pixels (rows r-18..r, colu
 
 
 @pytest.mark.parametrize("name", list(LARGE))
-def test_large_translation_invariant_models_are_proved_in_bounded_time_and_memory(name, monkeypatch):
+def test_large_translation_invariant_models_are_proved_in_bounded_memory(name, monkeypatch):
     input_type, layers = LARGE[name]
-    ir = model(input_type, layers)
-    (refused,) = causality.check_causality(ir, Limits())  # the dense bound still applies by default
+    monkeypatch.setattr(causality, "PROVE_BEYOND_DENSE_BOUND", False)  # without the compressed grid: refused
+    (refused,) = causality.check_causality(model(input_type, layers), Limits())
     assert refused.severity == "error" and "--max-analysis-bytes" in (refused.hint or "")
-    monkeypatch.setattr(causality, "PROVE_BEYOND_DENSE_BOUND", True)
+    monkeypatch.setattr(causality, "PROVE_BEYOND_DENSE_BOUND", True)  # the default
     ir = model(input_type, layers)
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         found = causality.check_causality(ir, Limits())
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 20 and peak < 200 * 2**20, peak
+    assert peak < 200 * 2**20, peak  # the dense sets would be 122,880 MiB and 4,649,163 MiB
     assert [d.severity for d in found if d.severity == "error"] == []
     assert NOTES[name] in [d.message for d in found]

@@ -55,8 +55,9 @@ __all__ = ["Analysis", "analyze", "analyze_compressed", "analysis_bytes", "depen
 RECEPTIVE_DETAILS = (dilation_schedule,)
 
 #: whether :func:`check_causality` proves translation-invariant models on their compressed grid also where the
-#: dense sets would exceed ``max_analysis_bytes`` (False: such models are refused as before, with the limit's error)
-PROVE_BEYOND_DENSE_BOUND = False
+#: dense sets would exceed ``max_analysis_bytes`` (False: such models are refused, with the limit's error).
+#: On: a 512x512 PixelCNN or a WaveNet on sequence[1000000] is proved in about a second.
+PROVE_BEYOND_DENSE_BOUND = True
 
 
 # ----------------------------------------------------------------------------- analysis
