@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from pathlib import Path
 
@@ -52,6 +53,14 @@ from flowdsl.layers.registry import CausalFacts
 from flowdsl.runtime.ar_basic import GroupedLinear, encode_levels
 from flowdsl.runtime.ar_module import ARModule
 from flowdsl.runtime.compiler import build_node
+from flowdsl.runtime.input_checks import (
+    InputError,
+    InputTypeError,
+    as_tensor,
+    check_shape,
+    discrete_values,
+    sample_count,
+)
 from flowdsl.runtime.outputs import build_output
 
 __all__ = ["CompiledAR", "compile_autoregressive"]
@@ -99,8 +108,10 @@ class CompiledAR(nn.Module):
 
     @mask_index.setter
     def mask_index(self, k: int) -> None:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise InputTypeError(f"mask_index must be an integer, got {k!r}", self._where)
         if not 0 <= int(k) < self.configurations:
-            raise ValueError(f"mask_index must be in 0..{self.configurations - 1}, got {k}")
+            raise InputError(f"mask_index must be in 0..{self.configurations - 1}, got {k}", self._where)
         self._mask_index = int(k)
 
     def _select(self, k: int) -> None:
@@ -125,33 +136,32 @@ class CompiledAR(nn.Module):
         ref = next(self.parameters(), None)
         return ref.device if ref is not None else self.orders.device
 
+    @property
+    def _where(self) -> str:
+        return f"autoregressive model '{self.name}'"
+
     def _context(self, context, batch: int):
         if not self.classes:
             if context is not None:
-                raise ValueError(f"model '{self.name}' declares no condition, but a context was given")
+                raise InputError("the model declares no condition, but a context was given", self._where)
             return None
         if context is None:
-            raise ValueError(f"model '{self.name}' is conditional: pass the labels as context (a LongTensor [B])")
-        context = torch.as_tensor(context, device=self._device())
+            raise InputError("the model is conditional: pass the labels as context (a LongTensor [B])", self._where)
+        context = as_tensor(context, self._where, self._device())
         if context.dim() == 0:
             context = context.expand(batch)
         if context.shape != (batch,):
-            raise ValueError(f"context must be labels of shape [{batch}], got {list(context.shape)}")
+            raise InputError(f"context must be labels of shape [{batch}], got {list(context.shape)}", self._where)
         if context.dtype.is_floating_point or (context < 0).any() or (context >= self.classes).any():
-            raise ValueError(f"context labels must be whole numbers in 0..{self.classes - 1}")
+            raise InputError(f"context labels must be whole numbers in 0..{self.classes - 1}", self._where)
         return F.one_hot(context.long(), self.classes).to(self._dtype())
 
     def _check(self, x):
-        x = torch.as_tensor(x, device=self._device())
-        if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"model '{self.name}' takes input of shape [B, {', '.join(map(str, self.input_shape))}], "
-                             f"got {list(x.shape)}")
-        if x.dtype.is_floating_point and not torch.equal(x, x.round()):
-            raise ValueError("inputs must be whole numbers")
-        x = x.long()
-        if x.numel() and (x.min() < 0 or x.max() >= self.levels):
-            raise ValueError(f"inputs must lie in 0..{self.levels - 1}")
-        return x
+        """``x`` as a LongTensor ``[B, *input_shape]`` of whole numbers in ``0..levels-1`` (InputError otherwise;
+        the checks of compiled flows, :mod:`flowdsl.runtime.input_checks`)."""
+        x = as_tensor(x, self._where, self._device())
+        check_shape(x, self.input_shape, self._where)
+        return discrete_values(x, self.levels, self._where)
 
     def _encode(self, x):
         """Features ``[B, C * L, *grid]`` (colour channel c owns features c*L .. c*L+L-1), in ``encoding``."""
@@ -196,6 +206,8 @@ class CompiledAR(nn.Module):
             raise NotImplementedError(f"model '{self.name}': {self.no_likelihood}")
         x = self._check(x)
         ctx = self._context(context, x.shape[0])
+        if not len(x):  # an empty batch: an empty result
+            return torch.zeros(0, dtype=self._dtype(), device=x.device)
         flat = x.reshape(x.shape[0], -1)
         if self.configurations == 1 or self.training:
             k = self._mask_index
@@ -248,6 +260,7 @@ class CompiledAR(nn.Module):
         ``progress``: a tqdm bar (None: only on a terminal, for long runs). ``cached``: generate with the
         layers' caches (one step per position) where the model has them; False: the naive reference,
         the whole network per position (both draw the same samples from the same random stream)."""
+        n = sample_count(n, self._where)
         ctx = self._context(context, n)
         x = torch.zeros((n, *self.input_shape), dtype=torch.long, device=self._device())
         known = torch.zeros_like(x, dtype=torch.bool)
