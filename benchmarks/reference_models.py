@@ -5,9 +5,9 @@ for a property of the model: each takes ``x`` float ``[B, D]`` of 0/1 pixels (na
 returns ``log p(x)`` in nats ``[B]`` (Bernoulli outputs, logits). MADE's hidden degrees are drawn
 uniformly from ``1 .. D-1`` (Germain et al. 2015; seeded), or cycle ``1, 2, ..`` with
 ``degrees="cycle"`` (which, with fewer than D-1 units, leaves the degrees above the width unused:
-the last positions then cannot read the last pixels), its weights the ``nn.Linear`` default; NADE (Larochelle & Murray 2011)
-computes ``a_i = c + W[:, <i] x_<i`` by a cumulative sum; FVBN (Frey 1998) is a strictly lower
-triangular logistic regression.
+the last positions then cannot read the last pixels), its weights the ``nn.Linear`` default; NADE
+(Larochelle & Murray 2011) computes ``a_i = c + W[:, <i] x_<i`` by a cumulative sum; FVBN (Frey 1998)
+is a strictly lower triangular logistic regression.
 
 Example:
     >>> import torch
