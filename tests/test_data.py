@@ -149,3 +149,22 @@ def test_fit_checks_labels_of_conditional_models():
     small, _ = header("autoregressive m {\n  input x: vector[2] levels 3\n  fvbn\n  output categorical\n}\n", "m.ar")
     with pytest.raises(FlowDSLError, match="data 'u' has values up to 3, but the input x of autoregressive 'm'"):
         fit(user_ints, small)
+
+
+def test_a_wide_range_file_for_a_binary_vector_input_gets_a_hint_that_fits():
+    """A 0..255 file for `vector[4] levels 2` is told to requantize, not offered the waveform set."""
+    from flowdsl.training.user_data import user_dataset
+
+    x = np.arange(40).reshape(10, 4) * 6 % 256
+    ds = user_dataset("x", x[:8], x[8:], None, None)
+    header = analyze_source("autoregressive m {\n input x: vector[4] levels 2\n made([8])\n output bernoulli\n}\n",
+                            "m.ar").model().header
+    with pytest.raises(FlowDSLError) as err:
+        fit(ds, header)
+    (diag,) = err.value.diagnostics
+    assert "waveform" not in (diag.hint or "") and diag.hint.startswith("requantize the data to 0..1")
+    seq = analyze_source("autoregressive w {\n input x: sequence[4] levels 2\n causal_conv(kernel=2, channels=4)\n"
+                         " output categorical\n}\n", "w.ar").model().header
+    with pytest.raises(FlowDSLError) as err:
+        fit(ds, seq)
+    assert "waveform" in (err.value.diagnostics[0].hint or "")

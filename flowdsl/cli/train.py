@@ -135,7 +135,8 @@ def _train_parser(sub) -> None:
                                     "share each batch (DistributedDataParallel).")
     sp.add_argument("spec", help="the spec file")
     sp.add_argument("--data", required=True, help="a built-in data set (moons, circles, checkerboard, 8gaussians, "
-                    "pinwheel, spirals, digits, digits-binary, mnist, mnist-binary, waveform), a .npy or .npz file, "
+                    "pinwheel, spirals, digits, digits-binary, mnist, mnist-binary, mnist-binary-threshold, waveform), "
+                    "a .npy or .npz file, "
                     "or a folder of PNGs")
     sp.add_argument("--model", help="the model to train (when the file has several)")
     length = sp.add_mutually_exclusive_group()

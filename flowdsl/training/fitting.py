@@ -22,9 +22,10 @@ from flowdsl.training.dataset import Dataset, data_error, describe_shape
 __all__ = ["fit"]
 
 
-def _suggest(shape, levels) -> str | None:
-    fits = [k for k, (s, q, _) in DATASETS.items() if (s is None and len(shape) == 1 and levels) or
-            (s is not None and tuple(s) == tuple(shape) and q == levels)]
+def _suggest(shape, levels, kind: str = "") -> str | None:
+    # a set of the spec's own shape (None: waveform) is offered only to the kind it is (sequences)
+    fits = [k for k, (s, q, _) in DATASETS.items() if (s is None and len(shape) == 1 and levels and kind == "sequence")
+            or (s is not None and tuple(s) == tuple(shape) and q == levels)]
     return f"built-in data for this input: {', '.join(fits)}" if fits else None
 
 
@@ -47,19 +48,23 @@ def fit(ds: Dataset, header, sources=None) -> Dataset:
             valid = valid.reshape(-1, *want) if valid is not None else None
         else:
             raise fail(f"data '{ds.name}' is {have}, but the input {inp.name} of {model} is {declared}",
-                       _suggest(want, levels))
+                       _suggest(want, levels, inp.type_name))
     if levels is None and ds.levels is not None and ds.exact_levels:
         raise fail(f"data '{ds.name}' is discrete ({ds.levels} levels), but the input {inp.name} of {model} "
                    f"is continuous ({declared})", f"declare `levels {ds.levels}` on the input")
     if levels is not None and ds.levels is None:
         raise fail(f"data '{ds.name}' is continuous, but the input {inp.name} of {model} is {declared}",
-                   _suggest(want, levels))
+                   _suggest(want, levels, inp.type_name))
     if levels is not None and ((ds.exact_levels and ds.levels != levels) or ds.levels > levels or
                                min(train.min(initial=0), test.min(initial=0)) < 0):
         what = f"{ds.levels} levels" if ds.exact_levels else f"values up to {ds.levels - 1}"
-        hint = _suggest(want, levels)
+        hint = _suggest(want, levels, inp.type_name)
         if levels == 2 and ds.name in ("digits", "mnist"):
             hint = f"use --data {ds.name}-binary"
+        elif hint is None and ds.levels > levels:
+            hint = (f"requantize the data to {levels} levels (e.g. binarize it), or declare `levels {ds.levels}` "
+                    f"on the input" if ds.exact_levels else f"requantize the data to 0..{levels - 1}, or declare "
+                    f"`levels {ds.levels}` (or more) on the input")
         raise fail(f"data '{ds.name}' has {what}, but the input {inp.name} of {model} is {declared}", hint)
     cond = header.condition
     if cond is not None:
