@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, cast
 
@@ -98,15 +99,21 @@ class Family:
         self._members: dict[str, type[Spec]] = {}
         #: ``"module:NAME"`` of the tuple declaring the built-in members (read on first use, not at import)
         self.catalog = catalog
+        # the language server reads the catalog from two threads: another thread waits until it is complete
+        self._loading = threading.RLock()
+        self._ready = catalog is None
 
     @property
     def members(self) -> dict[str, type[Spec]]:
-        if self.catalog is not None:  # ``"module:NAME"``: a tuple of the built-in members, registered now
-            import importlib
+        if not self._ready:
+            with self._loading:
+                if self.catalog is not None:  # ``"module:NAME"``: a tuple of the built-in members, registered now
+                    import importlib
 
-            (module, _, attr), self.catalog = self.catalog.partition(":"), None
-            for cls in getattr(importlib.import_module(module), attr):
-                self.register(cls)
+                    (module, _, attr), self.catalog = self.catalog.partition(":"), None
+                    for cls in getattr(importlib.import_module(module), attr):
+                        self.register(cls)
+                    self._ready = True
         return self._members
 
     def register(self, cls: type[Spec]) -> type[Spec]:
