@@ -22,6 +22,26 @@ SPECS = ROOT / "specs"
 ACCEPTANCE = ROOT.parent / "shared" / "acceptance"
 
 
+# the trainer tests' specs. DIGITS_FLOW is small on purpose: actnorm (data-dependent init), batchnorm
+# (running buffers) and dequantization noise (the random state) all have to survive a resume
+DIGITS_FLOW = """flow tiny {
+    input x: image[1, 8, 8] levels 17
+    logit(alpha=0.05)
+    actnorm
+    coupling affine(mask=checkerboard(0), net=resnet(blocks=1, hidden=8))
+    batchnorm
+    coupling affine(mask=checkerboard(1), net=resnet(blocks=1, hidden=8))
+}
+"""
+# no batch statistics and no noise: one process on a batch equals two processes on its halves
+MOONS_FLOW = """flow moons {
+    input x: vector[2]
+    coupling affine(mask=[1, 0], net=mlp([16]))
+    coupling affine(mask=[0, 1], net=mlp([16]))
+}
+"""
+
+
 def spec_path(name: str) -> Path:
     """An acceptance spec by file name: from ../shared/acceptance, else the unchanged copy in specs/."""
     path = ACCEPTANCE / name

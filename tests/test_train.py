@@ -10,30 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DIGITS_FLOW, MOONS_FLOW
 
 import flowdsl
 from flowdsl.errors import FlowDSLError
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# small on purpose: actnorm (data-dependent init), batchnorm (running buffers) and dequantization noise
-# (the random state) all have to survive a resume
-DIGITS_FLOW = """flow tiny {
-    input x: image[1, 8, 8] levels 17
-    logit(alpha=0.05)
-    actnorm
-    coupling affine(mask=checkerboard(0), net=resnet(blocks=1, hidden=8))
-    batchnorm
-    coupling affine(mask=checkerboard(1), net=resnet(blocks=1, hidden=8))
-}
-"""
-# no batch statistics and no noise: one process on a batch equals two processes on its halves
-MOONS_FLOW = """flow moons {
-    input x: vector[2]
-    coupling affine(mask=[1, 0], net=mlp([16]))
-    coupling affine(mask=[0, 1], net=mlp([16]))
-}
-"""
 
 
 def write(tmp_path, name, text) -> Path:

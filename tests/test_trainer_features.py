@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DIGITS_FLOW, MOONS_FLOW
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,22 +21,6 @@ from flowdsl.training.batches import carve_validation, compact, integer_dtype
 from flowdsl.training.dataset import Dataset
 from flowdsl.training.evaluation import evaluate
 from flowdsl.training.schedules import LRSchedule, parse_schedule
-
-MOONS_FLOW = """flow moons {
-    input x: vector[2]
-    coupling affine(mask=[1, 0], net=mlp([16]))
-    coupling affine(mask=[0, 1], net=mlp([16]))
-}
-"""
-DIGITS_FLOW = """flow tiny {
-    input x: image[1, 8, 8] levels 17
-    logit(alpha=0.05)
-    actnorm
-    coupling affine(mask=checkerboard(0), net=resnet(blocks=1, hidden=8))
-    batchnorm
-    coupling affine(mask=checkerboard(1), net=resnet(blocks=1, hidden=8))
-}
-"""
 
 
 def quiet(**kw):
