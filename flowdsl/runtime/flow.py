@@ -51,6 +51,8 @@ class CompiledFlow(nn.Module):
         # the compiler's optimisations are on: zero log-dets (the IR's proof, ``layer.logdet_zero``) are
         # not added, and inverse/sample tell the layers their log-dets are discarded
         self.optimized = optimized
+        #: per layer, whether its log-det is added: decided once here, not per call
+        self._adds_logdet = tuple(not (optimized and getattr(layer, "logdet_zero", False)) for layer in layers)
         self.layers = nn.ModuleList(layers)
         self.base = base
         self.input_shape = tuple(input_shape)
@@ -118,13 +120,13 @@ class CompiledFlow(nn.Module):
         if not len(x):  # an empty batch: nothing to transform (and nothing to initialise from)
             return x.clone(), logdet
         factors = []
-        for layer in self.layers:
+        for layer, adds in zip(self.layers, self._adds_logdet):
             if isinstance(layer, Split):
                 x, f = layer.split(x)
                 factors.append(f)
             else:
                 x, ld = layer(x, ctx)
-                if not (self.optimized and getattr(layer, "logdet_zero", False)):
+                if adds:
                     logdet = logdet + ld
         return self._assemble(x, factors), logdet
 
@@ -141,12 +143,12 @@ class CompiledFlow(nn.Module):
         if not len(z):
             return z.clone(), logdet
         x, factors = self._disassemble(z)
-        for layer in reversed(self.layers):
+        for layer, adds in zip(reversed(self.layers), reversed(self._adds_logdet)):
             if isinstance(layer, Split):
                 x = layer.merge(x, factors.pop())
             else:
                 x, ld = layer.inverse(x, ctx)
-                if not (self.optimized and getattr(layer, "logdet_zero", False)):
+                if adds:
                     logdet = logdet + ld
         return x, logdet
 
