@@ -70,6 +70,8 @@ def check_condition(model: ModelIR, limits: Limits) -> list[Diagnostic]:
     cond = model.header.condition
     if cond is None or not model.complete:
         return []
-    if any(node.reads_condition for node in model.layers):
+    if any(node.reads_condition for node in model.layers) or getattr(model.header.base, "conditional", False):
         return []
-    return [Diagnostic(cond.pos, "warning", f"condition '{cond.name}' is declared but no layer reads it")]
+    opted_out = sum(not node.reads for node in model.layers)
+    hint = (f"{opted_out} layer{'s say' if opted_out > 1 else ' says'} reads=false" if opted_out else None)
+    return [Diagnostic(cond.pos, "warning", f"condition '{cond.name}' is declared but no layer reads it", hint)]

@@ -53,6 +53,8 @@ class LayerNode:
     arg_pos: tuple[tuple[str, Pos], ...] = ()
     in_shape: tuple[int, ...] | None = None
     info: LayerInfo | None = None
+    #: False where the call says ``reads=false`` (the layer was inferred without the condition)
+    reads: bool = True
 
     @property
     def out_shape(self) -> tuple[int, ...] | None:
@@ -135,7 +137,9 @@ class ModelIR:
 
     @property
     def params(self) -> int:
-        return sum(n.params for n in self.layers) + self.sink.params
+        """The layers', the sink's and the condition's embed net's parameters."""
+        cond = self.header.condition
+        return sum(n.params for n in self.layers) + self.sink.params + (cond.embed_params if cond else 0)
 
     @property
     def latents(self) -> list[tuple[int, tuple[int, ...]]]:
@@ -192,16 +196,19 @@ def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: 
     inferring = complete
     shape = inp.shape if inp else None
     previous: tuple[str, ...] = ()
-    features = header.condition.classes if header.condition else 0
+    encoded = header.condition.encoded if header.condition else None
     layers: list[LayerNode] = []
     last: LayerInfo | None = None
     for position, site in enumerate(sites):
         info: LayerInfo | None = None
         in_shape = shape if inferring else None
+        context = encoded if site.reads else None
+        features = context.features if context else 0
         if inferring and inp is not None and shape is not None:
             ctx = LayerContext(shape=shape, model_kind=kind.name, input_type=inp.type_name, levels=inp.levels,
                                context_features=features, spec_dir=spec_dir, position=position, previous=previous,
-                               output=header.output, input_shape=inp.shape, limits=limits or Limits())
+                               output=header.output, input_shape=inp.shape, limits=limits or Limits(),
+                               context=context)
             try:
                 info, findings = _infer(site, ctx)
             except SpecError as err:
@@ -227,7 +234,7 @@ def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: 
                 shape = tuple(info.out_shape)
                 last = info
         layers.append(LayerNode(position=position, layer=site.layer, key=site.key, pos=site.pos, trace=site.trace,
-                                arg_pos=site.arg_pos, in_shape=in_shape, info=info))
+                                arg_pos=site.arg_pos, in_shape=in_shape, info=info, reads=site.reads))
         previous = previous + (site.key,)
     spec = header.base if kind.sink == "base" else header.output
     count = getattr(spec, "param_count", None)

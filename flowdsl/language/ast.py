@@ -120,11 +120,15 @@ class InputDecl(Node):
 
 
 class ConditionDecl(Node):
+    """``condition c: vector[K] [levels V] [embed NET(..., out=F)]``."""
+
     kind: Literal["condition"] = "condition"
     name: str
     type_name: str
     type_pos: Pos
     dims: tuple[Expr, ...]
+    levels: Expr | None = None
+    embed: LayerCall | None = None
 
 
 class BaseDecl(Node):

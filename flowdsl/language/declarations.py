@@ -27,14 +27,23 @@ from typing import Any
 
 from flowdsl.errors import Pos, SpecError
 from flowdsl.language import ast
+from flowdsl.language.conditions import (
+    CONDITION_SIZES,
+    CONDITION_TYPES,
+    MAX_LEVELS,
+    ConditionInfo,
+    check_embed_out,
+    raw_size,
+    split_embed_out,
+)
 from flowdsl.language.limits import Limits
 from flowdsl.language.values import Symbol, Value, describe
-from flowdsl.layers.registry import BASES, OUTPUTS, Spec, suggest
+from flowdsl.layers.registry import BASES, NETS, OUTPUTS, Spec, suggest
 
 __all__ = ["InputInfo", "ConditionInfo", "ModelHeader", "Declarations", "INPUT_TYPES", "CONDITION_TYPES"]
 
+
 INPUT_TYPES = {"vector": 1, "image": 3, "sequence": 1, "video": 4}  # type name -> number of sizes
-CONDITION_TYPES = {"label": 1}
 
 #: the block calls that led to a statement: (block name, call position), outermost first
 Trace = tuple[tuple[str, Pos], ...]
@@ -47,14 +56,6 @@ class InputInfo:
     type_name: str
     shape: tuple[int, ...]
     levels: int | None
-    pos: Pos
-
-
-@dataclass(frozen=True)
-class ConditionInfo:
-    name: str
-    type_name: str
-    classes: int
     pos: Pos
 
 
@@ -143,10 +144,11 @@ class Declarations(ABC):
             self.decls[what] = Decl(stmt.pos, info)
 
     def _dims(self, dims: tuple[ast.Expr, ...], env: Env, type_name: str, type_pos: Pos,
-              expected: int) -> tuple[int, ...] | None:
+              expected: int, hint: str | None = None) -> tuple[int, ...] | None:
         if len(dims) != expected:
+            hint = hint or {1: f"{type_name}[N]", 3: "image[C, H, W]", 4: "video[T, C, H, W]"}.get(expected)
             self.error(type_pos, f"{type_name} takes {expected} size{'s' if expected > 1 else ''}, got {len(dims)}",
-                       hint={1: f"{type_name}[N]", 3: "image[C, H, W]", 4: "video[T, C, H, W]"}.get(expected))
+                       hint=hint)
             return None
         out: list[int] = []
         for d in dims:
@@ -182,14 +184,66 @@ class Declarations(ABC):
         return InputInfo(stmt.name, stmt.type_name, shape, levels, stmt.pos)
 
     def condition_decl(self, stmt: ast.ConditionDecl, env: Env) -> ConditionInfo | None:
-        if stmt.type_name not in CONDITION_TYPES:
-            self.error(stmt.type_pos, f"unknown condition type '{stmt.type_name}'",
-                       hint=suggest(stmt.type_name, CONDITION_TYPES) or "conditions: label[K]")
+        kind = stmt.type_name
+        if kind not in CONDITION_SIZES:
+            self.error(stmt.type_pos, f"unknown condition type '{kind}'",
+                       hint=suggest(kind, CONDITION_TYPES) or f"conditions: {', '.join(CONDITION_TYPES)}")
             return None
-        dims = self._dims(stmt.dims, env, stmt.type_name, stmt.type_pos, 1)
+        sizes = CONDITION_SIZES[kind]
+        dims = self._dims(stmt.dims, env, kind, stmt.type_pos, sizes[0] if len(stmt.dims) not in sizes else
+                          len(stmt.dims), hint="sequence[L] or sequence[L, C]" if kind == "sequence" else None)
         if dims is None:
             return None
-        if dims[0] < 2:
-            self.error(stmt.dims[0].pos, f"a label condition needs at least 2 classes, got {dims[0]}")
+        levels: int | None = None
+        if kind == "label":
+            if dims[0] < 2:
+                self.error(stmt.dims[0].pos, f"a label condition needs at least 2 classes, got {dims[0]}")
+                return None
+            if stmt.levels is not None:
+                self.error(stmt.levels.pos, "a label's classes are its size, label[K]: it takes no levels")
+                return None
+            levels, dims = dims[0], ()
+        elif stmt.levels is not None:
+            value = self.eval(stmt.levels, env)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= MAX_LEVELS:
+                self.error(stmt.levels.pos, f"levels must be a whole number from 2 to {MAX_LEVELS}, got "
+                           f"{describe(value)}")
+                return None
+            levels = value
+        if raw_size(kind, dims, levels) > self.limits.max_input_size:
+            flag = self.limits.flag("max_input_size")
+            self.error(stmt.pos, f"the condition has {raw_size(kind, dims, levels)} numbers once encoded (limit "
+                       f"{self.limits.max_input_size})", hint=f"raise the limit with {flag}")
             return None
-        return ConditionInfo(stmt.name, stmt.type_name, dims[0], stmt.pos)
+        info = ConditionInfo(stmt.name, kind, dims, levels, stmt.pos)
+        if stmt.embed is None:
+            return info
+        return self._embedded(info, stmt.embed, env)
+
+    def _embedded(self, info: ConditionInfo, call: ast.LayerCall, env: Env) -> ConditionInfo | None:
+        """The condition with its context encoder, ``embed NET(..., out=F)``, bound and checked."""
+        if call.qualifier is not None:
+            self.error(call.pos, f"'{call.key}' is a layer, not a net: embed takes a net such as mlp([64], out=16)")
+            return None
+        sym = self.symbol(call, env, ())
+        if sym is None:
+            return None
+        net_sym, out, out_pos = split_embed_out(sym)
+        try:
+            out_value = check_embed_out(out, call.pos, out_pos)
+            net = NETS.bind(net_sym, call.pos)
+            with_net = ConditionInfo(info.name, info.type_name, info.shape, info.levels, info.pos, net, out_value,
+                                     call.pos)
+            net_in, net_out = with_net.net_shapes
+            net.validate_io(net_in, net_out)  # type: ignore[attr-defined]
+            params = with_net.embed_params
+        except SpecError as err:
+            self.spec_error(err, call.pos)
+            return None
+        if params > self.limits.max_params:
+            self.error(call.pos, f"the embed net has {params:,} parameters (limit {self.limits.max_params:,})",
+                       hint=f"raise the limit with {self.limits.flag('max_params')}")
+            return None
+        return with_net

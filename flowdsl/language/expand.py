@@ -46,6 +46,8 @@ class Site:
     pos: Pos
     trace: Trace = ()  # (block name, call position), outermost first
     arg_pos: tuple[tuple[str, Pos], ...] = ()  # (argument name, position) as written in the call
+    #: False where the call says ``reads=false``: the layer does not read the model's condition
+    reads: bool = True
 
     @property
     def key(self) -> str:
@@ -187,6 +189,9 @@ class _Expander(Declarations):
         sym = self.symbol(call, env, trace)
         if sym is None:
             return
+        sym, reads = self._reads(sym, trace)
+        if reads is None:
+            return
         try:
             layer = cast(Layer, LAYERS.bind(sym, call.pos))  # an instance of cls, a Layer
         except SpecError as err:
@@ -201,7 +206,24 @@ class _Expander(Declarations):
             return
         names = list(cls.positional if cls.positional is not None else cls.model_fields)
         arg_pos = tuple(zip(names, sym.arg_pos)) + tuple((k, p) for (k, _), p in zip(sym.kwargs, sym.kwarg_pos))
-        self.sites.append(Site(layer=layer, pos=call.pos, trace=trace, arg_pos=arg_pos))
+        self.sites.append(Site(layer=layer, pos=call.pos, trace=trace, arg_pos=arg_pos, reads=reads))
+
+    def _reads(self, sym: Symbol, trace: Trace) -> tuple[Symbol, bool | None]:
+        """The call without its ``reads=`` argument (every layer takes it), and its value (None: reported)."""
+        if not any(k == "reads" for k, _ in sym.kwargs):
+            return sym, True
+        kwargs, kwarg_pos, reads = [], [], True
+        for (k, v), p in zip(sym.kwargs, sym.kwarg_pos):
+            if k != "reads":
+                kwargs.append((k, v))
+                kwarg_pos.append(p)
+            elif not isinstance(v, bool):
+                self.error(p, f"reads must be true or false (whether the layer reads the condition), got "
+                           f"{describe(v)}", trace=trace)
+                return sym, None
+            else:
+                reads = v
+        return Symbol(sym.name, sym.args, tuple(kwargs), sym.pos, sym.arg_pos, tuple(kwarg_pos)), reads
 
     def symbol(self, call: ast.LayerCall, env: Env, trace: Trace) -> Symbol | None:
         args: list[Value | None] = []

@@ -82,8 +82,9 @@ class _ToAST(Transformer):
         return ast.InputDecl(pos=pos, name=str(name), type_name=type_name, type_pos=type_pos, dims=dims, levels=levels)
 
     def _condition_decl(self, c, pos):
-        name, (type_name, type_pos, dims) = c
-        return ast.ConditionDecl(pos=pos, name=str(name), type_name=type_name, type_pos=type_pos, dims=dims)
+        name, (type_name, type_pos, dims), levels, embed = c
+        return ast.ConditionDecl(pos=pos, name=str(name), type_name=type_name, type_pos=type_pos, dims=dims,
+                                 levels=levels, embed=embed)
 
     def _type_expr(self, c, pos):
         return (str(c[0]), self._tok_pos(c[0]), tuple(c[1:]))

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Finding", "LogdetKind", "LayerInfo", "CausalFacts", "OutputHead", "SinkInfo"]
+__all__ = ["Finding", "LogdetKind", "LayerInfo", "CausalFacts", "OutputHead", "SinkInfo", "ContextShape"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,32 @@ class Finding:
     severity: Literal["warning", "note"]
     message: str
     arg: str | None = None
+
+
+@dataclass(frozen=True)
+class ContextShape:
+    """What the layers of a conditional model read: the condition after its encoding (one-hot, ``embed`` net).
+
+    ``layout`` is ``"vector"`` (``shape == (F,)``), ``"image"`` (a map ``(C, H, W)``) or ``"sequence"``
+    (``(C, L)``, channels first, as the sequence layers hold features). A layer that reads a vector
+    reads any layout flattened, ``features`` numbers; a layer that reads a map says so.
+
+        >>> ContextShape("image", (3, 8, 8)).features
+        192
+    """
+
+    layout: Literal["vector", "image", "sequence"]
+    shape: tuple[int, ...]
+
+    @property
+    def features(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def describe(self) -> str:
+        return f"{self.layout}[{', '.join(map(str, self.shape))}]"
 
 
 LogdetKind = Literal["zero", "exact", "estimated, unbiased", "estimated, biased", "n/a"]

@@ -35,6 +35,8 @@ class Net(Spec):
     runtime: ClassVar[str] = ""
     #: input ranks the net accepts (1: features, 3: images)
     ranks: ClassVar[tuple[int, ...]] = (1, 3)
+    #: whether the net flattens an image to a vector (an mlp); a convolutional net keeps H x W
+    flattens: ClassVar[bool] = False
 
     def validate_io(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
         if len(in_shape) not in self.ranks:
@@ -80,6 +82,7 @@ class MLP(Net):
 
     name: ClassVar[str] = "mlp"
     runtime: ClassVar[str] = "flowdsl.runtime.nets:build_mlp"
+    flattens: ClassVar[bool] = True
     hidden: Hidden = (64, 64)
     activation: Activation = "relu"
 

@@ -37,11 +37,11 @@ from pydantic_core.core_schema import NoInfoValidatorFunction
 from flowdsl.errors import Pos, SpecError
 from flowdsl.language.limits import Limits
 from flowdsl.language.values import Symbol, describe
-from flowdsl.layers.facts import CausalFacts, Finding, LayerInfo, LogdetKind, OutputHead, SinkInfo
+from flowdsl.layers.facts import CausalFacts, ContextShape, Finding, LayerInfo, LogdetKind, OutputHead, SinkInfo
 
 __all__ = [
     "Spec", "Family", "Layer", "LayerContext", "LayerInfo", "CausalFacts", "SinkInfo", "OutputHead", "Finding",
-    "LogdetKind", "LAYERS", "NETS", "BASES", "OUTPUTS",
+    "ContextShape", "LogdetKind", "LAYERS", "NETS", "BASES", "OUTPUTS",
     "Word", "choice", "symbolic", "suggest", "PositiveInt", "NonNegativeInt", "Seed", "seed32", "Bit",
     "register_layer",
     "bind_spec",
@@ -314,13 +314,16 @@ class LayerContext:
     model_kind: Literal["flow", "autoregressive"] = "flow"
     input_type: str = "vector"  # the model input's declared type: vector | image | sequence | video
     levels: int | None = None  # the model input's levels, if discrete
-    context_features: int = 0  # size of the one-hot condition vector (0: unconditional)
+    context_features: int = 0  # numbers of the encoded condition a vector reader reads (0: it reads none)
     spec_dir: str = "."  # folder of the spec file (for data files a layer reads)
     position: int = 0  # the layer's 0-based position in its model (as LayerNode.position)
     previous: tuple[str, ...] = ()  # keys of the layers before this one
     output: Any = None  # an autoregressive model's ``output`` distribution spec (None: a flow, or none declared)
     input_shape: tuple[int, ...] = ()  # the model input's declared shape (``shape`` is what reaches this layer)
     limits: Limits = Limits()  # what a rule may build before refusing (sizes computed from the shapes first)
+    #: the encoded condition this layer may read (None: unconditional, or ``reads=false``); its ``features``
+    #: equal ``context_features``
+    context: ContextShape | None = None
 
     @property
     def size(self) -> int:

@@ -53,6 +53,7 @@ from flowdsl.layers.dependency_sets import layout_of
 from flowdsl.runtime.ar_basic import GroupedLinear, encode_levels
 from flowdsl.runtime.ar_conv import GatedBlockStepper, MaskedConvStepper
 from flowdsl.runtime.ar_module import ARModule, Plan, Pointwise, Stepper, gate
+from flowdsl.runtime.conditions import context_for
 
 __all__ = ["Plan", "Stepper", "Pointwise", "MaskedConvStepper", "GatedBlockStepper", "register_stepper",
            "stepper_for", "supports", "fill", "step_conditionals", "gate"]
@@ -88,7 +89,7 @@ def _plans(model, batch: int, ctx, dtype, device, grid):
     plans, prev = [], None
     for i, m in enumerate(model.layers):
         after = prev is not None and prev.streams and prev.passes_stream
-        plans.append(Plan(batch, grid, dtype, device, ctx, first=i == 0, after_stream=bool(after)))
+        plans.append(Plan(batch, grid, dtype, device, context_for(m, ctx), first=i == 0, after_stream=bool(after)))
         prev = m
     return plans
 

@@ -81,7 +81,7 @@ class Plan:
     grid: tuple[int, ...]
     dtype: torch.dtype
     device: torch.device
-    context: torch.Tensor | None = None  # one-hot condition [B, K]
+    context: torch.Tensor | None = None  # what this layer reads of the encoded condition (conditions.context_for)
     first: bool = False  # reads the model's input
     after_stream: bool = False  # the previous layer passes a second stream
 

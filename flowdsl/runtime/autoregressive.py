@@ -45,7 +45,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from flowdsl.analysis.causality import generation_orders
 from flowdsl.errors import Diagnostic, FlowDSLError
@@ -53,6 +52,7 @@ from flowdsl.layers.registry import CausalFacts
 from flowdsl.runtime.ar_basic import GroupedLinear, encode_levels
 from flowdsl.runtime.ar_module import ARModule
 from flowdsl.runtime.compiler import build_node
+from flowdsl.runtime.conditions import ContextEncoder, build_context_encoder, context_for
 from flowdsl.runtime.input_checks import (
     InputError,
     InputTypeError,
@@ -69,8 +69,8 @@ __all__ = ["CompiledAR", "compile_autoregressive"]
 class CompiledAR(nn.Module):
     """An autoregressive model compiled from a spec."""
 
-    def __init__(self, name: str, layers: list[ARModule], head, dist, input_shape, levels: int, classes: int,
-                 orders, channels: int = 1, spec=None):
+    def __init__(self, name: str, layers: list[ARModule], head, dist, input_shape, levels: int,
+                 condition: ContextEncoder | None, orders, channels: int = 1, spec=None):
         super().__init__()
         self.name = name
         self.layers = nn.ModuleList(layers)  # each declared (ARModule.declare) by the compiler
@@ -78,8 +78,11 @@ class CompiledAR(nn.Module):
         self.dist = dist
         self.input_shape = tuple(input_shape)
         self.levels = int(levels)
-        self.classes = classes
-        self.context_shape = () if classes else None
+        #: checks and encodes the context (None: unconditional); holds the condition's embed net
+        self.condition = condition
+        self.classes = condition.levels if condition is not None and condition.type_name == "label" else 0
+        #: the condition's per-example shape (``()`` for a label), None when the model is unconditional
+        self.context_shape = condition.shape if condition is not None else None
         self.channels = channels
         self.spec = spec or {}
         self.ir = None  # the checked IR, set by the compiler (flowdsl.runtime.compiler.compile_model)
@@ -141,20 +144,12 @@ class CompiledAR(nn.Module):
         return f"autoregressive model '{self.name}'"
 
     def _context(self, context, batch: int):
-        if not self.classes:
+        """The encoded condition ``[B, *encoded]`` (None for an unconditional model; InputError when wrong)."""
+        if self.condition is None:
             if context is not None:
                 raise InputError("the model declares no condition, but a context was given", self._where)
             return None
-        if context is None:
-            raise InputError("the model is conditional: pass the labels as context (a LongTensor [B])", self._where)
-        context = as_tensor(context, self._where, self._device())
-        if context.dim() == 0:
-            context = context.expand(batch)
-        if context.shape != (batch,):
-            raise InputError(f"context must be labels of shape [{batch}], got {list(context.shape)}", self._where)
-        if context.dtype.is_floating_point or (context < 0).any() or (context >= self.classes).any():
-            raise InputError(f"context labels must be whole numbers in 0..{self.classes - 1}", self._where)
-        return F.one_hot(context.long(), self.classes).to(self._dtype())
+        return self.condition(context, batch, self._dtype(), self._device())
 
     def _check(self, x):
         """``x`` as a LongTensor ``[B, *input_shape]`` of whole numbers in ``0..levels-1`` (InputError otherwise;
@@ -182,9 +177,9 @@ class CompiledAR(nn.Module):
         extra: dict = {}  # streams besides the main one (a gated PixelCNN's vertical stack, summed skips)
         for layer in self.layers:
             if layer.streams:
-                h, extra = layer(h, ctx, extra)
+                h, extra = layer(h, context_for(layer, ctx), extra)
             else:
-                h, extra = layer(extra.get("skip", h), ctx), {}
+                h, extra = layer(extra.get("skip", h), context_for(layer, ctx)), {}
         h = extra.get("skip", h)
         if self.head is not None:
             h = self.head(h)
@@ -310,7 +305,8 @@ def compile_autoregressive(ir, unit) -> CompiledAR:
     dist = build_output(header.output, header.input.levels)
     return CompiledAR(
         header.name, layers, head, dist, header.input.shape, header.input.levels,
-        header.condition.classes if header.condition else 0, generation_orders(ir), sink.channels,
+        build_context_encoder(header.condition, f"autoregressive model '{header.name}'"), generation_orders(ir),
+        sink.channels,
         spec={"file": unit.main, "model": header.name, "hash": unit.source_hash, "sources": dict(unit.sources)},
     )
 

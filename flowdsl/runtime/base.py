@@ -5,8 +5,11 @@ A flow layer is a :class:`Bijection`::
     forward(x, context=None) -> (y, logdet)    # logdet: log|det dy/dx|, shape [B]
     inverse(y, context=None) -> (x, logdet)    # logdet: log|det dx/dy| = -forward logdet
 
-``x`` has shape ``[B, *in_shape]``; ``context`` is None, or the float one-hot condition
-``[B, K]`` (the compiled model turns labels into it once). A builder named by a layer's
+``x`` has shape ``[B, *in_shape]``; ``context`` is None, or the encoded condition
+(:mod:`flowdsl.runtime.conditions`: one-hot labels, the real or one-hot condition, the ``embed``
+net's output), flattened to ``[B, F]`` with ``F = node.context_features``; a module that sets
+``context_layout = "map"`` receives the map ``[B, *node.context.shape]`` instead. The compiled
+model encodes it once per call and passes None to a layer that does not read it. A builder named by a layer's
 ``runtime`` is called as ``build(layer_spec, node)`` with a :class:`BuildNode`.
 
 Example:
@@ -41,7 +44,9 @@ class BuildNode:
     out_shape: tuple[int, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)
     dependency: Any = None
-    context_features: int = 0
+    context_features: int = 0  # numbers of the encoded condition the layer reads flattened (0: none)
+    #: the encoded condition (flowdsl.layers.facts.ContextShape) the layer reads, None when it reads none
+    context: Any = None
     levels: int | None = None
     model_kind: str = "flow"
     spec_dir: str = "."

@@ -21,6 +21,7 @@ from flowdsl.analysis.ir import LayerNode, ModelIR
 from flowdsl.analysis.kinds import model_kind
 from flowdsl.errors import Diagnostic, FlowDSLError
 from flowdsl.runtime.base import BuildNode
+from flowdsl.runtime.conditions import build_context_encoder
 from flowdsl.runtime.nets import resolve
 from flowdsl.runtime.optimize import optimizations_enabled, set_runtime_switches
 
@@ -31,15 +32,18 @@ def build_node(ir: ModelIR, node: LayerNode, spec_dir: str = "."):
     """Build the module of one layer node."""
     header = ir.header
     layer = node.layer
+    context = header.condition.encoded if header.condition is not None and node.reads else None
     info = BuildNode(
         in_shape=tuple(node.in_shape), out_shape=tuple(node.out_shape), meta=node.meta,
-        dependency=node.dependency, context_features=header.condition.classes if header.condition else 0,
+        dependency=node.dependency, context_features=context.features if context else 0, context=context,
         levels=header.input.levels, model_kind=header.kind, spec_dir=spec_dir, position=node.position,
         causal=node.causal,
     )
     if not type(layer).runtime:
         raise FlowDSLError([Diagnostic(node.pos, "error", f"layer '{layer.name}' has no runtime yet")])
-    return resolve(type(layer).runtime)(layer, info)
+    module = resolve(type(layer).runtime)(layer, info)
+    module.reads_context = bool(node.reads_condition)  # what flowdsl.runtime.conditions.context_for reads
+    return module
 
 
 def compile_flow(ir: ModelIR, unit, optimize: bool | None = None):
@@ -57,10 +61,15 @@ def compile_flow(ir: ModelIR, unit, optimize: bool | None = None):
     for node, layer in zip(ir.layers, layers):  # the IR's proof, for the flow to skip adding a zero
         layer.logdet_zero = node.logdet == "zero"
     header = ir.header
-    base = resolve(type(header.base).runtime)(header.base, header.input.shape)
+    build_base = resolve(type(header.base).runtime)
+    if getattr(header.base, "conditional", False) and header.condition is not None:
+        # a conditional base: its builder takes the encoded condition; the module reads it flattened
+        base = build_base(header.base, header.input.shape, header.condition.encoded)
+    else:
+        base = build_base(header.base, header.input.shape)
     return CompiledFlow(
         header.name, layers, base, header.input.shape, levels=header.input.levels,
-        classes=header.condition.classes if header.condition else 0,
+        condition=build_context_encoder(header.condition, f"flow '{header.name}'"),
         spec={"file": unit.main, "model": header.name, "hash": unit.source_hash, "sources": dict(unit.sources)},
         optimized=optimized,
     )

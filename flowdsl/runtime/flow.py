@@ -24,8 +24,8 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from flowdsl.runtime.conditions import ContextEncoder, context_for
 from flowdsl.runtime.input_checks import (
     InputError,
     as_tensor,
@@ -45,7 +45,7 @@ class CompiledFlow(nn.Module):
     """A normalizing flow compiled from a spec (see the public API in the README)."""
 
     def __init__(self, name: str, layers: list[nn.Module], base: nn.Module, input_shape, levels=None,
-                 classes: int = 0, spec=None, optimized: bool = False):
+                 condition: ContextEncoder | None = None, spec=None, optimized: bool = False):
         super().__init__()
         self.name = name
         # the compiler's optimisations are on: zero log-dets (the IR's proof, ``layer.logdet_zero``) are
@@ -57,8 +57,12 @@ class CompiledFlow(nn.Module):
         self.base = base
         self.input_shape = tuple(input_shape)
         self.levels = levels
-        self.classes = classes
-        self.context_shape = () if classes else None
+        #: checks and encodes the context (None: unconditional); holds the condition's embed net
+        self.condition = condition
+        self.classes = condition.levels if condition is not None and condition.type_name == "label" else 0
+        #: the condition's per-example shape (``()`` for a label), None when the flow is unconditional
+        self.context_shape = condition.shape if condition is not None else None
+        self._base_reads = bool(getattr(base, "conditional", False))
         self.spec = spec or {}
         # follows .to(): the device and dtype of samples when the flow has no parameters
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
@@ -72,20 +76,12 @@ class CompiledFlow(nn.Module):
         return next(self.parameters(), self._anchor).dtype
 
     def _context(self, context, batch: int, device, dtype):
-        if not self.classes:
+        """The encoded condition ``[B, *encoded]`` (None for an unconditional flow; InputError when wrong)."""
+        if self.condition is None:
             if context is not None:
                 raise InputError("declares no condition, but a context was given", self._where)
             return None
-        if context is None:
-            raise InputError("is conditional: pass the labels as context (a LongTensor [B])", self._where)
-        context = as_tensor(context, self._where, device)
-        if context.dim() == 0:
-            context = context.expand(batch)
-        if context.shape != (batch,):
-            raise InputError(f"context must be labels of shape [{batch}], got {list(context.shape)}", self._where)
-        if context.dtype.is_floating_point or (context < 0).any() or (context >= self.classes).any():
-            raise InputError(f"context labels must be whole numbers in 0..{self.classes - 1}", self._where)
-        return F.one_hot(context.long(), self.classes).to(dtype)
+        return self.condition(context, batch, dtype, device)
 
     def _check_input(self, x) -> torch.Tensor:
         """``x`` as a finite real tensor ``[B, *input_shape]`` of the flow's dtype on its device."""
@@ -115,7 +111,9 @@ class CompiledFlow(nn.Module):
     def forward(self, x, context=None):
         """x (continuous, [B, *input_shape]) -> (z of the same shape, log|det dz/dx| [B])."""
         x = self._check_input(x)
-        ctx = self._context(context, x.shape[0], x.device, x.dtype)
+        return self._forward(x, self._context(context, x.shape[0], x.device, x.dtype))
+
+    def _forward(self, x, ctx):
         logdet = x.new_zeros(x.shape[0])
         if not len(x):  # an empty batch: nothing to transform (and nothing to initialise from)
             return x.clone(), logdet
@@ -125,7 +123,7 @@ class CompiledFlow(nn.Module):
                 x, f = layer.split(x)
                 factors.append(f)
             else:
-                x, ld = layer(x, ctx)
+                x, ld = layer(x, context_for(layer, ctx))
                 if adds:
                     logdet = logdet + ld
         return self._assemble(x, factors), logdet
@@ -138,7 +136,9 @@ class CompiledFlow(nn.Module):
     def inverse_and_logdet(self, z, context=None):
         """z -> (x, log|det dx/dz|)."""
         z = self._check_input(z)
-        ctx = self._context(context, z.shape[0], z.device, z.dtype)
+        return self._inverse(z, self._context(context, z.shape[0], z.device, z.dtype))
+
+    def _inverse(self, z, ctx):
         logdet = z.new_zeros(z.shape[0])
         if not len(z):
             return z.clone(), logdet
@@ -147,10 +147,13 @@ class CompiledFlow(nn.Module):
             if isinstance(layer, Split):
                 x = layer.merge(x, factors.pop())
             else:
-                x, ld = layer.inverse(x, ctx)
+                x, ld = layer.inverse(x, context_for(layer, ctx))
                 if adds:
                     logdet = logdet + ld
         return x, logdet
+
+    def _base_context(self, ctx):
+        return None if ctx is None or not self._base_reads else ctx.flatten(1)
 
     def log_prob(self, x, context=None):
         """log p(x) in nats, [B]; for discrete inputs, of the integer data (uniform dequantization bound)."""
@@ -161,10 +164,12 @@ class CompiledFlow(nn.Module):
             x = x + torch.rand_like(x)
         else:
             x = finite_values(to_dtype(x, self._dtype()), self._where)
-        if not len(x):  # (forward checks its input again: cheap next to the layers)
-            self._context(context, 0, x.device, x.dtype)
+        ctx = self._context(context, x.shape[0], x.device, x.dtype)
+        if not len(x):
             return x.new_zeros(0)
-        z, logdet = self(x, context)
+        z, logdet = self._forward(x, ctx)
+        if self._base_reads:
+            return self.base.log_prob(z, self._base_context(ctx)) + logdet
         return self.base.log_prob(z) + logdet
 
     def bits_per_dim(self, x, context=None):
@@ -173,12 +178,20 @@ class CompiledFlow(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, context=None):
-        """n samples; integers in 0..levels-1 for discrete inputs."""
+        """n samples; integers in 0..levels-1 for discrete inputs.
+
+        ``context``: ``[n, *context_shape]`` gives one sample per row; ``[*context_shape]`` (one label, one
+        vector, ...) is used for all n, in one batched call."""
         n = sample_count(n, self._where)
         ref = next(self.parameters(), self._anchor)
         device, dtype = ref.device, ref.dtype
-        z = self.base.sample(n, device=device, dtype=dtype)
-        x = self.inverse(z, context)
+        ctx = self._context(context, n, device, dtype)
+        if self._base_reads:
+            z = self.base.sample(n, device=device, dtype=dtype, context=self._base_context(ctx))
+        else:
+            z = self.base.sample(n, device=device, dtype=dtype)
+        with discarding_logdets(self.optimized):
+            x = self._inverse(z, ctx)[0]
         if self.levels is not None:
             return x.floor().clamp(0, self.levels - 1).long()
         return x

@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-__all__ = ["inputs", "labels", "one_hot", "EXPLICIT_MAX"]
+__all__ = ["inputs", "labels", "one_hot", "contexts", "encoded", "EXPLICIT_MAX"]
 
 #: inputs with at most this many numbers get every element drawn (and shrunk) by Hypothesis
 EXPLICIT_MAX = 96
@@ -100,3 +100,42 @@ def one_hot(features: int, *, batch: int = 2, dtype=None, device=None):
 
     return labels(features, batch=batch, device=device).map(
         lambda v: torch.nn.functional.one_hot(v, features).to(dtype or torch.get_default_dtype()))
+
+
+def contexts(model, *, batch: int = 2, scale: float = 2.0, device=None):
+    """Contexts a compiled conditional ``model`` takes, ``[batch, *model.context_shape]`` (None if unconditional).
+
+    Labels for a label condition, whole numbers in ``0..levels-1`` for a condition with levels, reals
+    otherwise (drawn element by element when small, else seeded Gaussians, as :func:`inputs` does).
+
+        >>> import flowdsl
+        >>> from hypothesis import find
+        >>> m = flowdsl.compile_source("flow f {\\n input x: vector[2]\\n condition c: vector[3]\\n"
+        ...                            " coupling affine(mask=half)\\n}\\n")
+        >>> tuple(find(contexts(m, batch=4), lambda c: True).shape)
+        (4, 3)
+    """
+    encoder = getattr(model, "condition", None)
+    if encoder is None:
+        return st.none()
+    if encoder.type_name == "label":
+        return labels(encoder.levels, batch=batch, device=device)
+    shape = tuple(encoder.shape)
+    if encoder.levels is not None:
+        return inputs(shape, encoder.levels, batch=batch, discrete=True, device=device)
+    return inputs(shape, batch=batch, scale=scale, device=device)
+
+
+def encoded(context, *, batch: int = 2, scale: float = 2.0, dtype=None, device=None):
+    """What a layer's ``context`` argument receives for an encoded condition ``context``
+    (:class:`~flowdsl.layers.facts.ContextShape`): reals ``[batch, F]`` flattened, or None for None.
+
+        >>> from flowdsl.layers.facts import ContextShape
+        >>> from hypothesis import find
+        >>> tuple(find(encoded(ContextShape("image", (2, 3, 3)), batch=1), lambda c: True).shape)
+        (1, 18)
+    """
+    if context is None:
+        return st.none()
+    return inputs((context.features,), batch=batch, scale=scale, device=device).map(
+        lambda t: t if dtype is None else t.to(dtype))
