@@ -109,7 +109,9 @@ class ConditionInfo:
         if self.levels is not None and self.type_name != "label":
             text += f" levels {self.levels}"
         if self.embed is not None:
-            text += f" embed {self.embed.name}(out={self.embed_out})"
+            net = self.embed.describe()
+            inner = net[len(self.embed.name) + 1:-1] if net.endswith(")") else ""
+            text += f" embed {self.embed.name}({inner + ', ' if inner else ''}out={self.embed_out})"
         return text
 
 
