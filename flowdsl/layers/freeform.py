@@ -10,6 +10,13 @@ so any parameter values give a bijection:
   ``triangular``: a permutation), ``R`` and ``R~`` are upper triangular with
   ``R_ii R~_ii = tanh(.) tanh(.) in (-1, 1)``, which proves ``det(I + diag(h') R~ R) > 0``.
 
+In a conditional model each reads the (flattened) condition ``c`` through a small hypernetwork:
+its parameters are the unconditional ones plus a linear map of ``c`` (planar ``u, w, b``; radial
+``x0`` and the raw ``alpha, beta``; Sylvester the raw ``R, R~`` and ``b``, ``Q`` stays shared),
+zero-initialised, so a fresh layer is the unconditional one. The constraints above are applied
+after the map, so the layer is a bijection of ``x`` for every fixed context; its log-det is the
+Jacobian in ``x`` only.
+
 Example:
     >>> from flowdsl.layers.registry import LAYERS, LayerContext
     >>> from flowdsl.language.values import Symbol
@@ -19,6 +26,8 @@ Example:
     (16, 'exact')
     >>> PlanarSpec().infer(LayerContext(shape=(3,))).params
     7
+    >>> PlanarSpec().infer(LayerContext(shape=(3,), context_features=2)).params  # + (2 * 3 + 1) * 2
+    21
 """
 
 from __future__ import annotations
@@ -37,6 +46,13 @@ __all__ = ["PlanarSpec", "RadialSpec", "SylvesterSpec", "sylvester_order"]
 INVERSE_TOL = 1e-12
 
 
+def _hyper(ctx: LayerContext, conditioned: int) -> tuple[int, dict]:
+    """``(params, meta)`` of the hypernetwork mapping the condition to ``conditioned`` parameters (none when
+    the layer reads no condition)."""
+    f = ctx.context_features
+    return conditioned * f, ({"hyper": conditioned} if f else {})
+
+
 def _shape(shape) -> str:
     kind = {1: "vector", 3: "image"}.get(len(shape), "tensor")
     return f"{kind}[{', '.join(map(str, shape))}]"
@@ -51,11 +67,13 @@ class PlanarSpec(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         d = ctx.size
+        extra, hyper = _hyper(ctx, 2 * d + 1)
         return LayerInfo(
-            ctx.shape, params=2 * d + 1, logdet="exact", dependency=Dependency.dense(d),
-            meta={"features": d}, roundtrip_tol=1e3 * INVERSE_TOL,
-            report="tanh; u reparameterised so w.u > -1 (invertible); log-det exact; "
-                   f"inverse by a bracketed 1-D Newton root find along w (tolerance {INVERSE_TOL:g})",
+            ctx.shape, params=2 * d + 1 + extra, logdet="exact", dependency=Dependency.dense(d),
+            meta={"features": d, **hyper}, roundtrip_tol=1e3 * INVERSE_TOL, reads_condition=bool(extra),
+            report=("u, w, b = their own + a linear map of the condition; " if extra else "")
+            + "tanh; u reparameterised so w.u > -1 (invertible); log-det exact; "
+              f"inverse by a bracketed 1-D Newton root find along w (tolerance {INVERSE_TOL:g})",
         )
 
 
@@ -68,10 +86,12 @@ class RadialSpec(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         d = ctx.size
+        extra, hyper = _hyper(ctx, d + 2)
         return LayerInfo(
-            ctx.shape, params=d + 2, logdet="exact", dependency=Dependency.dense(d),
-            meta={"features": d},
-            report="alpha > 0, beta > -alpha (invertible); log-det exact; inverse analytic (a quadratic in the radius)",
+            ctx.shape, params=d + 2 + extra, logdet="exact", dependency=Dependency.dense(d),
+            meta={"features": d, **hyper}, reads_condition=bool(extra),
+            report=("x0, alpha, beta = their own + a linear map of the condition; " if extra else "")
+            + "alpha > 0, beta > -alpha (invertible); log-det exact; inverse analytic (a quadratic in the radius)",
         )
 
 
@@ -129,7 +149,10 @@ class SylvesterSpec(Layer):
             dependency = Dependency.dense(d)
             q_text = ("Q by iterative (Bjorck) orthogonalisation" if self.kind == "orthogonal"
                       else f"Q from {m} Householder reflections")
-        report = (f"rank {m}; {q_text}; R_ii R~_ii in (-1, 1) (invertible); log-det exact; "
+        extra, hyper = _hyper(ctx, 2 * tri + m)
+        report = (f"rank {m}; {q_text}; " + ("R, R~, b = their own + a linear map of the condition; " if extra else "")
+                  + "R_ii R~_ii in (-1, 1) (invertible); log-det exact; "
                   f"inverse by back-substitution with bracketed 1-D root finds (tolerance {INVERSE_TOL:g})")
-        return LayerInfo(ctx.shape, params=q_params + 2 * tri + m, logdet="exact", dependency=dependency, meta=meta,
-                         report=report, roundtrip_tol=1e3 * INVERSE_TOL)
+        return LayerInfo(ctx.shape, params=q_params + 2 * tri + m + extra, logdet="exact", dependency=dependency,
+                         meta={**meta, **hyper}, report=report, roundtrip_tol=1e3 * INVERSE_TOL,
+                         reads_condition=bool(extra))

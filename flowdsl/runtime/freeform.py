@@ -84,42 +84,68 @@ def _polish(a: torch.Tensor, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return a - (a + s * t - c) / (1 + s * (1 - t * t))
 
 
+def _hypernet(context: int, outputs: int) -> nn.Linear | None:
+    """The condition's linear map onto a layer's raw parameters (zero: the layer starts unconditional)."""
+    if not context:
+        return None
+    layer = nn.Linear(context, outputs, bias=False)
+    nn.init.zeros_(layer.weight)
+    return layer
+
+
+def _shifted(hyper: nn.Linear | None, context, *own: torch.Tensor) -> list[torch.Tensor]:
+    """Each raw parameter ``[n]`` as ``[1, n]`` (unconditional) or ``[B, n]``: its own value + its part of
+    ``hyper(context)``."""
+    if hyper is None or context is None:
+        return [p[None] for p in own]
+    delta = hyper(context.reshape(context.shape[0], -1).to(own[0].dtype))
+    return [p + d for p, d in zip(own, delta.split([p.numel() for p in own], dim=1))]
+
+
 class Planar(Bijection):
     """y = x + u_hat tanh(w.x + b), u_hat = u + (m(w.u) - w.u) w / |w|^2.
 
     m(a) = -1 + max(softplus(a + log(e - 1)), 1e-4) > -1 (Rezende & Mohamed's m, shifted so that
-    m(0) = 0: u = 0 is the identity; floored so that rounding never reaches -1).
+    m(0) = 0: u = 0 is the identity; floored so that rounding never reaches -1). With a condition,
+    ``u, w, b`` are shifted per example by a linear map of it first (the constraint holds for each).
     """
 
-    def __init__(self, features: int):
+    def __init__(self, features: int, context: int = 0):
         super().__init__()
         self.u = nn.Parameter(torch.zeros(features))
         self.w = nn.Parameter(torch.randn(features) / features**0.5)
         self.b = nn.Parameter(torch.zeros(1))
+        self.hyper = _hypernet(context, 2 * features + 1)
 
     @classmethod
     def build(cls, layer, node: BuildNode):
-        return cls(node.meta["features"])
+        return cls(node.meta["features"], node.context_features if node.meta.get("hyper") else 0)
 
-    def u_hat(self):
-        """``(u_hat, s = w.u_hat)``; ``s > -1`` is what makes the layer invertible."""
-        wu = self.w @ self.u
+    def _vectors(self, context=None):
+        """``(u_hat, s, w, b)``, each with a leading dimension of 1 or B (one per context)."""
+        u, w, b = _shifted(self.hyper, context, self.u, self.w, self.b)
+        wu = (w * u).sum(1)
         m = -1 + F.softplus(wu + SHIFT).clamp_min(PLANAR_MARGIN)
-        norm2 = (self.w @ self.w).clamp_min(torch.finfo(self.w.dtype).tiny)
-        u_hat = self.u + (m - wu) * self.w / norm2
-        return u_hat, self.w @ u_hat
+        norm2 = (w * w).sum(1).clamp_min(torch.finfo(w.dtype).tiny)
+        u_hat = u + ((m - wu) / norm2)[:, None] * w
+        return u_hat, (w * u_hat).sum(1), w, b[:, 0]
+
+    def u_hat(self, context=None):
+        """``(u_hat, s = w.u_hat)``; ``s > -1`` is what makes the layer invertible (per context, if given)."""
+        u_hat, s, _, _ = self._vectors(context)
+        return (u_hat[0], s[0]) if context is None or self.hyper is None else (u_hat, s)
 
     def forward(self, x, context=None):
         flat = x.reshape(x.shape[0], -1)
-        u_hat, s = self.u_hat()
-        t = torch.tanh(flat @ self.w + self.b)
+        u_hat, s, w, b = self._vectors(context)
+        t = torch.tanh((flat * w).sum(1) + b)
         y = flat + t[:, None] * u_hat
         return y.reshape(x.shape), torch.log1p((1 - t * t) * s)
 
     def inverse(self, y, context=None):
         flat = y.reshape(y.shape[0], -1)
-        u_hat, s = self.u_hat()
-        c = flat @ self.w + self.b
+        u_hat, s, w, b = self._vectors(context)
+        c = (flat * w).sum(1) + b
         a = _polish(solve_tanh_shift(s.detach(), c.detach()), s, c)
         t = torch.tanh(a)
         x = flat - t[:, None] * u_hat
@@ -127,43 +153,53 @@ class Planar(Bijection):
 
 
 class Radial(Bijection):
-    """y = x + beta (x - x0) / (alpha + r); alpha = softplus(.), beta = -alpha + softplus(.)."""
+    """y = x + beta (x - x0) / (alpha + r); alpha = softplus(.), beta = -alpha + softplus(.).
 
-    def __init__(self, features: int):
+    With a condition, ``x0`` and the two raw values are shifted per example by a linear map of it.
+    """
+
+    def __init__(self, features: int, context: int = 0):
         super().__init__()
         self.x0 = nn.Parameter(torch.zeros(features))
         self.alpha_raw = nn.Parameter(torch.zeros(1))
         self.beta_raw = nn.Parameter(torch.zeros(1))  # beta = 0 at initialisation: the identity
         self.features = features
+        self.hyper = _hypernet(context, features + 2)
 
     @classmethod
     def build(cls, layer, node: BuildNode):
-        return cls(node.meta["features"])
+        return cls(node.meta["features"], node.context_features if node.meta.get("hyper") else 0)
 
-    def coefficients(self):
-        alpha = F.softplus(self.alpha_raw)
-        return alpha, -alpha + F.softplus(self.beta_raw)
+    def _params(self, context):
+        """``(x0, alpha, beta)``: [1, D], [1], [1] (or [B, ...], one per context); alpha > 0, beta > -alpha."""
+        x0, alpha_raw, beta_raw = _shifted(self.hyper, context, self.x0, self.alpha_raw, self.beta_raw)
+        alpha = F.softplus(alpha_raw[:, 0])
+        return x0, alpha, -alpha + F.softplus(beta_raw[:, 0])
+
+    def coefficients(self, context=None):
+        """``(alpha, beta)`` with ``alpha > 0``, ``beta > -alpha``: shape [1], or [B] per context."""
+        return self._params(context)[1:]
 
     def _logdet(self, r, alpha, beta):
         h = 1 / (alpha + r)
         return (self.features - 1) * torch.log1p(beta * h) + torch.log1p(beta * alpha * h * h)
 
     def forward(self, x, context=None):
-        d = x.reshape(x.shape[0], -1) - self.x0
-        alpha, beta = self.coefficients()
+        x0, alpha, beta = self._params(context)
+        d = x.reshape(x.shape[0], -1) - x0
         r = torch.linalg.vector_norm(d, dim=1)
-        y = self.x0 + d * (1 + beta / (alpha + r))[:, None]
+        y = x0 + d * (1 + beta / (alpha + r))[:, None]
         return y.reshape(x.shape), self._logdet(r, alpha, beta)
 
     def inverse(self, y, context=None):
-        e = y.reshape(y.shape[0], -1) - self.x0
-        alpha, beta = self.coefficients()
+        x0, alpha, beta = self._params(context)
+        e = y.reshape(y.shape[0], -1) - x0
         rho = torch.linalg.vector_norm(e, dim=1)
         # r^2 + (alpha + beta - rho) r - rho alpha = 0: the non-negative root, computed without cancellation
         q = alpha + beta - rho
         disc = torch.sqrt(q * q + 4 * rho * alpha)
         r = torch.where(q <= 0, (disc - q) / 2, 2 * rho * alpha / (disc + q.clamp_min(0)))
-        x = self.x0 + e / (1 + beta / (alpha + r))[:, None]
+        x = x0 + e / (1 + beta / (alpha + r))[:, None]
         return x.reshape(y.shape), -self._logdet(r, alpha, beta)
 
 
@@ -189,10 +225,19 @@ def bjorck_orthonormal(v: torch.Tensor, tol: float | None = None, max_iter: int 
     return torch.linalg.qr(q).Q
 
 
-class Sylvester(Bijection):
-    """y = x + Q R tanh(R~ Q^T x + b) on the flattened input; see the module docstring."""
+def _mv(mat: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    """``mat @ vec`` per example: ``mat`` [M, M] shared or [B, M, M] per example, ``vec`` [B, M]."""
+    return vec @ mat.T if mat.dim() == 2 else (mat @ vec[:, :, None])[:, :, 0]
 
-    def __init__(self, features: int, rank: int, kind: str, coords=None):
+
+class Sylvester(Bijection):
+    """y = x + Q R tanh(R~ Q^T x + b) on the flattened input; see the module docstring.
+
+    With a condition, the raw entries of ``R``, ``R~`` and ``b`` are shifted per example by a linear
+    map of it (``Q`` is shared): ``R``, ``R~`` are then [B, M, M], their diagonals still tanh-bounded.
+    """
+
+    def __init__(self, features: int, rank: int, kind: str, coords=None, context: int = 0):
         super().__init__()
         d, m = features, rank
         self.kind, self.features, self.rank = kind, d, m
@@ -208,21 +253,33 @@ class Sylvester(Bijection):
         self.rt_off = nn.Parameter(torch.zeros(m * (m - 1) // 2))
         self.b = nn.Parameter(torch.zeros(m))
         self.register_buffer("triu", torch.triu_indices(m, m, offset=1), persistent=False)
+        self.hyper = _hypernet(context, m * (m + 1) + m)
 
     @classmethod
     def build(cls, layer, node: BuildNode):
         meta = node.meta
-        return cls(meta["features"], meta["rank"], layer.kind, meta.get("coords"))
+        return cls(meta["features"], meta["rank"], layer.kind, meta.get("coords"),
+                   node.context_features if meta.get("hyper") else 0)
 
     # -- parameters
     def _triangular(self, diag_raw, off):
-        m = self.rank
+        if diag_raw.dim() == 2:  # one per context: [B, M, M]
+            r = torch.diag_embed(torch.tanh(diag_raw))
+            if self.rank > 1:
+                r[:, self.triu[0], self.triu[1]] = off
+            return r
         r = torch.diag(torch.tanh(diag_raw))
-        return r.index_put((self.triu[0], self.triu[1]), off) if m > 1 else r
+        return r.index_put((self.triu[0], self.triu[1]), off) if self.rank > 1 else r
 
-    def triangles(self):
-        """``(R, R~)``, upper triangular with diagonals in (-1, 1)."""
-        return self._triangular(self.r_diag, self.r_off), self._triangular(self.rt_diag, self.rt_off)
+    def _raw(self, context):
+        """``(r_diag, r_off, rt_diag, rt_off, b)``: the shared parameters, or [B, ...] ones per context."""
+        own = (self.r_diag, self.r_off, self.rt_diag, self.rt_off, self.b)
+        return own if self.hyper is None or context is None else tuple(_shifted(self.hyper, context, *own))
+
+    def triangles(self, context=None):
+        """``(R, R~)``, upper triangular with diagonals in (-1, 1) ([B, M, M] with a context)."""
+        r_diag, r_off, rt_diag, rt_off, _ = self._raw(context)
+        return self._triangular(r_diag, r_off), self._triangular(rt_diag, rt_off)
 
     def q(self):
         """Q [D, M] with orthonormal columns (None for kind=triangular: a coordinate selection)."""
@@ -247,37 +304,40 @@ class Sylvester(Bijection):
     def forward(self, x, context=None):
         flat = x.reshape(x.shape[0], -1)
         q = self.q()
-        r, rt = self.triangles()
-        w = self._project(flat, q) @ rt.T + self.b
+        r, rt = self.triangles(context)
+        w = _mv(rt, self._project(flat, q)) + self._raw(context)[4]
         t = torch.tanh(w)
-        y = self._lift(flat, t @ r.T, q)
-        logdet = torch.log1p((1 - t * t) * (torch.diagonal(rt) * torch.diagonal(r))).sum(1)
+        y = self._lift(flat, _mv(r, t), q)
+        diag = torch.diagonal(rt, dim1=-2, dim2=-1) * torch.diagonal(r, dim1=-2, dim2=-1)
+        logdet = torch.log1p((1 - t * t) * diag).sum(1)
         return y.reshape(x.shape), logdet
 
     def inverse(self, y, context=None):
         flat = y.reshape(y.shape[0], -1)
         q = self.q()
-        r, rt = self.triangles()
-        c = self._project(flat, q) @ rt.T + self.b
+        r, rt = self.triangles(context)
+        c = _mv(rt, self._project(flat, q)) + self._raw(context)[4]
         tri = rt @ r  # upper triangular, diagonal in (-1, 1)
         w = self._back_substitute(tri.detach(), c.detach())
         if torch.is_grad_enabled():  # one Newton step on the triangular system, with autograd on
             t = torch.tanh(w)
             jac = torch.eye(self.rank, dtype=w.dtype, device=w.device) + tri * (1 - t * t)[:, None, :]
-            resid = w + t @ tri.T - c
+            resid = w + _mv(tri, t) - c
             w = w - torch.linalg.solve_triangular(jac, resid[:, :, None], upper=True)[:, :, 0]
         t = torch.tanh(w)
-        x = self._lift(flat, -(t @ r.T), q)
-        logdet = torch.log1p((1 - t * t) * torch.diagonal(tri)).sum(1)
+        x = self._lift(flat, -_mv(r, t), q)
+        logdet = torch.log1p((1 - t * t) * torch.diagonal(tri, dim1=-2, dim2=-1)).sum(1)
         return x.reshape(y.shape), -logdet
 
     @torch.no_grad()
     def _back_substitute(self, tri, c):
-        """Solve ``w + tri tanh(w) = c`` row by row from the last (tri upper triangular, tri_ii > -1)."""
+        """Solve ``w + tri tanh(w) = c`` row by row from the last (tri upper triangular, tri_ii > -1;
+        [M, M] shared or [B, M, M] per example)."""
+        tri = tri if tri.dim() == 3 else tri[None]
         w = torch.zeros_like(c)
         h = torch.zeros_like(c)
         for i in range(self.rank - 1, -1, -1):
-            rhs = c[:, i] - h[:, i + 1:] @ tri[i, i + 1:]
-            w[:, i] = solve_tanh_shift(tri[i, i], rhs)
+            rhs = c[:, i] - (h[:, i + 1:] * tri[:, i, i + 1:]).sum(1)
+            w[:, i] = solve_tanh_shift(tri[:, i, i], rhs)
             h[:, i] = torch.tanh(w[:, i])
         return w
