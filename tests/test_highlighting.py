@@ -39,7 +39,7 @@ block step(w) {
 }
 flow f {
     input x: image[1, 4, 4] levels 256
-    condition y: label[10]
+    condition y: vector[3] levels 4 embed mlp(hidden=[8], out=4)
     base normal
     repeat k { step(8) }
     for i in 1..2 { squeeze(2) }
@@ -83,7 +83,9 @@ def _tokens(text: str, filename: str) -> list[Token]:
 
 def _role(token: Token) -> str:
     name = token.type.rsplit("__", 1)[-1]
-    if name in ("MODEL_KW", "QUALIFIER", "_LEVELS") or token.value in vocabulary.KEYWORDS:
+    if name == "NAME":  # a word the contextual lexer read as a name (the .ar layer ``embed``) is a name
+        return "name"
+    if name.lstrip("_") in ("MODEL_KW", "QUALIFIER", "LEVELS", "EMBED") or token.value in vocabulary.KEYWORDS:
         return "keyword"
     return {"NAME": "name", "NUMBER": "number", "STRING": "string"}.get(name, "symbol")
 
@@ -179,3 +181,26 @@ def test_the_vscode_extension_names_what_exists():
     assert (EDITORS / grammar["path"]).is_file() and grammar["scopeName"] == generate()["scopeName"]
     assert (EDITORS / language["configuration"]).is_file() and (EDITORS / manifest["main"]).is_file()
     json.loads((EDITORS / language["configuration"]).read_text())
+
+
+EMBED_BOTH_WAYS = """\
+autoregressive a {
+    input x: sequence[8] levels 4
+    condition s: sequence[6] levels 5 embed embed(channels=4)
+    condition g: vector[3] \\
+        embed mlp(hidden=[8], out=2)
+    embed(channels=8) -> causal_conv
+    embed
+    output categorical
+}
+"""
+
+
+def test_embed_is_a_keyword_in_a_condition_and_a_layer_elsewhere():
+    """``embed`` is the condition's encoder keyword before a net, and the .ar layer everywhere else."""
+    _agree(EMBED_BOTH_WAYS, "e.ar")  # the grammar's tokens: _EMBED twice, NAME 'embed' three times
+    tokens = [t for t in _tokens(EMBED_BOTH_WAYS, "e.ar") if t.value == "embed"]
+    assert [_role(t) for t in tokens] == ["keyword", "name", "keyword", "name", "name"]
+    pyg, tm = _pygments_types(EMBED_BOTH_WAYS), _textmate_scopes(EMBED_BOTH_WAYS)
+    assert [pyg[t.start_pos] in Keyword for t in tokens] == [True, False, True, False, False]
+    assert [tm[t.start_pos].startswith("keyword") for t in tokens] == [True, False, True, False, False]

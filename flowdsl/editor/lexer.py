@@ -53,8 +53,12 @@ class FlowDSLLexer(RegexLexer):
             (rf"\b(block)([ \t]+)({v.NAME})", bygroups(Keyword.Declaration, Whitespace, Name.Function)),
             (rf"\b(let)([ \t]+)({v.NAME})", bygroups(Keyword.Declaration, Whitespace, Name.Constant)),
             (rf"\b(input|condition|for)([ \t]+)({v.NAME})", bygroups(Keyword, Whitespace, Name.Variable)),
-            (words(v.all_keywords(), prefix=r"\b", suffix=r"\b"), Keyword),
+            # a word before ``=`` is an argument's name, even a keyword's (``pattern=fixed(block=16)``)
             (rf"{v.NAME}(?=[ \t]*=(?!=))", Name.Attribute),
+            # ``embed`` before a name is the condition's encoder; elsewhere it is a layer (an .ar ``embed(...)``)
+            *[(rf"\b{word}(?=(?:[ \t]|{v.LINE_CONTINUATION})+{after})", Keyword)
+              for word, after in v.CONTEXTUAL_KEYWORDS.items()],
+            (words(v.reserved_keywords(), prefix=r"\b", suffix=r"\b"), Keyword),
             (rf"{v.NAME}(?=[ \t]*\()", Name.Function),
             (v.NAME, Name),
             (_OPERATORS, Operator),

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flowdsl.editor.vocabulary import grammar_vocabulary
+from flowdsl.editor.vocabulary import CONTEXTUAL_KEYWORDS, grammar_vocabulary
 
 __all__ = ["generate", "render", "tokenize_line", "DEFAULT_PATH", "main"]
 
@@ -53,8 +53,12 @@ def generate() -> dict[str, Any]:
     g = grammar_vocabulary()
     name, number = str(g["NAME"]), str(g["NUMBER"])
     keywords = sorted(set(g["keywords"]) | set(g["model_keywords"]) | set(g["qualifiers"]))
+    reserved = [k for k in keywords if k not in CONTEXTUAL_KEYWORDS]  # the contextual ones are layers too
     control = [k for k in keywords if k in _CONTROL]
-    other = [k for k in keywords if k not in _CONTROL]
+    other = [k for k in keywords if k not in _CONTROL and k not in CONTEXTUAL_KEYWORDS]
+    contextual = [(f"keyword-{word}", _rule(rf"\b{word}(?=[ \t]+{after})", "keyword.other.flowdsl"))
+                  for word, after in sorted(CONTEXTUAL_KEYWORDS.items())]  # ``embed`` before a name
+    not_layer = "".join(f"|{word}(?=[ \t]+{after})" for word, after in sorted(CONTEXTUAL_KEYWORDS.items()))
     symbols = [s for s in g["symbols"] if not s.isalnum()]
     operators = [s for s in symbols if s not in "()[]{},"]
     rules: list[tuple[str, dict[str, Any]]] = [
@@ -75,11 +79,13 @@ def generate() -> dict[str, Any]:
                               captures={1: "keyword.other.declaration.flowdsl", 2: "variable.other.flowdsl"})),
         ("loop", _rule(rf"\b(for)[ \t]+({name})",
                        captures={1: "keyword.control.flowdsl", 2: "variable.other.flowdsl"})),
+        # a word before ``=`` is an argument's name, even a keyword's (``pattern=fixed(block=16)``)
+        ("argument", _rule(rf"\b{name}(?=[ \t]*=(?!=))", "variable.parameter.flowdsl")),
         ("control", _rule(rf"\b({_alternatives(control)})\b", "keyword.control.flowdsl")),
         ("keyword", _rule(rf"\b({_alternatives(other)})\b", "keyword.other.flowdsl")),
-        ("argument", _rule(rf"\b{name}(?=[ \t]*=(?!=))", "variable.parameter.flowdsl")),
+        *contextual,
         ("call", _rule(rf"\b{name}(?=[ \t]*\()", "entity.name.function.call.flowdsl")),
-        ("layer", _rule(rf"(?:^|(?<=->)|(?<={{))[ \t]*(?!(?:{_alternatives(keywords)})\b)({name})\b",
+        ("layer", _rule(rf"(?:^|(?<=->)|(?<={{))[ \t]*(?!(?:{_alternatives(reserved)})\b{not_layer})({name})\b",
                         captures={1: "support.function.layer.flowdsl"})),
         ("name", _rule(rf"\b{name}\b", "variable.other.flowdsl")),
         ("operator", _rule(_alternatives(re.escape(s) for s in operators), "keyword.operator.flowdsl")),

@@ -8,7 +8,12 @@ know it.
 
 Example:
     >>> KEYWORDS[:4], MODEL_KEYWORDS, QUALIFIERS
-    (('base', 'block', 'condition', 'for'), ('autoregressive', 'flow'), ('autoregressive', 'coupling'))
+    (('base', 'block', 'condition', 'embed'), ('autoregressive', 'flow'), ('autoregressive', 'coupling'))
+    >>> sorted(CONTEXTUAL_KEYWORDS), "embed" in reserved_keywords()
+    (['embed'], False)
+    >>> keyword = re.compile(r"embed(?=[ ]+" + CONTEXTUAL_KEYWORDS["embed"] + ")")
+    >>> bool(keyword.match("embed mlp(out=8)")), bool(keyword.match("embed(channels=4)"))
+    (True, False)
     >>> grammar_vocabulary()["keywords"] == KEYWORDS
     True
 """
@@ -18,11 +23,20 @@ from __future__ import annotations
 import re
 from functools import cache
 
-__all__ = ["KEYWORDS", "MODEL_KEYWORDS", "QUALIFIERS", "OPERATORS", "PUNCTUATION", "NAME", "NUMBER", "STRING",
-           "COMMENT", "LINE_CONTINUATION", "grammar_vocabulary", "all_keywords"]
+__all__ = ["KEYWORDS", "CONTEXTUAL_KEYWORDS", "MODEL_KEYWORDS", "QUALIFIERS", "OPERATORS", "PUNCTUATION", "NAME",
+           "NUMBER", "STRING", "COMMENT", "LINE_CONTINUATION", "grammar_vocabulary", "all_keywords",
+           "reserved_keywords"]
 
 #: words the grammar writes as string literals (statement and declaration keywords)
-KEYWORDS = ("base", "block", "condition", "for", "in", "input", "let", "levels", "output", "repeat", "use")
+KEYWORDS = ("base", "block", "condition", "embed", "for", "in", "input", "let", "levels", "output", "repeat", "use")
+#: keywords that are also layer names, each with the start of the token after it (past blanks) that
+#: makes it a keyword: ``embed`` is the
+#: condition's encoder (``condition c: vector[5] embed mlp(out=8)``) and an .ar layer
+#: (``embed(channels=64)``). The grammar has ``embed`` followed by a name only in a condition
+#: declaration (after its type or its ``levels``); a layer ``embed`` is followed by ``(``, ``->``, a
+#: separator or the end of the line. So "followed by a name" is exact on every valid spec, and needs
+#: no state across lines.
+CONTEXTUAL_KEYWORDS = {"embed": "[A-Za-z_]"}
 #: the model keywords (``MODEL_KW``: ``flow`` in .flow files, ``autoregressive`` in .ar files)
 MODEL_KEYWORDS = ("autoregressive", "flow")
 #: the layer-family qualifiers (``QUALIFIER``: ``coupling affine``, ``autoregressive rq_spline``)
@@ -38,8 +52,13 @@ LINE_CONTINUATION = r"\\\r?\n"
 
 
 def all_keywords() -> tuple[str, ...]:
-    """Every word the grammar reserves, sorted."""
+    """Every word the grammar reserves, sorted (the contextual ones included)."""
     return tuple(sorted(set(KEYWORDS) | set(MODEL_KEYWORDS) | set(QUALIFIERS)))
+
+
+def reserved_keywords() -> tuple[str, ...]:
+    """The keywords that are keywords wherever they stand (:func:`all_keywords` less the contextual ones)."""
+    return tuple(k for k in all_keywords() if k not in CONTEXTUAL_KEYWORDS)
 
 
 def _escaped(pattern: str) -> str:
