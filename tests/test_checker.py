@@ -18,7 +18,7 @@ from flowdsl import Limits
 from flowdsl.errors import render_all
 
 HERE = Path(__file__).parent
-GOLDEN = sorted((HERE / "golden").glob("*.flow"))
+GOLDEN = sorted(p for p in (HERE / "golden").glob("*") if p.suffix in (".flow", ".ar"))
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
