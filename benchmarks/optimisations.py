@@ -14,7 +14,7 @@ left out by default (an ODE flow: no optimisation applies, and slow).
 Example:
     >>> row = measure_spec(ROOT / "specs" / "nice.flow", reps=1, batch=8, inner=1)
     >>> sorted(row), row["folded"] > 0
-    (['cached', 'folded', 'log_prob', 'residual', 'sample', 'sample, log-dets dropped', 'spec', 'train'], True)
+    (['cached', 'folded', 'fused', 'log_prob', 'residual', 'sample', 'sample, log-dets dropped', 'spec', 'train'], True)
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ def measure_spec(path: Path, reps: int = 7, batch: int = 512, inner: int = 3) ->
     row: dict = {"spec": str(path.relative_to(ROOT)),
                  "folded": sum(isinstance(m, Permute) and m.identity for m in fast.layers),
                  "cached": sum(isinstance(m, (MaskedLinear, InvConv1x1)) for m in fast.modules()),
+                 "fused": sum(isinstance(m, InvConv1x1) and m.fused_actnorm is not None for m in fast.modules()),
                  "residual": sum(isinstance(m, Residual) for m in fast.layers)}
     for name in OPERATIONS:
         slow_fn = _operation("sample" if name.startswith("sample") else name, plain, x, context)
@@ -116,10 +117,10 @@ def measure_spec(path: Path, reps: int = 7, batch: int = 512, inner: int = 3) ->
 
 def render(rows: list[dict], markdown: bool = False) -> str:
     """The table: one row per spec, the speed-ups (unoptimised time / optimised time)."""
-    head = ["spec", "folded permutes", "cached modules", "residual blocks", *OPERATIONS]
+    head = ["spec", "folded permutes", "cached modules", "fused actnorm+invconv", "residual blocks", *OPERATIONS]
     lines = []
     for row in rows:
-        cells = [row["spec"], str(row["folded"]), str(row["cached"]), str(row["residual"])]
+        cells = [row["spec"], str(row["folded"]), str(row["cached"]), str(row["fused"]), str(row["residual"])]
         cells += [f"{row[name]:.2f}" for name in OPERATIONS]
         lines.append(cells)
     if markdown:

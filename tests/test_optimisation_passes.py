@@ -223,3 +223,64 @@ def test_the_api_flag_and_the_flow_use_the_irs_zero_logdets():
     torch.testing.assert_close(fast.inverse(z0), plain.inverse(z0))
     with pytest.raises(flowdsl.InputTypeError):
         flowdsl.compile_file(path, optimize="no")
+
+
+# ----------------------------------------------------------------------------- actnorm + invconv1x1 fusion
+FUSED_SPECS = ["benchmarks/specs/glow.flow", "specs/glow.flow"]
+VECTOR_GLOW = ("flow v {\n input x: vector[5]\n repeat 3 {\n  actnorm\n  invconv1x1\n  coupling affine(mask=half)\n"
+               " }\n}\n")
+
+
+def _fused_pairs(model):
+    return [m for m in model.modules() if isinstance(m, InvConv1x1) and m.fused_actnorm is not None]
+
+
+@pytest.mark.parametrize("name", [*FUSED_SPECS, "vector"])
+def test_fused_actnorm_invconv_equals_the_pair_in_evaluation(name):
+    plain, fast = pair(VECTOR_GLOW, scale=0.05) if name == "vector" else pair(ROOT / name, scale=0.02)
+    fused = _fused_pairs(fast)
+    assert fused and not _fused_pairs(plain)
+    assert all(m.fused_actnorm.fused_into_next for m in fused)
+    assert set(fast.state_dict()) == set(plain.state_dict())  # modules stay where they are
+    x = torch.randn(3, *plain.input_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plain.eval()
+    fast.eval()
+    optimizers = [torch.optim.SGD(m.parameters(), lr=1e-3) for m in (plain, fast)]
+    for _ in range(2):
+        with torch.no_grad():
+            assert_same_flow(plain, fast, x, tol=1e-10)
+            torch.manual_seed(3)
+            s0 = plain.sample(2)
+            torch.manual_seed(3)
+            s1 = fast.sample(2)
+            torch.testing.assert_close(s1, s0, rtol=1e-9, atol=1e-9)
+        for model, optimizer in zip((plain, fast), optimizers):  # the cached fused weights must follow a step
+            optimizer.zero_grad()
+            z, logdet = model(x)
+            (0.5 * z.pow(2).flatten(1).sum(1) - logdet).mean().backward()
+            optimizer.step()
+
+
+def test_fusion_is_off_in_training_and_with_the_flag():
+    plain, fast = pair(VECTOR_GLOW, scale=0.05)
+    fused = _fused_pairs(fast)[0]
+    actnorm = fused.fused_actnorm
+    x = torch.randn(4, 5, dtype=torch.float64)
+    # autograd on (training steps): the actnorm applies its own map, so gradients flow as written
+    y, _ = actnorm(x)
+    assert not torch.equal(y, x)
+    torch.manual_seed(0)
+    fresh = flowdsl.compile_source(VECTOR_GLOW).double()
+    torch.manual_seed(0)
+    reference = flowdsl.compile_source(VECTOR_GLOW, optimize=False).double()
+    with torch.no_grad():  # training-mode actnorms initialise from their first batch, fused or not
+        torch.testing.assert_close(fresh(x)[0], reference(x)[0], rtol=1e-10, atol=1e-10)
+    assert all(bool(m.fused_actnorm.initialized) for m in _fused_pairs(fresh))
+    actnorm.eval()
+    with torch.no_grad():
+        y, _ = actnorm(x)
+    assert torch.equal(y, x)  # fused: the invconv1x1 after it applies the map
+    with torch.enable_grad():
+        assert not torch.equal(actnorm(x)[0], x)
+    off = flowdsl.compile_source(VECTOR_GLOW, optimize=False)
+    assert not _fused_pairs(off)

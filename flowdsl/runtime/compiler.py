@@ -54,9 +54,11 @@ def compile_flow(ir: ModelIR, unit, optimize: bool | None = None):
     layers = [build_node(ir, node, spec_dir) for node in ir.layers]
     optimized = optimizations_enabled(optimize)
     if optimized:
+        from flowdsl.runtime.optimize_fusion import fuse_actnorm_invconv
         from flowdsl.runtime.optimize_permutations import fold_permutations
 
         fold_permutations(layers)
+        fuse_actnorm_invconv(layers)
     set_runtime_switches(layers, optimized)
     for node, layer in zip(ir.layers, layers):  # the IR's proof, for the flow to skip adding a zero
         layer.logdet_zero = node.logdet == "zero"

@@ -29,6 +29,12 @@ def _view(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return p.reshape(1, -1, *([1] * (x.dim() - 2)))
 
 
+def _fusing(actnorm: nn.Module) -> bool:
+    from flowdsl.runtime.optimize_fusion import fusing
+
+    return fusing(actnorm)
+
+
 def _spatial(x: torch.Tensor) -> int:
     return int(math.prod(x.shape[2:])) if x.dim() > 2 else 1
 
@@ -42,6 +48,9 @@ class ActNorm(Bijection):
         self.log_scale = nn.Parameter(torch.zeros(features))
         self.register_buffer("initialized", torch.tensor(False))
         self._ready = False  # True once `initialized` was seen set: training steps then never read it (no host sync)
+        #: set by the fusion pass (flowdsl.runtime.optimize_fusion) when the next layer, an invconv1x1, applies
+        #: this layer's affine map itself in evaluation
+        self.fused_into_next = False
 
     @classmethod
     def build(cls, layer, node: BuildNode):
@@ -65,14 +74,16 @@ class ActNorm(Bijection):
             if not bool(self.initialized):
                 self._initialize(x)
             self._ready = True
-        y = (x + _view(self.bias, x)) * torch.exp(_view(self.log_scale, x))
-        ld = self.log_scale.sum() * _spatial(x)
-        return y, ld.expand(x.shape[0]).to(x.dtype)
+        ld = (self.log_scale.sum() * _spatial(x)).expand(x.shape[0]).to(x.dtype)
+        if self.fused_into_next and _fusing(self):  # the invconv1x1 after it applies the map
+            return x, ld
+        return (x + _view(self.bias, x)) * torch.exp(_view(self.log_scale, x)), ld
 
     def inverse(self, y, context=None):
-        x = y * torch.exp(-_view(self.log_scale, y)) - _view(self.bias, y)
-        ld = -self.log_scale.sum() * _spatial(y)
-        return x, ld.expand(y.shape[0]).to(y.dtype)
+        ld = (-self.log_scale.sum() * _spatial(y)).expand(y.shape[0]).to(y.dtype)
+        if self.fused_into_next and _fusing(self):  # the invconv1x1 after it undid the map already
+            return y, ld
+        return y * torch.exp(-_view(self.log_scale, y)) - _view(self.bias, y), ld
 
 
 

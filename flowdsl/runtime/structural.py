@@ -68,6 +68,49 @@ class InvConv1x1(Bijection):
         self.log_s = nn.Parameter(torch.log(torch.abs(s)).to(dtype))
         self.cache_weights = optimizations_enabled()  # reuse W and W^-1 in evaluation (the optimize flag)
         self._weight, self._inverse = DerivedCache(), DerivedCache()
+        self.channels = channels
+        self._pre: tuple[nn.Module, ...] = ()  # the actnorm fused into this layer (a tuple: not a submodule)
+        self._fused, self._fused_inverse = DerivedCache(), DerivedCache()
+
+    @property
+    def fused_actnorm(self) -> nn.Module | None:
+        """The actnorm before this layer whose affine map it applies in evaluation (optimize_fusion), or None."""
+        return self._pre[0] if self._pre else None
+
+    def absorb_actnorm(self, actnorm: nn.Module) -> None:
+        """Apply ``actnorm``'s map ``(x + b) * exp(s)`` in this layer's convolution when fusing (see
+        :mod:`flowdsl.runtime.optimize_fusion`)."""
+        self._pre = (actnorm,)
+        actnorm.fused_into_next = True
+
+    def _fused_sources(self):
+        a = self._pre[0]
+        return (*self._sources(), a.bias, a.log_scale)
+
+    def _fused_forward(self, dtype):
+        """``(W diag(exp(s)), W diag(exp(s)) b)``."""
+        a = self._pre[0]
+        w = self.weight().to(dtype) * torch.exp(a.log_scale.to(dtype))[None, :]
+        return torch.cat([w, (w @ a.bias.to(dtype))[:, None]], dim=1)
+
+    def _fused_backward(self, dtype):
+        """``(diag(exp(-s)) W^-1, -b)``."""
+        a = self._pre[0]
+        w_inv = torch.linalg.inv(self.weight().to(dtype)) * torch.exp(-a.log_scale.to(dtype))[:, None]
+        return torch.cat([w_inv, -a.bias.to(dtype)[:, None]], dim=1)
+
+    def _affine(self, x, wb):
+        w, b = wb[:, :-1], wb[:, -1]
+        if x.dim() == 2:
+            return torch.addmm(b, x, w.T)
+        return F.conv2d(x, w[:, :, None, None], b)
+
+    def _fusing(self) -> bool:
+        if not self._pre:
+            return False
+        from flowdsl.runtime.optimize_fusion import fusing
+
+        return fusing(self._pre[0])
 
     def _sources(self):
         return (self.lower, self.upper, self.log_s, self.perm, self.sign_s, self.lower_mask, self.eye)
@@ -89,12 +132,18 @@ class InvConv1x1(Bijection):
     def forward(self, x, context=None):
         pixels = x[0, 0].numel() if x.dim() > 2 else 1
         ld = self.log_s.sum() * pixels
+        if self._fusing():
+            wb = self._fused.get(self._fused_sources(), lambda: self._fused_forward(x.dtype), tag=x.dtype)
+            return self._affine(x, wb), ld.to(x.dtype).expand(x.shape[0])
         w = self._weight.get(self._sources(), lambda: self.weight().to(x.dtype), tag=x.dtype,
                              enabled=self.cache_weights)
         return self._mix(x, w), ld.to(x.dtype).expand(x.shape[0])
 
     def inverse(self, y, context=None):
         pixels = y[0, 0].numel() if y.dim() > 2 else 1
+        if self._fusing():
+            wb = self._fused_inverse.get(self._fused_sources(), lambda: self._fused_backward(y.dtype), tag=y.dtype)
+            return self._affine(y, wb), (-self.log_s.sum() * pixels).to(y.dtype).expand(y.shape[0])
         w_inv = self._inverse.get(self._sources(), lambda: torch.linalg.inv(self.weight().to(y.dtype)), tag=y.dtype,
                                   enabled=self.cache_weights)
         return self._mix(y, w_inv), (-self.log_s.sum() * pixels).to(y.dtype).expand(y.shape[0])
