@@ -232,3 +232,33 @@ def test_spec_error_copies():
     assert err.replace(hint=None).hint is None and err.hint == "h"
     notes = trace_notes((("b", Pos("f", 4, 1, 4, 2)),))
     assert err.at(Pos("f", 5, 5)).related == () and err.at(Pos("f", 5, 5), notes).related == notes
+
+
+_CONDITION_ERRORS = [  # (the condition line, or a layer line after `condition c: vector[3]`; the underlined text)
+    ("condition c: vectr[3]", "vectr", "unknown condition type 'vectr'"),
+    ("condition c: sequence[8, 2, 3]", "sequence", "sequence takes"),
+    ("condition c: vector[3] levels 1", "1", "levels must be a whole number"),
+    ("condition c: label[4] levels 4", "4", "takes no levels"),
+    ("condition c: vector[8] embed mlp([16])", "mlp([16])", "needs out=F"),
+    ("condition c: vector[8] embed mlp([16], out=2.5)", "out=2.5", "out must be a whole number"),
+    ("condition c: vector[8] embed conv_net(hidden=8, out=4)", "conv_net(hidden=8, out=4)", "needs image input"),
+    ("condition c: vector[8] embed mlpp(out=4)", "mlpp(out=4)", "unknown net 'mlpp'"),
+    ("condition c: vector[8] embed mlp(hiden=[4], out=4)", "hiden=[4]", "no argument 'hiden'"),
+    ("coupling affine(mask=half, reads=1)", "reads=1", "reads must be true or false"),
+]
+
+
+@pytest.mark.parametrize(("line", "underlined", "message"), _CONDITION_ERRORS, ids=[c[0] for c in _CONDITION_ERRORS])
+def test_a_condition_error_underlines_its_argument(line, underlined, message):
+    """Each check of a condition renders ``file:line:col: error:`` with the underline on the argument at fault."""
+    decl = line if line.startswith("condition") else "condition c: vector[3]"
+    layer = line if not line.startswith("condition") else "coupling affine"
+    src = f"flow f {{\n  input x: vector[4]\n  {decl}\n  {layer}\n}}\n"
+    analysis = flowdsl.analyze_source(src, "c.flow")
+    (err,) = [d for d in analysis.diagnostics if d.severity == "error"]
+    assert message in err.message
+    assert _text(src, err.pos) == underlined
+    rendered = render_all([err], analysis.sources)
+    assert rendered.startswith(f"c.flow:{err.pos.line}:{err.pos.column}: error: ")
+    column = src.split("\n")[err.pos.line - 1].rindex(underlined) + 1
+    assert err.pos.column == column and _underline(rendered) == "^" + "~" * (len(underlined) - 1)
