@@ -6,7 +6,8 @@ by one cat); spatial masks (``checkerboard(p)``, and image lists that do not kee
 channels: ``meta["spatial"]``) multiply by a fixed 0/1 buffer and keep the kept positions with
 one ``where``. The conditioner only ever sees kept positions; its output
 is parameter-major (``k`` blocks the shape of the transformed part), handed to the transformer
-as ``[..., k]`` views.
+as ``[..., k]`` views. A coupling whose net reads the condition map as channels (``meta["context_map"]``)
+sets ``context_layout = "map"``: the compiled model hands it the map ``[B, C, H, W]``, not the vector.
 
 Example:
     >>> import torch
@@ -37,8 +38,10 @@ __all__ = ["Coupling", "build_coupling"]
 class Coupling(Bijection):
     """``y_t = h(x_t; net(x_k))``, ``y_k = x_k``, for a transformer module ``h`` (a value)."""
 
-    def __init__(self, kept, spatial: bool, net: nn.Module, transformer: nn.Module, shape):
+    def __init__(self, kept, spatial: bool, net: nn.Module, transformer: nn.Module, shape, context_map: bool = False):
         super().__init__()
+        #: what flowdsl.runtime.conditions.context_for hands the layer: the map itself, or flattened
+        self.context_layout = "map" if context_map else "flat"
         kept = torch.as_tensor(kept, dtype=torch.bool)
         self.spatial = spatial
         self.net = net
@@ -132,5 +135,7 @@ def build_coupling(layer, node: BuildNode) -> Coupling:
     """Runtime of every ``coupling T`` layer: the transformer module, then the conditioner net."""
     transformer = build_transformer(layer.transformer)
     assert transformer.params_per_dim == node.meta["params_per_dim"], "transformer and spec disagree on parameters"
-    net = build_net(layer.net, node.meta["net_in"], node.meta["net_out"], node.context_features)
-    return Coupling(layer.mask.kept(node.in_shape), node.meta["spatial"], net, transformer, node.in_shape)
+    channels = node.meta.get("context_map", 0) if node.context_features else 0
+    net = build_net(layer.net, node.meta["net_in"], node.meta["net_out"], channels or node.context_features)
+    return Coupling(layer.mask.kept(node.in_shape), node.meta["spatial"], net, transformer, node.in_shape,
+                    context_map=bool(channels))

@@ -3,8 +3,9 @@
 Every builder is called as ``build(spec, in_shape, out_shape, context)`` and returns a module
 ``net(x, context=None) -> params`` mapping ``[B, *in_shape]`` to ``[B, *out_shape]``. The
 last layer starts at zero, so a fresh coupling is the identity (Glow's initialisation).
-The condition (one-hot ``[B, K]``) is concatenated to the input (as constant channels for
-images). Parameter counts equal the spec's ``param_count`` (tested).
+The condition (the encoded condition flattened, ``[B, F]``) is concatenated to the input (as
+constant channels for images); a condition map ``[B, C, H, W]`` of the image's ``H x W`` is
+concatenated as C channels (``context`` is then C). Parameter counts equal the spec's ``param_count`` (tested).
 
 Example:
     >>> import torch
@@ -49,9 +50,9 @@ def activation(name: str) -> nn.Module:
 def _with_context(x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
     if context is None:
         return x
-    if x.dim() == 2:
+    if x.dim() == 2 or context.dim() == x.dim():  # a vector, or a map of the input's H x W: as channels
         return torch.cat([x, context.to(x.dtype)], dim=1)
-    c = context.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+    c = context.to(x.dtype).flatten(1)[:, :, None, None].expand(-1, -1, *x.shape[2:])
     return torch.cat([x, c], dim=1)
 
 
