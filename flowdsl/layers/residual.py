@@ -3,7 +3,9 @@
 ``y = x + g(x)`` is invertible when ``Lip(g) < 1`` (Behrmann et al. 2019). The checker proves
 that bound from the declared parts: ``lipschitz_mlp`` normalises each linear map to spectral
 norm ``<= coeff`` (power iteration), so with 1-Lipschitz activations
-``Lip(g) <= coeff ** (layers)``, which is ``< 1`` exactly when ``coeff < 1``. A net
+``Lip(g) <= coeff ** (layers)``, which is ``< 1`` exactly when ``coeff < 1``. In a conditional
+model the condition is an extra input of ``g`` whose weights are not normalised: the bound is
+needed in ``x`` only (``y = x + g(x, c)`` is then invertible for every fixed ``c``). A net
 without a bound, ``coeff >= 1`` or an activation steeper than 1 (``swish``, ``gelu``) is
 refused, positioned at the offending argument.
 
@@ -202,8 +204,9 @@ class ResidualSpec(Layer):
         net.validate_io(ctx.shape, ctx.shape)
         params = net.param_count(ctx.shape, ctx.shape, ctx.context_features)
         acts = f", {net.activation} {ACTIVATION_LIPSCHITZ[net.activation]:g}-Lipschitz" if net.hidden else ""
-        report = (f"Lip(g) <= {net.coeff:g}^{net.linear_maps} = {lip:.3g} (spectral norm <= {net.coeff:g} per linear "
-                  f"map{acts}); log-det {self.logdet.text()}; inverse by Banach fixed-point iteration "
+        in_x = " in x; the condition's weights free" if ctx.context_features else ""
+        report = (f"Lip(g) <= {net.coeff:g}^{net.linear_maps} = {lip:.3g}{in_x} (spectral norm <= {net.coeff:g} per "
+                  f"linear map{acts}); log-det {self.logdet.text()}; inverse by Banach fixed-point iteration "
                   f"(contraction {lip:.3g}, error bound {INVERSE_TOL:g})")
         return LayerInfo(
             ctx.shape, params=params, logdet=self.logdet.kind, dependency=Dependency.dense(ctx.size),

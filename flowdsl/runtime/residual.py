@@ -2,7 +2,9 @@
 
 ``SpectralLinear`` estimates its weight's spectral norm by power iteration, warm-started
 from stored vectors and run to a relative tolerance on every call, and uses
-``W / max(1, sigma / coeff)``: spectral norm ``<= coeff`` (to the iteration's tolerance).
+``W / max(1, sigma / coeff)``: spectral norm ``<= coeff`` (to the iteration's tolerance). In a
+conditional model the first map also reads the condition: its ``free`` condition columns are not
+normalised (the bound ``Lip(g) < 1`` is needed in ``x`` only, for every fixed condition).
 
 The log-det of ``y = x + g(x)`` is ``sum_k (-1)^(k+1) tr(J^k) / k``. The estimators draw one
 Rademacher vector ``v`` per example and compute ``v^T J^k v`` by vector-Jacobian products;
@@ -64,9 +66,11 @@ def _unit(x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
 class SpectralLinear(nn.Module):
     """A linear map normalised to spectral norm ``<= coeff`` (power iteration, warm-started)."""
 
-    def __init__(self, in_features: int, out_features: int, coeff: float, zero: bool = False):
+    def __init__(self, in_features: int, out_features: int, coeff: float, zero: bool = False, free: int = 0):
         super().__init__()
-        layer = nn.Linear(in_features, out_features)
+        #: trailing input columns (the condition) left out of the normalisation
+        self.free = int(free)
+        layer = nn.Linear(in_features + self.free, out_features)
         if zero:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -98,9 +102,12 @@ class SpectralLinear(nn.Module):
         """``W / max(1, sigma / coeff)``, sigma the power-iteration estimate (differentiable in W)."""
         if self.frozen is not None:
             return self.frozen
-        u, v = self._power_iteration(self.weight.detach())
-        sigma = u @ self.weight @ v
-        weight = self.weight / torch.clamp(sigma.abs() / self.coeff, min=1.0)
+        w_x = self.weight[:, :self.weight.shape[1] - self.free] if self.free else self.weight
+        u, v = self._power_iteration(w_x.detach())
+        sigma = u @ w_x @ v
+        weight = w_x / torch.clamp(sigma.abs() / self.coeff, min=1.0)
+        if self.free:
+            weight = torch.cat([weight, self.weight[:, weight.shape[1]:]], dim=1)
         self.last = weight.detach()
         return weight
 
@@ -126,12 +133,13 @@ def _activation(name: str) -> nn.Module:
 
 
 def build_lipschitz_mlp(spec, in_shape, out_shape, context=0):
-    """The ``lipschitz_mlp`` net: spectrally normalised linear maps; the last starts at zero."""
-    sizes = [math.prod(in_shape) + context, *spec.hidden, math.prod(out_shape)]
+    """The ``lipschitz_mlp`` net: spectrally normalised linear maps (the condition's columns of the first
+    one excepted); the last starts at zero."""
+    sizes = [math.prod(in_shape), *spec.hidden, math.prod(out_shape)]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
         last = i == len(sizes) - 2
-        layers.append(SpectralLinear(a, b, spec.coeff, zero=last))
+        layers.append(SpectralLinear(a, b, spec.coeff, zero=last, free=context if i == 0 else 0))
         if not last:
             layers.append(_activation(spec.activation))
     return FeatureNet(nn.Sequential(*layers), out_shape)
