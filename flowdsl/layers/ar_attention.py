@@ -17,6 +17,12 @@ pattern's index sets exactly (banded and strided unions, no L x L matrix), prove
 reports the pattern's density and checks that every earlier position reaches every later
 one within the model's depth.
 
+A condition (flattened, F features) is read by every attention layer as an added projection to
+its residual stream (the same at every position); ``context_keys=K`` also makes it K extra keys
+and values (``K`` tokens projected from it, through the layer's own key and value maps) that every
+query may attend to besides its pattern's keys. The condition is not a position: reading it
+never breaks causality, and the checker's index sets are those of the pattern alone.
+
 Example:
     >>> import numpy as np
     >>> sets = StridedPattern(stride=2).index_sets(5)
@@ -32,7 +38,7 @@ import numpy as np
 from pydantic import BeforeValidator, Field
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.ar_basic import AR, ar_input
+from flowdsl.layers.ar_basic import AR, ar_input, condition_note
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, accumulate, any_group, layout_of, read, unpack
 from flowdsl.layers.registry import (
     CausalFacts,
@@ -40,6 +46,7 @@ from flowdsl.layers.registry import (
     Layer,
     LayerContext,
     LayerInfo,
+    NonNegativeInt,
     PositiveInt,
     Spec,
 )
@@ -181,7 +188,8 @@ def _sequence(ctx: LayerContext, name: str) -> tuple[int, int]:
 
 
 class AttentionSpec(Layer):
-    """``attention(heads, dim, pattern=dense|strided(stride)|fixed(block, summary))``: causal self-attention."""
+    """``attention(heads, dim, pattern=dense|strided(stride)|fixed(block, summary), context_keys=0)``: causal
+    self-attention; with a condition, an added projection of it, and ``context_keys`` keys/values made from it."""
 
     name: ClassVar[str] = "attention"
     models: ClassVar[frozenset[str]] = AR
@@ -190,9 +198,15 @@ class AttentionSpec(Layer):
     heads: Annotated[PositiveInt, Field(le=1024)] = 4
     dim: PositiveInt = 64
     pattern: PatternField = DensePattern()
+    context_keys: Annotated[NonNegativeInt, Field(le=4096)] = 0
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, n = _sequence(ctx, self.name)
+        c, keys = ctx.context_features, self.context_keys
+        if keys and not c:
+            raise SpecError(f"context_keys={keys} makes keys of the condition, but this layer reads none (the "
+                            f"model declares no condition, or the layer says reads=false)", arg="context_keys",
+                            hint="declare a condition, or drop context_keys")
         if self.dim % self.heads:
             raise SpecError(f"attention splits dim={self.dim} features over {self.heads} heads: dim must be "
                             f"divisible by heads", arg="heads")
@@ -205,6 +219,7 @@ class AttentionSpec(Layer):
         positions = "attention" not in ctx.previous
         d = self.dim
         params = (n * d if positions else 0) + 2 * d + (d * 3 * d + 3 * d) + (d * d + d)
+        params += c * d + (c * keys * d + keys * d)  # the added projection; the context's keys
         attended, causal, later = pattern_density(self.pattern, n)
         if later:
             raise SpecError(f"attention pattern {self.pattern.describe()} attends to later positions "
@@ -217,8 +232,10 @@ class AttentionSpec(Layer):
                                causality_hint="attention reads the current position: start the model "
                                               "with embed (which shifts the input by one)",
                                reach_remedy="stack more attention layers, or use a denser pattern"),
+            reads_condition=c > 0,
             report=f"{self.heads} heads, pattern {self.pattern.describe()}, "
-                   f"{100.0 * attended / causal:.1f}% of causal pairs" + (", learned positions" if positions else ""),
+                   f"{100.0 * attended / causal:.1f}% of causal pairs" + (", learned positions" if positions else "")
+                   + condition_note(c) + (f", as {keys} extra key{'s' if keys > 1 else ''}" if keys else ""),
             meta={"positions": positions, "length": n, "density": (attended, causal), "head_sets": assign})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:

@@ -38,7 +38,8 @@ from flowdsl.layers.orders import MODEL_ORDERS, ModelOrderField, Natural, Order
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
 
 __all__ = [
-    "AR", "ar_input", "input_levels", "colour_groups", "params_per_position", "as_groups", "check_groups",
+    "AR", "ar_input", "input_levels", "condition_note", "colour_groups", "params_per_position", "as_groups",
+    "check_groups",
     "FVBNSpec", "NADESpec", "MadeModel", "MADE_ORDERS", "made_layer_masks", "ReLUSpec", "Conv1x1",
 ]
 
@@ -105,6 +106,11 @@ def _vector(ctx: LayerContext, name: str) -> tuple[int, int]:
     return features, grid[0]
 
 
+def condition_note(context: int) -> str:
+    """The report's note on the condition a layer reads (``context`` encoded features; 0: none)."""
+    return f"; reads the condition ({context} features)" if context else ""
+
+
 def _strict_prefix(maps: DepMaps) -> DepMaps:
     """Position i reads every position before i (all features): FVBN, NADE."""
     a = any_group(maps.main)[0]
@@ -116,7 +122,9 @@ def _strict_prefix(maps: DepMaps) -> DepMaps:
 class FVBNSpec(Layer):
     """``fvbn``: p(x_i | x_<i) from a linear function of every earlier position (Frey 1998).
 
-    Arguments: none. References: B. Frey, Graphical Models for Machine Learning (1998).
+    params_i = b_i + sum_{j<i} W_ij x_j (+ U_i y with a condition y: a context term in each logistic
+    conditional, read by no other position's). Arguments: none.
+    References: B. Frey, Graphical Models for Machine Learning (1998).
     """
 
     name: ClassVar[str] = "fvbn"
@@ -126,11 +134,11 @@ class FVBNSpec(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, d = _vector(ctx, "fvbn")
-        p = params_per_position(ctx)
-        return LayerInfo(out_shape=(p, d), params=d * p * d * f + d * p, logdet="n/a",
-                         causal=CausalFacts(emits_params=True),
-                         report=f"{d} conditionals, each linear in all earlier positions",
-                         meta={"in_features": f, "positions": d, "params_per_position": p})
+        p, c = params_per_position(ctx), ctx.context_features
+        return LayerInfo(out_shape=(p, d), params=d * p * d * f + d * p + d * p * c, logdet="n/a",
+                         causal=CausalFacts(emits_params=True), reads_condition=c > 0,
+                         report=f"{d} conditionals, each linear in all earlier positions" + condition_note(c),
+                         meta={"in_features": f, "positions": d, "params_per_position": p, "context": c})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         return _strict_prefix(maps)
@@ -139,7 +147,8 @@ class FVBNSpec(Layer):
 class NADESpec(Layer):
     """``nade(hidden)``: one hidden layer whose weights all conditionals share; O(D H) per pass.
 
-    h_i = sigmoid(c + W x_<i), params_i = V_i h_i + b_i (Larochelle & Murray 2011).
+    h_i = sigmoid(c + W x_<i), params_i = V_i h_i + b_i (Larochelle & Murray 2011); with a condition y the
+    hidden pre-activation of every conditional gains U y (shared, like c: it opens no path between positions).
     """
 
     name: ClassVar[str] = "nade"
@@ -150,10 +159,11 @@ class NADESpec(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, d = _vector(ctx, "nade")
-        p, h = params_per_position(ctx), self.hidden
-        return LayerInfo(out_shape=(p, d), params=h * d * f + h + d * p * h + d * p, logdet="n/a",
-                         causal=CausalFacts(emits_params=True), report=f"{h} shared hidden units; one O(DH) pass",
-                         meta={"in_features": f, "positions": d, "params_per_position": p})
+        p, h, c = params_per_position(ctx), self.hidden, ctx.context_features
+        return LayerInfo(out_shape=(p, d), params=h * d * f + h + d * p * h + d * p + h * c, logdet="n/a",
+                         causal=CausalFacts(emits_params=True), reads_condition=c > 0,
+                         report=f"{h} shared hidden units; one O(DH) pass" + condition_note(c),
+                         meta={"in_features": f, "positions": d, "params_per_position": p, "context": c})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         return _strict_prefix(maps)
@@ -165,17 +175,26 @@ MADE_ORDERS = MODEL_ORDERS
 
 
 @lru_cache(maxsize=64)
-def _made_cached(d: int, features: int, p: int, hidden: tuple, masks: int, order: Order):
+def _made_cached(d: int, features: int, p: int, hidden: tuple, masks: int, order: Order, context: int):
     orders = order.orders(d, masks)
-    sets = made_math.mask_sets(orders, hidden, features=features, params=p, params_major=False,
+    sets = made_math.mask_sets(orders, hidden, features=features, params=p, context=context, params_major=False,
                                draw_seed=order.seed_value)
     conns = [made_math.connectivity(m, d, p, features, params_major=False) for m in sets]
     return orders, tuple(zip(sets, conns))
 
 
-def made_layer_masks(layer: MadeModel, d: int, features: int, p: int):
-    """``(orders [K, D], ((masks, connectivity[D, D]), ...))`` of a MADE layer, one entry per mask."""
-    return _made_cached(d, features, p, tuple(layer.hidden), layer.masks, layer.order)
+def made_layer_masks(layer: MadeModel, d: int, features: int, p: int, context: int = 0):
+    """``(orders [K, D], ((masks, connectivity[D, D]), ...))`` of a MADE layer, one entry per mask.
+
+    ``context``: the condition's encoded features, the first mask's last columns (degree 0: every hidden
+    unit reads them; no output reads them but through a hidden unit, so they add no path between positions).
+
+    >>> layer = MadeModel(hidden=(4,))
+    >>> _, ((masks, conn),) = made_layer_masks(layer, 3, 2, 1, context=5)
+    >>> masks[0].shape, bool(masks[0][:, 6:].all()), conn.astype(int).tolist()
+    ((4, 11), True, [[0, 0, 0], [1, 0, 0], [1, 1, 0]])
+    """
+    return _made_cached(d, features, p, tuple(layer.hidden), layer.masks, layer.order, int(context))
 
 
 class MadeModel(Layer):
@@ -186,7 +205,9 @@ class MadeModel(Layer):
     is the exact log of the average of the K masks' probabilities (Germain et al. 2015).
     Each draw assigns the degrees ``lo..D-1`` to a hidden layer's units at random but as evenly
     as its width allows (``lo``: the previous layer's lowest), so layers of at least D-1 units
-    miss no dependency; narrower ones leave a blind spot, which the checker reports.
+    miss no dependency; narrower ones leave a blind spot, which the checker reports. A condition enters
+    the first layer as extra columns of degree 0: every hidden unit reads it, and it adds no path between
+    positions (:func:`made_layer_masks`).
     """
 
     name: ClassVar[str] = "made"
@@ -199,25 +220,26 @@ class MadeModel(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, d = _vector(ctx, "made")
-        p = params_per_position(ctx)
-        sizes = [d * f, *self.hidden, d * p]
+        p, c = params_per_position(ctx), ctx.context_features
+        sizes = [d * f + c, *self.hidden, d * p]
         refuse_params("made", linear_params(sizes), ctx.limits)  # from the widths, before any mask exists
         refuse_bytes(f"the {self.masks} mask set{'s' if self.masks > 1 else ''} of made",
                      made_analysis_bytes(sizes, d, sets=self.masks), ctx.limits)
-        orders, per_mask = made_layer_masks(self, d, f, p)
+        orders, per_mask = made_layer_masks(self, d, f, p, c)
         full = all(int(np.tril(conn[np.ix_(o, o)], -1).sum()) == d * (d - 1) // 2
                    for (_, conn), o in zip(per_mask, orders))
         return LayerInfo(
             out_shape=(p, d), params=sum(a * b + b for a, b in zip(sizes, sizes[1:])), logdet="n/a",
             causal=CausalFacts(emits_params=True, orders=tuple(tuple(int(v) for v in o) for o in orders),
                                blind_spot_remedy=f"hidden layers of at least {max(d - 1, 1)} units remove it"),
+            reads_condition=c > 0,
             report=f"{self.masks} mask{'s' if self.masks > 1 else ''}, order {self.order.describe()}"
-                   f"{'' if full else '; some conditionals miss earlier positions'}",
-            meta={"in_features": f, "positions": d, "params_per_position": p})
+                   f"{'' if full else '; some conditionals miss earlier positions'}" + condition_note(c),
+            meta={"in_features": f, "positions": d, "params_per_position": p, "context": c})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         d, f, p = ctx.meta["positions"], ctx.meta["in_features"], ctx.meta["params_per_position"]
-        _, per_mask = made_layer_masks(self, d, f, p)
+        _, per_mask = made_layer_masks(self, d, f, p, ctx.meta.get("context", 0))
         return maps.only(connect(any_group(maps.main), per_mask[ctx.config % len(per_mask)][1]))
 
 

@@ -7,6 +7,8 @@ state-to-state ``2 x 1`` column convolution over the *skewed* map (row i shifted
 so a state reads its left and upper neighbours; the right-to-left direction runs on the
 mirrored map and is shifted down one row before the two are added, so it cannot see the
 future. Both keep H and W; their output has ``hidden`` features (in colour groups on RGB).
+A condition (flattened, F features) is an added projection ``U c`` to the input-to-state term of
+every gate (one per direction): the same at every pixel, it adds no path between positions.
 
 Example:
     >>> from flowdsl.layers.registry import LAYERS, LayerContext
@@ -23,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from flowdsl.errors import SpecError
-from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
+from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups, condition_note
 from flowdsl.layers.ar_conv import masked_taps
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, accumulate, any_group, conv, group_allowed, read
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt
@@ -54,11 +56,12 @@ class RowLSTMSpec(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, grid, groups = _rnn_input(ctx, self.name, self.hidden)
-        h = self.hidden
+        h, c = self.hidden, ctx.context_features
         return LayerInfo(
-            out_shape=(h, *grid), params=f * 4 * h * 3 + 4 * h + h * 4 * h * 3, logdet="n/a",
+            out_shape=(h, *grid), params=f * 4 * h * 3 + 4 * h + h * 4 * h * 3 + c * 4 * h, logdet="n/a",
             causal=CausalFacts(causality_hint=_FIRST_HINT, blind_spot_remedy="gated_block removes it"),
-            report=f"{h} hidden, {grid[0]} sequential row steps", meta={"in_features": f, "groups": groups})
+            reads_condition=c > 0, report=f"{h} hidden, {grid[0]} sequential row steps" + condition_note(c),
+            meta={"in_features": f, "groups": groups})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         g = ctx.meta["groups"]
@@ -81,11 +84,12 @@ class DiagonalBiLSTMSpec(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, grid, groups = _rnn_input(ctx, self.name, self.hidden)
-        h = self.hidden
+        h, c = self.hidden, ctx.context_features
         return LayerInfo(
-            out_shape=(h, *grid), params=2 * (f * 4 * h + 4 * h + h * 4 * h * 2), logdet="n/a",
-            causal=CausalFacts(causality_hint=_FIRST_HINT),
-            report=f"{h} hidden per direction, {grid[0] + grid[1] - 1} sequential diagonal steps",
+            out_shape=(h, *grid), params=2 * (f * 4 * h + 4 * h + h * 4 * h * 2 + c * 4 * h), logdet="n/a",
+            causal=CausalFacts(causality_hint=_FIRST_HINT), reads_condition=c > 0,
+            report=f"{h} hidden per direction, {grid[0] + grid[1] - 1} sequential diagonal steps"
+                   + condition_note(c),
             meta={"in_features": f, "groups": groups})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:

@@ -68,25 +68,34 @@ def _unflat(y: torch.Tensor, d: int) -> torch.Tensor:
 
 
 class FVBN(ARModule):
-    """params_i = b_i + sum_{j < i} W_ij x_j: a strictly lower-triangular (block) linear map."""
+    """params_i = b_i + sum_{j < i} W_ij x_j (+ U_i c): a strictly lower-triangular (block) linear map.
+
+    With ``context_features`` F > 0 each conditional also gets a context term ``U_i c`` of the flattened
+    condition ``c [B, F]`` (a dense ``[D * P, F]`` map: the context is not a position, any output may read it).
+    """
 
     input_encoding = "reference"  # as the first layer: fed x, as the paper (see ENCODINGS)
 
-    def __init__(self, positions: int, in_features: int, params_per_position: int):
+    def __init__(self, positions: int, in_features: int, params_per_position: int, context_features: int = 0):
         super().__init__()
         d, f, p = positions, in_features, params_per_position
         self.positions = d
         self.linear = nn.Linear(d * f, d * p)
         nn.init.normal_(self.linear.weight, std=0.01)
         nn.init.zeros_(self.linear.bias)
+        self.context = nn.Linear(context_features, d * p, bias=False) if context_features else None
+        if self.context is not None:
+            nn.init.normal_(self.context.weight, std=0.01)
         pos_out = torch.arange(d).repeat_interleave(p)
         pos_in = torch.arange(d).repeat_interleave(f)
         self.register_buffer("mask", (pos_in[None, :] < pos_out[:, None]).to(torch.get_default_dtype()),
                              persistent=False)
 
     def forward(self, h, context=None):
-        return _unflat(F.linear(_flat(h), self.linear.weight * self.mask.to(h.dtype), self.linear.bias),
-                       self.positions)
+        y = F.linear(_flat(h), self.linear.weight * self.mask.to(h.dtype), self.linear.bias)
+        if self.context is not None and context is not None:
+            y = y + self.context(context.to(y.dtype))
+        return _unflat(y, self.positions)
 
 
 def _nade_blocks(d: int, batch: int, hidden: int) -> list[tuple[int, int]]:
@@ -112,7 +121,8 @@ def _hidden_block(x, W, run):
 class _NADEPass(torch.autograd.Function):
     """NADE's density pass in blocks of positions, its backward recomputing each block (no [B, D, H] kept).
 
-    Layout position-major: ``x [D, B, F]``, ``W [D, F, H]``, ``V [D, P, H]``, ``b [D, P]`` -> ``[D, B, P]``.
+    Layout position-major: ``x [D, B, F]``, ``W [D, F, H]``, ``V [D, P, H]``, ``b [D, P]`` -> ``[D, B, P]``;
+    the hidden bias ``c`` is ``[H]``, or ``[B, H]`` per example (a conditional NADE: ``c + U y``).
     Only the hidden pre-activation at each block's start is saved; every other intermediate lives for
     one cache-sized block (:func:`_nade_blocks`), so memory is O(B H) per block and each block is a few
     batched matrix products and fused elementwise passes.
@@ -120,6 +130,7 @@ class _NADEPass(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, W, c, V, b, keep=True):
+        ctx.c_shared = c.dim() == 1
         d, batch, _ = x.shape
         out = x.new_empty(d, batch, V.shape[1])
         blocks = _nade_blocks(d, batch, W.shape[2])
@@ -156,11 +167,15 @@ class _NADEPass(torch.autograd.Function):
             torch.bmm(x[lo:hi].transpose(1, 2), gu, out=gW[lo:hi])
             if gx is not None:
                 torch.bmm(gu, W[lo:hi].transpose(1, 2), out=gx[lo:hi])
-        return gx, gW, carry.sum(0), gV, gb, None
+        gc = carry.sum(0) if ctx.c_shared else carry  # dL/dc: every position's dL/da (per example)
+        return gx, gW, gc, gV, gb, None
 
 
 class NADE(ARModule):
-    """h_i = sigmoid(c + sum_{j<i} W_j x_j) with weights shared by all i; params_i = V_i h_i + b_i.
+    """h_i = sigmoid(c + U y + sum_{j<i} W_j x_j) with weights shared by all i; params_i = V_i h_i + b_i.
+
+    ``U y``: the flattened condition ``y [B, F]`` projected onto the hidden pre-activation (with
+    ``context_features`` F > 0), one per-example hidden bias shared by every conditional.
 
     As the first layer it is fed ``x`` (reference coding, :data:`ENCODINGS`), as in the paper.
     One pass costs O(B D H (F + P)) time and O(B H) memory per block of positions (:class:`_NADEPass`: the
@@ -170,28 +185,40 @@ class NADE(ARModule):
     input_encoding = "reference"
 
     def __init__(self, positions: int, in_features: int, hidden: int, params_per_position: int,
-                 input_levels: int = 1):
+                 input_levels: int = 1, context_features: int = 0):
         super().__init__()
         d, f, h, p = positions, in_features, hidden, params_per_position
         self.W = nn.Parameter(torch.randn(h, d, f) * (1.0 / (d * f / input_levels) ** 0.5))
         self.c = nn.Parameter(torch.zeros(h))
         self.V = nn.Parameter(torch.randn(d, p, h) * (1.0 / h ** 0.5))
         self.b = nn.Parameter(torch.zeros(d, p))
+        self.U = nn.Linear(context_features, h, bias=False) if context_features else None
+
+    def _hidden_bias(self, context, dt) -> torch.Tensor:
+        """``c`` ``[H]``, or ``c + U y`` ``[B, H]`` when the layer reads a condition."""
+        c = self.c.to(dt)
+        if self.U is None or context is None:
+            return c
+        return c + F.linear(context.to(dt), self.U.weight.to(dt))
 
     def forward(self, x, context=None):
         dt = x.dtype
         w = self.W.to(dt).permute(1, 2, 0).contiguous()  # [D, F, H]
-        params = (w, self.c.to(dt), self.V.to(dt).contiguous(), self.b.to(dt))
+        c = self._hidden_bias(context, dt)
+        rest = (self.V.to(dt).contiguous(), self.b.to(dt))
         grad = torch.is_grad_enabled()  # evaluation keeps no block prefixes
         # evaluation runs 128 examples at a time: blocks of several positions stay cache-sized
         chunks = [x] if grad else torch.split(x, 128)
-        out = torch.cat([_NADEPass.apply(c.permute(2, 0, 1).contiguous(), *params, grad) for c in chunks], 1)
+        biases = [c] * len(chunks) if c.dim() == 1 or grad else list(torch.split(c, 128))
+        out = torch.cat([_NADEPass.apply(part.permute(2, 0, 1).contiguous(), w, bias, *rest, grad)
+                         for part, bias in zip(chunks, biases)], 1)
         return out.permute(1, 2, 0)  # [B, P, D]
 
-    def reference_forward(self, x):
+    def reference_forward(self, x, context=None):
         """The same map, written out with a cumulative sum over ``[B, D, H]`` (slow; for tests)."""
         u = torch.einsum("hdf,bfd->bdh", self.W.to(x.dtype), x)
-        a = self.c.to(x.dtype) + F.pad(torch.cumsum(u, dim=1)[:, :-1], (0, 0, 1, 0))
+        c = self._hidden_bias(context, x.dtype)
+        a = (c if c.dim() == 1 else c[:, None]) + F.pad(torch.cumsum(u, dim=1)[:, :-1], (0, 0, 1, 0))
         out = torch.einsum("dph,bdh->bdp", self.V.to(x.dtype), torch.sigmoid(a)) + self.b.to(x.dtype)
         return out.transpose(1, 2)
 
@@ -200,26 +227,35 @@ class MadeLayer(MADE, ARModule):
     """The ``made(...)`` model layer: the one MADE module over K mask sets, on features ``[B, F, D]``.
 
     Input unit ``j * F + f`` is feature f of position j, output ``i * P + q`` parameter q of position i
-    (position-major); the condition is not read. ``select(k)`` makes mask set k the active one.
-    As the first layer (``input_levels`` = L features per position, at most one of them non-zero),
-    the first weights are drawn for a fan-in of ``D``, not ``D * L``: on binary input exactly the
-    initialisation of a plain MADE fed ``x``, and it is fed ``x`` (reference coding, :data:`ENCODINGS`).
+    (position-major); a condition (``context_features`` C > 0) is the first layer's last C columns, of
+    degree 0 (every hidden unit reads it, no path between positions). ``select(k)`` makes mask set k the
+    active one. As the first layer (``input_levels`` = L features per position, at most one of them
+    non-zero), the first weights are drawn for a fan-in of ``D (+ C)``, not ``D * L (+ C)``: on binary
+    input exactly the initialisation of a plain MADE fed ``x`` (and the condition), and it is fed ``x``
+    (reference coding, :data:`ENCODINGS`).
     """
 
     input_encoding = "reference"
 
-    def __init__(self, per_mask, positions: int, input_levels: int = 1):
+    def __init__(self, per_mask, positions: int, input_levels: int = 1, context_features: int = 0):
         super().__init__(mask_sets=[masks for masks, _ in per_mask])
         self.positions = positions
+        self.context_features = int(context_features)
+        fan_in = self.layers[0].in_features  # D * L + C
+        scale = (fan_in / (fan_in - (positions * (input_levels - 1)))) ** 0.5  # as if fed D (+ C) numbers
         with torch.no_grad():  # the nn.Linear default as if fed one feature per position (see _encoded_fan_in)
-            self.layers[0].weight.mul_(input_levels ** 0.5)
-            self.layers[0].bias.mul_(input_levels ** 0.5)
+            self.layers[0].weight.mul_(scale)
+            self.layers[0].bias.mul_(scale)
 
     def select(self, config: int) -> None:
         self.active = config % self.sets
 
     def forward(self, h, context=None):
-        return _unflat(MADE.forward(self, _flat(h)), self.positions)
+        if not self.context_features:
+            context = None
+        elif context is None:  # a conditional layer built without a condition at hand: the zero context
+            context = h.new_zeros(h.shape[0], self.context_features)
+        return _unflat(MADE.forward(self, _flat(h), context), self.positions)
 
 
 class ReLU(ARModule):
@@ -261,18 +297,20 @@ def _encoded_levels(node: BuildNode) -> int:
 
 def build_fvbn(layer, node: BuildNode):
     m = node.meta
-    return FVBN(m["positions"], m["in_features"], m["params_per_position"])
+    return FVBN(m["positions"], m["in_features"], m["params_per_position"], node.context_features)
 
 
 def build_nade(layer, node: BuildNode):
     m = node.meta
-    return NADE(m["positions"], m["in_features"], layer.hidden, m["params_per_position"], _encoded_levels(node))
+    return NADE(m["positions"], m["in_features"], layer.hidden, m["params_per_position"], _encoded_levels(node),
+                node.context_features)
 
 
 def build_made(layer, node: BuildNode):
     m = node.meta
-    _, per_mask = made_layer_masks(layer, m["positions"], m["in_features"], m["params_per_position"])
-    return MadeLayer(per_mask, m["positions"], _encoded_levels(node))
+    context = node.context_features
+    _, per_mask = made_layer_masks(layer, m["positions"], m["in_features"], m["params_per_position"], context)
+    return MadeLayer(per_mask, m["positions"], _encoded_levels(node), context)
 
 
 def build_relu(layer, node: BuildNode):
