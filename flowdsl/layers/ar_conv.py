@@ -5,6 +5,13 @@ H and W. Mask A hides the current pixel (and, on colour images, the current and 
 channels of it: the R-G-B masks); mask B lets features of the current pixel through from
 earlier channel groups and the same group, so that only the first layer may use mask A.
 
+Both read the model's condition, if any (van den Oord et al. 2016, "Conditional PixelCNN"): a
+vector h (a label's one-hot, a ``vector`` condition, an ``embed`` mlp's output, any other layout
+flattened) adds V h to every pixel (a bias of masked_conv; both gates of gated_block); an image map
+``(C, H', W')`` (an ``image`` condition, or an ``embed`` conv net's output) goes through 1x1
+convolutions, upsampled to the layer's grid by repetition (nearest) when H', W' divide H, W.
+The condition is not a position: reading it never breaks causality.
+
 Example:
     >>> from flowdsl.layers.registry import LAYERS, LayerContext
     >>> from flowdsl.language.values import Symbol
@@ -25,9 +32,10 @@ from pydantic import Field
 from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import AR, ar_input, as_groups, check_groups, colour_groups
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, group_allowed, read
+from flowdsl.layers.facts import ContextShape
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, Word
 
-__all__ = ["MaskedConv", "GatedBlockSpec", "masked_taps", "kernel_mask"]
+__all__ = ["MaskedConv", "GatedBlockSpec", "masked_taps", "kernel_mask", "image_condition"]
 
 OddKernel = Annotated[PositiveInt, Field(le=63)]
 
@@ -43,6 +51,40 @@ def _image(ctx: LayerContext, name: str, kernel: int) -> tuple[int, tuple[int, i
     groups = colour_groups(ctx)
     check_groups(f, groups, "the number of input features")
     return f, grid, groups
+
+
+def image_condition(context: ContextShape | None, grid: tuple[int, ...], name: str) -> dict:
+    """How a layer over an image ``grid`` reads the condition: ``{"mode": None | "vector" | "map", "features":
+    numbers read per pixel, "scale": nearest-upsampling factors of a map}``.
+
+    An image map is read through 1x1 convolutions, repeated ``scale`` times along H and W to reach the
+    grid; any other layout is read as a vector (flattened). A map whose sizes do not divide the grid's is a
+    SpecError at the layer.
+
+        >>> image_condition(ContextShape("image", (3, 2, 4)), (8, 8), "gated_block")
+        {'mode': 'map', 'features': 3, 'scale': (4, 2)}
+        >>> image_condition(ContextShape("vector", (10,)), (8, 8), "gated_block")["mode"]
+        'vector'
+    """
+    if context is None or not context.features:
+        return {"mode": None, "features": 0, "scale": (1, 1)}
+    if context.layout != "image":
+        return {"mode": "vector", "features": context.features, "scale": (1, 1)}
+    c, *hw = context.shape
+    if any(g % s for g, s in zip(grid, hw)):
+        raise SpecError(f"{name} reads the condition's image map {context.describe()} on its {grid[0]}x{grid[1]} "
+                        f"grid: the map's height and width must divide the grid's ({hw[0]}x{hw[1]} does not), "
+                        f"to be upsampled by repetition",
+                        hint="resize the condition, give it an embed conv net of the grid's size, or read it as a "
+                             "vector through embed mlp([...], out=F)")
+    return {"mode": "map", "features": c, "scale": (grid[0] // hw[0], grid[1] // hw[1])}
+
+
+def _condition_report(cond: dict) -> str:
+    if cond["mode"] == "map":
+        up = cond["scale"]
+        return ", conditional (image map" + (f", upsampled {up[0]}x{up[1]})" if up != (1, 1) else ")")
+    return ", conditional" if cond["mode"] else ""
 
 
 def masked_taps(kernel_hw: tuple[int, int], centre: tuple[int, int], mask: str, groups: int):
@@ -75,6 +117,7 @@ class MaskedConv(Layer):
 
     Taps after the centre pixel are zero; the centre follows the mask (and the R-G-B channel
     groups on colour images). Stacked 3x3 mask-B layers leave a blind spot to the upper right.
+    With a condition it adds a context bias: V h for a vector h, a 1x1 convolution of an image map.
     """
 
     name: ClassVar[str] = "masked_conv"
@@ -91,12 +134,14 @@ class MaskedConv(Layer):
         k = self.kernel
         hint = ("mask B lets a pixel read itself: the first masked layer needs mask=A" if self.mask == "B"
                 else None)
+        cond = image_condition(ctx.context, grid, self.name)
         return LayerInfo(
-            out_shape=(self.channels, *grid), params=self.channels * f * k * k + self.channels, logdet="n/a",
+            out_shape=(self.channels, *grid), params=self.channels * (f * k * k + 1 + cond["features"]),
+            logdet="n/a", reads_condition=cond["mode"] is not None,
             causal=CausalFacts(causality_hint=hint, blind_spot_remedy="gated_block removes it", cacheable=True),
             report=f"mask {self.mask}, {k}x{k}, {f} -> {self.channels} features"
-                   + (f" in {groups} colour groups" if groups > 1 else ""),
-            meta={"in_features": f, "groups": groups})
+                   + (f" in {groups} colour groups" if groups > 1 else "") + _condition_report(cond),
+            meta={"in_features": f, "groups": groups, "condition": cond})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         k, g = self.kernel, ctx.meta["groups"]
@@ -111,8 +156,9 @@ class GatedBlockSpec(Layer):
     output, shifted down one row, feeds the horizontal stack through a 1x1 link (vertical ->
     horizontal only). Horizontal stack: a ``1 x (k//2+1)`` convolution over the current row up
     to the current pixel (mask A: excluding it). Both use gated units tanh(f) * sigmoid(g),
-    conditioned on ``condition y: label[K]`` in both gates; the horizontal output goes through
-    a 1x1 convolution and a residual connection (not in the first layer).
+    conditioned in both gates on the model's condition (V h for a vector h: a label's one-hot, a
+    vector; 1x1 convolutions of an image map, upsampled to the grid); the horizontal output goes
+    through a 1x1 convolution and a residual connection (not in the first layer).
     """
 
     name: ClassVar[str] = "gated_block"
@@ -133,17 +179,19 @@ class GatedBlockSpec(Layer):
         if not first and f != ch:
             raise SpecError(f"gated_block's residual connection needs {ch} input features, but it gets {f}",
                             arg="channels", hint=f"use channels={f}, or put conv1x1({ch}) before it")
-        context = ctx.context_features
+        cond = image_condition(ctx.context, grid, self.name)
         params = (fv * 2 * ch * (k // 2 + 1) * k + 2 * ch) + (f * 2 * ch * (k // 2 + 1) + 2 * ch) \
-            + (2 * ch * 2 * ch + 2 * ch) + (ch * ch + ch) + 2 * context * 2 * ch
+            + (2 * ch * 2 * ch + 2 * ch) + (ch * ch + ch) + 2 * cond["features"] * 2 * ch
         hint = ("the horizontal stack of a mask-B block reads the current pixel: the first gated_block needs mask=A"
                 if self.mask == "B" else None)
         return LayerInfo(
             out_shape=(ch, *grid), params=params, logdet="n/a",
-            causal=CausalFacts(causality_hint=hint, streams=self.streams, cacheable=True), reads_condition=context > 0,
+            causal=CausalFacts(causality_hint=hint, streams=self.streams, cacheable=True),
+            reads_condition=cond["mode"] is not None,
             report=f"mask {self.mask}, kernel {k}, {ch} channels"
-                   + (", residual" if not first else "") + (", conditional" if context else ""),
-            meta={"in_features": f, "vertical_features": fv, "groups": groups, "residual": not first})
+                   + (", residual" if not first else "") + _condition_report(cond),
+            meta={"in_features": f, "vertical_features": fv, "groups": groups, "residual": not first,
+                  "condition": cond})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:
         k, g = self.kernel, ctx.meta["groups"]

@@ -137,7 +137,7 @@ class PixelDecoderSpec(Layer):
             out_shape=(ch, *grid), params=params, logdet="n/a",
             causal=CausalFacts(streams=self.streams, passes_stream=False, cacheable=True), reads_condition=labels > 0,
             report=f"{self.blocks} gated blocks (mask A, then B), kernel {k}, {ch} channels, "
-                   f"conditioned on the encoder" + (" and the label" if labels else ""),
+                   f"conditioned on the encoder" + (" and the condition (flattened)" if labels else ""),
             meta={"frame_features": f, "encoder_features": fe, "groups": groups})
 
     def dependencies(self, maps: DepMaps, ctx: DepContext) -> DepMaps:

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from flowdsl.layers.ar_conv import kernel_mask
 from flowdsl.layers.ar_video import encoder_dilations
 from flowdsl.runtime.ar_basic import GroupedLinear
-from flowdsl.runtime.ar_conv import GatedBlockStepper, shift_down
+from flowdsl.runtime.ar_conv import ContextBias, GatedBlockStepper, shift_down
 from flowdsl.runtime.ar_module import ARModule, Plan, Stepper, gate
 from flowdsl.runtime.base import BuildNode
 
@@ -131,8 +131,8 @@ class CondGatedBlock(nn.Module):
         self.out = GroupedLinear(ch, ch, groups)
         self.enc_v = nn.Conv2d(encoder_features, 2 * ch, 1, bias=False)
         self.enc_h = nn.Conv2d(encoder_features, 2 * ch, 1, bias=False)
-        self.cond_v = nn.Linear(labels, 2 * ch, bias=False) if labels else None
-        self.cond_h = nn.Linear(labels, 2 * ch, bias=False) if labels else None
+        self.cond_v = ContextBias("vector", labels, 2 * ch) if labels else None  # V h (h: the condition, flat)
+        self.cond_h = ContextBias("vector", labels, 2 * ch) if labels else None
 
     def forward(self, h, v, e, context=None):
         k = self.k
@@ -140,9 +140,9 @@ class CondGatedBlock(nn.Module):
         h_pre = F.conv2d(F.pad(h, (k // 2, 0, 0, 0)), self.horizontal.weight * self.h_mask.to(h.dtype),
                          self.horizontal.bias) + self.link(shift_down(v_pre))
         v_pre, h_pre = v_pre + self.enc_v(e), h_pre + self.enc_h(e)
-        if self.cond_v is not None and context is not None:
-            v_pre = v_pre + self.cond_v(context)[:, :, None, None]
-            h_pre = h_pre + self.cond_h(context)[:, :, None, None]
+        if self.cond_v is not None and self.cond_h is not None and context is not None:
+            v_pre = v_pre + self.cond_v(context)
+            h_pre = h_pre + self.cond_h(context)
         out = self.out(gate(h_pre))
         return (out + h if self.residual else out), gate(v_pre)
 
@@ -181,11 +181,13 @@ class _FrameBlockStepper(GatedBlockStepper):
 
     def cond_v(self, r):
         row = torch.einsum("oi,biw->bow", self.ev, self.ebuf[:, :, r])
-        return row if self.label_v is None else row + self.label_v[:, :, None]
+        extra = super().cond_v(r)
+        return row if extra is None else row + extra
 
     def cond_h(self, r, c):
         here = self.ebuf[:, :, r, c] @ self.eh
-        return here if self.label_h is None else here + self.label_h
+        extra = super().cond_h(r, c)
+        return here if extra is None else here + extra
 
 
 class _DecoderStepper(Stepper):
