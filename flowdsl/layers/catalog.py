@@ -30,6 +30,7 @@ from flowdsl.layers import (
     made_net,
     nets,
     residual,
+    seq_nets,
     structural,
 )
 
@@ -78,6 +79,7 @@ NET_SPECS = (
     nets.ResNet,
     nets.ConvNet,
     made_net.MADESpec,
+    seq_nets.SeqConv,
 )
 #: ``BASES``: base densities of flows
 BASE_SPECS = (

@@ -6,6 +6,11 @@ the forward pass is one dilated ``conv1d`` on a padded input. Each module's ``st
 is its incremental form for cached generation (:mod:`flowdsl.runtime.ar_cache`): a history of
 its input read at ``t + offset`` (the Fast WaveNet queue), O(1) work per step.
 
+The condition (:class:`SequenceBias`): a vector ``[B, F]`` through a Linear (global), or a sequence
+map ``[B, C, L']`` (the module sets ``context_layout = "map"``) upsampled to L (repetition or a
+learned transposed convolution) and read through a 1x1 convolution (local); a stepper computes
+it once per sampling call and adds it step by step, so cached and naive sampling agree.
+
 Example:
     >>> import torch
     >>> conv = TapConv1d(2, 3, offsets=(-4, -2, 0))
@@ -22,8 +27,8 @@ from torch.nn import functional as F
 from flowdsl.runtime.ar_module import ARModule, Plan, Stepper, gate
 from flowdsl.runtime.base import BuildNode
 
-__all__ = ["Embed", "TapConv1d", "GatedResidual", "ByteNetBlock", "History", "build_embed", "build_causal_conv",
-           "build_gated_residual", "build_bytenet_block"]
+__all__ = ["Embed", "TapConv1d", "GatedResidual", "ByteNetBlock", "History", "SequenceBias", "build_embed",
+           "build_causal_conv", "build_gated_residual", "build_bytenet_block"]
 
 
 class History:
@@ -42,6 +47,62 @@ class History:
         return self.buf[:, self.offsets + t].reshape(self.buf.shape[0], -1)
 
 
+class SequenceBias(nn.Module):
+    """What the condition adds to a layer's ``out`` features at every step (no bias of its own).
+
+    ``mode="vector"``: ``V h`` for a context ``[B, F]`` (``[B, out, 1]``); ``mode="map"``: a map ``[B, C, L']``
+    upsampled ``scale`` times (``upsample="repeat"``: each value repeated; ``"transposed"``: a learned
+    transposed convolution, kernel = stride = scale) and read by a 1x1 convolution (``[B, out, L' * scale]``).
+    The weight ``[out, F]`` keeps a Linear's name (checkpoints of the label-conditional WaveNet load).
+
+        >>> bias = SequenceBias("map", 3, 8, scale=4, upsample="transposed")
+        >>> bias(torch.randn(2, 3, 5)).shape
+        torch.Size([2, 8, 20])
+    """
+
+    def __init__(self, mode: str, features: int, out: int, scale: int = 1, upsample: str | None = "repeat"):
+        super().__init__()
+        self.mode, self.scale = mode, int(scale)
+        self.weight = nn.Parameter(torch.empty(out, features))
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)  # as nn.Linear
+        learned = mode == "map" and upsample == "transposed" and self.scale > 1
+        self.up = nn.ConvTranspose1d(features, features, self.scale, stride=self.scale) if learned else None
+        if self.up is not None:
+            with torch.no_grad():  # start as repetition (each value copied to its scale steps), plus noise
+                self.up.weight.mul_(0.1).add_(torch.eye(features)[:, :, None])
+                self.up.bias.zero_()
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(context.dtype)
+        if self.mode == "vector":
+            return (context.reshape(context.shape[0], -1) @ w.T)[:, :, None]
+        if self.up is not None:
+            context = self.up(context)
+        elif self.scale > 1:
+            context = context.repeat_interleave(self.scale, dim=2)
+        return torch.einsum("oc,bcl->bol", w, context)
+
+
+def _sequence_bias(module: nn.Module, condition: dict | None, out: int) -> SequenceBias | None:
+    """The module's context bias for the layer's ``condition`` facts (None: it reads none); a map reader
+    declares ``context_layout = "map"`` (:func:`flowdsl.runtime.conditions.context_for`)."""
+    if not condition or condition.get("mode") is None:
+        return None
+    if condition["mode"] == "map":
+        module.context_layout = "map"
+    return SequenceBias(condition["mode"], condition["features"], out, condition["scale"], condition["upsample"])
+
+
+def _bias_steps(cond: SequenceBias | None, plan: Plan) -> torch.Tensor | None:
+    """The context bias of a sampling call, computed once, ``[B, out, 1]`` or ``[B, out, L]``."""
+    return None if cond is None or plan.context is None else cond(plan.context.to(plan.dtype))
+
+
+def _bias_at(bias: torch.Tensor, t: int) -> torch.Tensor:
+    """``[B, out]``: the context bias at step t."""
+    return bias[:, :, 0] if bias.shape[2] == 1 else bias[:, :, t]
+
+
 def _tap_matrix(weight: torch.Tensor) -> torch.Tensor:
     """``[O, F, n] -> [n * F, O]`` matching :meth:`History.read`."""
     return weight.permute(2, 1, 0).reshape(-1, weight.shape[0])
@@ -50,19 +111,21 @@ def _tap_matrix(weight: torch.Tensor) -> torch.Tensor:
 class TapConv1d(ARModule):
     """``out[t] = b + sum_j W_j x[t + offsets[j]]`` with evenly spaced offsets (zero padding outside)."""
 
-    def __init__(self, in_features: int, out_features: int, offsets):
+    def __init__(self, in_features: int, out_features: int, offsets, condition: dict | None = None):
         super().__init__()
         self.offsets = tuple(int(o) for o in offsets)
         self.dilation = self.offsets[1] - self.offsets[0] if len(self.offsets) > 1 else 1
         self.weight = nn.Parameter(torch.empty(out_features, in_features, len(self.offsets)))
         self.bias = nn.Parameter(torch.zeros(out_features))
         nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        self.cond = _sequence_bias(self, condition, out_features)
 
     def forward(self, x, context=None):
         first, last, length = self.offsets[0], self.offsets[-1], x.shape[-1]
         left, right = max(-first, 0), max(last, 0)
         y = F.conv1d(F.pad(x, (left, right)), self.weight.to(x.dtype), self.bias.to(x.dtype), dilation=self.dilation)
-        return y[:, :, first + left: first + left + length]
+        y = y[:, :, first + left: first + left + length]
+        return y if self.cond is None or context is None else y + self.cond(context)
 
     def stepper(self, plan: Plan):
         return _ConvStepper(self, plan)
@@ -72,10 +135,12 @@ class _ConvStepper(Stepper):
     def __init__(self, conv: TapConv1d, plan: Plan):
         self.hist, self.first = History(plan, conv.weight.shape[1], conv.offsets), plan.first
         self.w, self.b = _tap_matrix(conv.weight), conv.bias
+        self.extra = _bias_steps(conv.cond, plan)
 
     def step(self, h, v, t):
         self.hist.write(h, t)
-        return torch.addmm(self.b, self.hist.read(t), self.w), None
+        out = torch.addmm(self.b, self.hist.read(t), self.w)
+        return (out if self.extra is None else out + _bias_at(self.extra, t)), None
 
     def commit(self, h, v, t):
         if self.first:
@@ -122,19 +187,19 @@ class GatedResidual(ARModule):
     stream (the first block of a stack) ``h`` is the residual stream and the skip sum starts here."""
 
 
-    def __init__(self, residual: int, skip: int, offsets, context_features: int = 0):
+    def __init__(self, residual: int, skip: int, offsets, condition: dict | None = None):
         super().__init__()
         self.conv = TapConv1d(residual, 2 * residual, offsets)
         self.res = nn.Conv1d(residual, residual, 1)
         self.skip = nn.Conv1d(residual, skip, 1)
-        self.cond = nn.Linear(context_features, 2 * residual, bias=False) if context_features else None
+        self.cond = _sequence_bias(self, condition, 2 * residual)  # global V h, or local V * y (in both gates)
 
     def forward(self, h, context=None, extra=None):
         v = extra.get("residual") if isinstance(extra, dict) else extra
         x, s = (h, None) if v is None else (v, h)
         pre = self.conv(x)
         if self.cond is not None and context is not None:
-            pre = pre + self.cond(context)[:, :, None]
+            pre = pre + self.cond(context)
         z = gate(pre)
         skip = self.skip(z)
         return (skip if s is None else s + skip), {"residual": x + self.res(z)}
@@ -149,8 +214,7 @@ class _GatedResidualStepper(Stepper):
         self.starts = not plan.after_stream
         self.hist = History(plan, r, m.conv.offsets)
         self.wc, self.bc = _tap_matrix(m.conv.weight), m.conv.bias
-        if m.cond is not None and plan.context is not None:
-            self.bc = self.bc + m.cond(plan.context)  # [B, 2R]
+        self.extra = _bias_steps(m.cond, plan)  # [B, 2R, 1] (global) or [B, 2R, L] (local)
         self.w_out = torch.cat([m.res.weight[:, :, 0], m.skip.weight[:, :, 0]]).T.contiguous()
         self.b_out = torch.cat([m.res.bias, m.skip.bias])
         self.r = r
@@ -158,8 +222,8 @@ class _GatedResidualStepper(Stepper):
     def step(self, h, v, t):
         x, s = (h, None) if self.starts else (v, h)
         self.hist.write(x, t)
-        z = gate(torch.addmm(self.bc, self.hist.read(t), self.wc) if self.bc.dim() == 1
-                 else self.bc + self.hist.read(t) @ self.wc)
+        pre = torch.addmm(self.bc, self.hist.read(t), self.wc)
+        z = gate(pre if self.extra is None else pre + _bias_at(self.extra, t))
         out = torch.addmm(self.b_out, z, self.w_out)
         res, skip = x + out[:, : self.r], out[:, self.r:]
         return (skip if s is None else s + skip), res
@@ -168,19 +232,23 @@ class _GatedResidualStepper(Stepper):
 class ByteNetBlock(ARModule):
     """x + 1x1(relu(LN(conv(relu(LN(1x1(relu(LN(x))))))))), layer norms over the features of each position."""
 
-    def __init__(self, channels: int, offsets):
+    def __init__(self, channels: int, offsets, condition: dict | None = None):
         super().__init__()
         c, h = channels, channels // 2
         self.norm1, self.down = nn.LayerNorm(c), nn.Conv1d(c, h, 1)
         self.norm2, self.conv = nn.LayerNorm(h), TapConv1d(h, h, offsets)
         self.norm3, self.up = nn.LayerNorm(h), nn.Conv1d(h, c, 1)
+        self.cond = _sequence_bias(self, condition, h)  # the source at each position, into the first 1x1
 
     @staticmethod
     def _ln(norm, x):
         return norm(x.transpose(1, 2)).transpose(1, 2)
 
     def forward(self, x, context=None):
-        a = F.relu(self._ln(self.norm2, self.down(F.relu(self._ln(self.norm1, x)))))
+        d = self.down(F.relu(self._ln(self.norm1, x)))
+        if self.cond is not None and context is not None:
+            d = d + self.cond(context)
+        a = F.relu(self._ln(self.norm2, d))
         return x + self.up(F.relu(self._ln(self.norm3, self.conv(a))))
 
     def stepper(self, plan: Plan):
@@ -192,10 +260,12 @@ class _ByteNetStepper(Stepper):
         self.m, self.hist = m, History(plan, m.down.out_channels, m.conv.offsets)
         self.wc, self.bc = _tap_matrix(m.conv.weight), m.conv.bias
         self.wd, self.wu = m.down.weight[:, :, 0].T.contiguous(), m.up.weight[:, :, 0].T.contiguous()
+        self.extra = _bias_steps(m.cond, plan)
 
     def step(self, h, v, t):
         m = self.m
-        a = F.relu(m.norm2(torch.addmm(m.down.bias, F.relu(m.norm1(h)), self.wd)))
+        d = torch.addmm(m.down.bias, F.relu(m.norm1(h)), self.wd)
+        a = F.relu(m.norm2(d if self.extra is None else d + _bias_at(self.extra, t)))
         self.hist.write(a, t)
         y = F.relu(m.norm3(torch.addmm(self.bc, self.hist.read(t), self.wc)))
         return h + torch.addmm(m.up.bias, y, self.wu), None
@@ -205,13 +275,18 @@ def build_embed(layer, node: BuildNode):
     return Embed(node.meta["levels"], layer.dim)
 
 
+def _condition(node: BuildNode) -> dict | None:
+    """The layer's condition facts (:func:`flowdsl.layers.ar_sequence.sequence_condition`), None when it reads none."""
+    return node.meta.get("condition") if node.context is not None else None
+
+
 def build_causal_conv(layer, node: BuildNode):
-    return TapConv1d(node.meta["in_features"], layer.channels, node.meta["offsets"])
+    return TapConv1d(node.meta["in_features"], layer.channels, node.meta["offsets"], _condition(node))
 
 
 def build_gated_residual(layer, node: BuildNode):
-    return GatedResidual(layer.residual, layer.skip, node.meta["offsets"], node.context_features)
+    return GatedResidual(layer.residual, layer.skip, node.meta["offsets"], _condition(node))
 
 
 def build_bytenet_block(layer, node: BuildNode):
-    return ByteNetBlock(layer.channels, node.meta["offsets"])
+    return ByteNetBlock(layer.channels, node.meta["offsets"], _condition(node))
