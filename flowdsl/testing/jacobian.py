@@ -1,4 +1,5 @@
-"""Jacobians by brute force: per-example autograd Jacobians, log|det|, sparsity patterns.
+"""Jacobians by brute force: per-example autograd Jacobians, log|det|, sparsity patterns, and
+:func:`check_structure` (every layer of a compiled flow within its declared dependency, for every context).
 
 These are the measuring instruments of the property checks: slow but exact, for small
 inputs (a Jacobian of a D-dimensional input costs D backward passes, batched when
@@ -18,10 +19,47 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from flowdsl.testing.inputs import contexts, inputs, labels
+from flowdsl.testing.search import Mismatch, PropertyFailure, search
+
 __all__ = [
     "perturb_parameters", "per_example_jacobian", "brute_force_logdet", "jacobian_pattern", "check_sparsity",
-    "first_output",
+    "first_output", "check_structure", "declared_layers", "describe_module", "input_domain", "MAX_BRUTE_FORCE_DIM",
 ]
+
+#: inputs with more numbers than this skip the brute-force log-det (D backward passes per example)
+MAX_BRUTE_FORCE_DIM = 512
+
+
+def _ref(module):
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.dtype.is_floating_point:
+            return t.dtype, t.device
+    return torch.get_default_dtype(), None
+
+
+def describe_module(module) -> str:
+    name = getattr(module, "name", None)
+    return f"{type(module).__name__} '{name}'" if isinstance(name, str) else type(module).__name__
+
+
+def input_domain(module):
+    """The open interval of input values a compiled model's first layer declares (``meta["domain"]``), or None."""
+    ir = getattr(module, "ir", None)
+    if ir is None or getattr(module, "levels", None) is not None:
+        return None
+    first = ir.layers[0].info if ir.layers else None
+    return first.domain if first is not None else None
+
+
+def _encode(model, context, batch: int, dtype):
+    """The encoded condition a compiled model hands its layers (None when it has no condition)."""
+    encoder = getattr(model, "condition", None)
+    if encoder is None or context is None:
+        return None
+    return encoder(context, batch, dtype)
+
+
 
 
 @torch.no_grad()
@@ -87,3 +125,93 @@ def check_sparsity(fn, x: torch.Tensor, allowed: np.ndarray, context=None, tol: 
         raise AssertionError(f"Jacobian entry ({i}, {j}) is {jac[i, j]:.3g} but the declared structure forbids it: "
                              f"output {i} reads input {j} ({len(leaks)} such entries)")
     return int((~allowed).sum())
+
+
+# ----------------------------------------------------------------------------- structure
+def _layer_label(node, i: int) -> str:
+    pos = node.pos
+    where = f" (line {pos.line}:{pos.column})" if pos is not None and pos.line else ""
+    return f"layer {i} {node.layer.describe()}{where}"
+
+
+def declared_layers(model):
+    """``model`` itself, or, when the compiler optimised it (permutations folded into the next layer, whose
+    own Jacobian then differs from the one declared), the unoptimised build of its spec with the same
+    weights: the layers exactly as declared. The optimised model equals it (tests/test_optimisation_passes.py)."""
+    if not getattr(model, "optimized", False) or not getattr(model, "spec", {}).get("sources"):
+        return model
+    from flowdsl.analysis.analyze import analyze_unit
+    from flowdsl.language.loader import load_source
+    from flowdsl.runtime.compiler import compile_model
+
+    spec = model.spec
+    unit = load_source(spec["sources"][spec["file"]], spec["file"], files=spec["sources"])
+    plain = compile_model(analyze_unit(unit).model(spec["model"]), unit, optimize=False)
+    dtype, device = _ref(model)
+    plain.load_state_dict(model.state_dict())
+    return plain.to(device=device, dtype=dtype).train(model.training)
+
+
+def _structure_errors(model, x, context, tol: float) -> dict:
+    from flowdsl.runtime.conditions import context_for
+
+    if context is not None and getattr(model, "condition", None) is None:  # labels (the old protocol, no encoder)
+        ctx = torch.nn.functional.one_hot(context, model.classes).to(x.dtype)
+    else:
+        ctx = _encode(model, context, x.shape[0], x.dtype)
+    h = x
+    checked = 0
+    for i, (module, node) in enumerate(zip(model.layers, model.ir.layers), start=1):
+        if hasattr(module, "split") and node.factored is not None:
+            h = module.split(h)[0]
+            continue
+        c = context_for(module, ctx) if getattr(model, "condition", None) is not None else ctx
+        dep = node.dependency
+        if dep is not None and h[0].numel() <= MAX_BRUTE_FORCE_DIM:
+            jac = per_example_jacobian(lambda v, c=None, m=module: m(v, c)[0], h, c).detach().abs()
+            jac = jac.amax(dim=0).cpu().numpy()
+            allowed = dep.matrix()
+            leaks = np.argwhere((jac > tol * max(1.0, float(jac.max()))) & ~allowed)
+            if len(leaks):
+                a, b = leaks[0]
+                raise Mismatch([f"{_layer_label(node, i)}: output {a} depends on input {b} (dy/dx = "
+                                f"{jac[a, b]:.3g}), which its declared {dep.kind} structure forbids "
+                                f"({len(leaks)} such entries)"], {"structure": float(jac[a, b])},
+                               {"x": x} if context is None else {"x": x, "context": context})
+            checked += 1
+        with torch.no_grad():
+            h = module(h, c)[0]
+    return {"structure": 0.0, "layers": checked}
+
+
+def _model_contexts(model, batch, device):
+    from hypothesis import strategies as st
+
+    if getattr(model, "condition", None) is not None:
+        return contexts(model, batch=batch, device=device)
+    return labels(model.classes, batch=batch, device=device) if getattr(model, "classes", 0) else st.none()
+
+
+def check_structure(model, x=None, context=None, *, examples: int = 10, batch: int = 2, seed: int | None = None,
+                    tol: float = 1e-12) -> dict:
+    """Every layer of a compiled flow honours the dependency structure its rule declares, for every context.
+
+    The Jacobian of each layer (in its input, at the input that reaches it and the drawn context),
+    is zero wherever the declared :class:`~flowdsl.layers.structure.Dependency` forbids a dependency
+    (up to ``tol`` relative to its largest entry). Layers whose input has more than
+    :data:`MAX_BRUTE_FORCE_DIM` numbers are skipped.
+    """
+    dtype, device = _ref(model)
+    subject = describe_module(model)
+    model = declared_layers(model)
+    if x is not None:
+        try:
+            return {**_structure_errors(model, x, context, tol), "examples": 1}
+        except Mismatch as m:
+            raise PropertyFailure("structure", subject, m.problems, m.case, m.errors, 1) from None
+    from hypothesis import strategies as st
+
+    strategy = st.tuples(inputs(model.input_shape, model.levels, batch=batch, domain=input_domain(model), dtype=dtype,
+                                device=device), _model_contexts(model, batch, device))
+    return search("structure", lambda c: _structure_errors(model, c[0], c[1], tol), strategy, examples=examples,
+                  seed=seed, subject=subject)

@@ -1,10 +1,18 @@
-"""Property checks of bijections: round trip, log-det, inverse log-det, and the declared Jacobian structure.
+"""Property checks of bijections: round trip, log-det, inverse log-det, the declared Jacobian structure,
+and, for conditional models, that the condition is read and trains.
 
 :func:`check_bijection` takes a compiled flow or a single layer (``forward(x, context) ->
 (y, logdet)``, ``inverse(y, context) -> (x, logdet)``). Given ``x`` it checks that input; without
-it, Hypothesis draws inputs of the declared shape and levels (and labels, for a conditional
-flow) and a failure is shrunk to a minimal example. Stochastic log-det estimators are made
-exact for the check (:func:`flowdsl.exact_logdet`). Errors are relative: ``|a - b| / (1 + |b|)``.
+it, Hypothesis draws inputs of the declared shape and levels (and contexts of any condition, for a
+conditional flow: :func:`flowdsl.testing.inputs.contexts`; for a layer, the encoded condition it
+reads: ``condition=ContextShape``) and a failure is shrunk to a minimal example. The log-det is the
+Jacobian in ``x`` only, at the drawn context. Stochastic log-det estimators are made exact for the
+check (:func:`flowdsl.exact_logdet`). Errors are relative: ``|a - b| / (1 + |b|)``.
+
+:func:`check_structure` also draws contexts (the Jacobian pattern holds for every context);
+:func:`check_context`: each layer that reads the condition changes its output when the context
+changes, and one that does not (``reads=false``) does not; :func:`check_training`: a few optimiser
+steps on ``-log_prob(x, context)`` raise the log-likelihood.
 
 Example:
     >>> import torch
@@ -25,31 +33,26 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from flowdsl.testing.jacobian import brute_force_logdet, per_example_jacobian
+from flowdsl.testing.inputs import contexts, encoded
+from flowdsl.testing.jacobian import (
+    MAX_BRUTE_FORCE_DIM,
+    _encode,
+    _layer_label,
+    _ref,
+    brute_force_logdet,
+    check_structure,
+    declared_layers,
+    describe_module,
+    input_domain,
+)
 from flowdsl.testing.search import Mismatch, PropertyFailure, search
 from flowdsl.testing.strategies import inputs, labels, one_hot
 
-__all__ = ["check_bijection", "check_structure", "PropertyFailure", "default_tolerances", "describe_module",
-           "input_domain", "MAX_BRUTE_FORCE_DIM"]
-
-#: inputs with more numbers than this skip the brute-force log-det (D backward passes per example)
-MAX_BRUTE_FORCE_DIM = 512
-
-
-def _ref(module):
-    for t in list(module.parameters()) + list(module.buffers()):
-        if t.dtype.is_floating_point:
-            return t.dtype, t.device
-    return torch.get_default_dtype(), None
-
-
-def describe_module(module) -> str:
-    name = getattr(module, "name", None)
-    return f"{type(module).__name__} '{name}'" if isinstance(name, str) else type(module).__name__
-
+__all__ = ["check_bijection", "check_structure", "check_context", "check_training", "PropertyFailure",
+           "default_tolerances", "describe_module", "input_domain", "random_context", "other_context",
+           "MAX_BRUTE_FORCE_DIM", "declared_layers"]
 
 def default_tolerances(module, dtype) -> tuple[float, float]:
     """``(roundtrip, logdet)`` tolerances: by dtype, loosened by what the model's layers declare.
@@ -115,13 +118,32 @@ def _bijection_errors(module, x, context, roundtrip_tol, logdet_tol, brute_force
     return errors
 
 
-def input_domain(module):
-    """The open interval of input values a compiled model's first layer declares (``meta["domain"]``), or None."""
-    ir = getattr(module, "ir", None)
-    if ir is None or getattr(module, "levels", None) is not None:
+def random_context(model, batch: int, generator=None, device=None):
+    """A random context ``[batch, *model.context_shape]`` for a compiled model (None if unconditional): labels
+    or whole numbers below the levels (LongTensor), Gaussian reals otherwise."""
+    encoder = getattr(model, "condition", None)
+    if encoder is None:
         return None
-    first = ir.layers[0].info if ir.layers else None
-    return first.domain if first is not None else None
+    shape = (int(batch), *encoder.shape)
+    if encoder.integer:
+        return torch.randint(0, encoder.levels, shape, generator=generator).to(device)
+    return torch.randn(shape, generator=generator, dtype=_ref(model)[0]).to(device)
+
+
+def other_context(model, context):
+    """A context that differs from ``context`` in every example: the next label or level (mod its
+    count), reals shifted by 1."""
+    encoder = getattr(model, "condition", None)
+    if encoder is not None and encoder.integer:
+        return (context + 1) % encoder.levels
+    return context + 1
+
+
+def _layer_context(module, context_shape, batch, dtype, device):
+    """What a single layer reads of an encoded condition ``context_shape``: the map, or flattened."""
+    if getattr(module, "context_layout", "flat") == "map":
+        return inputs(tuple(context_shape.shape), batch=batch, scale=2.0, dtype=dtype, device=device)
+    return encoded(context_shape, batch=batch, dtype=dtype, device=device)
 
 
 def _setting(module, shape, levels, classes, context_features):
@@ -136,7 +158,11 @@ def _setting(module, shape, levels, classes, context_features):
     return tuple(shape), levels, 0, context_features or 0
 
 
-def _contexts(batch, classes, context_features, dtype, device):
+def _contexts(module, batch, classes, context_features, condition, dtype, device):
+    if _is_flow(module) and getattr(module, "condition", None) is not None and not classes:
+        return contexts(module, batch=batch, device=device)
+    if condition is not None:
+        return _layer_context(module, condition, batch, dtype, device)
     if classes:
         return labels(classes, batch=batch, device=device)
     if context_features:
@@ -147,7 +173,8 @@ def _contexts(batch, classes, context_features, dtype, device):
 
 
 def check_bijection(module, x=None, context=None, roundtrip_tol: float | None = None, logdet_tol: float | None = None,
-                    *, shape=None, levels=None, classes=None, context_features=None, examples: int = 20,
+                    *, shape=None, levels=None, classes=None, context_features=None, condition=None,
+                    examples: int = 20,
                     batch: int = 2, seed: int | None = None, scale: float = 3.0, extreme: bool = False,
                     brute_force: bool | None = None, domain=None, dtype=None) -> dict:
     """Round trip, log-det against the brute-force Jacobian, and inverse log-det = -forward log-det.
@@ -158,7 +185,10 @@ def check_bijection(module, x=None, context=None, roundtrip_tol: float | None = 
         shape, levels: a layer's input shape (a flow knows its own); ``levels`` draws values in [0, levels).
         domain: draw values in this open interval (default: what a flow's first layer declares as its
             ``meta["domain"]``; reals in [-scale, scale] otherwise).
-        classes / context_features: labels for a conditional flow / one-hot contexts for a layer.
+        classes / context_features: labels for a conditional flow / one-hot contexts for a layer (a
+            conditional flow draws contexts of its own condition without them).
+        condition: a layer's encoded condition (a :class:`~flowdsl.layers.facts.ContextShape`): draw what
+            the layer reads of it (the map for a layer whose ``context_layout`` is ``"map"``, else flattened).
         brute_force: compare with the autograd Jacobian (default: when the input has at most
             :data:`MAX_BRUTE_FORCE_DIM` numbers).
         dtype: the dtype of drawn inputs (default: the module's).
@@ -186,84 +216,118 @@ def check_bijection(module, x=None, context=None, roundtrip_tol: float | None = 
     domain = domain if domain is not None else input_domain(module)
     strategy = st.tuples(inputs(shape, levels, batch=batch, scale=scale, extreme=extreme, domain=domain, dtype=dtype,
                                 device=device),
-                         _contexts(batch, classes, features, dtype, device))
+                         _contexts(module, batch, classes, features, condition, dtype, device))
     return search("bijection", lambda c: _bijection_errors(module, c[0], c[1], roundtrip_tol, logdet_tol, bf),
                   strategy, examples=examples, seed=seed, subject=subject)
 
 
-# ----------------------------------------------------------------------------- structure
-def _layer_label(node, i: int) -> str:
-    pos = node.pos
-    where = f" (line {pos.line}:{pos.column})" if pos is not None and pos.line else ""
-    return f"layer {i} {node.layer.describe()}{where}"
+# ----------------------------------------------------------------------------- the condition
+def _context_errors(model, x, context, tol: float) -> dict:
+    from flowdsl.runtime.conditions import context_for
+
+    other = other_context(model, context)
+    a, b = (_encode(model, c, x.shape[0], x.dtype) for c in (context, other))
+    case = {"x": x, "context": context, "other context": other}
+    problems, h, readers = [], x, 0
+    with torch.no_grad():
+        for i, (module, node) in enumerate(zip(model.layers, model.ir.layers), start=1):
+            if hasattr(module, "split") and node.factored is not None:
+                h = module.split(h)[0]
+                continue
+            y_a, y_b = module(h, context_for(module, a))[0], module(h, context_for(module, b))[0]
+            moved = ((y_a - y_b).abs() / (1 + y_a.abs())).max().item() if y_a.numel() else 0.0
+            if node.reads_condition:
+                readers += 1
+                if not moved > tol:
+                    problems.append(f"{_layer_label(node, i)} reads the condition, but its output did not change "
+                                    f"when the context changed")
+            elif moved != 0.0:
+                why = "says reads=false" if not node.reads else "does not read the condition"
+                problems.append(f"{_layer_label(node, i)} {why}, but its output changed with the context "
+                                f"(by {moved:.3g})")
+            h = y_a
+        if getattr(model, "_base_reads", False):
+            readers += 1
+            lp_a, lp_b = model.log_prob(x, context), model.log_prob(x, other)
+            if not bool((lp_a != lp_b).any()):
+                problems.append("the conditional base reads the condition, but log_prob did not change with it")
+    if problems:
+        raise Mismatch(problems, {"context": 1.0}, case)
+    return {"context": 0.0, "readers": readers}
 
 
-def declared_layers(model):
-    """``model`` itself, or, when the compiler optimised it (permutations folded into the next layer, whose
-    own Jacobian then differs from the one declared), the unoptimised build of its spec with the same
-    weights: the layers exactly as declared. The optimised model equals it (tests/test_optimisation_passes.py)."""
-    if not getattr(model, "optimized", False) or not getattr(model, "spec", {}).get("sources"):
-        return model
-    from flowdsl.analysis.analyze import analyze_unit
-    from flowdsl.language.loader import load_source
-    from flowdsl.runtime.compiler import compile_model
+def check_context(model, x=None, context=None, *, examples: int = 5, batch: int = 2, seed: int | None = None,
+                  tol: float = 1e-12) -> dict:
+    """The condition of a compiled conditional flow is really read, and only where declared.
 
-    spec = model.spec
-    unit = load_source(spec["sources"][spec["file"]], spec["file"], files=spec["sources"])
-    plain = compile_model(analyze_unit(unit).model(spec["model"]), unit, optimize=False)
-    dtype, device = _ref(model)
-    plain.load_state_dict(model.state_dict())
-    return plain.to(device=device, dtype=dtype).train(model.training)
-
-
-def _structure_errors(model, x, labels_, tol: float) -> dict:
-    ctx = None
-    if labels_ is not None:
-        ctx = torch.nn.functional.one_hot(labels_, model.classes).to(x.dtype)
-    h = x
-    checked = 0
-    for i, (module, node) in enumerate(zip(model.layers, model.ir.layers), start=1):
-        if hasattr(module, "split") and node.factored is not None:
-            h = module.split(h)[0]
-            continue
-        dep = node.dependency
-        if dep is not None and h[0].numel() <= MAX_BRUTE_FORCE_DIM:
-            jac = per_example_jacobian(lambda v, c=None, m=module: m(v, c)[0], h, ctx).detach().abs()
-            jac = jac.amax(dim=0).cpu().numpy()
-            allowed = dep.matrix()
-            leaks = np.argwhere((jac > tol * max(1.0, float(jac.max()))) & ~allowed)
-            if len(leaks):
-                a, b = leaks[0]
-                raise Mismatch([f"{_layer_label(node, i)}: output {a} depends on input {b} (dy/dx = "
-                                f"{jac[a, b]:.3g}), which its declared {dep.kind} structure forbids "
-                                f"({len(leaks)} such entries)"], {"structure": float(jac[a, b])},
-                               {"x": x} if labels_ is None else {"x": x, "context": labels_})
-            checked += 1
-        with torch.no_grad():
-            h = module(h, ctx)[0]
-    return {"structure": 0.0, "layers": checked}
-
-
-def check_structure(model, x=None, context=None, *, examples: int = 10, batch: int = 2, seed: int | None = None,
-                    tol: float = 1e-12) -> dict:
-    """Every layer of a compiled flow honours the dependency structure its rule declares.
-
-    The Jacobian of each layer, at the input that reaches it, is zero wherever the declared
-    :class:`~flowdsl.layers.structure.Dependency` forbids a dependency (up to ``tol`` relative to its
-    largest entry). Layers whose input has more than :data:`MAX_BRUTE_FORCE_DIM` numbers are skipped.
+    For each layer, at the input that reaches it: a layer whose rule says it reads the condition
+    changes its output (by more than ``tol``, relative) when the context changes in every example
+    (:func:`other_context`); a layer that does not read it (``reads=false``, or unconditional by
+    nature: actnorm, permutations, ...) gives exactly the same output. A conditional base changes
+    ``log_prob``. Returns ``{"context": 0.0, "readers": n, "examples": k}``.
     """
+    if getattr(model, "condition", None) is None:
+        raise ValueError("check_context needs a compiled model with a condition")
     dtype, device = _ref(model)
     subject = describe_module(model)
     model = declared_layers(model)
     if x is not None:
         try:
-            return {**_structure_errors(model, x, context, tol), "examples": 1}
+            return {**_context_errors(model, x, context, tol), "examples": 1}
         except Mismatch as m:
-            raise PropertyFailure("structure", subject, m.problems, m.case, m.errors, 1) from None
+            raise PropertyFailure("context", subject, m.problems, m.case, m.errors, 1) from None
     from hypothesis import strategies as st
 
     strategy = st.tuples(inputs(model.input_shape, model.levels, batch=batch, domain=input_domain(model), dtype=dtype,
-                                device=device),
-                         labels(model.classes, batch=batch, device=device) if model.classes else st.none())
-    return search("structure", lambda c: _structure_errors(model, c[0], c[1], tol), strategy, examples=examples,
+                                device=device), contexts(model, batch=batch, device=device))
+    return search("context", lambda c: _context_errors(model, c[0], c[1], tol), strategy, examples=examples,
                   seed=seed, subject=subject)
+
+
+def check_training(model, x=None, context=None, *, steps: int = 10, lr: float = 1e-2, batch: int = 16,
+                   seed: int = 0) -> dict:
+    """A copy of ``model`` trained ``steps`` Adam steps on ``-log_prob(x, context)`` has a higher mean log_prob
+    on that batch (log-dets exact, dequantization noise the same before and after).
+
+    ``x`` and ``context`` default to a random batch (Gaussian inputs, or uniform in ``[0, levels)``;
+    :func:`random_context`). Returns ``{"before": ..., "after": ..., "training": gain}``.
+    """
+    import copy
+
+    from flowdsl.runtime.estimators import exact_logdet
+
+    dtype, device = _ref(model)
+    gen = torch.Generator().manual_seed(seed)
+    model = copy.deepcopy(model)
+    if x is None:
+        shape = (batch, *model.input_shape)
+        levels = getattr(model, "levels", None)
+        x = torch.rand(shape, generator=gen, dtype=dtype) * levels if levels else torch.randn(shape, generator=gen,
+                                                                                             dtype=dtype)
+        domain = input_domain(model)
+        if domain is not None:
+            u = torch.rand(shape, generator=gen, dtype=dtype).clamp(1e-3, 1 - 1e-3)
+            x = domain[0] + (domain[1] - domain[0]) * u
+        x = x.to(device)
+        context = random_context(model, batch, gen, device) if context is None else context
+
+    def mean_log_prob():
+        torch.manual_seed(seed)  # the same dequantization noise (and estimator draws) at every evaluation
+        return model.log_prob(x, context).mean()
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    with exact_logdet():
+        with torch.no_grad():
+            before = float(mean_log_prob())
+        for _ in range(steps):
+            opt.zero_grad()
+            (-mean_log_prob()).backward()
+            opt.step()
+        with torch.no_grad():
+            after = float(mean_log_prob())
+    if not (math.isfinite(after) and after > before):
+        raise PropertyFailure("training", describe_module(model), [
+            f"{steps} Adam steps (lr {lr:g}) on -log_prob did not raise the mean log_prob of the batch: "
+            f"{before:.6g} before, {after:.6g} after"], None, {"training": abs(after - before)}, 1)
+    return {"before": before, "after": after, "training": after - before, "examples": 1}

@@ -7,7 +7,10 @@ same layers on a smaller input.
 
 Flows: ``params`` (declared = allocated), ``shapes`` (inferred = runtime, per layer),
 ``bijection`` (round trip, brute-force log-det, inverse log-det), ``structure`` (each layer's
-Jacobian within its declared dependency), ``sampling`` (finite samples and densities).
+Jacobian within its declared dependency), ``sampling`` (finite samples and densities); a
+conditional flow also ``context`` (each layer that reads the condition changes with it, the others
+do not) and ``training`` (a few optimiser steps raise its log-likelihood). Contexts of any
+condition type are drawn for every property (:func:`flowdsl.testing.inputs.contexts`).
 Autoregressive models: ``params``, ``causality`` (perturbation, at the declared size),
 ``completeness``, ``normalisation`` and ``sampling`` (tiny configuration).
 
@@ -31,7 +34,7 @@ from pathlib import Path
 from flowdsl.errors import FlowDSLError
 from flowdsl.testing.search import PropertyFailure
 
-__all__ = ["Result", "Subject", "PROPERTIES", "subjects", "run_property", "run_file", "format_table",
+__all__ = ["Result", "Subject", "PROPERTIES", "CONDITIONAL", "subjects", "run_property", "run_file", "format_table",
            "hypothesis_storage"]
 
 
@@ -83,6 +86,8 @@ class Subject:
     text: str
     seed: int = 0
     _cache: dict = field(default_factory=dict, repr=False)
+    #: the model declares a condition (the conditional properties run)
+    conditional: bool = False
 
     def _compile(self, text: str):
         import torch
@@ -90,6 +95,7 @@ class Subject:
         from flowdsl.api import analyze_source
         from flowdsl.runtime.compiler import compile_model
         from flowdsl.testing.jacobian import perturb_parameters
+        from flowdsl.testing.properties import random_context
 
         analysis = analyze_source(text, self.path)
         if not analysis.ok:
@@ -107,10 +113,9 @@ class Subject:
                     torch.randn(shape, generator=gen, dtype=torch.float64)
             else:
                 x = torch.randint(0, levels, shape, generator=gen)
-            classes = getattr(model, "classes", 0)
-            labels = torch.randint(0, classes, shape[:1], generator=gen) if classes else None
+            context = random_context(model, shape[0], gen)
             try:
-                model(x, labels) if self.kind == "flow" else model.log_prob(x, labels)
+                model(x, context) if self.kind == "flow" else model.log_prob(x, context)
             except NotImplementedError:  # a sampler without a likelihood: nothing to initialise from data
                 pass
         return model.eval()
@@ -155,13 +160,15 @@ def _params(s: Subject, examples, seed):
 def _shapes(s: Subject, examples, seed):
     import torch
 
+    from flowdsl.runtime.conditions import context_for
+    from flowdsl.testing.properties import random_context
+
     model = s.model
     x = torch.rand(2, *model.input_shape, dtype=torch.float64) * (model.levels or 1)
-    ctx = torch.nn.functional.one_hot(torch.zeros(2, dtype=torch.long), model.classes).double() \
-        if model.classes else None
     with torch.no_grad():
+        ctx = model.condition(random_context(model, 2), 2, torch.float64) if model.condition is not None else None
         for i, (module, node) in enumerate(zip(model.layers, model.ir.layers), start=1):
-            x = module.split(x)[0] if node.factored is not None else module(x, ctx)[0]
+            x = module.split(x)[0] if node.factored is not None else module(x, context_for(module, ctx))[0]
             if tuple(x.shape[1:]) != tuple(node.out_shape):
                 raise PropertyFailure("shapes", s.name, [
                     f"layer {i} {node.layer.describe()} (line {node.pos.line}) outputs {list(x.shape[1:])}, "
@@ -195,8 +202,10 @@ def _structure(s: Subject, examples, seed):
 def _flow_sampling(s: Subject, examples, seed):
     import torch
 
+    from flowdsl.testing.properties import random_context
+
     model = s.model
-    labels = torch.arange(4) % model.classes if model.classes else None
+    labels = random_context(model, 4, torch.Generator().manual_seed(seed or 0))
     x = model.sample(4, labels)
     problems = []
     if tuple(x.shape) != (4, *model.input_shape):
@@ -211,6 +220,21 @@ def _flow_sampling(s: Subject, examples, seed):
     if problems:
         raise PropertyFailure("sampling", s.name, problems, None, {"sampling": 1.0}, 1)
     return 0.0, 1, "declared"
+
+
+def _context(s: Subject, examples, seed):
+    from flowdsl.testing.properties import check_context
+
+    report = check_context(s.model, examples=max(2, examples // 4), seed=seed)
+    return report["context"], report["examples"], f"declared ({report['readers']} readers)"
+
+
+def _training(s: Subject, examples, seed):
+    from flowdsl.testing.properties import MAX_BRUTE_FORCE_DIM, check_training
+
+    model, where = s.tiny(MAX_BRUTE_FORCE_DIM)
+    report = check_training(model, seed=seed or 0)
+    return 0.0, 1, f"{where} (mean log_prob {report['before']:.4g} -> {report['after']:.4g})"
 
 
 # ----------------------------------------------------------------------------- autoregressive properties
@@ -259,10 +283,14 @@ def _ar_sampling(s: Subject, examples, seed):
 #: model kind -> [(property, function(subject, examples, seed) -> (worst, examples, configuration))]
 PROPERTIES = {
     "flow": [("params", _params), ("shapes", _shapes), ("bijection", _bijection), ("structure", _structure),
-             ("sampling", _flow_sampling)],
+             ("sampling", _flow_sampling), ("context", _context), ("training", _training)],
     "autoregressive": [("params", _params), ("causality", _causality), ("completeness", _completeness),
                        ("normalisation", _normalisation), ("sampling", _ar_sampling)],
 }
+
+
+#: properties of conditional models only (an unconditional model has no row for them)
+CONDITIONAL = frozenset({"context", "training"})
 
 
 # ----------------------------------------------------------------------------- running
@@ -275,7 +303,8 @@ def subjects(path, seed: int = 0) -> list[Subject]:
     if not analysis.ok:
         raise analysis.error()
     text = analysis.unit.sources.get(path, "")
-    return [Subject(path, name, ir.header.kind, text, seed) for name, ir in analysis.models.items()]
+    return [Subject(path, name, ir.header.kind, text, seed, conditional=ir.header.condition is not None)
+            for name, ir in analysis.models.items()]
 
 
 def run_property(subject: Subject, prop: str, examples: int = 20, seed: int | None = None) -> Result:
@@ -288,6 +317,8 @@ def run_property(subject: Subject, prop: str, examples: int = 20, seed: int | No
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # the models run in float64: what they create follows
     try:
+        if prop in CONDITIONAL and not subject.conditional:
+            raise Skip("the model declares no condition")
         row.worst, row.examples, row.config = fn(subject, examples, seed)
     except Skip as why:
         row.verdict, row.detail = "skip", str(why)
@@ -314,7 +345,7 @@ def run_file(path, examples: int = 20, seed: int | None = None, properties=None)
     rows = []
     for sub in subs:
         for prop, _ in PROPERTIES[sub.kind]:
-            if properties is None or prop in properties:
+            if (properties is None or prop in properties) and (sub.conditional or prop not in CONDITIONAL):
                 rows.append(run_property(sub, prop, examples, seed))
                 if prop == "params" and rows[-1].verdict == "error":
                     break  # the model does not compile: the other properties would repeat that
