@@ -19,11 +19,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
+import sys
 
 __all__ = ["positive_int", "nonnegative_int", "finite_float", "finite_positive_float", "nonnegative_float", "seed",
-           "SEED_MAX", "output_file", "device", "bounded_int"]
+           "SEED_MAX", "output_file", "device", "bounded_int", "context_refusals"]
 
 #: seeds must fit numpy's and torch's generators
 SEED_MAX = 2**32 - 1
@@ -132,3 +134,22 @@ def device(text: str) -> str:
     elif dev.type != "cpu":
         raise argparse.ArgumentTypeError(f"unsupported device {text!r}: use cpu, cuda or cuda:N")
     return text
+
+
+def context_refusals(run):
+    """``run`` (a command) with every refusal about a condition's values or a ``--context``/``--label``
+    argument (:class:`~flowdsl.training.dataset.ContextError`) printed as its one line, exit status 2
+    (the status of a bad argument); other errors pass through to ``flowdsl``'s handler."""
+
+    @functools.wraps(run)
+    def guarded(args) -> int:
+        from flowdsl.errors import render_all
+        from flowdsl.training.dataset import ContextError
+
+        try:
+            return run(args)
+        except ContextError as err:
+            print(render_all(err.diagnostics, err.sources), file=sys.stderr)
+            return 2
+
+    return guarded

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowdsl.cli.arguments import bounded_int, device, nonnegative_int, output_file, seed
+from flowdsl.cli.arguments import bounded_int, context_refusals, device, nonnegative_int, output_file, seed
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 
 __all__ = ["add_commands", "occluded", "write_output", "cmd_sample", "cmd_complete", "cmd_interpolate", "cmd_graph"]
@@ -78,9 +78,13 @@ def _as_images(model, x: np.ndarray):
     return None
 
 
-def _density(model, samples: np.ndarray, data=None):
+def _density(model, samples: np.ndarray, data=None, context=None):
+    """(xs, ys, log p on the grid) of a 2-D model; for a conditional one, at ``context`` (one context, or
+    class 0 of a label); None when there is no single context to draw it at."""
     import torch
 
+    if model.context_shape is not None and context is None and model.context_shape != ():
+        return None
     ref = samples if data is None else np.concatenate([samples, data])
     lo, hi = np.quantile(ref, 0.005, axis=0), np.quantile(ref, 0.995, axis=0)
     pad = (hi - lo) * 0.15 + 1e-3
@@ -94,14 +98,19 @@ def _density(model, samples: np.ndarray, data=None):
     was = model.training
     model.eval()
     with torch.no_grad():
-        ctx = torch.zeros(len(pts), dtype=torch.long, device=pts.device) if model.context_shape == () else None
-        logp = torch.cat([model.log_prob(c, None if ctx is None else ctx[:len(c)]) for c in pts.split(4096)])
+        if context is not None:
+            ctx = torch.as_tensor(context, device=pts.device)
+        else:
+            ctx = torch.zeros((), dtype=torch.long, device=pts.device) if model.context_shape == () else None
+        logp = torch.cat([model.log_prob(c, ctx) for c in pts.split(4096)])
     model.train(was)
     return xs, ys, logp.double().cpu().numpy().reshape(len(ys), len(xs))
 
 
-def write_output(model, x: np.ndarray, path, cols: int | None = None, rgb=None, data=None, rate: int = 16000) -> str:
-    """Write samples ``x`` ([N, *input_shape]) to ``path`` by its suffix; returns what was written."""
+def write_output(model, x: np.ndarray, path, cols: int | None = None, rgb=None, data=None, rate: int = 16000,
+                 context=None) -> str:
+    """Write samples ``x`` ([N, *input_shape]) to ``path`` by its suffix; returns what was written. ``context``:
+    the one context all samples were drawn at (a 2-D model's density is drawn at it)."""
     from flowdsl.cli import plotting
     from flowdsl.training.data import mu_law_decode
 
@@ -129,8 +138,9 @@ def write_output(model, x: np.ndarray, path, cols: int | None = None, rgb=None, 
         w, h = plotting.image_grid(images, path, model.levels, cols=cols, rgb=rgb)
         return f"{len(x)} image(s), {w}x{h} pixels"
     if kind == "vector" and model.input_shape == (2,):
-        w, h = plotting.scatter_density(x, path, _density(model, x, data), data=data, title=model.name)
-        return f"{len(x)} points with the density, {w}x{h} pixels"
+        density = _density(model, x, data, context)
+        w, h = plotting.scatter_density(x, path, density, data=data, title=model.name)
+        return f"{len(x)} points with the {'density' if density is not None else 'histogram'}, {w}x{h} pixels"
     if kind == "sequence":
         w, h = plotting.waveform_plot(mu_law_decode(x, model.levels) if model.levels else x, path)
         return f"{len(x)} waveform(s), {w}x{h} pixels"
@@ -144,19 +154,15 @@ def _device(model):
     return ref.device if ref is not None else torch.device("cpu")
 
 
-def _context(model, n: int, label):
+def _context(model, n: int | None, label=None, context=None, default: int = 16, own=None):
+    """(the context of the samples or None, their number) from ``--label``/``--context``
+    (:func:`flowdsl.training.paired.choose_contexts`), on the model's device."""
     import torch
 
-    if model.context_shape != ():
-        if label is not None:
-            raise _fail("--label", f"'{model.name}' is not conditional: it takes no --label")
-        return None
-    classes = model.ir.header.condition.classes
-    if label is not None:
-        if not 0 <= label < classes:
-            raise _fail("--label", f"--label must be in 0..{classes - 1}")
-        return torch.full((n,), label, dtype=torch.long)
-    return torch.arange(n) % classes
+    from flowdsl.training.paired import choose_contexts
+
+    values, count = choose_contexts(model.ir.header.condition, f"'{model.name}'", n, label, context, default, own)
+    return (None if values is None else torch.as_tensor(values, device=_device(model))), count
 
 
 def _load(path, device):
@@ -170,12 +176,15 @@ def _load(path, device):
     return model, payload
 
 
-def _dataset(model, name):
-    from flowdsl.training.data import load_data
-    from flowdsl.training.fitting import fit
+def _dataset(model, name, context=None):
+    from flowdsl.training.fitting import fitted_data
 
-    header = model.ir.header
-    return fit(load_data(name, shape=header.input.shape, levels=header.input.levels), header, model.spec["sources"])
+    return fitted_data(name, model.ir.header, model.spec["sources"], context)
+
+
+def _trained_on(payload) -> tuple[str | None, str | None]:
+    """The data (a name or a path) and context file a checkpoint was trained on."""
+    return payload.get("data_path") or payload.get("data"), payload.get("context_path")
 
 
 def cmd_sample(args) -> int:
@@ -183,15 +192,16 @@ def cmd_sample(args) -> int:
 
     model, payload = _load(args.checkpoint, args.device)
     torch.manual_seed(args.seed)
-    ctx = _context(model, args.n, args.label)
-    if ctx is not None:
-        ctx = ctx.to(_device(model))
-    x = model.sample(args.n, ctx).cpu().numpy()
+    ctx, n = _context(model, args.n, args.label, args.context)
+    x = model.sample(n, ctx).cpu().numpy()
     data = None
-    if args.data or (model.input_shape == (2,) and payload.get("data")):
-        data = _dataset(model, args.data or payload["data"]).test
-    cols = model.ir.header.condition.classes if ctx is not None and args.label is None else None
-    what = write_output(model, x, args.output, cols=cols, data=data, rate=args.rate)
+    name, context = _trained_on(payload)
+    if args.data or (model.input_shape == (2,) and name and model.context_shape in (None, ())):
+        data = _dataset(model, args.data or name, None if args.data else context).test
+    labels = ctx is not None and model.context_shape == () and args.label is None and args.context is None
+    cols = model.ir.header.condition.classes if labels else None
+    one = ctx[0].cpu() if ctx is not None and (ctx == ctx[:1]).all() else None  # all drawn at one context
+    what = write_output(model, x, args.output, cols=cols, data=data, rate=args.rate, context=one)
     print(f"wrote {args.output}: {what}")
     return 0
 
@@ -227,7 +237,7 @@ def _read_input(model, spec: str):
     i = int(index)
     if i >= len(ds.test):
         raise _fail(spec, f"'{name}' has {len(ds.test)} test examples; {i} is out of range")
-    return ds.test[i], (int(ds.test_labels[i]) if ds.test_labels is not None else None)
+    return ds.test[i], (ds.test_labels[i] if ds.test_labels is not None else None)
 
 
 def cmd_complete(args) -> int:
@@ -241,13 +251,11 @@ def cmd_complete(args) -> int:
     x, label = _read_input(model, args.input)
     hidden = occluded(model.input_shape, args.mask)
     torch.manual_seed(args.seed)
-    if args.label is None and model.context_shape == ():
-        args.label = label
-    ctx = _context(model, args.n, args.label)
+    ctx, n = _context(model, args.n, args.label, args.context, default=4, own=label)
     dev = _device(model)
-    batch = torch.as_tensor(x, device=dev).expand(args.n, *model.input_shape).clone()
+    batch = torch.as_tensor(x, device=dev).expand(n, *model.input_shape).clone()
     known = torch.as_tensor(~hidden, device=dev).expand_as(batch)
-    out = model.complete(batch, known, None if ctx is None else ctx.to(dev)).cpu().numpy()
+    out = model.complete(batch, known, ctx).cpu().numpy()
     images = _as_images(model, np.concatenate([x[None], out]))
     if Path(args.output).suffix.lower() == ".png" and images is not None:
         from flowdsl.cli.plotting import OCCLUDED, to_rgb
@@ -258,10 +266,10 @@ def cmd_complete(args) -> int:
             hidden.reshape(images.shape[1:]).transpose(1, 0, 2).reshape(images.shape[2], -1)
         shown[cover] = OCCLUDED
         rgb = np.concatenate([rgb[:1], shown[None], rgb[1:]])
-        what = write_output(model, rgb, args.output, cols=args.n + 2, rgb=rgb) + \
-            f" (original, occluded, {args.n} completion(s))"
+        what = write_output(model, rgb, args.output, cols=n + 2, rgb=rgb) + \
+            f" (original, occluded, {n} completion(s))"
     else:
-        what = write_output(model, out, args.output, rate=args.rate) + f" ({args.n} completion(s))"
+        what = write_output(model, out, args.output, rate=args.rate) + f" ({n} completion(s))"
     print(f"wrote {args.output}: {what}")
     return 0
 
@@ -273,10 +281,11 @@ def cmd_interpolate(args) -> int:
     if not hasattr(model, "inverse"):
         raise _fail(args.checkpoint, f"interpolate needs a flow's latent space; '{model.name}' is an autoregressive "
                                      "model", "use `flowdsl complete` or `flowdsl sample`")
-    name = args.data or payload.get("data")
+    name, context = _trained_on(payload)
+    name = args.data or name
     if name is None:
         raise _fail(args.checkpoint, "the checkpoint does not say which data it was trained on: pass --data")
-    ds = _dataset(model, name)
+    ds = _dataset(model, name, None if args.data else context)
     a, b = args.index
     if max(a, b) >= len(ds.test):
         raise _fail(name, f"'{ds.name}' has {len(ds.test)} test examples; --index {a} {b} is out of range")
@@ -284,13 +293,13 @@ def cmd_interpolate(args) -> int:
     x = torch.as_tensor(ds.test[[a, b]], device=dev)
     x = x.to(torch.get_default_dtype()) + (0.5 if model.levels else 0.0)  # the centre of each bin
     ctx = None
-    if model.context_shape == ():
+    if model.context_shape is not None:
         ctx = torch.as_tensor(ds.test_labels[[a, b]], device=dev)
     with torch.no_grad():
         z, _ = model(x, ctx)
         t = torch.linspace(0, 1, args.steps, device=dev, dtype=z.dtype).view(-1, *[1] * (z.dim() - 1))
         zt = (1 - t) * z[0] + t * z[1]
-        ct = None if ctx is None else torch.where(t.flatten() < 0.5, ctx[0], ctx[1])
+        ct = None if ctx is None else ctx[(t.flatten() >= 0.5).long()]  # each point decoded at its nearer end's
         xt = model.inverse(zt, ct)
     if model.levels:
         xt = xt.floor().clamp(0, model.levels - 1).long()
@@ -340,21 +349,26 @@ def add_commands(sub) -> None:
 
     sp = sub.add_parser("sample", help="draw samples from a checkpoint into a PNG, WAV or .npy file")
     common(sp)
-    sp.add_argument("-n", type=_COUNT, default=16, help=f"number of samples (default 16, at most {MAX_COUNT:,})")
+    sp.add_argument("-n", type=_COUNT, help=f"number of samples (default 16, or one per row of --context; at most "
+                                            f"{MAX_COUNT:,})")
     sp.add_argument("--label", type=nonnegative_int,
-                    help="class of conditional models (default: every class in turn)")
+                    help="class of label-conditional models (default: every class in turn)")
+    sp.add_argument("--context", metavar="FILE", help="conditional models: a .npy of one context [*shape] for all "
+                    "-n samples, or one per sample [N, *shape] (a .npz: the array named as the condition)")
     sp.add_argument("--data", help="2-D models: data drawn under the samples (default: the training data)")
     sp.add_argument("--rate", type=_RATE, default=16000, help="sample rate of WAV files")
-    sp.set_defaults(run=cmd_sample)
+    sp.set_defaults(run=context_refusals(cmd_sample))
 
     sp = sub.add_parser("complete", help="complete occluded inputs with an autoregressive model")
     common(sp)
     sp.add_argument("--input", required=True, help="a PNG, a .npy file, or DATA:INDEX (a test example, e.g. digits:3)")
     sp.add_argument("--mask", required=True, help="the hidden part: top, bottom, left, right or a PNG (white = hidden)")
-    sp.add_argument("-n", type=_COUNT, default=4, help="number of completions (default 4)")
+    sp.add_argument("-n", type=_COUNT, help="number of completions (default 4, or one per row of --context)")
     sp.add_argument("--label", type=nonnegative_int, help="class of conditional models (default: the example's)")
+    sp.add_argument("--context", metavar="FILE", help="conditional models: the context of every completion, or one "
+                    "per completion (a .npy; default: the example's own, for DATA:INDEX)")
     sp.add_argument("--rate", type=_RATE, default=16000, help="sample rate of WAV files")
-    sp.set_defaults(run=cmd_complete)
+    sp.set_defaults(run=context_refusals(cmd_complete))
 
     sp = sub.add_parser("interpolate", help="decode a straight line between two examples' latents (flows)")
     common(sp)
@@ -362,7 +376,7 @@ def add_commands(sub) -> None:
     sp.add_argument("--index", type=nonnegative_int, nargs=2, default=(0, 1), metavar=("A", "B"),
                     help="test examples (default 0 1)")
     sp.add_argument("--steps", type=_COUNT, default=8, help="points on the line, ends included (default 8)")
-    sp.set_defaults(run=cmd_interpolate)
+    sp.set_defaults(run=context_refusals(cmd_interpolate))
 
     sp = sub.add_parser("graph", help="draw a spec's IR: layers, shapes, lines (.svg, .png or .dot)")
     sp.add_argument("spec")

@@ -22,6 +22,7 @@ import sys
 
 from flowdsl.cli.arguments import (
     bounded_int,
+    context_refusals,
     device,
     finite_float,
     finite_positive_float,
@@ -72,7 +73,8 @@ def cmd_train(args) -> int:
                    cpu_budget=args.cpu_budget, progress=False if args.quiet else None, log=print,
                    epochs=args.epochs, patience=args.patience, schedule=args.schedule, warmup=args.warmup or 0,
                    weight_decay=args.weight_decay or 0.0, ema=args.ema, threads=args.threads,
-                   metrics=False if args.no_metrics else args.metrics, tensorboard=args.tensorboard)
+                   metrics=False if args.no_metrics else args.metrics, tensorboard=args.tensorboard,
+                   context=args.context)
     ev = result.evaluation
     if ev is not None:
         print(f"{result.model.name}: step {result.step}, test {ev['bits_per_dim']:.4f} bits/dim "
@@ -86,9 +88,8 @@ def cmd_eval(args) -> int:
 
     from flowdsl.checkpoint import load_checkpoint
     from flowdsl.training.batches import carve_validation
-    from flowdsl.training.data import load_data
     from flowdsl.training.devices import resolve_device
-    from flowdsl.training.fitting import fit
+    from flowdsl.training.fitting import fitted_data
     from flowdsl.training.trainer import evaluate, tensors
 
     device = resolve_device(args.device)
@@ -96,13 +97,14 @@ def cmd_eval(args) -> int:
         torch.set_num_threads(args.threads)
     model, payload = load_checkpoint(args.checkpoint, return_payload=True)
     model.to(device)
-    name = args.data or payload.get("data")
+    name = args.data or payload.get("data_path") or payload.get("data")
     if not isinstance(name, str):
         print(f"{args.checkpoint}: error: the checkpoint does not say which data it was trained on: pass --data",
               file=sys.stderr)
         return 2
+    context = args.context if args.data or args.context else payload.get("context_path")
     header = model.ir.header
-    ds = fit(load_data(name, shape=header.input.shape, levels=header.input.levels), header, model.spec["sources"])
+    ds = fitted_data(name, header, model.spec["sources"], context)
     if args.split == "valid":
         ds = carve_validation(ds)[0]  # the data set's own, or the 10% the trainer carved (same fixed seed)
     x, y = tensors(ds, header.input.levels, args.split, device)
@@ -138,6 +140,9 @@ def _train_parser(sub) -> None:
                     "pinwheel, spirals, digits, digits-binary, mnist, mnist-binary, mnist-binary-threshold, waveform), "
                     "a .npy or .npz file, "
                     "or a folder of PNGs")
+    sp.add_argument("--context", metavar="FILE", help="conditional models: the condition's values, one row per example "
+                    "of --data (a .npy, or a .npz with the condition's name as key); a .npz --data may hold them "
+                    "itself, named as the condition")
     sp.add_argument("--model", help="the model to train (when the file has several)")
     length = sp.add_mutually_exclusive_group()
     length.add_argument("--steps", type=bounded_int(1, MAX_STEPS),
@@ -172,7 +177,7 @@ def _train_parser(sub) -> None:
     sp.add_argument("--no-metrics", action="store_true", help="write no metrics file")
     sp.add_argument("--tensorboard", metavar="DIR", help="also log to TensorBoard in DIR (needs tensorboard)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar (shown on a terminal otherwise)")
-    sp.set_defaults(run=cmd_train)
+    sp.set_defaults(run=context_refusals(cmd_train))
 
 
 def add_commands(sub) -> None:
@@ -181,10 +186,12 @@ def add_commands(sub) -> None:
     sp = sub.add_parser("eval", help="negative log-likelihood of a checkpoint on a data set's test split")
     sp.add_argument("checkpoint")
     sp.add_argument("--data", help="data set or path (default: the one it was trained on)")
+    sp.add_argument("--context", metavar="FILE", help="the condition's values, one row per example of --data "
+                    "(default: those it was trained with)")
     sp.add_argument("--split", choices=("test", "valid", "train"), default="test",
                     help="valid: the data set's validation split, or the 10%% of train the trainer held out")
     sp.add_argument("--batch", type=positive_int, default=512)
     sp.add_argument("--seed", type=seed, default=0, help="seed of the dequantization noise")
     sp.add_argument("--threads", type=positive_int, help="torch's CPU threads")
     sp.add_argument("--device", type=device, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    sp.set_defaults(run=cmd_eval)
+    sp.set_defaults(run=context_refusals(cmd_eval))

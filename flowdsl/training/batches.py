@@ -90,10 +90,16 @@ def carve_validation(ds: Dataset) -> tuple[Dataset, bool]:
 
 
 def data_fingerprint(ds: Dataset) -> dict:
-    """Name, shape, levels, split sizes and a hash of up to 256 evenly spaced training examples."""
+    """Name, shape, levels, split sizes and a hash of up to 256 evenly spaced training examples (and of their
+    paired values, when the data has them: ``context_sha256``)."""
     n = len(ds.train)
     take = np.unique(np.linspace(0, n - 1, num=min(n, 256)).astype(np.int64)) if n else np.zeros(0, np.int64)
     sample = np.ascontiguousarray(np.asarray(ds.train)[take].astype(np.int64 if ds.levels else np.float32))
-    return {"name": str(ds.name), "shape": [int(s) for s in ds.shape],
-            "levels": int(ds.levels) if ds.levels is not None else None, "train": n, "test": len(ds.test),
-            "sample_sha256": hashlib.sha256(sample.tobytes()).hexdigest()}
+    out = {"name": str(ds.name), "shape": [int(s) for s in ds.shape],
+           "levels": int(ds.levels) if ds.levels is not None else None, "train": n, "test": len(ds.test),
+           "sample_sha256": hashlib.sha256(sample.tobytes()).hexdigest()}
+    if ds.train_labels is not None:
+        c = np.asarray(ds.train_labels)[take]
+        c = np.ascontiguousarray(c.astype(np.int64 if c.dtype.kind in "biu" else np.float32))
+        out["context_sha256"] = hashlib.sha256(str(c.shape[1:]).encode() + c.tobytes()).hexdigest()
+    return out

@@ -15,8 +15,10 @@ Built in (no download, ever):
   spec's length (for sequence models such as WaveNet).
 
 The user's own data: a ``.npy`` array (10% held out), a ``.npz`` with ``train``/``test`` (or
-``x_train``/``x_test``, or ``x``) and optional labels (``y_train``/``y_test`` or ``y``), or a folder
-of PNG files (sub-folders, if any, are the classes). Nothing is ever unpickled.
+``x_train``/``x_test``, or ``x``) and optional labels (``y_train``/``y_test`` or ``y``) or the values
+of the model's condition under its name (``theta``, or ``theta_train``/``theta_test``), a data file
+with ``context=`` a file of those values, or a folder of PNG files (sub-folders, if any, are the
+classes). Nothing is ever unpickled.
 
 The user's files are read by :mod:`flowdsl.training.user_data`; :func:`flowdsl.training.fitting.fit`
 checks a data set against a spec's input.
@@ -50,6 +52,7 @@ from flowdsl.training.mnist import (
     cache_dir,
     load_mnist,
 )
+from flowdsl.training.paired import load_paired
 from flowdsl.training.user_data import from_npy, from_npz, from_pngs
 
 __all__ = ["Dataset", "DATASETS", "load_data", "describe_shape", "mu_law_encode", "mu_law_decode"]
@@ -250,13 +253,18 @@ DATASETS: dict[str, tuple] = {
 }
 
 
-def load_data(name: str | os.PathLike, *, n: int = 10000, seed: int = 0, shape=None, levels=None) -> Dataset:
+def load_data(name: str | os.PathLike, *, n: int = 10000, seed: int = 0, shape=None, levels=None,
+              condition: str | None = None, context=None) -> Dataset:
     """A built-in data set by name, or the user's ``.npy``/``.npz`` file or folder of PNGs.
 
     ``n`` and ``seed`` size the generated sets; ``shape`` and ``levels`` (the spec's input) size
-    ``waveform``.
+    ``waveform``. ``condition`` (the name of the model's condition) is the key of a ``.npz``'s paired
+    values; ``context`` a file of those values, one row per example of the data file
+    (:mod:`flowdsl.training.paired`).
     """
     key = str(name)
+    if context is not None:
+        return load_paired(key, context, condition)
     if key in _TOYS:
         return _toy(key, n, seed)
     if key.startswith("mnist") and key in DATASETS:
@@ -278,7 +286,7 @@ def load_data(name: str | os.PathLike, *, n: int = 10000, seed: int = 0, shape=N
     if path.is_dir():
         return from_pngs(path)
     if path.suffix == ".npz" and path.is_file():
-        return from_npz(path, path.stem)
+        return from_npz(path, path.stem, condition)
     if path.suffix == ".npy" and path.is_file():
         return from_npy(path)
     if path.suffix in (".npy", ".npz") or os.sep in key:

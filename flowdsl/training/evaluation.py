@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from flowdsl.training.batches import as_model_input, compact
@@ -20,15 +21,23 @@ __all__ = ["evaluate", "tensors"]
 
 
 def tensors(ds: Dataset, levels, split: str = "train", device=None):
-    """(x, labels or None) of a split (train, valid or test) as compact tensors (uint8 ... for discrete inputs)."""
+    """(x, contexts or None) of a split (train, valid or test): x compact (uint8 ... for discrete inputs), the
+    condition's values ``[N, *shape]`` as ``long`` (labels, ``levels``) or float32 (real values)."""
     x = {"train": ds.train, "valid": ds.valid, "test": ds.test}[split]
     y = {"train": ds.train_labels, "valid": ds.valid_labels, "test": ds.test_labels}[split]
-    return compact(x, levels, device), (torch.as_tensor(y).to(device, torch.long) if y is not None else None)
+    if y is None:
+        return compact(x, levels, device), None
+    y = np.asarray(y)
+    kind = torch.long if y.dtype.kind in "biu" else torch.float32
+    return compact(x, levels, device), torch.as_tensor(y).to(device, kind)
 
 
 @torch.no_grad()
 def evaluate(model, x, labels=None, batch: int = 512, seed: int = 0) -> dict:
     """Mean negative log-likelihood of ``x`` in nats per example and bits per dimension.
+
+    ``labels``: the condition's values, one row per example of ``x`` (class labels or any context),
+    passed to a conditional model and ignored by an unconditional one.
 
     Runs in evaluation mode under a fixed seed (the dequantization noise of flows), leaving the
     caller's random state and the model's mode as they were. Integer data is made ``long`` one
@@ -41,7 +50,7 @@ def evaluate(model, x, labels=None, batch: int = 512, seed: int = 0) -> dict:
     model.eval()
     devices = [x.device] if x.device.type == "cuda" else []
     total = 0.0
-    conditional = labels is not None and getattr(model, "context_shape", None) == ()
+    conditional = labels is not None and getattr(model, "context_shape", None) is not None
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)

@@ -1,7 +1,9 @@
-"""The check that a data set fits a spec's input: shape, levels and labels.
+"""The check that a data set fits a spec's input (shape, levels) and its condition (labels, paired values).
 
 :func:`fit` raises a positioned :class:`~flowdsl.errors.FlowDSLError` at the spec's input naming
-both when they disagree. This module imports no torch.
+both when they disagree; the condition's values are checked by
+:func:`flowdsl.training.paired.fit_condition` (a :class:`~flowdsl.training.dataset.ContextError` at
+the spec's ``condition``). This module imports no torch.
 
 Example:
     >>> from flowdsl.api import analyze_source
@@ -16,10 +18,12 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from flowdsl.training.data import DATASETS
-from flowdsl.training.dataset import Dataset, data_error, describe_shape
+from flowdsl.errors import Pos
+from flowdsl.training.data import DATASETS, load_data
+from flowdsl.training.dataset import Dataset, context_error, data_error, describe_shape
+from flowdsl.training.paired import fit_condition
 
-__all__ = ["fit"]
+__all__ = ["fit", "fitted_data"]
 
 
 def _suggest(shape, levels, kind: str = "") -> str | None:
@@ -66,12 +70,22 @@ def fit(ds: Dataset, header, sources=None) -> Dataset:
                     f"on the input" if ds.exact_levels else f"requantize the data to 0..{levels - 1}, or declare "
                     f"`levels {ds.levels}` (or more) on the input")
         raise fail(f"data '{ds.name}' has {what}, but the input {inp.name} of {model} is {declared}", hint)
+    return fit_condition(replace(ds, train=train, test=test, valid=valid), header, sources)
+
+
+def fitted_data(data, header, sources=None, context=None) -> Dataset:
+    """The data of a run or a score, made to fit ``header`` (:func:`fit`): a :class:`Dataset` as given, or
+    ``data`` loaded by name or path, paired with ``context`` (a file of the condition's values, one row per
+    example) or with the ``.npz`` array named as the condition."""
     cond = header.condition
-    if cond is not None:
-        if ds.train_labels is None:
-            raise data_error(f"{model} is conditional ({cond.name}: label[{cond.classes}]), but data '{ds.name}' "
-                         f"has no labels", None, cond.pos, sources)
-        if ds.classes > cond.classes:
-            raise data_error(f"data '{ds.name}' has {ds.classes} classes, but {cond.name} of {model} is "
-                         f"label[{cond.classes}]", None, cond.pos, sources)
-    return replace(ds, train=train, test=test, valid=valid)
+    if context is not None and cond is None:
+        raise context_error(f"{header.kind} '{header.name}' is not conditional: it takes no --context",
+                            "leave out --context, or declare a condition in the spec", Pos(str(context)))
+    if isinstance(data, Dataset):
+        if context is not None:
+            raise context_error("a Dataset brings its condition's values (its labels): pass no context", None,
+                                Pos(str(context)))
+        return fit(data, header, sources)
+    ds = load_data(data, shape=header.input.shape, levels=header.input.levels,
+                   condition=cond.name if cond is not None else None, context=context)
+    return fit(ds, header, sources)

@@ -63,11 +63,13 @@ def check_same_data(path, payload: dict, now: dict) -> None:
     if not isinstance(then, dict):
         return
     differ = [k for k in ("shape", "levels", "train", "test", "sample_sha256") if then.get(k) != now.get(k)]
+    if "context_sha256" in then and then.get("context_sha256") != now.get("context_sha256"):
+        differ.append("context_sha256")  # checkpoints older than paired data hold no hash of the labels
     if differ:
         what = {"shape": "shape", "levels": "levels", "train": "training examples", "test": "test examples",
-                "sample_sha256": "contents"}
-        detail = ", ".join(f"{what[k]} {then.get(k)} -> {now.get(k)}" if k != "sample_sha256" else "contents"
-                           for k in differ)
+                "sample_sha256": "contents", "context_sha256": "the condition's values"}
+        detail = ", ".join(f"{what[k]} {then.get(k)} -> {now.get(k)}" if k not in ("sample_sha256", "context_sha256")
+                           else what[k] for k in differ)
         raise checkpoint_error(path, f"the checkpoint was trained on other data: '{then.get('name')}', this run "
                                      f"has '{now.get('name')}' (they differ in {detail})",
                                f"resume with --data {then.get('name')}, or train from scratch")

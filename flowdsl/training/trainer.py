@@ -45,10 +45,10 @@ from flowdsl.checkpoint import save_checkpoint
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
 from flowdsl.training.averaging import ParameterAverage
 from flowdsl.training.batches import EpochOrder, as_model_input, carve_validation, data_fingerprint
-from flowdsl.training.data import Dataset, load_data
+from flowdsl.training.data import DATASETS, Dataset
 from flowdsl.training.distributed import CPUClock, distributed, rng_state, share, tear_down
 from flowdsl.training.evaluation import evaluate, tensors
-from flowdsl.training.fitting import fit
+from flowdsl.training.fitting import fitted_data
 from flowdsl.training.guard import DivergenceGuard, RunningMean
 from flowdsl.training.metrics_log import MetricsLog, best_path, metrics_path
 from flowdsl.training.resume import check_same_data, open_resume, restore, restore_training, spec_fingerprint
@@ -114,11 +114,15 @@ def _check_call(output, cpu_budget, epochs, steps) -> None:
             raise _error("cannot write the checkpoint: the path is a directory", None, output)
 
 
-def _describe_data(ds: Dataset, carved: bool, x_train, x_valid, x_test) -> str:
+def _describe_data(ds: Dataset, carved: bool, x_train, x_valid, x_test, condition=None) -> str:
     origin = f": {ds.source}" if ds.source else ""
     carve = " (10% of train, fixed seed)" if carved else ""
+    paired = ""
+    if condition is not None:
+        where = f" from {ds.context_from}" if ds.context_from else ""
+        paired = f"; each example paired with its {condition.name} ({condition.describe()}){where}"
     return (f"data {ds.name}{origin}; training on {len(x_train)} examples, validating on {len(x_valid)}{carve}, "
-            f"testing on {len(x_test)} ({str(x_train.dtype).removeprefix('torch.')} in memory)")
+            f"testing on {len(x_test)} ({str(x_train.dtype).removeprefix('torch.')} in memory){paired}")
 
 
 def train(spec, data, *, model: str | None = None, steps: int | None = None, batch: int | None = None,
@@ -127,8 +131,12 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
           clip: float | None = None, cpu_budget: float | None = None, progress: bool | None = True,
           log=print, epochs: int | None = None, patience: int | None = None, schedule: str | None = None,
           warmup: int = 0, weight_decay: float = 0.0, ema: float | None = None, threads: int | None = None,
-          metrics=None, tensorboard=None) -> TrainResult:
+          metrics=None, tensorboard=None, context=None) -> TrainResult:
     """Train the model of ``spec`` (a spec file) on ``data`` (a name, a path or a :class:`Dataset`).
+
+    A conditional model trains on paired data: examples with their condition's values (labels of the
+    built-in digits and mnist, a ``.npz`` with ``x`` and an array named as the condition, or ``data`` and
+    ``context``, a file of the values one row per example: :mod:`.paired`).
 
     ``steps`` is the total number of optimiser steps (a resumed run goes on to it), or ``epochs``
     passes over the training split; ``batch`` the global batch (split over the ranks). Every
@@ -162,9 +170,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
             raise analysis.error()
         ir = analysis.model(model)
         header = ir.header
-        ds = data if isinstance(data, Dataset) else load_data(data, shape=header.input.shape,
-                                                              levels=header.input.levels)
-        ds = fit(ds, header, analysis.sources)
+        ds = fitted_data(data, header, analysis.sources, context)
         fingerprint = data_fingerprint(ds)
         ds, carved = carve_validation(ds)
         me = {"file": analysis.unit.main, "model": header.name, "sources": dict(analysis.unit.sources)}
@@ -194,7 +200,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
         order = EpochOrder(len(ds.train), cfg["batch"], cfg["seed"])
         if cfg["epochs"]:
             cfg["steps"] = cfg["epochs"] * order.per_epoch
-        conditional = getattr(net, "context_shape", None) == ()
+        conditional = getattr(net, "context_shape", None) is not None
         levels = header.input.levels
         x_train, y_train = tensors(ds, levels, "train", dev)
         x_valid, y_valid = tensors(ds, levels, "valid", dev)
@@ -259,7 +265,9 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
                 nats = evaluate(net, x_valid, y_valid)["nats"]
             return share(nats, world, dev)
 
-        extra = {"data": ds.name, "data_fingerprint": fingerprint, "train": cfg, "world_size": world}
+        extra = {"data": ds.name, "data_fingerprint": fingerprint, "train": cfg, "world_size": world,
+                 "data_path": None if isinstance(data, Dataset) or str(data) in DATASETS else str(data),
+                 "context_path": None if context is None else str(context)}
 
         def checkpoint(step):
             states = [rng_state(dev)]
@@ -289,7 +297,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
         bar = tqdm(total=cfg["steps"], initial=start, disable=hide, desc=f"train {header.name}", dynamic_ncols=True,
                    file=sys.stderr)
         write = bar.write if not bar.disable and log is not None else say
-        write(_describe_data(ds, carved, x_train, x_valid, x_test))
+        write(_describe_data(ds, carved, x_train, x_valid, x_test, header.condition))
         net.train()
         step, running, reason = start, RunningMean(), "steps"
         while step < cfg["steps"]:

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from flowdsl.errors import Diagnostic, FlowDSLError, Pos
-from flowdsl.training.dataset import Dataset, data_error, describe_shape, split
+from flowdsl.training.dataset import ContextError, Dataset, context_error, data_error, describe_shape, split
 
 __all__ = ["from_npy", "from_npz", "from_pngs", "user_dataset", "npz_get", "read_png", "check_array",
-           "MAX_PIXELS", "MAX_VALUES"]
+           "check_context", "MAX_PIXELS", "MAX_VALUES"]
 
 #: pixels one PNG may declare in its header (width * height), checked before decoding
 MAX_PIXELS = 4096 * 4096
@@ -108,20 +108,60 @@ def npz_get(z, *names):
     return next((z[k] for k in names if k in z.files), None)
 
 
-def from_npz(path: Path, name: str) -> Dataset:
+_DATA_KEYS = ("train", "x_train", "test", "x_test", "x", "data", "arr_0")
+
+
+def check_context(ctx, path, what: str, rows: int | None = None, examples: str = "") -> np.ndarray:
+    """The condition's values ``ctx`` (``what``: "the array 'theta'"): usable numbers (:func:`check_array`)
+    and, with ``rows``, one row per example of ``examples``; else a ContextError naming the file."""
+    try:
+        ctx = check_array(np.asarray(ctx), path, what, examples=False)
+    except FlowDSLError as err:
+        raise ContextError(err.diagnostics) from None
+    if rows is not None and (ctx.ndim == 0 or len(ctx) != rows):
+        have = "a single value" if ctx.ndim == 0 else f"{len(ctx)} rows"
+        raise context_error(f"{what} has {have}, but {examples} has {rows} examples: the values of the condition "
+                            f"are one row per example", None, Pos(str(path)))
+    return ctx
+
+
+def _paired(path, key: str, ctx, x, what: str):
+    return check_context(ctx, path, f"the array '{key}'", len(x), what)
+
+
+def from_npz(path: Path, name: str, condition: str | None = None) -> Dataset:
+    """A ``.npz`` archive: ``x`` (or ``train``/``test``), and the condition's values under its name
+    (``condition``: ``theta``, or ``theta_train``/``theta_test``) or class labels (``y``, ``y_train``/``y_test``)."""
+    c = condition if condition and condition not in _DATA_KEYS else None
     with _reading(path, "the .npz archive"), np.load(path, allow_pickle=False) as z:
         train, test = npz_get(z, "train", "x_train"), npz_get(z, "test", "x_test")
-        y_tr, y_te = npz_get(z, "y_train", "train_labels"), npz_get(z, "y_test", "test_labels")
-        x, y = npz_get(z, "x", "data", "arr_0"), npz_get(z, "y", "labels")
+        paired = c is not None and any(k in z.files for k in (c, f"{c}_train", f"{c}_test"))
+        if paired:
+            y_tr, y_te, y = npz_get(z, f"{c}_train"), npz_get(z, f"{c}_test"), npz_get(z, c)
+        else:
+            y_tr, y_te = npz_get(z, "y_train", "train_labels"), npz_get(z, "y_test", "test_labels")
+            y = npz_get(z, "y", "labels")
+        x = npz_get(z, "x", "data", "arr_0")
         files = list(z.files)
+    key = c if paired else next((k for k in ("y", "labels", "y_train", "train_labels") if k in files), "")
     if train is None:
         if x is None:
             raise file_error(path, f"no array named train, x_train, x, data or arr_0 (found: {', '.join(files)})")
         check_array(x, path, "the array 'x'")
-        train, test, y_tr, y_te = split(x, _labels(y, x, path, "the labels 'y'"), 0.1)
+        if paired and y is None:
+            raise context_error(f"the archive has no array '{c}' beside 'x' (it has {', '.join(files)})", None,
+                                Pos(str(path)))
+        y = _paired(path, c, y, x, "'x'") if paired else _labels(y, x, path, "the labels 'y'")
+        train, test, y_tr, y_te = split(x, y, 0.1)
     else:
         check_array(train, path, "the array 'train'")
-        y_tr = _labels(y_tr, train, path, "the labels 'y_train'")
+        if paired:
+            if y_tr is None:
+                raise context_error(f"the archive has no array '{c}_train' beside 'train' (it has "
+                                    f"{', '.join(files)})", None, Pos(str(path)))
+            y_tr = _paired(path, f"{c}_train", y_tr, train, "'train'")
+        else:
+            y_tr = _labels(y_tr, train, path, "the labels 'y_train'")
         if test is None:
             train, test, y_tr, y_te = split(train, y_tr, 0.1)
         else:
@@ -129,10 +169,20 @@ def from_npz(path: Path, name: str) -> Dataset:
             if test.ndim == 0 or test.shape[1:] != train.shape[1:]:
                 raise file_error(path, f"the test examples are {list(test.shape[1:])}, the train examples "
                                        f"{list(train.shape[1:])}")
-            y_te = _labels(y_te, test, path, "the labels 'y_test'")
+            if paired:
+                if y_te is None:
+                    raise context_error(f"the archive has '{c}_train' but no '{c}_test' beside 'test'", None,
+                                        Pos(str(path)))
+                y_te = _paired(path, f"{c}_test", y_te, test, "'test'")
+                if y_te.shape[1:] != y_tr.shape[1:]:
+                    raise context_error(f"the arrays '{c}_train' and '{c}_test' differ in shape per example: "
+                                        f"{list(y_tr.shape[1:])} and {list(y_te.shape[1:])}", None, Pos(str(path)))
+            else:
+                y_te = _labels(y_te, test, path, "the labels 'y_test'")
     if (y_tr is None) != (y_te is None):
         raise file_error(path, "labels for only one of the train and test splits")
-    return user_dataset(name, train, test, y_tr, y_te)
+    ds = user_dataset(name, train, test, y_tr, y_te, raw_context=paired)
+    return replace(ds, context_from=f"{path}, key '{key}'", context_key=key) if y_tr is not None else ds
 
 
 def read_png(path) -> tuple[np.ndarray, int]:
@@ -203,7 +253,10 @@ def from_pngs(folder: Path) -> Dataset:
     return replace(user_dataset(folder.name, x_tr, x_te, y_tr, y_te), levels=depths.pop(), exact_levels=True)
 
 
-def user_dataset(name, train, test, y_tr, y_te) -> Dataset:
+def user_dataset(name, train, test, y_tr, y_te, raw_context: bool = False) -> Dataset:
+    """The user's arrays as a :class:`Dataset`: integer-valued data as int64 with its levels (max + 1),
+    real data as float32; labels as int64 with their classes, or (``raw_context``) the condition's values
+    as read, checked against the declaration later (:func:`flowdsl.training.paired.fit_condition`)."""
     discrete = all(a.dtype.kind in "biu" or (a.dtype.kind == "f" and np.all(a == np.round(a)) and
                                               np.all(np.abs(a) < 2**53)) for a in (train, test))
     levels = None
@@ -213,10 +266,10 @@ def user_dataset(name, train, test, y_tr, y_te) -> Dataset:
     else:
         train, test = train.astype(np.float32), test.astype(np.float32)
     classes = 0
-    if y_tr is not None and y_te is not None:
+    if y_tr is not None and y_te is not None and not raw_context:
         y_tr, y_te = y_tr.astype(np.int64).reshape(-1), y_te.astype(np.int64).reshape(-1)
         classes = int(max(y_tr.max(initial=0), y_te.max(initial=0))) + 1
-    else:
+    elif y_tr is None or y_te is None:
         y_tr = y_te = None
     return Dataset(name, train, test, levels, y_tr, y_te, classes, exact_levels=False)
 
