@@ -298,3 +298,51 @@ def test_gated_block_stacks_are_its_rule_on_the_input():
     assert not out[p] and np.array_equal(out, dependency_sets(ir)[p] & out)  # causal, inside the final set
     first = reads.layer_sets(ir, p)[0][1]
     assert np.array_equal(out, first)  # the engine's record after the first layer
+
+
+_CONDITIONS = {  # declaration -> (what the layers read, one-hot?)
+    "label[3]": ("vector[3]", True),
+    "vector[5]": ("vector[5]", False),
+    "vector[5] levels 3": ("vector[15]", True),
+    "image[1, 4, 4] levels 2": ("image[2, 4, 4]", True),
+    "sequence[6, 2]": ("sequence[2, 6]", False),
+    "image[1, 4, 4] embed mlp([8], out=3)": ("vector[3]", False),
+}
+
+
+@pytest.mark.parametrize("declared", sorted(_CONDITIONS))
+def test_reports_graphs_and_compile_describe_every_condition(declared, tmp_path, capsys, monkeypatch):
+    """The explain report and ``flowdsl compile`` name the declaration and what the layers read, the graph's input
+    node the declaration; compile's smoke run passes a valid context of that condition."""
+    from flowdsl.cli.graph import node_labels
+    from flowdsl.explain.report import model_report
+
+    encoded, one_hot = _CONDITIONS[declared]
+    text = f"flow f {{\n  input x: vector[4]\n  condition c: {declared}\n  coupling affine\n  actnorm\n}}\n"
+    a = analyze_source(text, "c.flow")
+    ir = a.models["f"]
+    cond = ir.header.condition
+    assert cond.encoded.describe() == encoded
+    (line,) = [h for h in model_report(a, ir).header if h.startswith("condition")]
+    assert line.startswith(f"condition c: {cond.describe()} -> {encoded}") and line.endswith("read by 1 of 2 layers")
+    assert ("one-hot" in line) == one_hot and ("embed" in line) == (cond.embed is not None)
+    assert f"\ncondition c: {cond.describe()}\n" in node_labels(ir)["input"]
+    path = tmp_path / "c.flow"
+    path.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    assert main(["compile", "c.flow"]) == 0
+    out = capsys.readouterr().out
+    assert f"  condition c: {cond.describe()} -> {encoded}" in out
+    assert "shapes: inferred shapes match the runtime (2 layers)" in out
+
+
+def test_the_made_of_a_conditional_flow_takes_the_encoded_features():
+    """A MADE that reads the condition gets its encoded features (one-hot, embed) on every hidden unit."""
+    text = ("flow f {\n  input x: vector[4]\n  condition c: vector[3] levels 2\n  autoregressive affine(reads={})\n"
+            "}\n")
+    for says, context in (("true", 6), ("false", 0)):
+        ir = analyze_source(text.replace("{}", says), "m.flow").models["f"]
+        masks, conn, order, _, _ = made.made_masks_of(ir, ir.layers[0])
+        assert masks[0].shape[1] == 4 + context
+        assert masks[0][:, 4:].all()  # the context reaches every hidden unit of the first layer
+        assert not np.triu(conn[np.ix_(order, order)]).any()  # and no path between inputs

@@ -87,7 +87,7 @@ def test_diagnostics_carry_spans_severity_hints_and_block_traces(client, tmp_pat
 
 
 def test_a_warning_is_a_warning(client, tmp_path):
-    text = "flow f {\n    input x: vector[4]\n    condition y: label[3]\n    planar\n}\n"
+    text = "flow f {\n    input x: vector[4]\n    condition y: label[3]\n    actnorm\n}\n"  # actnorm reads no context
     uri, _ = _doc(tmp_path, "warn.flow", text)
     client.open(uri, text)
     severities = {d["severity"] for d in client.diagnostics(uri, 1)}
@@ -329,3 +329,55 @@ def test_every_feature_answers_any_half_typed_text(text, data):
     assert all(item.label for item in complete(before, "h.flow", checked.analysis.unit))
     assert all(loc.uri for loc in definition(checked, line1, column1))
     assert all(sym.name for sym in symbols(checked))
+
+
+CONDITIONAL = """\
+flow post {
+    input theta: vector[4]
+    condition obs: sequence[20, 2] embed mlp([16], out=4)
+    coupling affine(mask=half)
+    permute
+    coupling affine(mask=half, reads=false)
+    base normal
+}
+"""
+
+
+def test_a_conditional_spec_over_the_server(client, tmp_path):
+    """Diagnostics, hover and completion on a spec with a sequence condition and an embed net."""
+    uri, _ = _doc(tmp_path, "post.flow", CONDITIONAL)
+    client.open(uri, CONDITIONAL)
+    assert client.diagnostics(uri, 1) == []
+    cond = client.request("textDocument/hover", _at(uri, 2, 20))["contents"]["value"]
+    for fact in ("**condition obs**: sequence[20, 2] embed mlp(hidden=[16], out=4)", "shape (20, 2), real values",
+                 "encoded: sequence[2, 20], shape (2, 20)", "embed: `mlp(hidden=[16])` (40,) -> (4,), 724 parameters",
+                 "the layers read vector[4], shape (4,)", "read by 1 of 3 layers (1 say reads=false)"):
+        assert fact in cond, fact
+    bad = CONDITIONAL.replace("mlp([16], out=4)", "conv_net(hidden=8, out=4)").replace("reads=false", "reads=2")
+    client.change(uri, bad, 2)
+    diags = client.diagnostics(uri, 2)
+    assert sorted((d["range"]["start"]["line"], d["range"]["start"]["character"]) for d in diags) == [(2, 41), (5, 31)]
+    assert any("needs image input" in d["message"] for d in diags)
+    half = "flow f {\n    input x: vector[3]\n    condition c: vector[5] \n}\n"
+    client.change(uri, half, 3)
+    labels = [i["label"] for i in client.request("textDocument/completion", _at(uri, 2, 27))["items"]]
+    assert labels == ["levels", "embed"]
+    half = "flow f {\n    input x: vector[3]\n    condition c: vector[5] embed \n}\n"
+    client.change(uri, half, 4)
+    labels = {i["label"] for i in client.request("textDocument/completion", _at(uri, 2, 33))["items"]}
+    assert {"mlp", "resnet", "conv_net"} <= labels and "coupling affine" not in labels
+    half = "flow f {\n    input x: vector[3]\n    condition c: vector[5]\n    coupling affine(reads=\n}\n"
+    client.change(uri, half, 5)
+    labels = [i["label"] for i in client.request("textDocument/completion", _at(uri, 3, 26))["items"]]
+    assert labels == ["true", "false"]
+
+
+def test_warnings_of_a_condition_no_layer_reads(tmp_path):
+    """reads=false on every layer: the unread-condition warning, with the hint, as an LSP warning."""
+    text = ("flow f {\n    input x: vector[4]\n    condition c: image[1, 4, 4]\n    coupling affine(reads=false)\n"
+            "    permute\n    coupling affine(reads=false)\n}\n")
+    checked = check_text("file:///p/w.flow", str(tmp_path / "w.flow"), 1, text)
+    (diag,) = to_lsp(checked)
+    assert diag.severity == 2 and "no layer reads it" in diag.message and diag.range.start.line == 2
+    assert [r.message for r in diag.related_information] == ["hint: 2 layers say reads=false"]
+    assert "read by 0 of 3 layers (2 say reads=false)" in hover_text(checked, 3, 6)

@@ -33,7 +33,7 @@ def node_labels(ir) -> dict:
     inp = header.input
     text = f"input {inp.name}: {inp.type_name}{_shape(inp.shape)}" + (f" levels {inp.levels}" if inp.levels else "")
     if header.condition:
-        text += f"\ncondition {header.condition.name}: label[{header.condition.classes}]"
+        text += f"\ncondition {header.condition.name}: {header.condition.describe()}"  # as declared, any type
     labels = {"input": text + f"\n{_where(inp.pos, (), header.file)}"}
     for node in ir.layers:
         text = f"{node.layer.describe()}\n{_shape(node.in_shape)} -> {_shape(node.out_shape)}\n"

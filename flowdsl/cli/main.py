@@ -132,7 +132,9 @@ def _report(model, ir, path: str) -> str:
     extra = f" levels {inp.levels}" if inp.levels else ""
     lines.append(f"  input {inp.name}: {inp.type_name}{_shape(inp.shape)}{extra}")
     if h.condition:
-        lines.append(f"  condition {h.condition.name}: {h.condition.type_name}[{h.condition.classes}]")
+        from flowdsl.explain.report import condition_summary
+
+        lines.append(f"  condition {condition_summary(h.condition, ir)}")
     if h.kind == "flow":
         lines.append(f"  base: {h.base.describe()}"
                      + ("; uniform dequantization of the integer data" if inp.levels else ""))
@@ -168,7 +170,10 @@ def _runtime_shapes(model, ir) -> str:
         model.eval()
         with torch.no_grad():
             x = torch.full((2, *model.input_shape), 0.5 * (model.levels or 1))
-            ctx = torch.zeros(2, dtype=torch.long) if ir.header.condition else None
+            ctx = None  # zeros are a valid context of every condition: class 0, value 0 of levels, 0.0
+            if ir.header.condition is not None:
+                integer = ir.header.condition.integer
+                ctx = torch.zeros(2, *model.context_shape, dtype=torch.long if integer else x.dtype)
             model(x, ctx)
         model.train(was)
     finally:

@@ -5,7 +5,9 @@ blocks and the statement keywords; after ``coupling``/``autoregressive``, ``base
 those families; inside a call's parentheses: the callee's argument names (with their types and
 defaults) and, after ``name=``, the words the argument accepts (masks, orders, nets, ...). Works on
 half-typed lines: only the text is read, the last analysis that parsed gives blocks and constants.
-After ``use "``: the spec files and folders next to the document.
+After ``use "``: the spec files and folders next to the document. In a ``condition`` declaration:
+the types, then ``levels`` and ``embed``, the nets after ``embed`` and, in its parentheses, the net's
+arguments and ``out=``; every layer call also offers ``reads=`` (``true``/``false``).
 
 Example:
     >>> items = complete("flow f {\\n  input x: vector[4]\\n  coupling affine(mask=", "f.flow")
@@ -15,6 +17,12 @@ Example:
     [('order', 'order: Order = reverse')]
     >>> "planar" in {i.label for i in complete("flow f {\\n  pla", "f.flow")}
     True
+    >>> [i.label for i in complete("flow f {\\n  condition c: vector[8] ", "f.flow")]
+    ['levels', 'embed']
+    >>> "conv_net" in {i.label for i in complete("flow f {\\n  condition c: image[1, 8, 8] embed ", "f.flow")}
+    True
+    >>> [i.label for i in complete("flow f {\\n  condition c: vector[8] embed mlp(", "f.flow")][:2]
+    ['out', 'hidden']
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from flowdsl.editor.schema import arguments, lookup
 from flowdsl.language.declarations import CONDITION_TYPES, INPUT_TYPES
 from flowdsl.language.loader import Unit
 from flowdsl.language.parser import file_kind
-from flowdsl.layers.registry import BASES, LAYERS, OUTPUTS, Family, Layer
+from flowdsl.layers.registry import BASES, LAYERS, NETS, OUTPUTS, Family, Layer, Spec
 
 __all__ = ["complete", "open_brackets"]
 
@@ -89,9 +97,13 @@ def _layer_items(model_kind: str, qualifier: str | None = None) -> list[types.Co
     return items
 
 
-def _argument_items(callee: str, commas: int, segment: str, unit: Unit | None) -> list[types.CompletionItem]:
-    cls = lookup(callee)
+def _argument_items(callee: str, commas: int, segment: str, unit: Unit | None,
+                    cls: type[Spec] | None = None) -> list[types.CompletionItem]:
+    cls = cls or lookup(callee)
     keyword = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*=\s*[A-Za-z_0-9]*", segment)
+    is_layer = isinstance(cls, type) and issubclass(cls, Layer)
+    if is_layer and keyword and keyword.group(1) == "reads":
+        return [_item(v, _KIND.EnumMember, "reads: bool") for v in ("true", "false")]
     if cls is None:
         block = unit.blocks.get(callee) if unit else None
         if block is None or keyword:
@@ -107,6 +119,9 @@ def _argument_items(callee: str, commas: int, segment: str, unit: Unit | None) -
         return []
     items = [_item(a.name, _KIND.Property, f"{a.name}: {a.type_text} = {a.default}", insert=f"{a.name}=")
              for a in args]
+    if is_layer:  # every layer call takes reads= (expand.py strips it)
+        items.append(_item("reads", _KIND.Property, "reads: bool = true (false: the layer ignores the condition)",
+                           insert="reads="))
     positional = cls.positional if cls.positional is not None else tuple(a.name for a in args)
     if commas < len(positional):  # the value of the positional argument written here
         here = next((a for a in args if a.name == positional[commas]), None)
@@ -127,6 +142,8 @@ def _statement_items(before: str, in_body: bool, model_kind: str, unit: Unit | N
         return _family_items(BASES)
     if re.fullmatch(r"\s*output[ \t]+\w*", line):
         return _family_items(OUTPUTS)
+    if m := _CONDITION_TAIL.fullmatch(line):
+        return _condition_items(m)
     if m := re.fullmatch(r"\s*(input|condition)[ \t]+\w+[ \t]*:[ \t]*\w*", line):
         names = INPUT_TYPES if m.group(1) == "input" else CONDITION_TYPES
         return [_item(t, _KIND.TypeParameter, f"{m.group(1)} type") for t in names]
@@ -142,6 +159,40 @@ def _statement_items(before: str, in_body: bool, model_kind: str, unit: Unit | N
             items += [_item(k, _KIND.Keyword) for k in _BODY_KEYWORDS]
         return items
     return _constant_items(unit)
+
+
+#: a condition declaration typed up to its type (``condition c: image[1, 8, 8] le``), its levels or ``embed``
+_CONDITION_TAIL = re.compile(r"\s*condition[ \t]+\w+[ \t]*:[ \t]*(\w+)[ \t]*\[[^\]]*\]"
+                             r"(?P<levels>[ \t]+levels[ \t]+[^ \t]+)?(?P<embed>[ \t]+embed)?[ \t]+\w*")
+
+
+def _condition_items(m: re.Match) -> list[types.CompletionItem]:
+    """After a condition's type: ``levels`` (not on a label) and ``embed``; after ``embed``: the nets."""
+    if m.group("embed"):
+        return _family_items(NETS, _KIND.Function)
+    items = [_item("embed", _KIND.Keyword, "embed NET(..., out=F): a context encoder that trains with the model")]
+    if m.group("levels") is None and m.group(1) != "label":
+        items.insert(0, _item("levels", _KIND.Keyword, "levels V: whole values 0..V-1, one-hot encoded"))
+    return items
+
+
+def _embed_net(before: str) -> str | None:
+    """The net of a condition's ``embed NET(`` whose parenthesis opens at the end of ``before``."""
+    m = re.search(r"(?:^|[\n;{])[ \t]*condition\b[^\n;{}]*\bembed[ \t]+([A-Za-z_]\w*)[ \t]*$", before)
+    return m.group(1) if m else None
+
+
+def _embed_items(net: str, commas: int, segment: str, unit: Unit | None) -> list[types.CompletionItem]:
+    """Inside ``embed NET(``: the net's arguments and ``out=``, the features the layers read."""
+    cls = NETS.get(net)
+    if cls is None:
+        return _constant_items(unit)
+    out = _item("out", _KIND.Property, "out: int (required): the features the embed net gives the layers",
+                insert="out=")
+    if re.fullmatch(r"\s*out\s*=\s*\w*", segment):
+        return _constant_items(unit)
+    items = _argument_items(net, commas, segment, unit, cls)
+    return [out, *items] if re.fullmatch(r"\s*[A-Za-z_0-9]*", segment) else items
 
 
 def _use_items(folder: Path, written: str) -> list[types.CompletionItem]:
@@ -177,6 +228,9 @@ def complete(before: str, filename: str, unit: Unit | None = None) -> list[types
         m = _CALLEE.search(before[:at])
         if not m:
             return _constant_items(unit)
+        net = _embed_net(before[:at]) if char == "(" else None
+        if net is not None:
+            return unique(_embed_items(net, commas, before[seg_start:], unit))
         callee = f"{m.group(1)} {m.group(2)}" if m.group(1) else m.group(2)
         return unique(_argument_items(callee, commas, before[seg_start:], unit))
     return unique(_statement_items(before, any(e[0] == "{" for e in stack), model_kind, unit))

@@ -2,7 +2,8 @@
 
 On a layer: its output shape, parameter count, log-det kind, dependency structure and the
 registry's one-line summary (on one of its arguments: also its type, default and bound value);
-on an ``input`` or ``condition``: its shape; on a block call: the
+on an ``input``: its shape; on a ``condition``: what a caller passes, its encoding, its ``embed`` net and
+which layers read it; on a block call: the
 layers it expands to; on a layer, block or constant name elsewhere: what it is.
 
 Example:
@@ -19,6 +20,17 @@ Example:
     >>> print(hover_text(c, 2, 4))
     **input x**: vector[4], shape (4,) (4 values)
 
+    >>> c = check_text("file:///p/g.flow", "/p/g.flow", 1, "flow g {\\n  input x: vector[4]\\n"
+    ...                "  condition c: sequence[6, 2] levels 3 embed mlp([8], out=5)\\n  coupling affine\\n}\\n")
+    >>> print(hover_text(c, 3, 5))
+    **condition c**: sequence[6, 2] levels 3 embed mlp(hidden=[8], out=5)
+    <BLANKLINE>
+    - a caller passes shape (6, 2), whole numbers 0..2 (a LongTensor [B, *shape])
+    - encoded: sequence[6, 6], shape (6, 6) (one-hot)
+    - embed: `mlp(hidden=[8])` (36,) -> (5,), 341 parameters (trains with the model)
+    - the layers read vector[5], shape (5,)
+    - read by 1 of 1 layers
+
 On the ``base`` or ``output`` line: the distribution, the shape it reads, its parameters and report.
 """
 
@@ -34,7 +46,7 @@ from flowdsl.errors import Pos
 from flowdsl.language import ast
 from flowdsl.layers.registry import LAYERS
 
-__all__ = ["hover_text", "hover_in_used_file", "dependency_summary"]
+__all__ = ["hover_text", "hover_in_used_file", "dependency_summary", "condition_lines"]
 
 _MAX_LISTED = 24  # layers listed in a block call's expansion
 
@@ -143,9 +155,35 @@ def _declaration_hover(checked: Checked, line: int, column: int) -> str | None:
             levels = f", {inp.levels} levels" if inp.levels else ""
             return f"**input {inp.name}**: {inp.type_name}[{dims}], shape {inp.shape} ({values:,} values{levels})"
         if cond is not None and cond.pos.file == checked.path and contains(cond.pos, line, column):
-            return (f"**condition {cond.name}**: {cond.type_name}[{cond.classes}], shape ({cond.classes},) "
-                    f"(one-hot, {cond.classes} classes)")
+            return "\n".join(condition_lines(ir))
     return None
+
+
+def condition_lines(ir: ModelIR) -> list[str]:
+    """The hover of a model's condition: what a caller passes, its encoding, the ``embed`` net, its readers."""
+    cond = ir.header.condition
+    assert cond is not None, "condition_lines of a model without a condition"
+    if cond.type_name == "label":
+        passes = f"a class label 0..{(cond.levels or 0) - 1} (a LongTensor [B])"
+    elif cond.integer:
+        passes = f"shape {cond.shape}, whole numbers 0..{(cond.levels or 0) - 1} (a LongTensor [B, *shape])"
+    else:
+        passes = f"shape {cond.shape}, real values (a float tensor [B, *shape])"
+    raw, encoded = cond.raw, cond.encoded
+    lines = [f"**condition {cond.name}**: {cond.describe()}", "", f"- a caller passes {passes}",
+             f"- encoded: {raw.describe()}, shape {raw.shape}" + (" (one-hot)" if cond.integer else "")]
+    if cond.embed is not None:
+        net_in, net_out = cond.net_shapes
+        lines.append(f"- embed: `{cond.embed.describe()}` {_shape(net_in)} -> {_shape(net_out)}, "
+                     f"{cond.embed_params:,} parameters (trains with the model)")
+    lines.append(f"- the layers read {encoded.describe()}, shape {encoded.shape}" + (
+        f" ({encoded.features:,} features flattened, or the map)" if encoded.layout != "vector" else ""))
+    readers = sum(node.reads_condition for node in ir.layers)
+    opted_out = sum(not node.reads for node in ir.layers)
+    base = " and the base" if getattr(ir.header.base, "conditional", False) else ""
+    lines.append(f"- read by {readers} of {len(ir.layers)} layers{base}"
+                 + (f" ({opted_out} say reads=false)" if opted_out else ""))
+    return lines
 
 
 def _sink_hover(checked: Checked, line: int, column: int) -> str | None:

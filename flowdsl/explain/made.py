@@ -44,7 +44,8 @@ def made_masks_of(ir: ModelIR, node: LayerNode):
         masks, conn = per_mask[0]
         return masks, conn, np.asarray(orders[0]), len(per_mask), False
     if "perm" in meta and "hidden" in meta:  # an autoregressive flow layer's made net
-        context = ir.header.condition.classes if ir.header.condition and node.reads_condition else 0
+        # the layer reads the encoded condition flattened: its features feed every hidden unit
+        context = ir.header.condition.encoded.features if ir.header.condition and node.reads_condition else 0
         s = made_masks.analyze(np.asarray(meta["perm"]), meta["hidden"], meta["params_per_dim"], context)
         return s.masks, s.connectivity, s.perm, 1, True
     return None

@@ -12,6 +12,12 @@ Example:
     ('flow f (f.flow:1)', ('coupling additive', '[4]', '[4]', '4,482'))
     >>> report.total
     '1 layers, 4,482 parameters'
+    >>> src = ("flow f {\\n  input x: vector[4]\\n  condition c: vector[8] levels 3 embed mlp([8], out=2)\\n"
+    ...        "  coupling affine\\n  actnorm\\n}\\n")
+    >>> ir = analyze_source(src, "f.flow").models["f"]
+    >>> print(condition_summary(ir.header.condition, ir).replace("; ", ";\\n"))
+    c: vector[8] levels 3 embed mlp(hidden=[8], out=2) -> vector[2] (one-hot, embed 218 parameters);
+    read by 1 of 2 layers
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 
 from flowdsl.analysis.ir import ModelIR
 
-__all__ = ["ModelReport", "model_report", "COLUMNS"]
+__all__ = ["ModelReport", "model_report", "condition_summary", "COLUMNS"]
 
 COLUMNS = ("#", "line", "layer", "input", "output", "params", "log-det", "notes")
 
@@ -40,6 +46,22 @@ class ModelReport:
     notes: tuple[tuple[str, str], ...]
 
 
+def condition_summary(condition, ir: ModelIR | None = None) -> str:
+    """A condition in one line: its declaration, what the layers read (the encoding, the ``embed`` net's
+    parameters) and, given the model, how many of its layers read it (and whether its base does)."""
+    how = ["one-hot"] if condition.integer else []
+    if condition.embed is not None:
+        how.append(f"embed {condition.embed_params:,} parameters")
+    text = f"{condition.name}: {condition.describe()} -> {condition.encoded.describe()}"
+    text += f" ({', '.join(how)})" if how else ""
+    if ir is not None:
+        readers = sum(node.reads_condition for node in ir.layers)
+        text += f"; read by {readers} of {len(ir.layers)} layer{'' if len(ir.layers) == 1 else 's'}"
+        if getattr(ir.header.base, "conditional", False):
+            text += " and the base"
+    return text
+
+
 def _header(ir: ModelIR) -> list[str]:
     h = ir.header
     lines = [f"{h.kind} {h.name} ({h.pos.file}:{h.pos.line})"]
@@ -47,7 +69,7 @@ def _header(ir: ModelIR) -> list[str]:
     lines.append(f"input {inp.name}: {inp.type_name}{_shape(inp.shape)}" + (f" levels {inp.levels}" if inp.levels
                                                                            else ""))
     if h.condition:
-        lines.append(f"condition {h.condition.name}: {h.condition.type_name}[{h.condition.classes}]")
+        lines.append(f"condition {condition_summary(h.condition, ir)}")
     spec = ir.sink.spec
     if spec is not None and hasattr(spec, "describe"):
         lines.append(f"{ir.sink.op}: {spec.describe()}")
