@@ -152,6 +152,9 @@ def test_every_keyword_is_a_keyword_for_both_highlighters():
 
 def test_there_are_bundled_specs():
     assert len(SPECS) >= 40 and any(p.suffix == ".ar" for p in SPECS)
+    conditional = [p for p in SPECS if "conditional" in p.parts]  # specs/conditional: every condition type
+    assert any(p.suffix == ".flow" for p in conditional) and any(p.suffix == ".ar" for p in conditional)
+    assert any("embed" in p.read_text() for p in conditional)
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: str(p.relative_to(ROOT.parent)))
