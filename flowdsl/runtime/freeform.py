@@ -39,6 +39,10 @@ MAX_ITER = 200
 #: planar keeps w.u_hat >= -1 + PLANAR_MARGIN, so rounding in w.u_hat can never reach -1
 PLANAR_MARGIN = 1e-4
 SHIFT = math.log(math.e - 1)  # softplus(SHIFT) = 1: m(0) = 0, so u = 0 is the identity
+#: radial keeps alpha >= RADIAL_MARGIN and beta + alpha >= RADIAL_MARGIN (softplus underflows to 0 far out)
+RADIAL_MARGIN = 1e-6
+#: Sylvester keeps |R_ii|, |R~_ii| <= 1 - SYLVESTER_MARGIN (tanh rounds to 1 beyond ~19), so R_ii R~_ii > -1
+SYLVESTER_MARGIN = 1e-6
 
 
 def inverse_tol(dtype: torch.dtype) -> float:
@@ -173,8 +177,8 @@ class Radial(Bijection):
     def _params(self, context):
         """``(x0, alpha, beta)``: [1, D], [1], [1] (or [B, ...], one per context); alpha > 0, beta > -alpha."""
         x0, alpha_raw, beta_raw = _shifted(self.hyper, context, self.x0, self.alpha_raw, self.beta_raw)
-        alpha = F.softplus(alpha_raw[:, 0])
-        return x0, alpha, -alpha + F.softplus(beta_raw[:, 0])
+        alpha = F.softplus(alpha_raw[:, 0]).clamp_min(RADIAL_MARGIN)
+        return x0, alpha, -alpha + F.softplus(beta_raw[:, 0]).clamp_min(RADIAL_MARGIN)
 
     def coefficients(self, context=None):
         """``(alpha, beta)`` with ``alpha > 0``, ``beta > -alpha``: shape [1], or [B] per context."""
@@ -263,12 +267,14 @@ class Sylvester(Bijection):
 
     # -- parameters
     def _triangular(self, diag_raw, off):
+        bound = 1 - SYLVESTER_MARGIN
+        diag = torch.tanh(diag_raw).clamp(-bound, bound)
         if diag_raw.dim() == 2:  # one per context: [B, M, M]
-            r = torch.diag_embed(torch.tanh(diag_raw))
+            r = torch.diag_embed(diag)
             if self.rank > 1:
                 r[:, self.triu[0], self.triu[1]] = off
             return r
-        r = torch.diag(torch.tanh(diag_raw))
+        r = torch.diag(diag)
         return r.index_put((self.triu[0], self.triu[1]), off) if self.rank > 1 else r
 
     def _raw(self, context):

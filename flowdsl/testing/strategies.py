@@ -27,6 +27,7 @@ import typing
 from dataclasses import dataclass
 
 import numpy as np
+from hypothesis import reject
 from hypothesis import strategies as st
 
 from flowdsl.errors import FlowDSLError, SpecError
@@ -36,7 +37,7 @@ from flowdsl.testing.inputs import EXPLICIT_MAX, inputs, labels, one_hot
 
 __all__ = [
     "inputs", "labels", "one_hot", "values_for", "arguments", "call_text", "layer_calls", "LayerDraw", "specs",
-    "registered_layers", "EXPLICIT_MAX",
+    "registered_layers", "EXPLICIT_MAX", "CONDITION_KINDS",
 ]
 
 _SMALL_SPAN = 7  # small=True: whole numbers at most this far above their lower bound
@@ -206,8 +207,6 @@ def arguments(draw, cls: type[Spec], *, small: bool = True, extreme: bool = Fals
                               _depth=_depth)
         if strategy is None:
             if required:
-                from hypothesis import reject
-
                 reject()
             continue
         out[key] = draw(strategy)
@@ -278,8 +277,6 @@ def layer_calls(draw, ctx: LayerContext, *, names=None, small: bool = True, extr
     """
     drawn = _draw_layer(draw, ctx, names, small, extreme, tries, runnable)
     if drawn is None:
-        from hypothesis import reject
-
         reject()
     return drawn
 
@@ -300,17 +297,33 @@ def _input(draw, kind: str, small: bool):
         shape = (draw(st.integers(1, 3)), draw(side), draw(side))
     else:
         shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(side), draw(side))
-    if kind == "autoregressive":
-        levels = draw(st.integers(2, 4 if small else 256))
-    else:
-        levels = draw(st.one_of(st.none(), st.integers(2, 256)))
-    return t, shape, levels
+    ar = kind == "autoregressive"
+    return t, shape, draw(st.integers(2, 4 if small else 256) if ar else st.one_of(st.none(), st.integers(2, 256)))
+
+
+#: the condition types :func:`specs` can declare
+CONDITION_KINDS = ("label", "vector", "image", "sequence")
+
+
+def _condition(draw, kinds) -> tuple[str, object]:
+    """``(declaration text, encoded ContextShape)`` of a drawn small condition of one of ``kinds``."""
+    from flowdsl.language.conditions import condition_shapes
+
+    kind = draw(st.sampled_from(tuple(kinds)))
+    sizes = {"label": st.tuples(st.integers(2, 4)), "vector": st.tuples(st.integers(1, 4)),
+             "image": st.tuples(st.integers(1, 2), st.sampled_from([1, 2, 4]), st.sampled_from([1, 2, 4])),
+             "sequence": st.one_of(st.tuples(st.integers(1, 4)), st.tuples(st.integers(1, 4), st.integers(1, 2)))}
+    dims = draw(sizes[kind])
+    levels = dims[0] if kind == "label" else draw(st.one_of(st.none(), st.integers(2, 3)))
+    text = f"condition y: {kind}[{', '.join(map(str, dims))}]" + (f" levels {levels}" if levels and kind != "label"
+                                                                   else "")
+    return text, condition_shapes(kind, () if kind == "label" else dims, levels)
 
 
 @st.composite
 def specs(draw, kind: str = "flow", *, max_layers: int = 4, min_layers: int = 1, names=None, small: bool = True,
           extreme: bool = False, conditional: bool | None = None, runnable: bool = True, limits=None,
-          max_size: int | None = None, exclude=None):
+          max_size: int | None = None, exclude=None, conditions=("label",)):
     """The text of a whole spec the checker accepts: one ``flow`` (or ``autoregressive``) model.
 
     Arguments:
@@ -318,7 +331,9 @@ def specs(draw, kind: str = "flow", *, max_layers: int = 4, min_layers: int = 1,
         max_layers, min_layers: how many layer statements to chain.
         names: restrict the layers drawn (default: every registered layer of the kind).
         small: sizes small enough to compile and brute-force; extreme: favour range bounds.
-        conditional: with a ``condition y: label[K]`` (None: either).
+        conditional: with a ``condition y: ...`` (None: either).
+        conditions: the condition types to draw from (:data:`CONDITION_KINDS`; default labels only), small
+            sizes, with or without ``levels``.
         runnable: only layers that have a runtime (so the spec compiles).
         limits: :class:`flowdsl.Limits` the spec must respect.
         max_size: reject inputs with more numbers than this.
@@ -329,14 +344,13 @@ def specs(draw, kind: str = "flow", *, max_layers: int = 4, min_layers: int = 1,
     ext = "flow" if kind == "flow" else "ar"
     t, shape, levels = draw(_input(kind, small))
     if max_size is not None and math.prod(shape) > max_size:
-        from hypothesis import reject
-
         reject()
     cond = draw(st.booleans()) if conditional is None else conditional
-    classes = draw(st.integers(2, 4)) if cond else 0
     header = [f"    input x: {t}[{', '.join(map(str, shape))}]" + (f" levels {levels}" if levels else "")]
+    context = None
     if cond:
-        header.append(f"    condition y: label[{classes}]")
+        text, context = _condition(draw, conditions)
+        header.append(f"    {text}")
     output = None
     if kind == "autoregressive":
         out_names = [n for n in OUTPUTS.names() if n]
@@ -344,8 +358,6 @@ def specs(draw, kind: str = "flow", *, max_layers: int = 4, min_layers: int = 1,
         out_args = draw(arguments(OUTPUTS.get(out_name), small=small, extreme=extreme))
         output = _bind_family(OUTPUTS, out_name, out_args)
         if output is None:
-            from hypothesis import reject
-
             reject()
         header.append(f"    output {call_text(out_name, out_args)}")
     calls: list[str] = []
@@ -353,7 +365,8 @@ def specs(draw, kind: str = "flow", *, max_layers: int = 4, min_layers: int = 1,
     previous: tuple[str, ...] = ()
     count = draw(st.integers(min_layers, max_layers))
     for i in range(count):
-        ctx = LayerContext(shape=cur, model_kind=kind, input_type=t, levels=levels, context_features=classes,
+        ctx = LayerContext(shape=cur, model_kind=kind, input_type=t, levels=levels,
+                           context_features=context.features if context is not None else 0, context=context,
                            position=i, previous=previous, output=output, input_shape=shape)
         for _ in range(4):  # a layer its rule accepts may still fail a model check (causality, coverage, ...)
             drawn = _draw_layer(draw, ctx, names, small, extreme, 12, runnable, exclude)
@@ -365,8 +378,6 @@ def specs(draw, kind: str = "flow", *, max_layers: int = 4, min_layers: int = 1,
             drawn = None
         if drawn is None:
             if i < min_layers:
-                from hypothesis import reject
-
                 reject()
             break
         calls.append(drawn.text)
