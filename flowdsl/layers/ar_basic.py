@@ -207,7 +207,8 @@ class MadeModel(Layer):
     as its width allows (``lo``: the previous layer's lowest), so layers of at least D-1 units
     miss no dependency; narrower ones leave a blind spot, which the checker reports. A condition enters
     the first layer as extra columns of degree 0: every hidden unit reads it, and it adds no path between
-    positions (:func:`made_layer_masks`).
+    positions (:func:`made_layer_masks`); a direct linear term of it in every conditional reaches the
+    first position's too, which no hidden unit feeds.
     """
 
     name: ClassVar[str] = "made"
@@ -229,7 +230,7 @@ class MadeModel(Layer):
         full = all(int(np.tril(conn[np.ix_(o, o)], -1).sum()) == d * (d - 1) // 2
                    for (_, conn), o in zip(per_mask, orders))
         return LayerInfo(
-            out_shape=(p, d), params=sum(a * b + b for a, b in zip(sizes, sizes[1:])), logdet="n/a",
+            out_shape=(p, d), params=linear_params(sizes) + c * d * p, logdet="n/a",
             causal=CausalFacts(emits_params=True, orders=tuple(tuple(int(v) for v in o) for o in orders),
                                blind_spot_remedy=f"hidden layers of at least {max(d - 1, 1)} units remove it"),
             reads_condition=c > 0,

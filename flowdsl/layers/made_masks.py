@@ -89,11 +89,12 @@ def _mask_sets_cached(orders: tuple[tuple[int, ...], ...], hidden: tuple[int, ..
         rng = None if draw_seed is None else np.random.RandomState([draw_seed % 2**32, k, 2])  # any seed >= 0
         # input unit j * F + f has position j's degree; condition columns: degree 0
         prev = np.concatenate([np.repeat(d_in, features), np.zeros(context, dtype=np.int64)])
+        lowest = d_in  # the degrees a drawn layer starts from: the inputs' (not the condition's 0)
         masks = []
         for width in hidden:
-            d_h = hidden_degrees(width, n) if rng is None else _drawn_degrees(rng, width, prev, n)
+            d_h = hidden_degrees(width, n) if rng is None else _drawn_degrees(rng, width, lowest, n)
             masks.append(d_h[:, None] >= prev[None, :])
-            prev = d_h
+            prev = lowest = d_h
         d_out = np.tile(d_in, params) if params_major else np.repeat(d_in, params)
         masks.append(d_out[:, None] > prev[None, :])
         for m in masks:
@@ -110,7 +111,8 @@ def mask_sets(orders, hidden: Sequence[int], *, features: int = 1, params: int =
     (position-major: unit ``j * F + f``), then ``context`` condition columns; ``params`` outputs per
     dimension, parameter-major (output ``p * D + i``) or, with ``params_major=False``, position-major
     (output ``i * P + p``). Hidden degrees cycle through ``1..D-1`` (:func:`hidden_degrees`), or, with
-    ``draw_seed``, set k draws them from ``RandomState([draw_seed, k, 2])`` (connectivity-agnostic).
+    ``draw_seed``, set k draws them from ``RandomState([draw_seed, k, 2])`` (connectivity-agnostic; the
+    condition columns' degree 0 does not lower the draw: a unit of degree 0 would read the condition only).
 
     >>> [m.shape for m in mask_sets([[1, 0]], (3,), features=2, params=4)[0]]
     [(3, 4), (8, 3)]

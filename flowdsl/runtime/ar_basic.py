@@ -228,7 +228,9 @@ class MadeLayer(MADE, ARModule):
 
     Input unit ``j * F + f`` is feature f of position j, output ``i * P + q`` parameter q of position i
     (position-major); a condition (``context_features`` C > 0) is the first layer's last C columns, of
-    degree 0 (every hidden unit reads it, no path between positions). ``select(k)`` makes mask set k the
+    degree 0 (every hidden unit reads it, no path between positions), plus a direct linear term in every
+    conditional (``direct``: the first position's conditional reads no hidden unit, yet must read the
+    condition; in ``MADE`` it would only be a bias). ``select(k)`` makes mask set k the
     active one. As the first layer (``input_levels`` = L features per position, at most one of them
     non-zero), the first weights are drawn for a fan-in of ``D (+ C)``, not ``D * L (+ C)``: on binary
     input exactly the initialisation of a plain MADE fed ``x`` (and the condition), and it is fed ``x``
@@ -241,6 +243,8 @@ class MadeLayer(MADE, ARModule):
         super().__init__(mask_sets=[masks for masks, _ in per_mask])
         self.positions = positions
         self.context_features = int(context_features)
+        self.direct = nn.Linear(context_features, self.layers[-1].out_features, bias=False) if context_features \
+            else None
         fan_in = self.layers[0].in_features  # D * L + C
         scale = (fan_in / (fan_in - (positions * (input_levels - 1)))) ** 0.5  # as if fed D (+ C) numbers
         with torch.no_grad():  # the nn.Linear default as if fed one feature per position (see _encoded_fan_in)
@@ -255,7 +259,10 @@ class MadeLayer(MADE, ARModule):
             context = None
         elif context is None:  # a conditional layer built without a condition at hand: the zero context
             context = h.new_zeros(h.shape[0], self.context_features)
-        return _unflat(MADE.forward(self, _flat(h), context), self.positions)
+        y = MADE.forward(self, _flat(h), context)
+        if self.direct is not None:
+            y = y + self.direct(context.to(y.dtype))
+        return _unflat(y, self.positions)
 
 
 class ReLU(ARModule):

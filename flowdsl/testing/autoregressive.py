@@ -1,70 +1,78 @@
-"""Property checks of autoregressive models: causality by perturbation, completeness, normalisation.
+"""Property checks of autoregressive models: causality, completeness, the context, normalisation.
 
 Works on any model with the autoregressive API: ``input_shape``, ``levels``, ``order``
 (flattened positions in generation order), ``conditionals(x, context) -> [B, N, P]``,
 ``log_prob(x, context) -> [B]`` and ``sample(n, context)``. What else the check needs is declared,
-not probed: an :class:`ARModelFacts` (labels, configurations, the mask in use, the IR whose proved
-dependency sets completeness is checked against, :func:`flowdsl.analysis.causality.dependency_sets`),
-read off a compiled model (:class:`~flowdsl.runtime.autoregressive.CompiledAR`) or passed as ``facts=``
-(default for another model: no labels, one configuration, no IR).
+not probed: an :class:`ARModelFacts` (the condition's shape and levels, configurations, the mask in
+use, the IR whose proved dependency sets completeness is checked against,
+:func:`flowdsl.analysis.causality.dependency_sets`), read off a compiled model
+(:class:`~flowdsl.runtime.autoregressive.CompiledAR`) or passed as ``facts=`` (default for another
+model: unconditional, one configuration, no IR). Contexts are drawn for every condition
+(:func:`flowdsl.testing.inputs.contexts`: labels, whole numbers, reals); a condition is not a
+position, so nothing below ever counts reading it (all of it, its future included) as a dependency.
 
 - **causality**: changing the input at position k never changes the conditional of a position
-  generated no later than k (Hypothesis draws x, k and the new value; a failure shrinks);
+  generated no later than k, for drawn inputs and contexts (Hypothesis draws x, k, the new value
+  and the context; a failure shrinks);
+- **jacobian**: the causality engine's proof, checked whole: the Jacobian of every conditional with
+  respect to the encoded input is zero outside the proved dependency set (and outside the earlier
+  positions), for drawn contexts (compiled models of at most :data:`MAX_JACOBIAN_POSITIONS` positions
+  whose first layer reads the encoded input);
 - **completeness**: each conditional reacts to every position it is declared to read (the checker's
   sets when the model has an IR, or every earlier position with ``complete=True``);
-- **normalisation**: on a tiny configuration, the probabilities of all ``levels ** N`` inputs sum to 1;
-- **sampling**: ``sample`` returns integers in range, of the input's shape.
+- **context**: where a layer is declared to read the condition, changing the context changes every
+  position's conditional;
+- **normalisation**: on a tiny configuration, the probabilities of all ``levels ** N`` inputs sum to 1
+  for every context (every label or discrete context up to :data:`MAX_CONTEXTS`, else drawn ones);
+- **sampling**: ``sample`` returns integers in range, of the input's shape; a compiled model's cached
+  generation draws the naive loop's samples (same random stream) for the same contexts.
 
 Call it on a model in evaluation mode (``model.eval()``).
 
 Example:
     >>> import flowdsl
-    >>> model = flowdsl.compile_source("autoregressive m {\\n input x: vector[3] levels 2\\n made([4], masks=2)\\n"
+    >>> model = flowdsl.compile_source("autoregressive m {\\n input x: vector[3] levels 2\\n"
+    ...                                " condition c: vector[2]\\n made([4], masks=2)\\n"
     ...                                " output bernoulli\\n}\\n", filename="m.ar").double().eval()
-    >>> ARModelFacts.of(model).configurations
-    2
-    >>> check_autoregressive(model, examples=2, seed=0)["causality"]
-    0.0
+    >>> facts = ARModelFacts.of(model)
+    >>> facts.configurations, facts.context_shape, facts.reads_condition
+    (2, (2,), True)
+    >>> report = check_autoregressive(model, examples=2, seed=0)
+    >>> report["causality"], report["jacobian"], report["context"]
+    (0.0, 0.0, 0)
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from flowdsl.testing.search import Mismatch, PropertyFailure, search
-from flowdsl.testing.strategies import inputs
+from flowdsl.testing.ar_contexts import (
+    MAX_CONTEXTS,
+    ARModelFacts,
+    batched,
+    conditionals,
+    context_reach,
+    context_strategy,
+    draw,
+    fixed_contexts,
+    moved_positions,
+    random_inputs,
+    twin,
+)
+from flowdsl.testing.inputs import inputs
+from flowdsl.testing.search import Mismatch, PropertyFailure, format_case, search
 
-__all__ = ["check_autoregressive", "ARModelFacts", "MAX_CONFIGURATIONS"]
+__all__ = ["check_autoregressive", "ARModelFacts", "MAX_CONFIGURATIONS", "MAX_CONTEXTS", "MAX_JACOBIAN_POSITIONS"]
 
-#: normalisation is checked when there are at most this many inputs (levels ** N, per label)
+#: normalisation is checked when there are at most this many inputs (levels ** N, per context)
 MAX_CONFIGURATIONS = 4096
-
-
-@dataclass(frozen=True)
-class ARModelFacts:
-    """What the check needs to know of a model beyond the autoregressive API."""
-
-    classes: int = 0  # labels of the condition (0: unconditional)
-    configurations: int = 1  # orders / mask sets (MADE); ``mask_index`` selects one
-    mask_index: int = 0
-    ir: Any = None  # the checked IR (its proved dependency sets), if any
-
-    @classmethod
-    def of(cls, model) -> ARModelFacts:
-        """A compiled model's facts; the defaults for any other model."""
-        from flowdsl.runtime.autoregressive import CompiledAR
-
-        if not isinstance(model, CompiledAR):
-            return cls()
-        return cls(classes=int(model.classes or 0), configurations=int(model.configurations),
-                   mask_index=int(model.mask_index), ir=model.ir)
+#: the Jacobian check runs on models of at most this many positions (one backward pass per position)
+MAX_JACOBIAN_POSITIONS = 64
 
 
 def _rank(order, n: int) -> np.ndarray:
@@ -85,27 +93,17 @@ def _declared(ir, config: int):
         return None
 
 
-def _conditionals(model, x, labels_):
-    with torch.no_grad():
-        out = model.conditionals(x, labels_) if labels_ is not None else model.conditionals(x)
-    return out.reshape(out.shape[0], out.shape[1], -1)
-
-
-def _changed(a, b, tol: float) -> np.ndarray:
-    """``bool [B, N]``: positions whose parameters moved."""
-    return ((a - b).abs() > tol * (1 + b.abs())).any(dim=2).cpu().numpy()
-
-
+# ----------------------------------------------------------------------------- causality and its proof
 def _causality_case(model, rank, declared, tol, case):
-    x, k, value, labels_ = case
+    x, k, value, context = case
     flat = x.reshape(x.shape[0], -1).clone()
     levels = int(model.levels)
     new = (flat[:, k] + 1 + value % max(levels - 1, 1)) % levels  # always a different level
     flat[:, k] = new
     x2 = flat.reshape(x.shape)
-    base, moved = _conditionals(model, x, labels_), _conditionals(model, x2, labels_)
-    changed = _changed(moved, base, tol)
-    shown = {"x": x, "position": k, "new value": new} | ({"context": labels_} if labels_ is not None else {})
+    base, moved = conditionals(model, x, context), conditionals(model, x2, context)
+    changed = moved_positions(moved, base, tol)
+    shown = {"x": x, "position": k, "new value": new} | ({"context": context} if context is not None else {})
     early = np.flatnonzero(changed.any(axis=0) & (rank <= rank[k]))
     problems = []
     if len(early):
@@ -124,7 +122,70 @@ def _causality_case(model, rank, declared, tol, case):
     return {"causality": 0.0}
 
 
-def _completeness(model, rank, expected, tol, labels_fn, rounds: int = 3, per_round: int = 4,
+def _input_features(model, hot):
+    """``hot [B, *input_shape, L]`` in the first layer's layout ``[B, C * L, *grid]`` (as ``CompiledAR`` encodes)."""
+    if len(model.input_shape) == 1:
+        return hot.transpose(1, 2)
+    if len(model.input_shape) == 3:
+        b, c, h, w, lv = hot.shape
+        return hot.permute(0, 1, 4, 2, 3).reshape(b, c * lv, h, w)
+    b, t, c, h, w, lv = hot.shape  # video
+    return hot.permute(0, 2, 5, 1, 3, 4).reshape(b, c * lv, t, h, w)
+
+
+def _jacobian_reads(model, x, context, config: int) -> np.ndarray:
+    """``bool [B, N, N]``: (b, i, j) when the conditional of position i has a non-zero derivative with respect
+    to the encoded input at position j (example b), through the model's own layers (``CompiledAR._params``)."""
+    from flowdsl.runtime.ar_basic import encode_levels
+
+    n = math.prod(model.input_shape)
+    hot = encode_levels(x, model.levels, model.encoding, model._dtype()).requires_grad_(True)
+    with torch.no_grad():
+        ctx = model._context(context, x.shape[0])
+        assert torch.equal(_input_features(model, hot), model._encode(x)), "the input layout changed"
+    model._encode = lambda _x: _input_features(model, hot)  # the same layers, fed a leaf we differentiate
+    try:
+        with torch.enable_grad():
+            params = model._params(x, ctx, config)  # [B, N, P]
+            weights = torch.randn(params.shape[2], generator=torch.Generator().manual_seed(3), dtype=params.dtype)
+            reads = np.zeros((x.shape[0], n, n), dtype=bool)
+            for i in range(n):
+                grad, = torch.autograd.grad((params[:, i] * weights.to(params.device)).sum(), hot, retain_graph=True,
+                                            allow_unused=True)
+                if grad is not None:
+                    reads[:, i] = (grad.reshape(x.shape[0], n, -1) != 0).any(dim=2).cpu().numpy()
+    finally:
+        del model._encode
+        model._select(model.mask_index)
+    return reads
+
+
+def _jacobian_case(model, rank, declared, config, case):
+    x, context = case
+    reads = _jacobian_reads(model, x, context, config).any(axis=0)
+    allowed = rank[None, :] < rank[:, None]
+    if declared is not None:
+        allowed &= declared
+    bad = np.argwhere(reads & ~allowed)
+    if len(bad):
+        i, j = (int(v) for v in bad[0])
+        why = ("which is not generated before it" if rank[j] >= rank[i] else
+               "which the checker's proof says it does not read")
+        shown = {"x": x} | ({"context": context} if context is not None else {})
+        raise Mismatch([f"the Jacobian of the conditional of position {i} is non-zero at input position {j}, {why} "
+                        f"({len(bad)} such pairs)"], {"jacobian": float(len(bad))}, shown)
+    return {"jacobian": 0.0}
+
+
+def _jacobian_applies(model, facts: ARModelFacts) -> bool:
+    from flowdsl.runtime.autoregressive import CompiledAR
+
+    return (isinstance(model, CompiledAR) and facts.ir is not None and len(model.layers) > 0
+            and not model.layers[0].takes_indices and math.prod(model.input_shape) <= MAX_JACOBIAN_POSITIONS)
+
+
+# ----------------------------------------------------------------------------- what the conditionals read
+def _completeness(model, rank, expected, tol, context_fn, rounds: int = 3, per_round: int = 4,
                   redraws: int = 3) -> tuple[int, str]:
     """Pairs (j, k) expected but never observed to interact; the report of the first one.
 
@@ -132,16 +193,11 @@ def _completeness(model, rank, expected, tol, labels_fn, rounds: int = 3, per_ro
     missing after ``rounds`` of random inputs are tried again on ``redraws`` copies of the model
     with re-drawn parameter noise; only a pair that no copy shows is reported.
     """
-    observed = _observe(model, rank, expected, tol, labels_fn, rounds, per_round, seed=1234)
+    observed = _observe(model, rank, expected, tol, context_fn, rounds, per_round, seed=1234)
     for k in range(redraws):
         if not (expected & ~observed).any():
             break
-        import copy
-
-        from flowdsl.testing.jacobian import perturb_parameters
-
-        twin = perturb_parameters(copy.deepcopy(model), scale=0.5, seed=k)
-        observed |= _observe(twin, rank, expected & ~observed, tol, labels_fn, rounds, per_round, seed=k)
+        observed |= _observe(twin(model, k), rank, expected & ~observed, tol, context_fn, rounds, per_round, seed=k)
     missing = np.argwhere(expected & ~observed)
     if not len(missing):
         return 0, ""
@@ -150,26 +206,24 @@ def _completeness(model, rank, expected, tol, labels_fn, rounds: int = 3, per_ro
                           f"{rank[j]}), which it is declared to read ({len(missing)} such pairs)")
 
 
-def _observe(model, rank, expected, tol, labels_fn, rounds: int, per_round: int, seed: int) -> np.ndarray:
+def _observe(model, rank, expected, tol, context_fn, rounds: int, per_round: int, seed: int) -> np.ndarray:
     """``bool [N, N]``: (j, k) seen to interact, perturbing the positions k that some expected pair needs."""
     n = rank.shape[0]
     levels = int(model.levels)
     gen = torch.Generator().manual_seed(seed)
     observed = np.zeros((n, n), dtype=bool)
-    device = next((t.device for t in list(model.parameters()) + list(model.buffers())), None)
     for _ in range(rounds):
         missing = expected & ~observed
         ks = np.flatnonzero(missing.any(axis=0))
         if len(ks) == 0:
             break
         for k in ks:
-            x = torch.randint(0, levels, (per_round, *model.input_shape), generator=gen)
-            x = x.to(device) if device is not None else x
+            x = random_inputs(model, per_round, gen)
             flat = x.reshape(per_round, -1).clone()
             flat[:, k] = (flat[:, k] + torch.randint(1, max(levels, 2), (per_round,), generator=gen)
                           .to(flat.device)) % levels
-            lab = labels_fn(per_round, gen)
-            changed = _changed(_conditionals(model, flat.reshape(x.shape), lab), _conditionals(model, x, lab), tol)
+            c = context_fn(per_round, gen)
+            changed = moved_positions(conditionals(model, flat.reshape(x.shape), c), conditionals(model, x, c), tol)
             observed[:, k] |= changed.any(axis=0)
     return observed
 
@@ -187,20 +241,26 @@ def _all_inputs(model, limit: int):
 def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, causality: bool = True,
                          complete: bool | None = None, normalisation: bool = True, sampling: bool = True,
                          max_configurations: int = MAX_CONFIGURATIONS,
-                         tol: float | None = None, batch: int = 2, facts: ARModelFacts | None = None) -> dict:
-    """Causality (perturbation), completeness where claimed, normalisation on tiny inputs, sampling.
+                         tol: float | None = None, batch: int = 2, facts: ARModelFacts | None = None,
+                         jacobian: bool | None = None, context: bool | None = None) -> dict:
+    """Causality (perturbation and Jacobian), completeness where claimed, the context, normalisation, sampling.
 
     Arguments:
         causality: run the perturbation search (``examples`` drawn cases, shared by the configurations).
         complete: None checks completeness against the checker's proved dependency sets when the
             model has an IR; True expects every conditional to read every earlier position; False skips.
-        max_configurations: normalisation is skipped when ``levels ** N`` (per label) exceeds this.
+        max_configurations: normalisation is skipped when ``levels ** N`` (per context) exceeds this.
         tol: relative change that counts as "the conditional moved" (default by dtype).
         facts: what the model declares beyond the API (default :meth:`ARModelFacts.of` the model).
+        jacobian: None runs the Jacobian proof check with ``causality`` where it applies; True / False.
+        context: None checks that the context reaches every conditional when the facts say a layer
+            reads the condition (and ``causality`` is on); True / False.
 
-    Returns ``causality`` (worst forbidden change: 0), ``completeness`` (missing pairs) and
-    ``normalisation`` (``|log sum p|``; None when skipped; ``no_likelihood`` says why when ``log_prob``
-    raises NotImplementedError), ``examples``. Raises :class:`PropertyFailure`.
+    Returns ``causality`` (worst forbidden change: 0), ``jacobian`` (pairs outside the proof: 0; None when
+    not run), ``completeness`` (missing pairs), ``context`` (positions the context never reached; None when
+    not run) and ``normalisation`` (worst ``|log sum p|`` over the contexts; None when skipped;
+    ``no_likelihood`` says why when ``log_prob`` raises NotImplementedError), ``examples``.
+    Raises :class:`PropertyFailure`.
     """
     from flowdsl.testing.properties import _ref, describe_module
 
@@ -209,13 +269,14 @@ def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, 
     subject = describe_module(model)
     n = math.prod(model.input_shape)
     facts = facts if facts is not None else ARModelFacts.of(model)
-    classes, configs, start = facts.classes, facts.configurations, facts.mask_index
-    report: dict = {"causality": 0.0, "completeness": None, "normalisation": None, "examples": 0}
-    labels_st = st.lists(st.integers(0, classes - 1), min_size=batch, max_size=batch).map(
-        lambda v: torch.tensor(v, device=device)) if classes else st.none()
+    configs, start = facts.configurations, facts.mask_index
+    report: dict = {"causality": 0.0, "jacobian": None, "completeness": None, "context": None, "normalisation": None,
+                    "examples": 0}
+    context_st = context_strategy(model, facts, batch, device)
+    run_jacobian = (causality if jacobian is None else jacobian) and _jacobian_applies(model, facts)
 
-    def labels_fn(b, gen):
-        return torch.randint(0, classes, (b,), generator=gen).to(device) if classes else None
+    def context_fn(b, gen):
+        return draw(facts, b, gen, dtype, device)
 
     try:
         for config in range(configs):
@@ -224,19 +285,25 @@ def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, 
             rank = _rank(model.order, n)
             declared = _declared(facts.ir, config)
             strategy = st.tuples(inputs(model.input_shape, model.levels, batch=batch, discrete=True, device=device),
-                                 st.integers(0, n - 1), st.integers(0, 2**16), labels_st)
+                                 st.integers(0, n - 1), st.integers(0, 2**16), context_st)
             where = subject + (f" (configuration {config})" if configs > 1 else "")
             if causality:
                 out = search("causality", lambda c, r=rank, d=declared: _causality_case(model, r, d, tol, c), strategy,
                              examples=max(1, examples // configs), seed=seed, subject=where)
                 report["examples"] += out["examples"]
+            if run_jacobian:
+                cases = st.tuples(inputs(model.input_shape, model.levels, batch=batch, discrete=True, device=device),
+                                  context_st)
+                search("jacobian", lambda c, r=rank, d=declared, k=config: _jacobian_case(model, r, d, k, c), cases,
+                       examples=max(1, examples // (4 * configs)), seed=seed, subject=where)
+                report["jacobian"] = 0.0
             expected = None
             if complete is True:
                 expected = rank[None, :] < rank[:, None]
             elif complete is None and declared is not None:
                 expected = declared & (rank[None, :] < rank[:, None])
             if expected is not None:
-                count, message = _completeness(model, rank, expected, tol, labels_fn)
+                count, message = _completeness(model, rank, expected, tol, context_fn)
                 report["completeness"] = (report["completeness"] or 0) + count
                 if count:
                     raise PropertyFailure("completeness", where, [message], None, {"completeness": float(count)},
@@ -244,49 +311,76 @@ def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, 
     finally:
         if configs > 1:
             model.mask_index = start
+    if (causality and facts.reads_condition) if context is None else (context and facts.conditional):
+        count, message = context_reach(model, facts, tol, dtype, device)
+        report["context"] = count
+        if count:
+            raise PropertyFailure("context", subject, [message], None, {"context": float(count)}, report["examples"])
     if normalisation:
         try:
-            report["normalisation"] = _normalisation(model, subject, classes, max_configurations, device, dtype)
+            report["normalisation"] = _normalisation(model, subject, facts, max_configurations, device, dtype)
         except NotImplementedError as err:  # a sampler that defines no likelihood
             report["no_likelihood"] = str(err)
     if sampling:
-        _sampling(model, subject, classes, device)
+        _sampling(model, subject, facts, device, dtype)
     return report
 
 
-def _normalisation(model, subject, classes, limit, device, dtype):
+def _normalisation(model, subject, facts: ARModelFacts, limit, device, dtype):
     grid, total = _all_inputs(model, limit)
     if grid is None:
         return None
     grid = grid.to(device) if device is not None else grid
     worst = 0.0
-    for label in range(classes) if classes else [None]:
+    for ctx in fixed_contexts(facts, dtype, device):
         parts = []
         with torch.no_grad():
             for chunk in grid.split(1024):
-                lab = None if label is None else torch.full((chunk.shape[0],), label, dtype=torch.long,
-                                                             device=chunk.device)
-                parts.append(model.log_prob(chunk, lab) if lab is not None else model.log_prob(chunk))
+                c = batched(ctx, chunk.shape[0])
+                parts.append(model.log_prob(chunk, c) if c is not None else model.log_prob(chunk))
         total_lp = torch.logsumexp(torch.cat(parts).to(torch.float64), dim=0).item()
         worst = max(worst, abs(total_lp))
         limit_ = 1e-8 if dtype == torch.float64 else 1e-4
         if not abs(total_lp) <= limit_ * max(1.0, math.log(total)):
-            where = "" if label is None else f" for label {label}"
+            where = "" if ctx is None else (f" for label {int(ctx)}" if ctx.dim() == 0 and facts.classes
+                                            else f" for the context {format_case(ctx)}")
             raise PropertyFailure("normalisation", subject, [
                 f"the probabilities of all {total} inputs{where} sum to {math.exp(total_lp):.9g}, not 1 "
                 f"(log of the sum: {total_lp:.3g})"], None, {"normalisation": abs(total_lp)}, total)
     return worst
 
 
-def _sampling(model, subject, classes, device):
+def _sampling(model, subject, facts: ARModelFacts, device, dtype):
     n = 3
-    lab = torch.arange(n, device=device) % classes if classes else None
+    c = draw(facts, n, torch.Generator().manual_seed(11), dtype, device)
+    if facts.conditional and not facts.context_shape and facts.context_levels:
+        c = torch.arange(n, device=device) % facts.context_levels  # every label in turn, as before
     with torch.no_grad():
-        x = model.sample(n, lab) if lab is not None else model.sample(n)
+        x = model.sample(n, c) if c is not None else model.sample(n)
     problems = []
     if tuple(x.shape) != (n, *model.input_shape):
         problems.append(f"sample({n}) has shape {list(x.shape)}, not {[n, *model.input_shape]}")
     elif x.dtype.is_floating_point or (x < 0).any() or (x >= model.levels).any():
         problems.append(f"sample({n}) returned values outside the integers 0..{model.levels - 1}")
+    elif _cached_differs(model, n, c):
+        problems.append("cached generation drew other samples than the naive loop from the same random stream"
+                        + (" and contexts" if c is not None else ""))
     if problems:
-        raise PropertyFailure("sampling", subject, problems, {"sample": x}, {"sampling": 1.0}, 1)
+        raise PropertyFailure("sampling", subject, problems, {"sample": x} | ({"context": c} if c is not None else {}),
+                              {"sampling": 1.0}, 1)
+
+
+def _cached_differs(model, n: int, context) -> bool:
+    """Whether a compiled model's cached sampler (where it has one) draws other samples than the naive loop."""
+    from flowdsl.runtime.ar_cache import supports
+    from flowdsl.runtime.autoregressive import CompiledAR
+
+    if not isinstance(model, CompiledAR) or not supports(model, model.mask_index):
+        return False
+    draws = []
+    device = model._device()
+    for cached in (True, False):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            torch.manual_seed(5)
+            draws.append(model.sample(n, context, cached=cached))
+    return not torch.equal(draws[0], draws[1])
