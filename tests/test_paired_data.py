@@ -9,10 +9,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowdsl.cli.main import main
 from flowdsl.errors import FlowDSLError
-from flowdsl.training.dataset import ContextError
+from flowdsl.training.dataset import ContextError, Dataset
 
 VECTOR = """flow post {
     input x: vector[2]
@@ -278,3 +280,27 @@ def test_a_conditional_run_resumes_exactly(tmp_path):
     np.savez(tmp_path / "other.npz", x=x, theta=theta[::-1].copy())  # the same examples, other contexts
     with pytest.raises(FlowDSLError, match="they differ in the condition's values"):
         flowdsl.train(spec, tmp_path / "other.npz", steps=6, resume=tmp_path / "half.pt", **quiet)
+
+
+@given(k=st.integers(1, 4), have=st.lists(st.integers(1, 4), min_size=0, max_size=3),
+       levels=st.one_of(st.none(), st.integers(2, 5)), top=st.integers(0, 6))
+def test_fit_accepts_exactly_the_values_that_fit_the_declaration(k, have, levels, top):
+    from flowdsl.api import analyze_source
+    from flowdsl.training.paired import fit_condition
+
+    text = f"flow f {{\n input x: vector[2]\n condition c: vector[{k}]{f' levels {levels}' if levels else ''}\n" \
+           f" coupling affine(mask=[1, 0])\n}}\n"
+    header = analyze_source(text, "f.flow").model().header
+    values = np.full((6, *have), top, dtype=np.int64)
+    ds = Dataset("d", np.zeros((4, 2), np.float32), np.zeros((2, 2), np.float32), train_labels=values[:4],
+                 test_labels=values[4:], context_from="d.npz, key 'c'", context_key="c")
+    fits = int(np.prod(have)) == k and (levels is None or top < levels)
+    if fits:
+        out = fit_condition(ds, header)
+        assert out.context_shape == (k,) and out.train_labels.dtype == (np.int64 if levels else np.float32)
+        assert np.array_equal(out.train_labels.reshape(-1), values[:4].reshape(-1))
+    else:
+        with pytest.raises(ContextError) as err:
+            fit_condition(ds, header)
+        d = err.value.diagnostics[0]
+        assert (d.pos.file, d.pos.line) == ("f.flow", 3) and "d.npz, key 'c'" in d.message
