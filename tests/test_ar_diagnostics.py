@@ -90,7 +90,7 @@ GOLDEN = {
                            "(e.g. i-1); hidden layers of at least 7 units remove it")]),
     "condition nobody reads": (
         "    input x: image[1, 4, 4] levels 2\n    condition y: label[3]\n"
-        "    masked_conv(mask=A, kernel=3, channels=8)\n",
+        "    masked_conv(mask=A, kernel=3, channels=8, reads=false)\n",
         [(1, 1, "note", "receptive field 2 x 3 pixels (rows r-1..r, columns c-1..c+1); a position reads up to 4 "
                         "earlier ones"),
          (3, 5, "warning", "condition 'y' is declared but no layer reads it")]),

@@ -238,7 +238,13 @@ def build_ir(header: ModelHeader, sites: list[Site], kind: ModelKind, spec_dir: 
         previous = previous + (site.key,)
     spec = header.base if kind.sink == "base" else header.output
     count = getattr(spec, "param_count", None)
-    sink_info = SinkInfo(params=count(inp.shape) if inp is not None and count is not None else 0)
+    if inp is None or count is None:
+        sink_params = 0
+    elif kind.sink == "base" and getattr(spec, "conditional", False):  # it maps the condition to mean, log-scale
+        sink_params = count(inp.shape, encoded)
+    else:
+        sink_params = count(inp.shape)
+    sink_info = SinkInfo(params=sink_params)
     if complete and kind.sink_rule is not None:
         try:
             sink_info = kind.sink_rule(header, shape, last)
