@@ -69,7 +69,8 @@ def cmd_parse(args) -> int:
     status = 0
     for path in args.files:
         try:  # the loader's bounded read: regular files only, at most the size limit
-            prog = parse_program(read_spec(path), path)
+            text = read_spec(path)
+            prog = parse_program(text, path)
         except FlowDSLError as err:
             _print_diagnostics(err.diagnostics, err.sources)
             status = 1
@@ -88,8 +89,17 @@ def cmd_parse(args) -> int:
             elif isinstance(item, ast.BlockDef):
                 print(f"  {line:>7}  block {item.name}({', '.join(item.params)}): {_count(item.body)} statements")
             elif isinstance(item, ast.ModelDef):
-                print(f"  {line:>7}  {item.model_kind} {item.name}: {_count(item.body)} statements")
+                cond = next((s for s in item.body if isinstance(s, ast.ConditionDecl)), None)
+                given = f"; {_written(text, cond.pos)}" if cond is not None else ""  # as written: not checked yet
+                print(f"  {line:>7}  {item.model_kind} {item.name}: {_count(item.body)} statements{given}")
     return status
+
+
+def _written(text: str, pos) -> str:
+    """The source text of a span, on one line (a declaration may continue over lines inside brackets)."""
+    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    span = text[starts[pos.line - 1] + pos.column - 1:starts[pos.end_line - 1] + pos.end_column - 1]
+    return " ".join(span.split())
 
 
 def _count(body) -> int:
@@ -132,7 +142,7 @@ def _report(model, ir, path: str) -> str:
     extra = f" levels {inp.levels}" if inp.levels else ""
     lines.append(f"  input {inp.name}: {inp.type_name}{_shape(inp.shape)}{extra}")
     if h.condition:
-        from flowdsl.explain.report import condition_summary
+        from flowdsl.explain.conditions import condition_summary
 
         lines.append(f"  condition {condition_summary(h.condition, ir)}")
     if h.kind == "flow":
@@ -243,52 +253,6 @@ def _value_text(value) -> str:
     return "none" if value is None else describe(tuple(value) if isinstance(value, list) else value)
 
 
-#: the reference's section on conditions (docs/layers.md; docs/language.md#conditions has the declaration)
-_CONDITIONS_INTRO = """## Conditions
-
-With a `condition` declared, every layer below that can read it does, unless its call says `reads=false`;
-the others ignore it. A layer reads the encoded condition (the table in [language.md](language.md#conditions))
-flattened to F features unless it reads the map itself. No way of reading it adds a dependency between
-positions: couplings and MADEs stay invertible (triangular) for every fixed condition, and the causality
-engine proves autoregressive models with it.
-"""
-#: (layers, how they read the condition): the table's rows
-_CONDITION_READERS = (
-    ('`coupling T`', 'the net reads the kept part and the condition: a vector appended (constant channels over '
-     "H x W for a convolutional net on images); an image map of the coupling's own H x W as extra channels; any "
-     'other map flattened to constant channels (a note at `net=`)'),
-    ('`autoregressive T`, `made` net', 'the flattened condition as extra inputs of degree 0 in the first mask: '
-     'every hidden unit reads it, no path between inputs'),
-    ('`continuous`', 'the dynamics net reads (z, t) and the flattened condition'),
-    ('`residual`', 'the Lipschitz net reads the condition as extra input columns that are not spectrally '
-     'normalised (Lip(g) < 1 is needed in x only)'),
-    ('`planar`, `radial`, `sylvester`', 'a zero-initialised linear hypernetwork shifts their parameters per '
-     'example; the invertibility constraints hold after the shift'),
-    ('`actnorm`, `batchnorm`, `invconv1x1`, `permute`, `squeeze`, `split`, `logit`, `dequantize`',
-     'never read it'),
-    ('bases `normal(conditional=true)`, `logistic(conditional=true)`',
-     'location and log-scale from a zero-initialised linear map of the flattened condition'),
-    ('`fvbn`, `nade`, `made` (.ar)', "a context term in each logistic conditional; U c on NADE's shared hidden "
-     "pre-activation; degree-0 columns of MADE's first mask"),
-    ('`masked_conv`, `gated_block`', 'a vector: a bias per channel (V h in both gates of a gated block); an '
-     'image map: 1x1 convolutions, upsampled by repetition to the grid (its sizes must divide it)'),
-    ('`causal_conv`, `gated_residual`', 'a vector: global conditioning; a sequence map: local conditioning, '
-     "upsampled to the input's length by repetition or a learned transposed convolution (`upsample=repeat` or "
-     '`transposed`), read by 1x1 convolutions'),
-    ('`bytenet_block`', "a source map of the target's length at each position (encode the source with `embed "
-     'seq_conv(...)`)'),
-    ('`row_lstm`, `diagonal_bilstm`', 'a projection added to the input-to-state term'),
-    ('`attention`', 'a projection added to the residual stream; `context_keys=K` also makes K keys/values of it '
-     'that every query reads'),
-    ('`pixel_decoder`', "the flattened condition beside the encoder's output"),
-    ('`embed`, `relu`, `conv1x1`, `mlp`, `nonparametric`, `video_encoder`',
-     'never read it'),
-)
-_CONDITIONS_END = """A condition that no layer reads is a warning. The nets above also serve as `embed` nets
-(`out=F` features): `mlp` flattens, `conv_net` and `resnet` keep an image's grid, `seq_conv` a sequence's length.
-"""
-
-
 def cmd_layers(args) -> int:
     from flowdsl import layers  # noqa: F401
     from flowdsl.layers.registry import LAYERS, NETS
@@ -318,10 +282,9 @@ def cmd_layers(args) -> int:
         else:
             print(f"  {name}({', '.join(cls.model_fields)})")
     if md:
-        print("\n" + _CONDITIONS_INTRO + "\n| layers | how they read the condition |\n| --- | --- |")
-        for names, how in _CONDITION_READERS:
-            print(f"| {names} | {how} |")
-        print("\n" + _CONDITIONS_END, end="")
+        from flowdsl.explain.conditions import reference_markdown
+
+        print("\n" + reference_markdown(), end="")
     return 0
 
 

@@ -10,7 +10,8 @@ layer, PixelCNN vs Gated PixelCNN), :mod:`.kernels` (masks A/B and R-G-B groups)
 (each head's pattern, the k-step reachability), :mod:`.made` (units, masks, mask product),
 :mod:`.flows` (coupling masks, Jacobian structure per layer and of the whole flow, factored parts),
 :mod:`.model_pictures` (which pictures a model gets, ``--position``), :mod:`.report` (the compile
-report from the IR), :mod:`.render` (PNG/SVG) and :mod:`.page` (one self-contained HTML page).
+report from the IR), :mod:`.conditions` (a condition in words, how each layer family reads one),
+:mod:`.render` (PNG/SVG) and :mod:`.page` (one self-contained HTML page).
 
 Example:
     >>> from flowdsl.api import analyze_source

@@ -12,12 +12,6 @@ Example:
     ('flow f (f.flow:1)', ('coupling additive', '[4]', '[4]', '4,482'))
     >>> report.total
     '1 layers, 4,482 parameters'
-    >>> src = ("flow f {\\n  input x: vector[4]\\n  condition c: vector[8] levels 3 embed mlp([8], out=2)\\n"
-    ...        "  coupling affine\\n  actnorm\\n}\\n")
-    >>> ir = analyze_source(src, "f.flow").models["f"]
-    >>> print(condition_summary(ir.header.condition, ir).replace("; ", ";\\n"))
-    c: vector[8] levels 3 embed mlp(hidden=[8], out=2) -> vector[2] (one-hot, embed 218 parameters);
-    read by 1 of 2 layers
 """
 
 from __future__ import annotations
@@ -25,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flowdsl.analysis.ir import ModelIR
+from flowdsl.explain.conditions import condition_summary
 
-__all__ = ["ModelReport", "model_report", "condition_summary", "COLUMNS"]
+__all__ = ["ModelReport", "model_report", "COLUMNS"]
 
 COLUMNS = ("#", "line", "layer", "input", "output", "params", "log-det", "notes")
 
@@ -44,22 +39,6 @@ class ModelReport:
     total: str
     #: (severity, message) of the checker's diagnostics about this model
     notes: tuple[tuple[str, str], ...]
-
-
-def condition_summary(condition, ir: ModelIR | None = None) -> str:
-    """A condition in one line: its declaration, what the layers read (the encoding, the ``embed`` net's
-    parameters) and, given the model, how many of its layers read it (and whether its base does)."""
-    how = ["one-hot"] if condition.integer else []
-    if condition.embed is not None:
-        how.append(f"embed {condition.embed_params:,} parameters")
-    text = f"{condition.name}: {condition.describe()} -> {condition.encoded.describe()}"
-    text += f" ({', '.join(how)})" if how else ""
-    if ir is not None:
-        readers = sum(node.reads_condition for node in ir.layers)
-        text += f"; read by {readers} of {len(ir.layers)} layer{'' if len(ir.layers) == 1 else 's'}"
-        if getattr(ir.header.base, "conditional", False):
-            text += " and the base"
-    return text
 
 
 def _header(ir: ModelIR) -> list[str]:
