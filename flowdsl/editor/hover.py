@@ -29,7 +29,7 @@ Example:
     - encoded: sequence[6, 6], shape (6, 6) (one-hot)
     - embed: `mlp(hidden=[8])` (36,) -> (5,), 341 parameters (trains with the model)
     - the layers read vector[5], shape (5,)
-    - read by 1 of 1 layers
+    - read by 1 of 1 layer
 
 On the ``base`` or ``output`` line: the distribution, the shape it reads, its parameters and report.
 """
@@ -181,7 +181,7 @@ def condition_lines(ir: ModelIR) -> list[str]:
     readers = sum(node.reads_condition for node in ir.layers)
     opted_out = sum(not node.reads for node in ir.layers)
     base = " and the base" if getattr(ir.header.base, "conditional", False) else ""
-    lines.append(f"- read by {readers} of {len(ir.layers)} layers{base}"
+    lines.append(f"- read by {readers} of {len(ir.layers)} layer{'' if len(ir.layers) == 1 else 's'}{base}"
                  + (f" ({opted_out} say reads=false)" if opted_out else ""))
     return lines
 
