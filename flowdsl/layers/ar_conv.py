@@ -35,7 +35,7 @@ from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv,
 from flowdsl.layers.facts import ContextShape
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, Word
 
-__all__ = ["MaskedConv", "GatedBlockSpec", "masked_taps", "kernel_mask", "image_condition"]
+__all__ = ["MaskedConv", "GatedBlockSpec", "masked_taps", "kernel_mask", "image_condition", "read_context"]
 
 OddKernel = Annotated[PositiveInt, Field(le=63)]
 
@@ -51,6 +51,18 @@ def _image(ctx: LayerContext, name: str, kernel: int) -> tuple[int, tuple[int, i
     groups = colour_groups(ctx)
     check_groups(f, groups, "the number of input features")
     return f, grid, groups
+
+
+def read_context(ctx: LayerContext) -> ContextShape | None:
+    """The encoded condition a layer reads: ``ctx.context``; a caller that gives only ``context_features`` (the
+    one-hot protocol of label conditions) means a vector of that many features.
+
+        >>> read_context(LayerContext(shape=(1, 4, 4), context_features=3))
+        ContextShape(layout='vector', shape=(3,))
+    """
+    if ctx.context is not None or not ctx.context_features:
+        return ctx.context
+    return ContextShape("vector", (int(ctx.context_features),))
 
 
 def image_condition(context: ContextShape | None, grid: tuple[int, ...], name: str) -> dict:
@@ -134,7 +146,7 @@ class MaskedConv(Layer):
         k = self.kernel
         hint = ("mask B lets a pixel read itself: the first masked layer needs mask=A" if self.mask == "B"
                 else None)
-        cond = image_condition(ctx.context, grid, self.name)
+        cond = image_condition(read_context(ctx), grid, self.name)
         return LayerInfo(
             out_shape=(self.channels, *grid), params=self.channels * (f * k * k + 1 + cond["features"]),
             logdet="n/a", reads_condition=cond["mode"] is not None,
@@ -179,7 +191,7 @@ class GatedBlockSpec(Layer):
         if not first and f != ch:
             raise SpecError(f"gated_block's residual connection needs {ch} input features, but it gets {f}",
                             arg="channels", hint=f"use channels={f}, or put conv1x1({ch}) before it")
-        cond = image_condition(ctx.context, grid, self.name)
+        cond = image_condition(read_context(ctx), grid, self.name)
         params = (fv * 2 * ch * (k // 2 + 1) * k + 2 * ch) + (f * 2 * ch * (k // 2 + 1) + 2 * ch) \
             + (2 * ch * 2 * ch + 2 * ch) + (ch * ch + ch) + 2 * cond["features"] * 2 * ch
         hint = ("the horizontal stack of a mask-B block reads the current pixel: the first gated_block needs mask=A"

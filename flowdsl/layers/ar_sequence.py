@@ -37,6 +37,7 @@ from pydantic import Field
 
 from flowdsl.errors import SpecError
 from flowdsl.layers.ar_basic import AR, ar_input
+from flowdsl.layers.ar_conv import read_context
 from flowdsl.layers.dependency_sets import DepContext, DepMaps, any_group, conv, read
 from flowdsl.layers.facts import ContextShape, Finding
 from flowdsl.layers.registry import CausalFacts, Layer, LayerContext, LayerInfo, PositiveInt, Word
@@ -204,7 +205,7 @@ class CausalConv(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, length = _sequence(ctx, self.name)
-        cond = sequence_condition(ctx.context, length, self.name, self.upsample)
+        cond = sequence_condition(read_context(ctx), length, self.name, self.upsample)
         first = ctx.position == 0
         offsets = conv_offsets(self.kernel, self.dilation, self.padding, first and self.padding == "causal")
         if not offsets:
@@ -254,7 +255,7 @@ class GatedResidualSpec(Layer):
 
     def infer(self, ctx: LayerContext) -> LayerInfo:
         f, length = _sequence(ctx, self.name)
-        cond = sequence_condition(ctx.context, length, self.name, self.upsample)
+        cond = sequence_condition(read_context(ctx), length, self.name, self.upsample)
         starts = not (ctx.previous and ctx.previous[-1] == self.name)
         r, s, k = self.residual, self.skip, self.kernel
         if starts and f != r:
@@ -314,7 +315,7 @@ class ByteNetBlockSpec(Layer):
         if f != c:
             raise SpecError(f"bytenet_block's residual connection needs {c} input features, but it gets {f}",
                             arg="channels", hint=f"use channels={f}, or start with embed(dim={c})")
-        cond = sequence_condition(ctx.context, length, self.name, None)
+        cond = sequence_condition(read_context(ctx), length, self.name, None)
         h = c // 2
         params = 2 * c + (c * h + h) + 2 * h + (h * h * k + h) + 2 * h + (h * c + c) + cond["features"] * h
         report = {"map": ", reads the source at each position", "vector": ", conditional", None: ""}[cond["mode"]]

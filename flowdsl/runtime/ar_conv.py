@@ -259,10 +259,10 @@ class GatedBlockStepper(Stepper):
 def build_masked_conv(layer, node: BuildNode):
     m = node.meta
     return MaskedConv2d(m["in_features"], layer.channels, layer.kernel, layer.mask, m["groups"],
-                        condition=m.get("condition") if node.context is not None else None)
+                        condition=m.get("condition"))
 
 
 def build_gated_block(layer, node: BuildNode):
     m = node.meta
     return GatedBlock(m["in_features"], m["vertical_features"], layer.channels, layer.kernel, layer.mask,
-                      m["groups"], m["residual"], m.get("condition") if node.context is not None else None)
+                      m["groups"], m["residual"], m.get("condition"))

@@ -276,8 +276,8 @@ def build_embed(layer, node: BuildNode):
 
 
 def _condition(node: BuildNode) -> dict | None:
-    """The layer's condition facts (:func:`flowdsl.layers.ar_sequence.sequence_condition`), None when it reads none."""
-    return node.meta.get("condition") if node.context is not None else None
+    """The layer's condition facts (:func:`flowdsl.layers.ar_sequence.sequence_condition`; mode None: it reads none)."""
+    return node.meta.get("condition")
 
 
 def build_causal_conv(layer, node: BuildNode):
