@@ -190,8 +190,12 @@ class Declarations(ABC):
                        hint=suggest(kind, CONDITION_TYPES) or f"conditions: {', '.join(CONDITION_TYPES)}")
             return None
         sizes = CONDITION_SIZES[kind]
-        dims = self._dims(stmt.dims, env, kind, stmt.type_pos, sizes[0] if len(stmt.dims) not in sizes else
-                          len(stmt.dims), hint="sequence[L] or sequence[L, C]" if kind == "sequence" else None)
+        hint = "sequence[L] or sequence[L, C]" if kind == "sequence" else None
+        if len(stmt.dims) not in sizes:
+            self.error(stmt.type_pos, f"{kind} takes {' or '.join(map(str, sizes))} size{'s' if max(sizes) > 1 else ''}"
+                       f", got {len(stmt.dims)}", hint=hint or {1: f"{kind}[N]", 3: "image[C, H, W]"}[sizes[0]])
+            return None
+        dims = self._dims(stmt.dims, env, kind, stmt.type_pos, len(stmt.dims))
         if dims is None:
             return None
         levels: int | None = None
