@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,22 @@ def test_cached_sampling_of_conditional_attention(pattern, keys, cond):
     naive = m.sample(4, ctx, cached=False)
     assert torch.equal(cached, naive)
     assert (step_conditionals(m, cached, ctx) - m.conditionals(cached, ctx)).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("keys", [0, 2])
+def test_conditional_flex_attention_agrees_with_masked_sdpa(keys):
+    """The FlexAttention path (CUDA's default; eager on the CPU) reads the context's keys as the SDPA path does."""
+    m = model(attention_body("fixed(block=3, summary=1)", keys, length=7), "vector[3]")
+    x, c = torch.randint(0, 2, (3, 7)), some_context(m, 3)
+    with torch.no_grad():
+        ref = m.conditionals(x, c)
+        for layer in m.layers[1:]:
+            if hasattr(layer, "use_flex"):
+                layer.use_flex = True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            flex = m.conditionals(x, c)
+    assert (flex - ref).abs().max() < 1e-10 and torch.isfinite(ref).all()
 
 
 def test_one_context_for_the_whole_batch():

@@ -230,7 +230,7 @@ class MadeLayer(MADE, ARModule):
     (position-major); a condition (``context_features`` C > 0) is the first layer's last C columns, of
     degree 0 (every hidden unit reads it, no path between positions), plus a direct linear term in every
     conditional (``direct``: the first position's conditional reads no hidden unit, yet must read the
-    condition; in ``MADE`` it would only be a bias). ``select(k)`` makes mask set k the
+    condition). ``select(k)`` makes mask set k the
     active one. As the first layer (``input_levels`` = L features per position, at most one of them
     non-zero), the first weights are drawn for a fan-in of ``D (+ C)``, not ``D * L (+ C)``: on binary
     input exactly the initialisation of a plain MADE fed ``x`` (and the condition), and it is fed ``x``
@@ -243,6 +243,7 @@ class MadeLayer(MADE, ARModule):
         super().__init__(mask_sets=[masks for masks, _ in per_mask])
         self.positions = positions
         self.context_features = int(context_features)
+        #: the condition straight to every conditional (the first position's only way to read it)
         self.direct = nn.Linear(context_features, self.layers[-1].out_features, bias=False) if context_features \
             else None
         fan_in = self.layers[0].in_features  # D * L + C
