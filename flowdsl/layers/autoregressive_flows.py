@@ -13,6 +13,12 @@ reads the output instead, so sampling is one pass. The checker proves causality 
 mask product is strictly triangular in the order), records the Jacobian pattern, and warns
 when a hidden layer is too narrow.
 
+In a conditional model the encoded condition (flattened) enters the MADE as extra input columns of
+degree 0 (:func:`flowdsl.layers.made_masks.made_masks`): every first-layer hidden unit reads all of
+it, and since those columns are no dimension they add no path between dimensions (the mask product
+over the dimensions is unchanged, proved by the same check). The transform is then a triangular
+bijection of ``x`` for every fixed condition.
+
 Example:
     >>> from flowdsl.layers.registry import LAYERS, LayerContext
     >>> from flowdsl.language.values import Symbol

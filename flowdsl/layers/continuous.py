@@ -2,8 +2,10 @@
 
 ``dz/dt = f(z, t)`` is integrated from ``t = 0`` (the data) to ``t = time`` (the latent) by
 torchdiffeq; ``log|det dz(T)/dx| = integral_0^T tr(df/dz) dt`` is integrated alongside. The
-dynamics net reads ``(z, t)`` (and the one-hot condition, if any). The map is invertible
-for any dynamics that is Lipschitz in z (Picard-Lindelof): the inverse integrates backwards.
+dynamics net reads ``(z, t)`` (and the encoded condition ``c``, flattened, if the model has one: the
+dynamics ``f(z, t, c)``, a constant of the integration). The map is invertible for any dynamics
+that is Lipschitz in z (Picard-Lindelof), so for every fixed condition; the inverse integrates
+backwards, and the log-det is the trace of the Jacobian in z only.
 
 - ``solver``: ``dopri5`` (adaptive; ``rtol``, ``atol``), ``rk4`` or ``euler`` (fixed grid; ``steps``);
   default tolerances: rtol 1e-9, atol 1e-10 in float64 (1e-5, 1e-6 in float32);
