@@ -139,17 +139,22 @@ class Planar(Bijection):
         u_hat, s, _, _ = self._vectors(context)
         return (u_hat[0], s[0]) if context is None or self.hyper is None else (u_hat, s)
 
+    @staticmethod
+    def _dot(flat, w):
+        """``w.x`` per example: one matrix-vector product for a shared ``w`` [1, D], a row sum for [B, D]."""
+        return flat @ w[0] if w.shape[0] == 1 else (flat * w).sum(1)
+
     def forward(self, x, context=None):
         flat = x.reshape(x.shape[0], -1)
         u_hat, s, w, b = self._vectors(context)
-        t = torch.tanh((flat * w).sum(1) + b)
+        t = torch.tanh(self._dot(flat, w) + b)
         y = flat + t[:, None] * u_hat
         return y.reshape(x.shape), torch.log1p((1 - t * t) * s)
 
     def inverse(self, y, context=None):
         flat = y.reshape(y.shape[0], -1)
         u_hat, s, w, b = self._vectors(context)
-        c = (flat * w).sum(1) + b
+        c = self._dot(flat, w) + b
         a = _polish(solve_tanh_shift(s.detach(), c.detach()), s, c)
         t = torch.tanh(a)
         x = flat - t[:, None] * u_hat
