@@ -318,3 +318,23 @@ def test_contexts_strategy_feeds_every_condition(float64):
         c = find(contexts(model, batch=3), lambda c: True)
         assert tuple(c.shape) == (3, *model.context_shape)
         assert model(torch.randn(3, 3), c)[0].shape == (3, 3)
+
+
+def test_check_training_fails_when_nothing_learns(float64):
+    model = _compile(_flow("coupling affine(mask=half, net=mlp([8]))", "vector[2]"))
+    with pytest.raises(PropertyFailure, match="did not raise the mean log_prob"):
+        check_training(model, steps=3, lr=0.0)
+    assert check_training(model, steps=5)["training"] > 0
+
+
+def test_runner_rows_and_cli_on_a_conditional_spec(tmp_path, capsys):
+    from flowdsl.cli.main import main
+
+    plain = tmp_path / "plain.flow"
+    plain.write_text("flow p {\n input x: vector[2]\n coupling affine(mask=half, net=mlp([8]))\n}\n")
+    assert {r.property for r in run_file(plain, examples=2)} == {"params", "shapes", "bijection", "structure",
+                                                                 "sampling"}  # no condition: no conditional rows
+    spec = ROOT / "specs" / "conditional" / "planar.flow"
+    assert main(["test", str(spec), "--examples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "context" in out and "training" in out and "FAIL" not in out
