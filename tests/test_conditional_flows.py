@@ -243,6 +243,9 @@ def test_image_coupling_reads_the_condition_map_locally(float64):
     report = check_bijection(model, x, c)
     assert report["roundtrip"] < 1e-10 and report["logdet"] < 1e-8
     assert check_structure(model, x, c)["layers"] == 1
+    # the layer alone: check_bijection draws the map it reads (not the flattened vector)
+    report = check_bijection(layer, shape=(1, 8, 8), condition=ContextShape("image", (1, 8, 8)), examples=2)
+    assert report["logdet"] < 1e-8
 
 
 def test_image_coupling_reads_another_map_flattened_with_a_note(float64):
