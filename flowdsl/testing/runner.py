@@ -139,10 +139,20 @@ class Subject:
             elif cfg.text == self.text:
                 self._cache[key] = (self.model, "declared")
             else:
-                self._cache[key] = (self._compile(cfg.text), "tiny " + cfg.describe())
+                tiny = self._compile(cfg.text)
+                if _reads_differently(tiny, self.model) and math.prod(self.model.input_shape) <= max_size:
+                    # a smaller input would make a layer read the condition otherwise (a map of another H x W)
+                    self._cache[key] = (self.model, "declared")
+                else:
+                    self._cache[key] = (tiny, "tiny " + cfg.describe())
         if self._cache[key] is None:
             raise Skip(f"no configuration with at most {max_size} numbers checks with the same layers")
         return self._cache[key]
+
+
+def _reads_differently(a, b) -> bool:
+    """Whether two builds of a model differ in how a layer reads the condition (the map, or flattened)."""
+    return [n.meta.get("context_map") for n in a.ir.layers] != [n.meta.get("context_map") for n in b.ir.layers]
 
 
 # ----------------------------------------------------------------------------- flow properties
