@@ -271,8 +271,8 @@ def test_conditional_base_starts_standard_and_reads_the_condition(float64):
     standard = -0.5 * (x * x).sum(1) - 1.5 * np.log(2 * np.pi)
     assert torch.allclose(model.log_prob(x, torch.randn(4, 2, 2)), standard)
     layers = sum(n.params for n in model.ir.layers)
-    assert sum(p.numel() for p in model.parameters()) == layers + NormalSpec(conditional=True).param_count(
-        (3,), model.ir.header.condition.encoded) == layers + 2 * 3 * (4 + 1)
+    assert sum(p.numel() for p in model.parameters()) == model.ir.params == layers + NormalSpec(
+        conditional=True).param_count((3,), model.ir.header.condition.encoded) == layers + 2 * 3 * (4 + 1)
     perturb_parameters(model.base, 0.5)
     c = torch.randn(4, 2, 2)
     assert not torch.allclose(model.log_prob(x, c), model.log_prob(x, c + 1))
@@ -288,18 +288,14 @@ def test_logistic_base_conditional_and_learnable(float64):
                f" coupling affine(mask=half)\n}}\n")
         model = flowdsl.compile_source(src).double()
         layers = sum(n.params for n in model.ir.layers)
-        assert sum(p.numel() for p in model.parameters()) == layers + extra
+        assert sum(p.numel() for p in model.parameters()) == model.ir.params == layers + extra
         assert torch.isfinite(model.log_prob(model.sample(4, torch.randn(4, 2)), torch.randn(4, 2))).all()
 
 
 # ----------------------------------------------------------------------------- the specs, and flowdsl test
 @pytest.mark.parametrize("path", CONDITIONAL_SPECS, ids=lambda p: p.name)
 def test_conditional_specs_pass_every_property(path):
-    # the conditional base's declared count (flowdsl/analysis/ir.py) does not count its map yet: the test above
-    # checks what it allocates against NormalSpec.param_count
-    props = None if path.name != "conditional_base.flow" else \
-        {"shapes", "bijection", "structure", "sampling", "context", "training"}
-    rows = run_file(path, examples=3, properties=props)
+    rows = run_file(path, examples=3)
     assert rows and all(r.verdict == "pass" for r in rows), "\n".join(r.detail for r in rows if r.failed)
     assert {r.property for r in rows} >= {"bijection", "structure", "context", "training"}
 
