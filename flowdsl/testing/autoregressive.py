@@ -15,9 +15,9 @@ position, so nothing below ever counts reading it (all of it, its future include
   generated no later than k, for drawn inputs and contexts (Hypothesis draws x, k, the new value
   and the context; a failure shrinks);
 - **jacobian**: the causality engine's proof, checked whole: the Jacobian of every conditional with
-  respect to the encoded input is zero outside the proved dependency set (and outside the earlier
-  positions), for drawn contexts (compiled models of at most :data:`MAX_JACOBIAN_POSITIONS` positions
-  whose first layer reads the encoded input);
+  respect to the encoded input (or, after an embedding, to each position's lookup) is zero outside the
+  proved dependency set and the earlier positions, for drawn contexts (compiled models of at most
+  :data:`MAX_JACOBIAN_POSITIONS` positions);
 - **completeness**: each conditional reacts to every position it is declared to read (the checker's
   sets when the model has an IR, or every earlier position with ``complete=True``);
 - **context**: where a layer is declared to read the condition, changing the context changes every
@@ -64,6 +64,7 @@ from flowdsl.testing.ar_contexts import (
     random_inputs,
     twin,
 )
+from flowdsl.testing.ar_jacobian import MAX_JACOBIAN_POSITIONS, jacobian_applies, jacobian_case
 from flowdsl.testing.inputs import inputs
 from flowdsl.testing.search import Mismatch, PropertyFailure, format_case, search
 
@@ -71,8 +72,6 @@ __all__ = ["check_autoregressive", "ARModelFacts", "MAX_CONFIGURATIONS", "MAX_CO
 
 #: normalisation is checked when there are at most this many inputs (levels ** N, per context)
 MAX_CONFIGURATIONS = 4096
-#: the Jacobian check runs on models of at most this many positions (one backward pass per position)
-MAX_JACOBIAN_POSITIONS = 64
 
 
 def _rank(order, n: int) -> np.ndarray:
@@ -120,68 +119,6 @@ def _causality_case(model, rank, declared, tol, case):
     if problems:
         raise Mismatch(problems, {"causality": err}, shown)
     return {"causality": 0.0}
-
-
-def _input_features(model, hot):
-    """``hot [B, *input_shape, L]`` in the first layer's layout ``[B, C * L, *grid]`` (as ``CompiledAR`` encodes)."""
-    if len(model.input_shape) == 1:
-        return hot.transpose(1, 2)
-    if len(model.input_shape) == 3:
-        b, c, h, w, lv = hot.shape
-        return hot.permute(0, 1, 4, 2, 3).reshape(b, c * lv, h, w)
-    b, t, c, h, w, lv = hot.shape  # video
-    return hot.permute(0, 2, 5, 1, 3, 4).reshape(b, c * lv, t, h, w)
-
-
-def _jacobian_reads(model, x, context, config: int) -> np.ndarray:
-    """``bool [B, N, N]``: (b, i, j) when the conditional of position i has a non-zero derivative with respect
-    to the encoded input at position j (example b), through the model's own layers (``CompiledAR._params``)."""
-    from flowdsl.runtime.ar_basic import encode_levels
-
-    n = math.prod(model.input_shape)
-    hot = encode_levels(x, model.levels, model.encoding, model._dtype()).requires_grad_(True)
-    with torch.no_grad():
-        ctx = model._context(context, x.shape[0])
-        assert torch.equal(_input_features(model, hot), model._encode(x)), "the input layout changed"
-    model._encode = lambda _x: _input_features(model, hot)  # the same layers, fed a leaf we differentiate
-    try:
-        with torch.enable_grad():
-            params = model._params(x, ctx, config)  # [B, N, P]
-            weights = torch.randn(params.shape[2], generator=torch.Generator().manual_seed(3), dtype=params.dtype)
-            reads = np.zeros((x.shape[0], n, n), dtype=bool)
-            for i in range(n):
-                grad, = torch.autograd.grad((params[:, i] * weights.to(params.device)).sum(), hot, retain_graph=True,
-                                            allow_unused=True)
-                if grad is not None:
-                    reads[:, i] = (grad.reshape(x.shape[0], n, -1) != 0).any(dim=2).cpu().numpy()
-    finally:
-        del model._encode
-        model._select(model.mask_index)
-    return reads
-
-
-def _jacobian_case(model, rank, declared, config, case):
-    x, context = case
-    reads = _jacobian_reads(model, x, context, config).any(axis=0)
-    allowed = rank[None, :] < rank[:, None]
-    if declared is not None:
-        allowed &= declared
-    bad = np.argwhere(reads & ~allowed)
-    if len(bad):
-        i, j = (int(v) for v in bad[0])
-        why = ("which is not generated before it" if rank[j] >= rank[i] else
-               "which the checker's proof says it does not read")
-        shown = {"x": x} | ({"context": context} if context is not None else {})
-        raise Mismatch([f"the Jacobian of the conditional of position {i} is non-zero at input position {j}, {why} "
-                        f"({len(bad)} such pairs)"], {"jacobian": float(len(bad))}, shown)
-    return {"jacobian": 0.0}
-
-
-def _jacobian_applies(model, facts: ARModelFacts) -> bool:
-    from flowdsl.runtime.autoregressive import CompiledAR
-
-    return (isinstance(model, CompiledAR) and facts.ir is not None and len(model.layers) > 0
-            and not model.layers[0].takes_indices and math.prod(model.input_shape) <= MAX_JACOBIAN_POSITIONS)
 
 
 # ----------------------------------------------------------------------------- what the conditionals read
@@ -273,7 +210,7 @@ def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, 
     report: dict = {"causality": 0.0, "jacobian": None, "completeness": None, "context": None, "normalisation": None,
                     "examples": 0}
     context_st = context_strategy(model, facts, batch, device)
-    run_jacobian = (causality if jacobian is None else jacobian) and _jacobian_applies(model, facts)
+    run_jacobian = (causality if jacobian is None else jacobian) and jacobian_applies(model, facts)
 
     def context_fn(b, gen):
         return draw(facts, b, gen, dtype, device)
@@ -294,7 +231,7 @@ def check_autoregressive(model, *, examples: int = 20, seed: int | None = None, 
             if run_jacobian:
                 cases = st.tuples(inputs(model.input_shape, model.levels, batch=batch, discrete=True, device=device),
                                   context_st)
-                search("jacobian", lambda c, r=rank, d=declared, k=config: _jacobian_case(model, r, d, k, c), cases,
+                search("jacobian", lambda c, r=rank, d=declared, k=config: jacobian_case(model, r, d, k, c), cases,
                        examples=max(1, examples // (4 * configs)), seed=seed, subject=where)
                 report["jacobian"] = 0.0
             expected = None
