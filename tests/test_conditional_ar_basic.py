@@ -131,6 +131,31 @@ def test_attention_with_conditions(pattern, keys, cond):
     assert_conditional_properties(m, examples=3)
 
 
+OTHER_FAMILIES = {  # the convolutional families' layers (their own tests are elsewhere): the engine on them
+    "gated_pixelcnn": (" input x: image[1, 2, 3] levels 2\nCONDITION\n gated_block(mask=A, kernel=3, channels=4)\n"
+                       " gated_block(kernel=3, channels=4)\n output categorical\n",
+                       ["label[3]", "vector[3]", "image[1, 2, 3]", "image[2, 1, 3] levels 2"]),
+    "wavenet": (" input x: sequence[6] levels 2\nCONDITION\n causal_conv(kernel=2, channels=4)\n"
+                " gated_residual(kernel=2, dilation=2, residual=4, skip=4)\n output categorical\n",
+                ["label[3]", "vector[3]", "sequence[3, 2]", "sequence[6] levels 2"]),
+    "bytenet": (" input x: sequence[6] levels 2\nCONDITION\n embed(dim=8)\n"  # 8 channels: a layer norm over
+                " bytenet_block(kernel=3, dilation=1, channels=8)\n"  # 4 (over 2, its output is +-1 only)
+                " bytenet_block(kernel=3, dilation=2, channels=8)\n output categorical\n",
+                ["sequence[6] levels 3 embed seq_conv(channels=4, dilations=[1, 2], out=8)"]),
+}
+OTHER_CASES = [(f, c) for f, (_, conds) in sorted(OTHER_FAMILIES.items()) for c in conds]
+
+
+@pytest.mark.parametrize("family,cond", OTHER_CASES, ids=[f"{f}-{c}" for f, c in OTHER_CASES])
+def test_engine_on_the_convolutional_families(family, cond):
+    """Causality (perturbation and Jacobian), completeness, the context read at every position and
+    normalisation for every context hold for each family under each kind of condition it takes (a local
+    sequence condition, upsampled, and ByteNet's source, are read in full: neither is a position)."""
+    m = model(OTHER_FAMILIES[family][0], cond)
+    assert any(node.reads_condition for node in m.ir.layers)
+    assert_conditional_properties(m, examples=3)
+
+
 ALIGNED = {"attention": attention_body("dense", 3, 4),
            "made": " input x: sequence[4] levels 2\nCONDITION\n made([8])\n output bernoulli\n",
            "nade": " input x: sequence[4] levels 2\nCONDITION\n nade(hidden=5)\n output bernoulli\n"}
