@@ -110,8 +110,10 @@ def _compile_and_run(analysis, ir) -> None:
     assert allocated == ir.params <= LIMITS.max_params, (allocated, ir.params)
     model.eval()
     levels = getattr(model, "levels", None)
-    classes = getattr(model, "classes", 0)
-    ctx = torch.zeros(2, dtype=torch.long) if classes else None
+    cond = getattr(model, "condition", None)
+    ctx = None
+    if cond is not None:  # a context of the declared shape: whole numbers for labels and levels, reals otherwise
+        ctx = torch.zeros(2, *cond.shape, dtype=torch.long if cond.levels is not None else torch.float32)
     with torch.no_grad():
         if ir.header.kind == "flow":
             x = torch.rand(2, *model.input_shape) * (levels or 1)

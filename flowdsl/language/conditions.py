@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
-from typing import Any
+from typing import Any, Literal
 
 from flowdsl.errors import Pos, SpecError
 from flowdsl.language.values import Symbol, describe
@@ -95,7 +95,8 @@ class ConditionInfo:
         if self.embed is None:
             return self.raw
         out = self.net_shapes[1]
-        return ContextShape({1: "vector", 2: "sequence"}.get(len(out), "image"), out)
+        layout: Literal["vector", "image", "sequence"] = ("vector", "sequence", "image")[min(len(out), 3) - 1]
+        return ContextShape(layout, out)
 
     @property
     def embed_params(self) -> int:
