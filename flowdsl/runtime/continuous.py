@@ -58,7 +58,9 @@ class Continuous(Bijection):
         if self.steps is not None:
             return {"method": self.solver, "options": {"step_size": self.time / self.steps}}
         rtol, atol = self.tolerances["float64" if dtype == torch.float64 else "float32"]
-        return {"method": self.solver, "rtol": rtol, "atol": atol}
+        # a tolerance below what the dtype resolves cannot be met: dopri5 would shrink its step until it underflows
+        floor = 16 * torch.finfo(dtype).eps
+        return {"method": self.solver, "rtol": max(rtol, floor), "atol": max(atol, floor)}
 
     def _integrate(self, flat: torch.Tensor, context, t0: float, t1: float):
         grad = torch.is_grad_enabled()
