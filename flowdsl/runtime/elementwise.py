@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowdsl.runtime.base import Bijection, BuildNode, sum_except_batch
+from flowdsl.runtime.optimize import fusing
 
 __all__ = ["ActNorm", "BatchNorm", "Logit", "Dequantize"]
 
@@ -27,12 +28,6 @@ __all__ = ["ActNorm", "BatchNorm", "Logit", "Dequantize"]
 def _view(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A per-feature vector shaped to broadcast over ``x`` ([B, F] or [B, C, H, W])."""
     return p.reshape(1, -1, *([1] * (x.dim() - 2)))
-
-
-def _fusing(actnorm: nn.Module) -> bool:
-    from flowdsl.runtime.optimize_fusion import fusing
-
-    return fusing(actnorm)
 
 
 def _spatial(x: torch.Tensor) -> int:
@@ -75,13 +70,13 @@ class ActNorm(Bijection):
                 self._initialize(x)
             self._ready = True
         ld = (self.log_scale.sum() * _spatial(x)).expand(x.shape[0]).to(x.dtype)
-        if self.fused_into_next and _fusing(self):  # the invconv1x1 after it applies the map
+        if self.fused_into_next and fusing(self):  # the invconv1x1 after it applies the map
             return x, ld
         return (x + _view(self.bias, x)) * torch.exp(_view(self.log_scale, x)), ld
 
     def inverse(self, y, context=None):
         ld = (-self.log_scale.sum() * _spatial(y)).expand(y.shape[0]).to(y.dtype)
-        if self.fused_into_next and _fusing(self):  # the invconv1x1 after it undid the map already
+        if self.fused_into_next and fusing(self):  # the invconv1x1 after it undid the map already
             return y, ld
         return y * torch.exp(-_view(self.log_scale, y)) - _view(self.bias, y), ld
 

@@ -26,8 +26,10 @@ import os
 import threading
 from contextlib import contextmanager
 
+import torch
+
 __all__ = ["optimizations_enabled", "RUNTIME_SWITCHES", "set_runtime_switches", "discarding_logdets",
-           "logdets_discarded"]
+           "logdets_discarded", "fusing"]
 
 # module attributes that turn a runtime optimisation on
 RUNTIME_SWITCHES = ("cache_weights", "subset_terms")
@@ -69,3 +71,13 @@ def discarding_logdets(optimize: bool | None = None):
 def logdets_discarded() -> bool:
     """Whether the current thread is inside :func:`discarding_logdets` (with optimisations on)."""
     return getattr(_discarding, "on", False)
+
+
+def fusing(actnorm) -> bool:
+    """Whether a fused actnorm + invconv1x1 pair (:mod:`flowdsl.runtime.optimize_fusion`) runs fused now: autograd
+    off, not compiling, and the actnorm past its data-dependent initialisation (in evaluation mode, or a
+    training-mode actnorm that has seen its first batch). Both layers ask this same question of the same actnorm,
+    so they always agree."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return False
+    return not actnorm.training or bool(getattr(actnorm, "_ready", False))

@@ -25,22 +25,13 @@ Example:
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from flowdsl.runtime.elementwise import ActNorm
+from flowdsl.runtime.optimize import fusing
 from flowdsl.runtime.structural import InvConv1x1
 
 __all__ = ["fuse_actnorm_invconv", "fusing"]
-
-
-def fusing(actnorm: nn.Module) -> bool:
-    """Whether a fused pair runs fused now: autograd off, not compiling, and the actnorm past its data-dependent
-    initialisation (in evaluation mode, or a training-mode actnorm that has seen its first batch). Both layers ask
-    this same question of the same actnorm, so they always agree."""
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
-        return False
-    return not actnorm.training or bool(getattr(actnorm, "_ready", False))
 
 
 def fuse_actnorm_invconv(layers: list[nn.Module]) -> int:

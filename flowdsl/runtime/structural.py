@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowdsl.runtime.base import Bijection, BuildNode
-from flowdsl.runtime.optimize import optimizations_enabled
+from flowdsl.runtime.optimize import fusing, optimizations_enabled
 from flowdsl.runtime.optimize_cache import DerivedCache
 
 __all__ = ["Permute", "InvConv1x1", "Squeeze", "Split"]
@@ -106,11 +106,7 @@ class InvConv1x1(Bijection):
         return F.conv2d(x, w[:, :, None, None], b)
 
     def _fusing(self) -> bool:
-        if not self._pre:
-            return False
-        from flowdsl.runtime.optimize_fusion import fusing
-
-        return fusing(self._pre[0])
+        return bool(self._pre) and fusing(self._pre[0])
 
     def _sources(self):
         return (self.lower, self.upper, self.log_s, self.perm, self.sign_s, self.lower_mask, self.eye)
