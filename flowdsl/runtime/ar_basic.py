@@ -230,11 +230,10 @@ class MadeLayer(MADE, ARModule):
     (position-major); a condition (``context_features`` C > 0) is the first layer's last C columns, of
     degree 0 (every hidden unit reads it, no path between positions), plus a direct linear term in every
     conditional (``direct``: the first position's conditional reads no hidden unit, yet must read the
-    condition). ``select(k)`` makes mask set k the
-    active one. As the first layer (``input_levels`` = L features per position, at most one of them
-    non-zero), the first weights are drawn for a fan-in of ``D (+ C)``, not ``D * L (+ C)``: on binary
-    input exactly the initialisation of a plain MADE fed ``x`` (and the condition), and it is fed ``x``
-    (reference coding, :data:`ENCODINGS`).
+    condition). ``select(k)`` makes mask set k the active one. As the first layer (``input_levels`` = L
+    features per position, at most one of them non-zero), the first weights are drawn for a fan-in of
+    ``D (+ C)``, not ``D * L (+ C)``: on binary input exactly the initialisation of a plain MADE fed ``x``
+    (and the condition), and it is fed ``x`` (reference coding, :data:`ENCODINGS`).
     """
 
     input_encoding = "reference"
