@@ -97,11 +97,8 @@ def _hypernet(context: int, outputs: int) -> nn.Linear | None:
     return layer
 
 
-def _shifted(hyper: nn.Linear | None, context, *own: torch.Tensor) -> list[torch.Tensor]:
-    """Each raw parameter ``[n]`` as ``[1, n]`` (unconditional) or ``[B, n]``: its own value + its part of
-    ``hyper(context)``."""
-    if hyper is None or context is None:
-        return [p[None] for p in own]
+def _shifted(hyper: nn.Linear, context, *own: torch.Tensor) -> list[torch.Tensor]:
+    """Each raw parameter ``[n]`` as ``[B, n]``, one per context: its own value + its part of ``hyper(context)``."""
     delta = hyper(context.reshape(context.shape[0], -1).to(own[0].dtype))
     return [p + d for p, d in zip(own, delta.split([p.numel() for p in own], dim=1))]
 
@@ -126,23 +123,26 @@ class Planar(Bijection):
         return cls(node.meta["features"], node.context_features if node.meta.get("hyper") else 0)
 
     def _vectors(self, context=None):
-        """``(u_hat, s, w, b)``, each with a leading dimension of 1 or B (one per context)."""
-        u, w, b = _shifted(self.hyper, context, self.u, self.w, self.b)
-        wu = (w * u).sum(1)
+        """``(u_hat, s, w, b)``: [D], [], [D], [1] shared, or [B, D], [B], [B, D], [B] (one per context)."""
+        if self.hyper is None or context is None:
+            u, w, b = self.u, self.w, self.b
+        else:
+            u, w, b = _shifted(self.hyper, context, self.u, self.w, self.b)
+            b = b[:, 0]
+        wu = torch.linalg.vecdot(w, u)
         m = -1 + F.softplus(wu + SHIFT).clamp_min(PLANAR_MARGIN)
-        norm2 = (w * w).sum(1).clamp_min(torch.finfo(w.dtype).tiny)
-        u_hat = u + ((m - wu) / norm2)[:, None] * w
-        return u_hat, (w * u_hat).sum(1), w, b[:, 0]
+        norm2 = torch.linalg.vecdot(w, w).clamp_min(torch.finfo(w.dtype).tiny)
+        u_hat = u + ((m - wu) / norm2)[..., None] * w
+        return u_hat, torch.linalg.vecdot(w, u_hat), w, b
 
     def u_hat(self, context=None):
         """``(u_hat, s = w.u_hat)``; ``s > -1`` is what makes the layer invertible (per context, if given)."""
-        u_hat, s, _, _ = self._vectors(context)
-        return (u_hat[0], s[0]) if context is None or self.hyper is None else (u_hat, s)
+        return self._vectors(context)[:2]
 
     @staticmethod
     def _dot(flat, w):
-        """``w.x`` per example: one matrix-vector product for a shared ``w`` [1, D], a row sum for [B, D]."""
-        return flat @ w[0] if w.shape[0] == 1 else (flat * w).sum(1)
+        """``w.x`` per example: one matrix-vector product for a shared ``w`` [D], a row sum for [B, D]."""
+        return flat @ w if w.dim() == 1 else (flat * w).sum(1)
 
     def forward(self, x, context=None):
         flat = x.reshape(x.shape[0], -1)
@@ -180,10 +180,15 @@ class Radial(Bijection):
         return cls(node.meta["features"], node.context_features if node.meta.get("hyper") else 0)
 
     def _params(self, context):
-        """``(x0, alpha, beta)``: [1, D], [1], [1] (or [B, ...], one per context); alpha > 0, beta > -alpha."""
-        x0, alpha_raw, beta_raw = _shifted(self.hyper, context, self.x0, self.alpha_raw, self.beta_raw)
-        alpha = F.softplus(alpha_raw[:, 0]).clamp_min(RADIAL_MARGIN)
-        return x0, alpha, -alpha + F.softplus(beta_raw[:, 0]).clamp_min(RADIAL_MARGIN)
+        """``(x0, alpha, beta)``: [D], [1], [1] shared (or [B, D], [B], [B], one per context); alpha > 0,
+        beta > -alpha."""
+        if self.hyper is None or context is None:
+            x0, alpha_raw, beta_raw = self.x0, self.alpha_raw, self.beta_raw
+        else:
+            x0, alpha_raw, beta_raw = _shifted(self.hyper, context, self.x0, self.alpha_raw, self.beta_raw)
+            alpha_raw, beta_raw = alpha_raw[:, 0], beta_raw[:, 0]
+        alpha = F.softplus(alpha_raw).clamp_min(RADIAL_MARGIN)
+        return x0, alpha, -alpha + F.softplus(beta_raw).clamp_min(RADIAL_MARGIN)
 
     def coefficients(self, context=None):
         """``(alpha, beta)`` with ``alpha > 0``, ``beta > -alpha``: shape [1], or [B] per context."""
