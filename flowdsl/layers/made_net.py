@@ -44,7 +44,9 @@ class MADESpec(Net):
 
     Maps ``D`` features to ``k * D`` parameters (``k`` per dimension, parameter-major) so that
     the parameters of dimension ``i`` depend only on the dimensions before ``i`` in ``order``.
-    The parameter count is that of the dense weights (masked entries included, as stored).
+    A condition enters the first layer unmasked and, through a direct linear term, every output (the
+    first dimension's too). The parameter count is that of the dense weights (masked entries
+    included, as stored).
     """
 
     name: ClassVar[str] = "made"
@@ -67,8 +69,9 @@ class MADESpec(Net):
                 raise SpecError(err.message, arg="net") from None
 
     def param_count(self, in_shape, out_shape, context=0):
+        """Dense weights and biases, plus the condition's direct term to every output (no bias)."""
         sizes = [prod(in_shape) + context, *self.hidden, prod(out_shape)]
-        return sum(_linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        return sum(_linear(a, b) for a, b in zip(sizes, sizes[1:])) + context * prod(out_shape)
 
 
 def effective_order(net: MADESpec, order: ArOrder | None) -> ArOrder:

@@ -79,6 +79,8 @@ class AutoregressiveFlow(Bijection):
                 h = act(F.linear(h, w, b))
             rows = getattr(self, f"_rows{g}")
             out = F.linear(h, w_last.index_select(0, rows), last.bias.index_select(0, rows))
+            if made.direct is not None and context is not None:  # the condition straight to every output
+                out = out + F.linear(context.to(out.dtype), made.direct.weight.index_select(0, rows))
             return out.reshape(u.shape[0], k, -1).transpose(1, 2)
 
         return params

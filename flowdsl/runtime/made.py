@@ -5,6 +5,10 @@ mask set, output ``p * D + i`` is parameter ``p`` of dimension ``i``, the last l
 that a fresh autoregressive layer is its transformer at zero parameters, the condition enters the
 first layer unmasked) and, given ``mask_sets=`` instead of ``perm`` (default ``nn.Linear`` initialisation),
 as the ``made(...)`` model layer of an autoregressive model (K mask sets, :attr:`MADE.active` selects one).
+With a condition, a direct linear term of it (``direct``, no bias; zero at the start in a conditioner) is
+added to every output: the first dimension's outputs read no hidden unit (none has a lower degree), so
+without it they would not depend on the condition. It reads only the condition: no path between inputs.
+A state dict written before it (no ``direct.weight``) loads with the term at zero, the map it computed.
 The masks are computed once (numpy, cached) and stored as non-persistent buffers; each forward
 multiplies the weights by them, so a masked weight never influences an output, whatever its value
 (with autograd off and the weight unchanged, the product is reused: :mod:`flowdsl.runtime.optimize_cache`).
@@ -21,6 +25,11 @@ Example:
     >>> g, = torch.autograd.grad(net.params(x)[:, 1].sum(), x)   # dim 1 reads only dim 0
     >>> (g[:, 1:] == 0).all().item(), (g[:, 0] != 0).any().item()
     (True, True)
+    >>> cond = MADE(perm=[0, 1, 2], hidden=(8,), params_per_dim=2, context=4)
+    >>> _ = torch.nn.init.normal_(cond.direct.weight)
+    >>> c = torch.randn(5, 4)
+    >>> bool((cond.params(x, c)[:, 0] != cond.params(x, torch.zeros(5, 4))[:, 0]).any())  # dim 0 reads c
+    True
 """
 
 from __future__ import annotations
@@ -87,9 +96,13 @@ class MADE(nn.Module):
         self.sets = len(mask_sets)
         self.features = len(perm) if perm is not None else 0
         self.params_per_dim = int(params_per_dim)
+        #: the condition straight to every output (the first dimension's only way to read it)
+        self.direct = nn.Linear(context, self.layers[-1].out_features, bias=False) if context else None
         if perm is not None:
             nn.init.zeros_(self.layers[-1].weight)
             nn.init.zeros_(self.layers[-1].bias)
+            if self.direct is not None:
+                nn.init.zeros_(self.direct.weight)
 
     @property
     def active(self) -> int:
@@ -106,7 +119,10 @@ class MADE(nn.Module):
         h = x if context is None else torch.cat([x, context.to(x.dtype)], dim=1)
         for layer, act in zip(self.layers, self.acts):
             h = act(layer(h))
-        return self.layers[-1](h)
+        out = self.layers[-1](h)
+        if self.direct is not None and context is not None:
+            out = out + self.direct(context.to(out.dtype))
+        return out
 
     def params(self, x, context=None):
         """``[B, D] -> [B, D, k]``: the k parameters of each dimension."""
@@ -117,6 +133,8 @@ class MADE(nn.Module):
         old = prefix + "linears."
         for key in [k for k in state_dict if k.startswith(old)]:
             state_dict[prefix + "layers." + key[len(old):]] = state_dict.pop(key)
+        if self.direct is not None and prefix + "layers.0.weight" in state_dict:
+            state_dict.setdefault(prefix + "direct.weight", torch.zeros_like(self.direct.weight))  # written before it
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
