@@ -92,6 +92,8 @@ class Declarations(ABC):
     model: ast.ModelDef
     limits: Limits
     decls: dict[str, Decl]
+    #: where a base's ``conditional=true`` was written (for the error when the model declares no condition)
+    conditional_base_pos: Pos | None = None
 
     @abstractmethod
     def error(self, pos: Pos, message: str, hint: str | None = None, trace: Trace = ()) -> None:
@@ -140,6 +142,13 @@ class Declarations(ABC):
             except SpecError as err:
                 self.spec_error(err, stmt.dist.pos)
                 return
+            if isinstance(stmt, ast.BaseDecl) and getattr(info, "conditional", False):
+                # where 'conditional' was written (keyword or positional), for the error when no condition exists
+                fields = list(type(info).positional or type(info).model_fields)
+                where = dict(zip((k for k, _ in sym.kwargs), sym.kwarg_pos)).get("conditional")
+                if where is None and "conditional" in fields and fields.index("conditional") < len(sym.arg_pos):
+                    where = sym.arg_pos[fields.index("conditional")]
+                self.conditional_base_pos = where or stmt.dist.pos
         if info is not None:
             self.decls[what] = Decl(stmt.pos, info)
 

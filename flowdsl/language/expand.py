@@ -321,6 +321,12 @@ def expand_model(unit: Unit, model: ast.ModelDef, limits: Limits,
     base = decls.get("base")
     if model.model_kind == "flow" and base is None:
         base = BASES.bind("normal")
+    if getattr(base, "conditional", False) and "condition" not in decls \
+            and not any(isinstance(stmt, ast.ConditionDecl) for stmt in model.body):  # (an invalid one: reported)
+        ex.error(ex.conditional_base_pos or model.pos,
+                 f"base {getattr(base, 'name', '')}(conditional=true) reads the model's condition, but model "
+                 f"'{model.name}' declares none",
+                 hint="declare one (e.g. 'condition c: vector[4]') or drop conditional=true")
     header = ModelHeader(
         name=model.name, kind=model.model_kind, pos=model.pos, file=unit.main,
         input=decls.get("input"), condition=decls.get("condition"), base=base, output=decls.get("output"),

@@ -3,7 +3,8 @@
 - :mod:`~flowdsl.testing.jacobian`: brute-force Jacobians, log-dets and sparsity patterns;
 - :mod:`~flowdsl.testing.inputs` and :mod:`~flowdsl.testing.strategies`: Hypothesis strategies for inputs,
   layer arguments and whole specs, drawn from the registry (every registered layer, built-in or user-defined);
-- :mod:`~flowdsl.testing.properties`: :func:`check_bijection`, :func:`check_structure`;
+- :mod:`~flowdsl.testing.properties`: :func:`check_bijection`, :func:`check_structure`, and for conditional
+  models :func:`check_context` (the condition is read where declared, not elsewhere) and :func:`check_training`;
   :mod:`~flowdsl.testing.autoregressive`: :func:`check_autoregressive`; each raises :class:`PropertyFailure`
   (an AssertionError) with the minimal failing example Hypothesis found and a readable report;
 - :mod:`~flowdsl.testing.search`: the Hypothesis search and :class:`PropertyFailure` behind every check;
@@ -35,12 +36,12 @@ from flowdsl.testing.jacobian import (
     per_example_jacobian,
     perturb_parameters,
 )
-from flowdsl.testing.properties import check_bijection, check_structure
+from flowdsl.testing.properties import check_bijection, check_context, check_structure, check_training
 from flowdsl.testing.search import PropertyFailure
 from flowdsl.testing.strategies import arguments, call_text, inputs, labels, layer_calls, one_hot, specs, values_for
 
 __all__ = [
     "perturb_parameters", "per_example_jacobian", "brute_force_logdet", "check_bijection", "check_sparsity",
-    "jacobian_pattern", "check_structure", "check_autoregressive", "PropertyFailure", "inputs", "labels", "one_hot",
-    "values_for", "arguments", "call_text", "layer_calls", "specs",
+    "jacobian_pattern", "check_structure", "check_context", "check_training", "check_autoregressive", "PropertyFailure",
+    "inputs", "labels", "one_hot", "values_for", "arguments", "call_text", "layer_calls", "specs",
 ]
