@@ -40,7 +40,7 @@ def made_masks_of(ir: ModelIR, node: LayerNode):
         return None
     if isinstance(layer, MadeModel):
         d, f, p = meta["positions"], meta["in_features"], meta["params_per_position"]
-        orders, per_mask = made_layer_masks(layer, d, f, p)
+        orders, per_mask = made_layer_masks(layer, d, f, p, meta.get("context", 0))
         masks, conn = per_mask[0]
         return masks, conn, np.asarray(orders[0]), len(per_mask), False
     if "perm" in meta and "hidden" in meta:  # an autoregressive flow layer's made net
