@@ -168,6 +168,13 @@ def _job(job) -> tuple[dict, float]:
     return run_one(task_name, budget, method, refs, args), time.process_time() - cpu0
 
 
+def _progress(args, row: dict) -> None:
+    """Append a finished row to ``<out>.jsonl`` (a run stopped early keeps what it has done)."""
+    if args.out:
+        with open(args.out.with_suffix(".jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| task | simulations | method | C2ST (mean ± sd over observations) | KL(p ‖ q) nats, mean | "
              "epochs | training CPU | C2ST samples per side |", "|---|---|---|---|---|---|---|---|"]
@@ -233,24 +240,29 @@ def main(argv=None) -> int:
                 ns = argparse.Namespace(**vars(args))
                 ns.c2st_samples = int(per_task.get(task_name, args.c2st_samples if not per_task else 10000))
                 jobs.append((task_name, budget, method, ns))
+    if args.out:
+        args.out.with_suffix(".jsonl").unlink(missing_ok=True)
     wall0, cpu0 = time.time(), time.process_time()
     if args.jobs > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             # the largest budgets first (the longest rows), the table in the order of the jobs
             futures = {i: pool.submit(_job, jobs[i]) for i in sorted(range(len(jobs)), key=lambda i: -jobs[i][1])}
+            for future in as_completed(futures.values()):
+                _progress(args, future.result()[0])
             results = [futures[i].result() for i in range(len(jobs))]
         rows = [row for row, _ in results]
         cpu = sum(c for _, c in results) + time.process_time() - cpu0
     else:
-        rows = [_job(job)[0] for job in jobs]
+        rows = []
+        for job in jobs:
+            rows.append(_job(job)[0])
+            _progress(args, rows[-1])
         cpu = time.process_time() - cpu0
     wall = time.time() - wall0
     command = "python benchmarks/sbi.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    import flowdsl  # noqa: F401  (the versions below)
-
     versions = f"torch {torch.__version__}, Python {platform.python_version()}"
     try:
         import sbi
