@@ -11,6 +11,10 @@
 
 ``benchmarks/sbi.py`` runs them all against sbi's own NPE; docs/sbi.md has the figures.
 
+What it may import: torch, numpy and the rest of flowdsl (its public API, its errors, the data
+cache); scikit-learn lazily (C2ST only) and sbi lazily (the adapter only); never sbibm, whose wheel
+is read as a zip file. Nothing else in flowdsl imports this package.
+
 Example:
     >>> from flowdsl.sbi import get_task
     >>> get_task("gaussian_linear")
