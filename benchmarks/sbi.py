@@ -81,6 +81,31 @@ def sbi_prior(task):
     return torch.distributions.MultivariateNormal(torch.zeros(task.dim_theta), covariance_matrix=cov.float())
 
 
+class NullTracker:
+    """sbi's ``Tracker`` that records nothing (sbi's default logs TensorBoard files into ``./sbi-logs/``).
+
+    A run whose ``./sbi-logs/`` is removed under it (a clean of the checkout) dies at its next write:
+    the benchmark and the tests give sbi this tracker instead.
+    """
+
+    log_dir = None
+
+    def log_metric(self, name, value, step=None) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+    def log_params(self, params) -> None:
+        pass
+
+    def add_figure(self, name, figure, step=None) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
 def train_sbi(task_name, task, theta, x, seed, max_epochs, builder=None):
     """sbi's NPE on the same simulations: ``(sample(n, x_o), log_prob(theta, x_o), epochs)``."""
     from sbi.inference import NPE
@@ -94,8 +119,9 @@ def train_sbi(task_name, task, theta, x, seed, max_epochs, builder=None):
         if task_name == "timeseries":
             embedding = FCEmbedding(input_dim=task.dim_x, output_dim=16, num_layers=3, num_hiddens=64)
             estimator = posterior_nn("nsf", embedding_net=embedding)
-    inference = NPE(prior=sbi_prior(task), density_estimator=estimator, show_progress_bars=False)
     options = {} if max_epochs is None else {"max_num_epochs": max_epochs}
+    inference = NPE(prior=sbi_prior(task), density_estimator=estimator, show_progress_bars=False,
+                    tracker=NullTracker())
     inference.append_simulations(theta, x).train(**options)
     epochs = len(inference.summary["validation_loss"])
     posterior = inference.build_posterior()

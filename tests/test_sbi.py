@@ -307,8 +307,9 @@ def test_sbi_npe_trains_and_samples_a_flowdsl_spec():
 
     task = get_task("two_moons")
     theta, x = task.simulate_pairs(300, seed=0)
-    inference = NPE(prior=BoxUniform(task.low, task.high), density_estimator=flowdsl_density_estimator(TINY, seed=0),
-                    show_progress_bars=False)
+    inference = NPE(prior=BoxUniform(task.low, task.high), show_progress_bars=False,
+                    tracker=_benchmark().NullTracker(),  # not sbi's default ./sbi-logs/ in the working directory
+                    density_estimator=flowdsl_density_estimator(TINY, seed=0))
     estimator = inference.append_simulations(theta, x).train(max_num_epochs=5)
     losses = inference.summary["validation_loss"]
     assert type(estimator).__name__ == "FlowDSLEstimator" and losses[-1] < losses[0]
