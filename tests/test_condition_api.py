@@ -101,7 +101,8 @@ def test_sample_one_row_per_context_or_one_context_for_all():
     (None, "is conditional on c"),
     (torch.zeros(2, 5), "must be a float tensor [B, 4]"),
     (torch.zeros(3, 4), "with B = 2"),
-    (torch.full((2, 4), float("nan")), "non-finite"),
+    (torch.full((2, 4), float("nan")), "the context for c has 8 non-finite"),
+    (torch.full((4,), float("inf")), "the context for c has 4 non-finite"),
 ])
 def test_a_wrong_context_is_one_clear_input_error(context, message):
     flow = _flow("vector[4]")

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from flowdsl.runtime.input_checks import InputError, _any, as_tensor, finite_values
+from flowdsl.runtime.input_checks import InputError, _any, as_tensor
 
 __all__ = ["ContextEncoder", "context_for", "build_context_encoder"]
 
@@ -76,8 +76,8 @@ class ContextEncoder(nn.Module):
             raise InputError(f"is conditional on {self.name}: {self.declared}: pass context={self._expected()}",
                              self.where)
         context = as_tensor(context, self.where, device)
-        if tuple(context.shape) == self.shape:  # one context for every row
-            context = context.expand(batch, *self.shape)
+        if tuple(context.shape) == self.shape:  # one context for every row: checked once, then expanded
+            return self.check(context[None], 1, device).expand(batch, *self.shape)
         if tuple(context.shape) != (batch, *self.shape):
             raise InputError(f"context for {self.name} ({self.declared}) must be {self._expected()} with B = "
                              f"{batch}, got shape {list(context.shape)}", self.where)
@@ -86,6 +86,11 @@ class ContextEncoder(nn.Module):
             what = "labels" if self.type_name == "label" else "values"
             if context.dtype.is_floating_point or (context.numel() and _any((context < 0) | (context > top))):
                 raise InputError(f"context {what} must be whole numbers in 0..{top} (an integer tensor)", self.where)
+        elif context.dtype.is_floating_point and context.numel():
+            bad = ~torch.isfinite(context)
+            if _any(bad):
+                raise InputError(f"the context for {self.name} has {int(bad.sum())} non-finite value(s) (NaN or "
+                                 f"infinity)", self.where)
         return context
 
     def encode(self, context: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -103,7 +108,7 @@ class ContextEncoder(nn.Module):
             else:  # sequence [B, L(, C), V] -> [B, C*V, L]
                 h = hot.reshape(b, self.shape[0], -1).transpose(1, 2)
         else:
-            h = finite_values(context.to(dtype), self.where)
+            h = context.to(dtype)
             if self.raw_layout == "sequence":
                 h = h.reshape(b, self.shape[0], -1).transpose(1, 2)
         if self.embed is not None:
