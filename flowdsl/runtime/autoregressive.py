@@ -63,7 +63,18 @@ from flowdsl.runtime.input_checks import (
 )
 from flowdsl.runtime.outputs import build_output
 
-__all__ = ["CompiledAR", "compile_autoregressive"]
+__all__ = ["CompiledAR", "compile_autoregressive", "level_features"]
+
+
+def level_features(hot: torch.Tensor, input_shape) -> torch.Tensor:
+    """An encoded input ``[B, *input_shape, L]`` in the first layer's layout ``[B, C * L, *grid]``."""
+    if len(input_shape) == 1:
+        return hot.transpose(1, 2)
+    if len(input_shape) == 3:
+        b, c, h, w, lv = hot.shape
+        return hot.permute(0, 1, 4, 2, 3).reshape(b, c * lv, h, w)
+    b, t, c, h, w, lv = hot.shape  # video
+    return hot.permute(0, 2, 5, 1, 3, 4).reshape(b, c * lv, t, h, w)
 
 
 class CompiledAR(nn.Module):
@@ -160,14 +171,7 @@ class CompiledAR(nn.Module):
 
     def _encode(self, x):
         """Features ``[B, C * L, *grid]`` (colour channel c owns features c*L .. c*L+L-1), in ``encoding``."""
-        hot = encode_levels(x, self.levels, self.encoding, self._dtype())
-        if len(self.input_shape) == 1:
-            return hot.transpose(1, 2)
-        if len(self.input_shape) == 3:
-            b, c, h, w, lv = hot.shape
-            return hot.permute(0, 1, 4, 2, 3).reshape(b, c * lv, h, w)
-        b, t, c, h, w, lv = hot.shape  # video
-        return hot.permute(0, 2, 5, 1, 3, 4).reshape(b, c * lv, t, h, w)
+        return level_features(encode_levels(x, self.levels, self.encoding, self._dtype()), self.input_shape)
 
     def _params(self, x, ctx, config: int):
         """``[B, N, P]`` under configuration ``config`` (x checked, ctx one-hot)."""

@@ -37,13 +37,9 @@ MAX_JACOBIAN_POSITIONS = 64
 
 def _input_features(model, hot):
     """``hot [B, *input_shape, L]`` in the first layer's layout ``[B, C * L, *grid]`` (as ``CompiledAR`` encodes)."""
-    if len(model.input_shape) == 1:
-        return hot.transpose(1, 2)
-    if len(model.input_shape) == 3:
-        b, c, h, w, lv = hot.shape
-        return hot.permute(0, 1, 4, 2, 3).reshape(b, c * lv, h, w)
-    b, t, c, h, w, lv = hot.shape  # video
-    return hot.permute(0, 2, 5, 1, 3, 4).reshape(b, c * lv, t, h, w)
+    from flowdsl.runtime.autoregressive import level_features
+
+    return level_features(hot, model.input_shape)
 
 
 def _leaf(model, x, stack):
