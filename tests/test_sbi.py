@@ -1,5 +1,5 @@
 """flowdsl.sbi: the simulators, the sbibm wheel reader, C2ST, the closed-form posteriors, NPE with a
-conditional flow, the sbi adapter and the ``benchmarks/sbi.py --quick`` path."""
+conditional flow, the sbi adapter and the ``benchmarks/sbi_npe.py --quick`` path."""
 
 import bz2
 import importlib.util
@@ -31,7 +31,7 @@ TINY = """flow tiny {
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("sbi_benchmark", ROOT / "benchmarks" / "sbi.py")
+    spec = importlib.util.spec_from_file_location("sbi_benchmark", ROOT / "benchmarks" / "sbi_npe.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

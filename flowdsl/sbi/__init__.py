@@ -9,7 +9,7 @@
 - :mod:`flowdsl.sbi.npe`: neural posterior estimation with a conditional flowdsl flow;
 - :mod:`flowdsl.sbi.sbi_adapter`: a flowdsl spec as the density estimator of the ``sbi`` package.
 
-``benchmarks/sbi.py`` runs them all against sbi's own NPE; docs/sbi.md has the figures.
+``benchmarks/sbi_npe.py`` runs them all against sbi's own NPE; docs/sbi.md has the figures.
 
 What it may import: torch, numpy and the rest of flowdsl (its public API, its errors, the data
 cache); scikit-learn lazily (C2ST only) and sbi lazily (the adapter only); never sbibm, whose wheel

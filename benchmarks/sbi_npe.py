@@ -19,8 +19,8 @@ wheel (:mod:`flowdsl.sbi.reference`); the timeseries task's from its closed form
 
 Run (the full table of docs/sbi.md; one thread, niced)::
 
-    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/sbi.py --write docs/sbi.md
-    python benchmarks/sbi.py --quick --out /tmp/sbi.md           # CI: tiny budgets, seconds
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/sbi_npe.py --write docs/sbi.md
+    python benchmarks/sbi_npe.py --quick --out /tmp/sbi.md           # CI: tiny budgets, seconds
 
 Example:
     >>> row = {"task": "two_moons", "budget": 1000, "method": "flowdsl", "c2st": [0.6, 0.7], "kl": None,
@@ -43,9 +43,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# run as `python benchmarks/sbi.py`, this file's folder is sys.path[0] and `import sbi` would find this
-# file instead of the sbi package: the folder is taken off the path (nothing else is imported from it)
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 SPECS = ROOT / "examples" / "sbi"
 BEGIN, END = "<!-- sbi-table:begin -->", "<!-- sbi-table:end -->"
 MACHINE = "shared 2-core CPU, no GPU"
@@ -288,7 +285,7 @@ def main(argv=None) -> int:
             _progress(args, rows[-1])
         cpu = time.process_time() - cpu0
     wall = time.time() - wall0
-    command = "python benchmarks/sbi.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/sbi_npe.py " + " ".join(argv if argv is not None else sys.argv[1:])
     versions = f"torch {torch.__version__}, Python {platform.python_version()}"
     try:
         import sbi
