@@ -160,3 +160,22 @@ def test_an_autoregressive_model_broadcasts_one_context_when_sampling():
     assert model.sample(6, c).shape == (6, 4)
     x = torch.randint(0, 2, (6, 4))
     torch.testing.assert_close(model.log_prob(x, c), model.log_prob(x, c.expand(6, 3)))
+
+
+@pytest.mark.parametrize("spec, condition", [("wavenet_local.ar", (1, 8)), ("gated_pixelcnn_image.ar", (1, 1, 1)),
+                                             ("bytenet.ar", (8,))])
+def test_tiny_configurations_scale_a_condition_aligned_with_the_input(spec, condition):
+    """flowdsl test's tiny models shrink a local-conditioning sequence or an image map with the input (to sizes
+    that divide the new grid), so completeness and normalisation run on them instead of being skipped."""
+    from pathlib import Path
+
+    from flowdsl.testing.autoregressive import MAX_CONFIGURATIONS
+    from flowdsl.testing.tiny import shrink_source
+
+    path = Path(__file__).resolve().parents[1] / "specs" / "conditional" / spec
+    text = path.read_text()
+    name = flowdsl.model_names(str(path))[0]
+    tiny = shrink_source(text, str(path), name, max_size=64, max_configurations=MAX_CONFIGURATIONS)
+    assert tiny is not None and tiny.condition == condition
+    model = flowdsl.compile_source(tiny.text, filename=str(path))
+    assert model.context_shape == condition

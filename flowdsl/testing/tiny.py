@@ -3,8 +3,10 @@
 A brute-force Jacobian costs one backward pass per input number and normalisation sums
 ``levels ** N`` probabilities, so the expensive properties run on a copy of the spec whose
 ``input`` declaration is rewritten to a smaller shape (and, for autoregressive models, fewer
-levels). A candidate is kept only if the checker accepts it with the same chain of layers:
-the tiny model is the declared one, only narrower.
+levels); a sequence or image condition aligned with the input's grid (WaveNet's local conditioning,
+a Gated PixelCNN's image map) is scaled with it, to sizes that divide the new grid. A candidate is kept
+only if the checker accepts it with the same chain of layers: the tiny model is the declared one,
+only narrower.
 
 Example:
     >>> text = "let w = 16\\nflow f {\\n  input x: image[1, w, w]\\n  squeeze(2)\\n  actnorm\\n}\\n"
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from flowdsl.language import ast
 
-__all__ = ["TinyConfig", "input_spans", "with_input", "shrink_source"]
+__all__ = ["TinyConfig", "input_spans", "with_input", "with_condition", "scaled_condition", "shrink_source"]
 
 _MAX_TRIES = 40
 
@@ -33,10 +35,13 @@ class TinyConfig:
     shape: tuple[int, ...]
     levels: int | None
     type_name: str
+    #: the condition's sizes when they were scaled with the input (None: as declared)
+    condition: tuple[int, ...] | None = None
 
     def describe(self) -> str:
         levels = f" levels {self.levels}" if self.levels else ""
-        return f"{self.type_name}[{', '.join(map(str, self.shape))}]{levels}"
+        scaled = f", condition [{', '.join(map(str, self.condition))}]" if self.condition else ""
+        return f"{self.type_name}[{', '.join(map(str, self.shape))}]{levels}{scaled}"
 
 
 def _offset(text: str, line: int, column: int) -> int:
@@ -47,16 +52,74 @@ def _offset(text: str, line: int, column: int) -> int:
     return starts[line - 1] + column - 1
 
 
-def _input_decl(text: str, filename: str, model: str) -> ast.InputDecl | None:
+def _decl(text: str, filename: str, model: str, kind: type):
     from flowdsl.language.syntax import parse_program
 
     prog = parse_program(text, filename)
     for m in prog.models:
         if m.name == model:
             for stmt in m.body:
-                if isinstance(stmt, ast.InputDecl):
+                if isinstance(stmt, kind):
                     return stmt
     return None
+
+
+def _input_decl(text: str, filename: str, model: str) -> ast.InputDecl | None:
+    return _decl(text, filename, model, ast.InputDecl)
+
+
+def _sizes_span(text: str, type_pos) -> tuple[int, int]:
+    """``(start, end)`` of the ``[...]`` after a declaration's type name."""
+    i = text.index("[", _offset(text, type_pos.line, type_pos.column))
+    depth, j = 0, i
+    while j < len(text):
+        depth += {"[": 1, "]": -1}.get(text[j], 0)
+        if depth == 0:
+            break
+        j += 1
+    return i, j + 1
+
+
+def scaled_condition(cond, input_shape, shape) -> tuple[int, ...] | None:
+    """The sizes of a sequence or image condition aligned with the input's grid (local conditioning, an image
+    map), scaled as the input is shrunk from ``input_shape`` to ``shape``: the same ratio where it scales
+    exactly, else the largest size that still divides the new grid (the layers upsample by the ratio they
+    find); None when the condition has no grid aligned with the input's.
+
+        >>> from types import SimpleNamespace as C
+        >>> scaled_condition(C(type_name="sequence", shape=(64, 8)), (1024,), (32,))
+        (2, 8)
+        >>> scaled_condition(C(type_name="sequence", shape=(64, 8)), (1024,), (12,))  # 12 / 1 steps
+        (1, 8)
+    """
+    if cond is None or cond.type_name not in ("sequence", "image"):
+        return None
+    if cond.type_name == "sequence":
+        grid, at = (cond.shape[0],), 0
+        old, new = tuple(input_shape[:1]), tuple(shape[:1])
+    else:
+        grid, at = tuple(cond.shape[1:]), 1
+        old, new = tuple(input_shape[-2:]), tuple(shape[-2:])
+    if len(old) != len(grid) or len(new) != len(grid):
+        return None
+    sizes = []
+    for g, o, n in zip(grid, old, new):
+        if o % g:
+            return None  # the condition's grid does not divide the input's: not aligned
+        want = max(1, g * n // o)  # the same ratio where it scales exactly, else the nearest smaller divisor of n
+        sizes.append(max(d for d in range(1, want + 1) if n % d == 0))
+    out = list(cond.shape)
+    out[at:at + len(sizes)] = sizes
+    return tuple(out)
+
+
+def with_condition(text: str, filename: str, model: str, sizes) -> str:
+    """The spec text with the model's condition sizes replaced."""
+    decl = _decl(text, filename, model, ast.ConditionDecl)
+    if decl is None:
+        return text
+    a, b = _sizes_span(text, decl.type_pos)
+    return text[:a] + "[" + ", ".join(map(str, sizes)) + "]" + text[b:]
 
 
 def input_spans(text: str, filename: str, model: str):
@@ -64,14 +127,7 @@ def input_spans(text: str, filename: str, model: str):
     decl = _input_decl(text, filename, model)
     if decl is None:
         return None
-    i = text.index("[", _offset(text, decl.type_pos.line, decl.type_pos.column))
-    depth, j = 0, i
-    while j < len(text):
-        depth += {"[": 1, "]": -1}.get(text[j], 0)
-        if depth == 0:
-            break
-        j += 1
-    dims = (i, j + 1)
+    dims = _sizes_span(text, decl.type_pos)
     if decl.levels is None:
         return dims, None
     k = start = _offset(text, decl.levels.pos.line, decl.levels.pos.column)
@@ -151,9 +207,12 @@ def shrink_source(text: str, filename: str, model: str, *, max_size: int = 64, m
         if tries > _MAX_TRIES:
             break
         new = with_input(text, filename, model, shape, levels)
-        a = analyze_source(new, filename, limits)
-        if not a.ok or model not in a.models:
-            continue
-        if [node.key for node in a.models[model].layers] == keys:
-            return TinyConfig(new, tuple(shape), levels if levels is not None else inp.levels, inp.type_name)
+        sizes = scaled_condition(ir.header.condition, inp.shape, shape)
+        scaled = sizes is not None and tuple(sizes) != tuple(ir.header.condition.shape)
+        versions = [(with_condition(new, filename, model, sizes), sizes)] if scaled else []
+        for version, cond in versions + [(new, None)]:
+            a = analyze_source(version, filename, limits)
+            if a.ok and model in a.models and [node.key for node in a.models[model].layers] == keys:
+                return TinyConfig(version, tuple(shape), levels if levels is not None else inp.levels,
+                                  inp.type_name, tuple(cond) if cond else None)
     return None
