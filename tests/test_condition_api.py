@@ -179,3 +179,22 @@ def test_tiny_configurations_scale_a_condition_aligned_with_the_input(spec, cond
     assert tiny is not None and tiny.condition == condition
     model = flowdsl.compile_source(tiny.text, filename=str(path))
     assert model.context_shape == condition
+
+
+@pytest.mark.parametrize("name", sorted(CONDITIONS))
+def test_an_empty_batch_with_a_context_gives_an_empty_result(name):
+    decl, shape = CONDITIONS[name]
+    flow = _flow(decl)
+    integer = flow.condition.integer
+    empty = torch.zeros(0, *shape, dtype=torch.long if integer else torch.float64)
+    assert flow.log_prob(torch.zeros(0, 3, dtype=torch.float64), empty).shape == (0,)
+    assert flow.sample(0, empty).shape == (0, 3)
+
+
+@pytest.mark.parametrize("net", ["mlp([8], out=3)", "lipschitz_mlp([8], out=3)", "resnet(1, 8, out=3)"])
+def test_an_embed_net_reads_the_context_from_the_start(net):
+    """Nets start their last layer at zero (a coupling starts as the identity); an encoder is re-initialised, or
+    its output would not depend on the context and only its last layer would get a gradient."""
+    flow = _flow(f"vector[6] embed {net}")
+    c1, c2 = torch.randn(2, 6, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
+    assert not torch.allclose(flow.condition(c1, 2, torch.float64), flow.condition(c2, 2, torch.float64))

@@ -96,6 +96,8 @@ class ContextEncoder(nn.Module):
     def encode(self, context: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """A checked context -> what the layers read, ``[B, *encoded_shape]``."""
         b = context.shape[0]
+        if b == 0:  # an empty batch: an empty encoding (reshapes with -1 cannot infer a size from 0 elements)
+            return torch.zeros((0, *self.encoded_shape), dtype=dtype, device=context.device)
         if self.integer:
             hot = F.one_hot(context.long(), self.levels).to(dtype)  # [B, *shape, V]
             if self.type_name == "label":

@@ -82,6 +82,14 @@ class SpectralLinear(nn.Module):
         self.frozen: torch.Tensor | None = None
         self.last: torch.Tensor | None = None  # the last normalised weight, detached (re-evaluations reuse it)
 
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s initialisation (a context encoder re-initialises a net's zero last layer with it)."""
+        layer = nn.Linear(self.weight.shape[1], self.weight.shape[0])
+        with torch.no_grad():
+            self.weight.copy_(layer.weight.to(self.weight))
+            self.bias.copy_(layer.bias.to(self.bias))
+        self.frozen = self.last = None
+
     @torch.no_grad()
     def _power_iteration(self, w: torch.Tensor):
         u, v = self.u.to(w.dtype), self.v.to(w.dtype)
