@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from flowdsl.layers.ar_basic import made_layer_masks
 from flowdsl.layers.ar_conv import kernel_mask
 from flowdsl.runtime.ar_module import ARModule, Plan, Pointwise, Stepper
-from flowdsl.runtime.base import BuildNode
+from flowdsl.runtime.base import BuildNode, ContextLinear
 from flowdsl.runtime.made import MADE
 
 __all__ = ["ENCODINGS", "encode_levels", "FVBN", "NADE", "MadeLayer", "ReLU", "GroupedLinear", "build_fvbn",
@@ -83,7 +83,7 @@ class FVBN(ARModule):
         self.linear = nn.Linear(d * f, d * p)
         nn.init.normal_(self.linear.weight, std=0.01)
         nn.init.zeros_(self.linear.bias)
-        self.context = nn.Linear(context_features, d * p, bias=False) if context_features else None
+        self.context = ContextLinear(context_features, d * p, bias=False) if context_features else None
         if self.context is not None:
             nn.init.normal_(self.context.weight, std=0.01)
         pos_out = torch.arange(d).repeat_interleave(p)
@@ -192,7 +192,7 @@ class NADE(ARModule):
         self.c = nn.Parameter(torch.zeros(h))
         self.V = nn.Parameter(torch.randn(d, p, h) * (1.0 / h ** 0.5))
         self.b = nn.Parameter(torch.zeros(d, p))
-        self.U = nn.Linear(context_features, h, bias=False) if context_features else None
+        self.U = ContextLinear(context_features, h, bias=False) if context_features else None
 
     def _hidden_bias(self, context, dt) -> torch.Tensor:
         """``c`` ``[H]``, or ``c + U y`` ``[B, H]`` when the layer reads a condition."""
@@ -253,6 +253,15 @@ class MadeLayer(MADE, ARModule):
 
     def select(self, config: int) -> None:
         self.active = config % self.sets
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint written before the layer read the condition has no context columns: they load as zeros
+        # (with the direct term at zero too, in MADE's loader), the map the old model computed
+        key = prefix + "layers.0.weight"
+        w = state_dict.get(key)
+        if w is not None and self.context_features and w.shape[1] + self.context_features == self.layers[0].in_features:
+            state_dict[key] = torch.cat([w, w.new_zeros(w.shape[0], self.context_features)], dim=1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, h, context=None):
         if not self.context_features:

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowdsl.runtime.ar_module import ARModule, Plan, Stepper, gate
-from flowdsl.runtime.base import BuildNode
+from flowdsl.runtime.base import BuildNode, zero_fill_missing
 
 __all__ = ["Embed", "TapConv1d", "GatedResidual", "ByteNetBlock", "History", "SequenceBias", "build_embed",
            "build_causal_conv", "build_gated_residual", "build_bytenet_block"]
@@ -71,6 +71,11 @@ class SequenceBias(nn.Module):
             with torch.no_grad():  # start as repetition (each value copied to its scale steps), plus noise
                 self.up.weight.mul_(0.1).add_(torch.eye(features)[:, :, None])
                 self.up.bias.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint of a layer that did not read the condition (causal_conv before it did) adds nothing: zero
+        zero_fill_missing(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         w = self.weight.to(context.dtype)

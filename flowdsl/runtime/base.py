@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Bijection", "BuildNode", "sum_except_batch"]
+__all__ = ["Bijection", "BuildNode", "sum_except_batch", "ContextLinear", "zero_fill_missing"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +67,28 @@ class Bijection(nn.Module):
 def sum_except_batch(t: torch.Tensor) -> torch.Tensor:
     """Sum over every dimension but the first: ``[B, ...] -> [B]``."""
     return t.reshape(t.shape[0], -1).sum(dim=1)
+
+
+def zero_fill_missing(module: nn.Module, state_dict, prefix: str) -> None:
+    """Give ``module``'s own parameters that ``state_dict`` lacks the value zero (in place).
+
+    A layer that reads the condition through a term that is zero in an unconditional map (a hypernetwork's
+    shift, a context projection) loads a checkpoint written before it read the condition: the missing term
+    is zero, which is the map the old model computed."""
+    for name, param in module.named_parameters(recurse=False):
+        state_dict.setdefault(prefix + name, torch.zeros_like(param))
+
+
+class ContextLinear(nn.Linear):
+    """``nn.Linear`` reading the condition: a checkpoint written before the layer read it loads with zeros here
+    (:func:`zero_fill_missing`), the unconditional map it computed.
+
+        >>> layer = ContextLinear(3, 2)
+        >>> _ = layer.load_state_dict({})  # an old checkpoint: no weights for the context term
+        >>> float(layer.weight.detach().abs().sum() + layer.bias.detach().abs().sum())
+        0.0
+    """
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        zero_fill_missing(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from flowdsl.runtime.base import Bijection, BuildNode
+from flowdsl.runtime.base import Bijection, BuildNode, ContextLinear
 
 __all__ = ["Planar", "Radial", "Sylvester", "solve_tanh_shift", "inverse_tol", "bjorck_orthonormal"]
 
@@ -92,7 +92,7 @@ def _hypernet(context: int, outputs: int) -> nn.Linear | None:
     """The condition's linear map onto a layer's raw parameters (zero: the layer starts unconditional)."""
     if not context:
         return None
-    layer = nn.Linear(context, outputs, bias=False)
+    layer = ContextLinear(context, outputs, bias=False)  # an old checkpoint loads with it at zero
     nn.init.zeros_(layer.weight)
     return layer
 
