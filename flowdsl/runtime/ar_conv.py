@@ -26,6 +26,7 @@ from flowdsl.layers.ar_conv import kernel_mask
 from flowdsl.runtime.ar_basic import GroupedLinear
 from flowdsl.runtime.ar_module import ARModule, Plan, Stepper, gate
 from flowdsl.runtime.base import BuildNode
+from flowdsl.runtime.conditions import context_mode
 
 __all__ = ["MaskedConv2d", "GatedBlock", "MaskedConvStepper", "GatedBlockStepper", "ContextBias",
            "build_masked_conv", "build_gated_block", "shift_down"]
@@ -77,11 +78,8 @@ class ContextBias(nn.Module):
 def _context_bias(module: nn.Module, condition: dict | None, out: int) -> ContextBias | None:
     """The module's context bias for the layer's ``condition`` facts (None: it reads none); a map reader
     declares ``context_layout = "map"`` (:func:`flowdsl.runtime.conditions.context_for`)."""
-    if not condition or condition.get("mode") is None:
-        return None
-    if condition["mode"] == "map":
-        module.context_layout = "map"
-    return ContextBias(condition["mode"], condition["features"], out, condition["scale"])
+    mode = context_mode(module, condition)
+    return None if mode is None else ContextBias(mode, condition["features"], out, condition["scale"])
 
 
 class MaskedConv2d(ARModule, nn.Conv2d):

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from flowdsl.runtime.ar_module import ARModule, Plan, Stepper, gate
 from flowdsl.runtime.base import BuildNode, zero_fill_missing
+from flowdsl.runtime.conditions import context_mode
 
 __all__ = ["Embed", "TapConv1d", "GatedResidual", "ByteNetBlock", "History", "SequenceBias", "build_embed",
            "build_causal_conv", "build_gated_residual", "build_bytenet_block"]
@@ -91,11 +92,10 @@ class SequenceBias(nn.Module):
 def _sequence_bias(module: nn.Module, condition: dict | None, out: int) -> SequenceBias | None:
     """The module's context bias for the layer's ``condition`` facts (None: it reads none); a map reader
     declares ``context_layout = "map"`` (:func:`flowdsl.runtime.conditions.context_for`)."""
-    if not condition or condition.get("mode") is None:
+    mode = context_mode(module, condition)
+    if mode is None:
         return None
-    if condition["mode"] == "map":
-        module.context_layout = "map"
-    return SequenceBias(condition["mode"], condition["features"], out, condition["scale"], condition["upsample"])
+    return SequenceBias(mode, condition["features"], out, condition["scale"], condition["upsample"])
 
 
 def _bias_steps(cond: SequenceBias | None, plan: Plan) -> torch.Tensor | None:

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from flowdsl.runtime.input_checks import InputError, _any, as_tensor
 
-__all__ = ["ContextEncoder", "context_for", "build_context_encoder"]
+__all__ = ["ContextEncoder", "context_for", "build_context_encoder", "context_mode"]
 
 
 class ContextEncoder(nn.Module):
@@ -134,3 +134,12 @@ def context_for(module: nn.Module, encoded: torch.Tensor | None) -> torch.Tensor
     if getattr(module, "context_layout", "flat") == "map" or encoded.dim() == 2:
         return encoded
     return encoded.flatten(1)
+
+
+def context_mode(module: nn.Module, condition: dict | None) -> str | None:
+    """How a layer reads the condition by its ``condition`` facts: ``"vector"``, ``"map"`` (then ``module`` is
+    marked ``context_layout = "map"``, what :func:`context_for` hands it), or None when it reads none."""
+    mode = condition.get("mode") if condition else None
+    if mode == "map":
+        module.context_layout = "map"
+    return mode
