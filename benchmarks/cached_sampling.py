@@ -1,9 +1,11 @@
-"""Cached vs naive ancestral sampling, in one run: the WaveNet acceptance spec and a gated PixelCNN on 28x28.
+"""Cached vs naive ancestral sampling, in one run: the WaveNet acceptance spec, a gated PixelCNN on 28x28
+and the binarized-MNIST FVBN, NADE and MADE of specs/paper/.
 
     python -m benchmarks.cached_sampling            # a few minutes on 2 CPU cores
     python -m benchmarks.cached_sampling --doc      # also writes docs/benchmarks_sampling.md
     python -m benchmarks.cached_sampling --device cuda --markdown out.md   # on a GPU; tables appended to out.md
     python -m benchmarks.cached_sampling --quick    # WaveNet at length 512, the gated PixelCNN on 12x12: seconds
+    python -m benchmarks.cached_sampling --only vector   # the FVBN, NADE and MADE rows only
 
 - cached: ``model.sample(n)`` (:mod:`flowdsl.runtime.ar_cache`: per-layer queues for the dilated
   convolutions, row caches for the gated blocks), every step timed;
@@ -46,6 +48,12 @@ GATED_28 = """autoregressive gated_pixelcnn_28 {
     output categorical
 }
 """
+
+
+#: the row groups (``--only``)
+FAMILIES = ("wavenet", "gated", "vector")
+#: the per-position-weight families at the papers' sizes (784 binary pixels)
+VECTOR_SPECS = ("specs/paper/fvbn.ar", "specs/paper/nade.ar", "specs/paper/made.ar")
 
 
 class Clock:
@@ -164,24 +172,32 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--quick", action="store_true", help="WaveNet at length 512 and the gated PixelCNN on 12x12")
     p.add_argument("--markdown", type=Path, metavar="FILE", help="append the table to FILE")
+    p.add_argument("--only", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="some rows only")
     args = p.parse_args(argv)
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
     length, size = (512, 12) if args.quick else (4096, 28)
     rows = []
-    wavenet_text = (ROOT / "specs" / "wavenet.ar").read_text()
-    wavenet = flowdsl.compile_source(wavenet_text.replace("sequence[4096]", f"sequence[{length}]"),
-                                     filename=str(ROOT / "specs" / "wavenet.ar"))
-    rows.append(bench(f"WaveNet (specs/wavenet.ar), length {length}", wavenet, args.batch, min(256, length // 4),
-                      args.naive_steps, args.naive_threads, args.device))
-    print(render(rows, "python -m benchmarks.cached_sampling"), flush=True)
-    gated = flowdsl.compile_source(GATED_28.replace("SIZE", str(size)), filename="gated_28.ar")
-    rows.append(bench(f"gated PixelCNN, {size}x{size}, 6 gated blocks of 32", gated, args.batch, size,
-                      args.naive_steps, args.naive_threads, args.device))
+    if "wavenet" in args.only:
+        wavenet_text = (ROOT / "specs" / "wavenet.ar").read_text()
+        wavenet = flowdsl.compile_source(wavenet_text.replace("sequence[4096]", f"sequence[{length}]"),
+                                         filename=str(ROOT / "specs" / "wavenet.ar"))
+        rows.append(bench(f"WaveNet (specs/wavenet.ar), length {length}", wavenet, args.batch, min(256, length // 4),
+                          args.naive_steps, args.naive_threads, args.device))
+        print(render(rows, "python -m benchmarks.cached_sampling"), flush=True)
+    if "gated" in args.only:
+        gated = flowdsl.compile_source(GATED_28.replace("SIZE", str(size)), filename="gated_28.ar")
+        rows.append(bench(f"gated PixelCNN, {size}x{size}, 6 gated blocks of 32", gated, args.batch, size,
+                          args.naive_steps, args.naive_threads, args.device))
+    if "vector" in args.only:
+        for spec in VECTOR_SPECS:
+            model = flowdsl.compile_file(ROOT / spec)
+            rows.append(bench(spec, model, args.batch, 49, args.naive_steps, args.naive_threads, args.device))
     command = "python -m benchmarks.cached_sampling" + (f" --batch {args.batch}" if args.batch != 1 else "") + \
         (f" --naive-threads {args.naive_threads}" if args.naive_threads != 1 else "") + \
         (" --doc" if args.doc else "") + (f" --device {args.device}" if args.device != "cpu" else "") + \
-        (" --quick" if args.quick else "")
+        (" --quick" if args.quick else "") + \
+        (f" --only {' '.join(args.only)}" if args.only != list(FAMILIES) else "")
     text = render(rows, command)
     print(text)
     if args.doc:

@@ -5,7 +5,8 @@ attention family: identical conditionals at every step, identical samples from t
   (<= 1e-10 in float64, <= 1e-5 in float32);
 - sampling: ``sample(n)`` (cached, the default) and ``sample(n, cached=False)`` draw the same values
   from the same seed, and so does ``complete``;
-- models without steppers (MADE, PixelRNN) fall back to the naive loop;
+- models without steppers (PixelRNN) or with several configurations (MADE with K masks) fall back to
+  the naive loop;
 - the runtime protocol is declared: each module's ``streams`` / ``takes_indices`` / ``cacheable`` /
   ``configurations`` are its layer's CausalFacts, and match what the module implements.
 """
@@ -55,6 +56,15 @@ MODELS = {
              " pixel_decoder(channels=6, blocks=2)\n output categorical",
     "video_rgb": "input x: video[2, 3, 2, 3] levels 2\n condition y: label[2]\n video_encoder(channels=3, blocks=2)\n"
                  " pixel_decoder(channels=6, blocks=1)\n relu -> conv1x1(3)\n output categorical",
+    # the per-position-weight families (flowdsl.runtime.ar_vector_steppers): running sums, one row per step
+    "fvbn": "input x: vector[7] levels 3\n fvbn\n output categorical",
+    "fvbn_conditional": "input x: vector[6] levels 2\n condition y: label[3]\n fvbn\n output bernoulli",
+    "nade": "input x: vector[8] levels 2\n nade(hidden=6)\n output bernoulli",
+    "nade_conditional": "input x: vector[6] levels 4\n condition y: label[2]\n nade(hidden=5)\n"
+                        " output logistic_mixture(2)",
+    "made": "input x: vector[7] levels 2\n made([9, 6], masks=1, order=natural)\n output bernoulli",
+    "made_conditional": "input x: vector[6] levels 3\n condition y: label[3]\n made([8], masks=1)\n"
+                        " output categorical",
 }
 
 
@@ -133,6 +143,8 @@ def test_sample_uses_the_cache_by_default(monkeypatch):
 
 @pytest.mark.parametrize("body", [
     "input x: vector[4] levels 2\n made([8], masks=2)\n output bernoulli",
+    # after a layer that reads the current position, nade's input at a position is known only after a rerun
+    "input x: vector[5] levels 3\n conv1x1(4)\n nade(hidden=4)\n output categorical",
     "input x: image[1, 3, 3] levels 2\n masked_conv(mask=A, kernel=3, channels=4)\n row_lstm(hidden=4)\n"
     " output categorical",
 ])

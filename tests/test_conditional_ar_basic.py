@@ -321,3 +321,17 @@ def test_conditional_specs(path):
         ctx = some_context(m, 2)
         x = m.sample(2, ctx, progress=False)
         assert torch.isfinite(m.log_prob(x, ctx)).all()
+
+
+def test_the_made_direct_term_is_added_once():
+    """MadeLayer adds its direct condition term once (it was added by MADE.forward and again by the layer)."""
+    m = flowdsl.compile_source("autoregressive m {\n input x: vector[4] levels 2\n condition y: vector[3]\n"
+                               " made([6], masks=1)\n output bernoulli\n}\n", filename="m.ar").double()
+    made = m.layers[0]
+    with torch.no_grad():
+        for p in made.parameters():
+            p.zero_()
+        made.direct.weight.copy_(torch.arange(12, dtype=torch.float64).reshape(4, 3))
+    y = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    params = made(torch.zeros(1, 2, 4, dtype=torch.float64), y)  # [B, P, D]
+    assert torch.allclose(params.reshape(-1), made.direct.weight @ y[0])

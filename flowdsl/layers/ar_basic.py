@@ -136,7 +136,7 @@ class FVBNSpec(Layer):
         f, d = _vector(ctx, "fvbn")
         p, c = params_per_position(ctx), ctx.context_features
         return LayerInfo(out_shape=(p, d), params=d * p * d * f + d * p + d * p * c, logdet="n/a",
-                         causal=CausalFacts(emits_params=True), reads_condition=c > 0,
+                         causal=CausalFacts(emits_params=True, cacheable=ctx.position == 0), reads_condition=c > 0,
                          report=f"{d} conditionals, each linear in all earlier positions" + condition_note(c),
                          meta={"in_features": f, "positions": d, "params_per_position": p, "context": c})
 
@@ -161,7 +161,7 @@ class NADESpec(Layer):
         f, d = _vector(ctx, "nade")
         p, h, c = params_per_position(ctx), self.hidden, ctx.context_features
         return LayerInfo(out_shape=(p, d), params=h * d * f + h + d * p * h + d * p + h * c, logdet="n/a",
-                         causal=CausalFacts(emits_params=True), reads_condition=c > 0,
+                         causal=CausalFacts(emits_params=True, cacheable=ctx.position == 0), reads_condition=c > 0,
                          report=f"{h} shared hidden units; one O(DH) pass" + condition_note(c),
                          meta={"in_features": f, "positions": d, "params_per_position": p, "context": c})
 
@@ -231,7 +231,8 @@ class MadeModel(Layer):
                    for (_, conn), o in zip(per_mask, orders))
         return LayerInfo(
             out_shape=(p, d), params=linear_params(sizes) + c * d * p, logdet="n/a",
-            causal=CausalFacts(emits_params=True, orders=tuple(tuple(int(v) for v in o) for o in orders),
+            causal=CausalFacts(emits_params=True, cacheable=ctx.position == 0,
+                               orders=tuple(tuple(int(v) for v in o) for o in orders),
                                blind_spot_remedy=f"hidden layers of at least {max(d - 1, 1)} units remove it"),
             reads_condition=c > 0,
             report=f"{self.masks} mask{'s' if self.masks > 1 else ''}, order {self.order.describe()}"

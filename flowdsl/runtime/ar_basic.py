@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from flowdsl.layers.ar_basic import made_layer_masks
 from flowdsl.layers.ar_conv import kernel_mask
 from flowdsl.runtime.ar_module import ARModule, Plan, Pointwise, Stepper
+from flowdsl.runtime.ar_vector_steppers import FVBNStepper, MadeStepper, NADEStepper
 from flowdsl.runtime.base import BuildNode, ContextLinear
 from flowdsl.runtime.made import MADE
 
@@ -96,6 +97,9 @@ class FVBN(ARModule):
         if self.context is not None and context is not None:
             y = y + self.context(context.to(y.dtype))
         return _unflat(y, self.positions)
+
+    def stepper(self, plan: Plan) -> Stepper:
+        return FVBNStepper(self, plan)
 
 
 def _nade_blocks(d: int, batch: int, hidden: int) -> list[tuple[int, int]]:
@@ -214,6 +218,9 @@ class NADE(ARModule):
                          for part, bias in zip(chunks, biases)], 1)
         return out.permute(1, 2, 0)  # [B, P, D]
 
+    def stepper(self, plan: Plan) -> Stepper:
+        return NADEStepper(self, plan)
+
     def reference_forward(self, x, context=None):
         """The same map, written out with a cumulative sum over ``[B, D, H]`` (slow; for tests)."""
         u = torch.einsum("hdf,bfd->bdh", self.W.to(x.dtype), x)
@@ -268,10 +275,11 @@ class MadeLayer(MADE, ARModule):
             context = None
         elif context is None:  # a conditional layer built without a condition at hand: the zero context
             context = h.new_zeros(h.shape[0], self.context_features)
-        y = MADE.forward(self, _flat(h), context)
-        if self.direct is not None:
-            y = y + self.direct(context.to(y.dtype))
+        y = MADE.forward(self, _flat(h), context)  # adds the direct term (self.direct) once
         return _unflat(y, self.positions)
+
+    def stepper(self, plan: Plan) -> Stepper:
+        return MadeStepper(self, plan)
 
 
 class ReLU(ARModule):
