@@ -1,6 +1,7 @@
 """torch.compile: graph breaks of every bundled flow's ``log_prob``, and the compiled/eager speed ratio.
 
     python -m benchmarks.compiled [--specs specs/*.flow] [--speed]
+    python -m benchmarks.compiled --ar        # every bundled spec, autoregressive models too
 
 :func:`explain` runs ``torch._dynamo.explain`` on a compiled flow's ``log_prob`` (evaluation
 mode, after one training-mode call so that data-initialised layers are initialised) and
@@ -33,13 +34,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def example_input(flow, batch: int = 8):
-    """(x, context) fitting a compiled flow: integers for discrete inputs, labels for conditional ones."""
+    """(x, context) fitting a compiled flow or autoregressive model: integers for discrete inputs, a
+    context of the condition's declared shape (integers in range for a discrete one)."""
+    from flowdsl.runtime.flow import CompiledFlow
+
     gen = torch.Generator().manual_seed(0)
     if flow.levels:
-        x = torch.randint(0, flow.levels, (batch, *flow.input_shape), generator=gen).float()
+        x = torch.randint(0, flow.levels, (batch, *flow.input_shape), generator=gen)
+        x = x.float() if isinstance(flow, CompiledFlow) else x
     else:
         x = torch.randn((batch, *flow.input_shape), generator=gen)
-    ctx = torch.arange(batch) % flow.classes if flow.classes else None
+    ctx = None
+    if flow.context_shape is not None:
+        levels = flow.condition.levels
+        ctx = torch.randint(0, levels, (batch, *flow.context_shape), generator=gen) if levels else \
+            torch.randn((batch, *flow.context_shape), generator=gen)
     return x, ctx
 
 
@@ -113,16 +122,19 @@ def explain_specs(paths, log=print) -> list[tuple[str, dict]]:
     rows = []
     for path in paths:
         path = Path(path)
-        try:
-            flow = flowdsl.compile_file(path)
-            info = explain(flow)
-        except Exception as err:  # noqa: BLE001 - reported in the table
-            info = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"}
-        name = str(path.relative_to(ROOT)) if path.is_absolute() and ROOT in path.parents else str(path)
-        rows.append((name, info))
-        log(f"{name}: " + (info["error"] if "error" in info else
-                           f"{info['graphs']} graph(s), {info['breaks']} break(s)"
-                           + "".join(f"\n    {r} @ {w}" for r, w in info["reasons"])))
+        models = flowdsl.model_names(path)
+        for model in models:
+            try:
+                flow = flowdsl.compile_file(path, model)
+                info = explain(flow)
+            except Exception as err:  # noqa: BLE001 - reported in the table
+                info = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"}
+            name = str(path.relative_to(ROOT)) if path.is_absolute() and ROOT in path.parents else str(path)
+            name += f" ({model})" if len(models) > 1 else ""
+            rows.append((name, info))
+            log(f"{name}: " + (info["error"] if "error" in info else
+                               f"{info['graphs']} graph(s), {info['breaks']} break(s)"
+                               + "".join(f"\n    {r} @ {w}" for r, w in info["reasons"])))
     return rows
 
 
@@ -140,11 +152,19 @@ def render_explain(rows) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.compiled", description=__doc__.splitlines()[0])
     p.add_argument("--specs", nargs="*", help="flow specs (default: specs/*.flow and benchmarks/specs/*.flow)")
+    p.add_argument("--ar", action="store_true", help="every bundled spec: also the autoregressive ones "
+                   "(specs/*.ar), specs/conditional/ and specs/paper/ (texture, a sampler, has no log_prob)")
     p.add_argument("--doc", action="store_true", help="write the table into docs/benchmarks.md")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     paths = args.specs or (sorted((ROOT / "specs").glob("*.flow"))
                            + sorted((ROOT / "benchmarks" / "specs").glob("*.flow")))
+    if args.ar and not args.specs:
+        paths = (sorted((ROOT / "specs").glob("*.flow")) + sorted((ROOT / "specs").glob("*.ar"))
+                 + sorted((ROOT / "specs" / "conditional").glob("*.*"))
+                 + sorted((ROOT / "specs" / "paper").glob("*.*"))
+                 + sorted((ROOT / "benchmarks" / "specs").glob("*.flow")))
+        paths = [p for p in paths if p.name != "texture.ar"]
     rows = explain_specs(paths)
     table = render_explain(rows)
     print(table)

@@ -98,13 +98,26 @@ def model_names_source(text: str, filename: str = "<string>") -> list[str]:
     return [m.name for m in unit.models]
 
 
-def _compile(analysis: Analysis, model: str | None, optimize: bool | None = None):
+def _compile(analysis: Analysis, model: str | None, optimize: bool | None = None, torch_compile=False):
     if not analysis.ok:
         raise analysis.error()
     ir = analysis.model(model)
     from flowdsl.runtime.compiler import compile_model
 
-    return compile_model(ir, analysis.unit, optimize=optimize)
+    built = compile_model(ir, analysis.unit, optimize=optimize)
+    if torch_compile:
+        from flowdsl.runtime.torch_compile import use_torch_compile
+
+        use_torch_compile(built, torch_compile)
+    return built
+
+
+def _torch_compile(value, where: str):
+    from flowdsl.runtime.torch_compile import MODES
+
+    if not (isinstance(value, bool) or (isinstance(value, str) and value in MODES)):
+        raise InputTypeError(f"torch_compile must be True, False or one of {', '.join(MODES)}, got {value!r}", where)
+    return value
 
 
 def _optimize(value, where: str) -> bool | None:
@@ -114,23 +127,27 @@ def _optimize(value, where: str) -> bool | None:
 
 
 def compile_file(path: str | Path, model: str | None = None, limits: Limits | None = None, *,
-                 allow_outside: bool = False, optimize: bool | None = None):
+                 allow_outside: bool = False, optimize: bool | None = None, torch_compile: bool | str = False):
     """Compile one model of a spec file into a torch module (FlowDSLError on any error).
 
     ``optimize=False`` turns the compiler's optimisations off (None: on unless ``FLOWDSL_NO_OPTIMIZE=1``).
+    ``torch_compile``: True (or a torch.compile mode, such as "reduce-overhead") compiles the model's tensor
+    paths with ``torch.compile``, for every batch size (:mod:`flowdsl.runtime.torch_compile`).
     """
     where = "compile_file"
     _name(path, where, "path"), _model(model, where), _limits(limits, where)
-    return _compile(analyze_file(path, limits, allow_outside=allow_outside), model, _optimize(optimize, where))
+    return _compile(analyze_file(path, limits, allow_outside=allow_outside), model, _optimize(optimize, where),
+                    _torch_compile(torch_compile, where))
 
 
 def compile_source(text: str, model: str | None = None, filename: str = "<string>", limits: Limits | None = None,
-                   *, allow_outside: bool = False, optimize: bool | None = None):
-    """Compile one model of a spec given as text into a torch module (``optimize`` as in compile_file)."""
+                   *, allow_outside: bool = False, optimize: bool | None = None, torch_compile: bool | str = False):
+    """Compile one model of a spec given as text into a torch module (``optimize``, ``torch_compile`` as in
+    compile_file)."""
     where = "compile_source"
     _text(text, where), _name(filename, where), _model(model, where), _limits(limits, where)
     return _compile(analyze_source(text, filename, limits, allow_outside=allow_outside), model,
-                    _optimize(optimize, where))
+                    _optimize(optimize, where), _torch_compile(torch_compile, where))
 
 
 def load(path: str | Path, map_location=None):
