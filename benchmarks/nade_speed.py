@@ -39,18 +39,28 @@ def _cpu(fn, repeats: int) -> float:
     return (time.process_time() - t) / repeats
 
 
-def measure(d: int = 784, hidden: int = 500, batch: int = 100, eval_n: int = 1000, repeats: int = 5) -> dict:
+def measure(d: int = 784, hidden: int = 500, batch: int = 100, eval_n: int = 1000, repeats: int = 5,
+            torch_compile: bool = False) -> dict:
+    """``torch_compile``: also NADE's cumulative-sum form under ``torch.compile`` (inductor; the blocked pass
+    runs eager under the compiler, see ``runtime/ar_basic._nade_pass``), its build time in ``compile_s``."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     x = torch.bernoulli(torch.full((batch, d), 0.13)).long()
     xe = torch.bernoulli(torch.full((eval_n, d), 0.13)).long()
     out = {}
-    for name, layer in (("made", f"made([{hidden}], masks=1, order=natural)"), ("nade", f"nade(hidden={hidden})"),
-                        ("nade_cumsum", f"nade(hidden={hidden})")):
+    rows = [("made", f"made([{hidden}], masks=1, order=natural)"), ("nade", f"nade(hidden={hidden})"),
+            ("nade_cumsum", f"nade(hidden={hidden})")]
+    if torch_compile:
+        rows.append(("nade_cumsum_compiled", f"nade(hidden={hidden})"))
+    for name, layer in rows:
         model = flowdsl.compile_source(_spec(d, layer), filename="m.ar")
-        if name == "nade_cumsum":  # the formulation before: one cumulative sum over [B, D, H]
+        if name.startswith("nade_cumsum"):  # the formulation before: one cumulative sum over [B, D, H]
             nade = model.layers[0]
             nade.forward = lambda h, context=None, _n=nade: _n.reference_forward(h)
+        if name.endswith("compiled"):
+            from flowdsl.runtime.torch_compile import use_torch_compile
+
+            use_torch_compile(model)
         opt = torch.optim.Adam(model.parameters(), 1e-3)
 
         def step(model=model, opt=opt):
@@ -63,21 +73,25 @@ def measure(d: int = 784, hidden: int = 500, batch: int = 100, eval_n: int = 100
             with torch.no_grad():
                 model.log_prob(xe)
 
+        t0 = time.process_time()
+        step(), evaluate()  # a compiled model builds its graphs here
+        built = time.process_time() - t0
         out[name] = {"train_step_s": _cpu(step, repeats), "eval_s": _cpu(evaluate, max(1, repeats // 2)),
-                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "compile_s": built}
     return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--torch-compile", action="store_true", help="also the cumulative-sum form under torch.compile")
     a = p.parse_args(argv)
-    r = measure(repeats=a.repeats)
+    r = measure(repeats=a.repeats, torch_compile=a.torch_compile)
     for name, m in r.items():
         print(f"{name:12s} train step {m['train_step_s'] * 1e3:8.1f} ms   eval 1000 images {m['eval_s'] * 1e3:8.0f} ms"
-              f"   peak RSS so far {m['peak_rss_mb']:6.0f} MB")
+              f"   peak RSS so far {m['peak_rss_mb']:6.0f} MB   first call {m['compile_s']:6.1f} s")
     made = r["made"]
-    for name in ("nade", "nade_cumsum"):
+    for name in [n for n in r if n != "made"]:
         print(f"{name} / made: train step x{r[name]['train_step_s'] / made['train_step_s']:.1f}, "
               f"eval x{r[name]['eval_s'] / made['eval_s']:.1f}")
 

@@ -4,7 +4,8 @@ batch size, the same numbers as eager.
 - graph breaks: ``torch._dynamo.explain`` on ``log_prob`` of a representative small model of every
   family (flows and autoregressive models, with and without conditions) finds one graph and no break;
   the three adaptive families (residual, Sylvester, FFJORD) break only where they iterate to a
-  tolerance (the reasons' files are pinned, so a new break elsewhere fails). The full bundled set:
+  tolerance, and NADE only around its blocked density pass, which runs eager on purpose (the reasons'
+  files are pinned, so a new break elsewhere fails). The full bundled set:
   ``python -m benchmarks.compiled --ar`` (docs/benchmarks.md);
 - dynamic batches: after the first call (batch 11), batch sizes 2..9 run without a recompile;
 - equality: the compiled paths (aot_eager: forward and backward traced) give eager's log-probs, samples
@@ -41,7 +42,6 @@ FLOWS = {
 }
 AR = {
     "fvbn": "input x: vector[6] levels 2\n fvbn\n output bernoulli",
-    "nade": "input x: vector[6] levels 2\n nade(hidden=5)\n output bernoulli",
     "made": "input x: vector[6] levels 3\n made([8], masks=1)\n output categorical",
     "made_masks": "input x: vector[6] levels 2\n made([8], masks=3)\n output bernoulli",
     "pixelcnn": "input x: image[1, 4, 4] levels 3\n masked_conv(mask=A, kernel=3, channels=4)\n relu\n"
@@ -60,10 +60,12 @@ AR = {
     "video": "input x: video[2, 1, 3, 3] levels 2\n video_encoder(channels=3, blocks=1)\n"
              " pixel_decoder(channels=4, blocks=1)\n output categorical",
 }
-#: the adaptive families: where they may break (files of the reasons)
+#: the families that break on purpose: where they may break (files of the reasons)
 ADAPTIVE = {
-    "residual": ("input x: vector[3]\n residual(net=lipschitz_mlp([8]))", {"residual.py"}),
-    "sylvester": ("input x: vector[3]\n sylvester(rank=2)", {"freeform.py"}),
+    # NADE's blocked density pass runs eager (torch.compiler.disable): compiled it unrolls (runtime/ar_basic.py)
+    "nade": ("autoregressive", "input x: vector[6] levels 2\n nade(hidden=5)\n output bernoulli", {"ar_basic.py"}),
+    "residual": ("flow", "input x: vector[3]\n residual(net=lipschitz_mlp([8]))", {"residual.py"}),
+    "sylvester": ("flow", "input x: vector[3]\n sylvester(rank=2)", {"freeform.py"}),
 }
 
 
@@ -110,8 +112,8 @@ def test_one_graph_no_break(kind, name, body):
 
 @pytest.mark.parametrize("name", sorted(ADAPTIVE))
 def test_adaptive_families_break_only_where_they_iterate(name):
-    body, files = ADAPTIVE[name]
-    m = _model("flow", body)
+    kind, body, files = ADAPTIVE[name]
+    m = _model(kind, body)
     out = _explain(m, *_example(m))
     where = {b.user_stack[-1].filename.rsplit("/", 1)[-1] for b in out.break_reasons if b.user_stack}
     assert out.graph_break_count > 0 and where <= files, where
@@ -136,7 +138,7 @@ def test_new_batch_sizes_do_not_recompile(kind, name, body):
 
 @pytest.mark.parametrize("kind,name,body", [("flow", "realnvp", FLOWS["realnvp"]),
                                             ("flow", "conditional_base", FLOWS["conditional_base"]),
-                                            ("autoregressive", "nade", AR["nade"]),
+                                            ("autoregressive", "nade", ADAPTIVE["nade"][1]),
                                             ("autoregressive", "gated_pixelcnn", AR["gated_pixelcnn"])],
                          ids=["realnvp", "conditional_base", "nade", "gated_pixelcnn"])
 def test_compiled_paths_equal_eager(kind, name, body):
@@ -150,10 +152,13 @@ def test_compiled_paths_equal_eager(kind, name, body):
     got = compiled.log_prob(x, ctx)
     got.sum().backward()
     assert torch.allclose(got, want, atol=1e-10)
+    grads = 0
     for (n, a), b in zip(eager.named_parameters(), compiled.parameters()):
-        assert (a.grad is None) == (b.grad is None), n
-        if a.grad is not None:
-            assert torch.allclose(a.grad, b.grad, atol=1e-10), n
+        # a parameter the pass does not reach has no gradient eagerly; aot_autograd may give it zeros
+        ga, gb = (torch.zeros_like(a) if p.grad is None else p.grad for p in (a, b))
+        assert torch.allclose(ga, gb, atol=1e-10), n
+        grads += int(ga.abs().sum() > 0)
+    assert grads > 0
     torch.manual_seed(1)
     s_eager = eager.sample(3, None if ctx is None else ctx[:3])
     torch.manual_seed(1)

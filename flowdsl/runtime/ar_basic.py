@@ -175,6 +175,15 @@ class _NADEPass(torch.autograd.Function):
         return gx, gW, gc, gV, gb, None
 
 
+@torch.compiler.disable
+def _nade_pass(chunks, biases, w, rest, grad: bool) -> torch.Tensor:
+    """The blocked pass over each chunk, ``[D, B, P]``; eager under torch.compile (a graph break, on purpose):
+    compiled, its block loop unrolls into a graph that took 646 s to build for 784 x 500 and ran 2.6x slower
+    (517 vs 199 ms a training step); the cumulative-sum form compiles quickly but runs 615 ms (docs/benchmarks.md)."""
+    return torch.cat([_NADEPass.apply(part.permute(2, 0, 1).contiguous(), w, bias, *rest, grad)
+                      for part, bias in zip(chunks, biases)], 1)
+
+
 class NADE(ARModule):
     """h_i = sigmoid(c + U y + sum_{j<i} W_j x_j) with weights shared by all i; params_i = V_i h_i + b_i.
 
@@ -214,8 +223,7 @@ class NADE(ARModule):
         # evaluation runs 128 examples at a time: blocks of several positions stay cache-sized
         chunks = [x] if grad else torch.split(x, 128)
         biases = [c] * len(chunks) if c.dim() == 1 or grad else list(torch.split(c, 128))
-        out = torch.cat([_NADEPass.apply(part.permute(2, 0, 1).contiguous(), w, bias, *rest, grad)
-                         for part, bias in zip(chunks, biases)], 1)
+        out = _nade_pass(chunks, biases, w, rest, grad)
         return out.permute(1, 2, 0)  # [B, P, D]
 
     def stepper(self, plan: Plan) -> Stepper:
