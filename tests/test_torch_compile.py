@@ -192,3 +192,24 @@ def test_bad_modes_are_refused_with_the_argument_named():
         flowdsl.compile_source("flow m {\n " + FLOWS["planar"] + "\n}\n", torch_compile="fast")
     with pytest.raises(InputTypeError, match="torch_compile must be"):
         flowdsl.compile_source("flow m {\n " + FLOWS["planar"] + "\n}\n", torch_compile=[1])
+
+
+def test_train_compile_uses_the_models_mode(monkeypatch, tmp_path):
+    """``flowdsl train --compile`` / ``train(compile=True)`` compiles the model's tensor paths (traced with the
+    eager backend here: CI's time) and trains as eager does."""
+    real, seen = torch.compile, []
+
+    def tracing_only(fn, **kw):
+        seen.append(getattr(fn, "__name__", ""))
+        return real(fn, **{**kw, "backend": "eager"})
+
+    monkeypatch.setattr(torch, "compile", tracing_only)
+    spec = tmp_path / "m.flow"
+    spec.write_text("flow m {\n " + FLOWS["realnvp"].replace("vector[4]", "vector[2]") + "\n}\n")
+    runs = {}
+    for compiled in (False, True):
+        runs[compiled] = flowdsl.train(spec, "moons", steps=3, batch=16, seed=0, compile=compiled,
+                                       output=tmp_path / f"{compiled}.pt", progress=False, log=None)
+    assert seen == ["_forward", "_inverse"]
+    a, b = (flowdsl.load(tmp_path / f"{c}.pt").state_dict() for c in (False, True))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

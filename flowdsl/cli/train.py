@@ -170,7 +170,8 @@ def _train_parser(sub) -> None:
                     help="stop once this process has used this many CPU seconds (all threads)")
     sp.add_argument("--threads", type=positive_int, help="torch's CPU threads")
     sp.add_argument("--device", type=device, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    sp.add_argument("--compile", action="store_true", help="torch.compile the objective")
+    sp.add_argument("--compile", action="store_true",
+                    help="torch.compile the model (its tensor paths, for every batch size: docs/benchmarks.md)")
     sp.add_argument("--resume", help="continue this checkpoint exactly (refused if the spec or the data changed)")
     sp.add_argument("-o", "--output", help="checkpoint path (default: the --resume path)")
     sp.add_argument("--metrics", help="the metrics file, JSON lines (default: CKPT.metrics.jsonl beside CKPT)")

@@ -234,13 +234,15 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
         if cfg["patience"] and selection["bad"] >= cfg["patience"]:
             raise _error(f"the run stopped early at step {start} ({selection['bad']} evaluations without "
                          f"improvement): there is nothing to resume", "resume with a larger --patience", resume)
+        if compile:  # the model's own torch.compile mode: its tensor paths, for every batch size
+            from flowdsl.runtime.torch_compile import use_torch_compile
+
+            use_torch_compile(net)
         objective = _NLL(net)
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             objective = DistributedDataParallel(objective, device_ids=[dev.index] if dev.type == "cuda" else None)
-        if compile:
-            objective = torch.compile(objective)
         every = cfg["eval_every"] or (order.per_epoch if cfg["epochs"] else max(1, cfg["steps"] // 10))
         dims = math.prod(header.input.shape) * math.log(2)
         say = log if rank == 0 and log is not None else (lambda *a, **k: None)
