@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import peers
+from . import peers, peers_freia, peers_pyro
 from .harness import Impl
 
 __all__ = ["Case", "CASES", "SPECS", "flowdsl_impl", "build_peer"]
@@ -41,17 +41,20 @@ class Case:
 
 
 CASES = [
-    Case("maf", "MAF: 5 layers, MADE [64, 64], D=16", "maf.flow", (16,), 512, (peers.zuko_maf, peers.nflows_maf),
+    Case("maf", "MAF: 5 layers, MADE [64, 64], D=16", "maf.flow", (16,), 512,
+         (peers.zuko_maf, peers.nflows_maf, peers_pyro.pyro_maf),
          "affine transformer; sampling: 16 sequential passes per layer in every library"),
     Case("nsf_ar", "autoregressive RQ spline: 5 layers, 8 bins, MADE [64, 64], D=16", "nsf_ar.flow", (16,), 512,
-         (peers.zuko_nsf_ar, peers.nflows_nsf_ar), "linear/identity tails outside [-5, 5]"),
+         (peers.zuko_nsf_ar, peers.nflows_nsf_ar, peers_pyro.pyro_nsf_ar), "linear/identity tails outside [-5, 5]"),
     Case("nsf_coupling", "coupling RQ spline: 5 layers, 8 bins, MLP [64, 64], D=16", "nsf_coupling.flow", (16,),
-         512, (peers.zuko_nsf_coupling, peers.nflows_nsf_coupling), "checkered masks, alternating"),
+         512, (peers.zuko_nsf_coupling, peers.nflows_nsf_coupling, peers_pyro.pyro_nsf_coupling),
+         "checkered masks, alternating (Pyro: halves, reversed between layers)"),
     Case("realnvp", "RealNVP: 6 affine couplings, MLP [64, 64], D=16", "realnvp.flow", (16,), 512,
-         (peers.normflows_realnvp,), "halves swapped between couplings"),
+         (peers.normflows_realnvp, peers_freia.freia_realnvp), "halves swapped between couplings"),
     Case("glow", "Glow on 3x16x16: squeeze, 4 x (actnorm, 1x1 conv LU, affine coupling, conv net 64)", "glow.flow",
          (3, 16, 16), 64, (peers.normflows_glow,), "", quick_batch=4),
-    Case("planar", "planar: 16 layers, D=16", "planar.flow", (16,), 512, (peers.normflows_planar,),
+    Case("planar", "planar: 16 layers, D=16", "planar.flow", (16,), 512,
+         (peers.normflows_planar, peers_pyro.pyro_planar),
          "density column: the closed-form direction in both", "flowdsl samples by a bracketed Newton inverse"),
     Case("resflow", "residual flow: 4 blocks, Lipschitz MLP [64, 64] (0.9), Russian roulette", "resflow.flow",
          (16,), 512, (peers.normflows_resflow,), "unbiased log-det estimators; inverse by fixed-point iteration"),

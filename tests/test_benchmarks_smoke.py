@@ -23,7 +23,9 @@ from benchmarks.harness import Impl, measure, param_count  # noqa: E402
 from benchmarks.run import main, render_cases, run_cases  # noqa: E402
 from flowdsl.runtime.input_checks import InputError, value_checks  # noqa: E402
 
-HAVE = {lib: importlib.util.find_spec(lib) is not None for lib in ("zuko", "nflows", "normflows")}
+HAVE = {lib: importlib.util.find_spec(module) is not None
+        for lib, module in (("zuko", "zuko"), ("nflows", "nflows"), ("normflows", "normflows"), ("pyro", "pyro"),
+                                   ("FrEIA", "FrEIA"))}
 
 
 @pytest.fixture(autouse=True)
@@ -106,7 +108,8 @@ def test_front_end_timings():
 
 PEER_CASES = [("maf", "zuko"), ("maf", "nflows"), ("nsf_coupling", "zuko"), ("nsf_coupling", "nflows"),
               ("nsf_ar", "zuko"), ("nsf_ar", "nflows"), ("realnvp", "normflows"), ("glow", "normflows"),
-              ("planar", "normflows")]
+              ("planar", "normflows"), ("maf", "pyro"), ("nsf_ar", "pyro"), ("nsf_coupling", "pyro"),
+              ("planar", "pyro"), ("realnvp", "FrEIA")]
 
 
 @pytest.mark.parametrize("key,lib", PEER_CASES)
@@ -114,7 +117,7 @@ def test_peer_half_same_parameter_count(key, lib):
     if not HAVE[lib]:
         pytest.skip(f"{lib} is not installed (pip install -e .[bench]): peer half only")
     case = next(c for c in cases.CASES if c.key == key)
-    builder = next(b for b in case.peers if b.__name__.startswith(lib))
+    builder = next(b for b in case.peers if b.__name__.startswith(lib.lower()))
     torch.manual_seed(0)
     peer = cases.build_peer(builder)
     ours = cases.flowdsl_impl(case)

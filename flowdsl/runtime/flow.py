@@ -53,6 +53,10 @@ class CompiledFlow(nn.Module):
         self.optimized = optimized
         #: per layer, whether its log-det is added: decided once here, not per call
         self._adds_logdet = tuple(not (optimized and getattr(layer, "logdet_zero", False)) for layer in layers)
+        #: the layers that run, in order (index, layer, adds its log-det): a permutation the optimisation pass
+        #: made the identity (folded into its neighbour) is not called at all; its module stays for its key
+        self._runs = tuple((i, adds) for i, (layer, adds) in enumerate(zip(layers, self._adds_logdet))
+                           if not (optimized and getattr(layer, "identity", False) is True))
         self.layers = nn.ModuleList(layers)
         self.base = base
         self.input_shape = tuple(input_shape)
@@ -118,7 +122,9 @@ class CompiledFlow(nn.Module):
         if not len(x):  # an empty batch: nothing to transform (and nothing to initialise from)
             return x.clone(), logdet
         factors = []
-        for layer, adds in zip(self.layers, self._adds_logdet):
+        layers = self.layers
+        for i, adds in self._runs:
+            layer = layers[i]
             if isinstance(layer, Split):
                 x, f = layer.split(x)
                 factors.append(f)
@@ -143,7 +149,9 @@ class CompiledFlow(nn.Module):
         if not len(z):
             return z.clone(), logdet
         x, factors = self._disassemble(z)
-        for layer, adds in zip(reversed(self.layers), reversed(self._adds_logdet)):
+        layers = self.layers
+        for i, adds in reversed(self._runs):
+            layer = layers[i]
             if isinstance(layer, Split):
                 x = layer.merge(x, factors.pop())
             else:
