@@ -156,6 +156,23 @@ def test_resume_is_exact_with_schedule_warm_up_weight_decay_ema_clipping_and_pat
     assert [r["step"] for r in lines if r["event"] == "eval"] == [4, 5, 6]
 
 
+def test_l2_is_adams_coupled_penalty_and_resumes_exactly(moons, tmp_path):
+    """``l2``: torch Adam's weight_decay (the penalty in the gradient, as the MADE reproductions train), not
+    AdamW's decoupled decay; kept exactly by a resume; it shrinks the weights against the same run without."""
+    full, resumed, a, b = _run_pieces(moons, tmp_path, "moons", 2, 4, batch=32, eval_every=1, l2=1e-2)
+    _same(a["optimizer"], b["optimizer"], "optimizer")
+    _same(full.model.state_dict(), resumed.model.state_dict(), "model")
+    group = a["optimizer"]["param_groups"][0]
+    assert group["weight_decay"] == 1e-2 and not group.get("decoupled_weight_decay", False)
+    decayed = flowdsl.train(moons, "moons", steps=20, batch=32, l2=10.0, eval_every=20, **quiet())
+    plain = flowdsl.train(moons, "moons", steps=20, batch=32, eval_every=20, **quiet())
+
+    def norm(m):
+        return sum(float(p.detach().pow(2).sum()) for p in m.parameters())
+
+    assert norm(decayed.model) < norm(plain.model)
+
+
 def test_resume_is_exact_across_a_plateau_reduction(moons, tmp_path):
     full, resumed, a, b = _run_pieces(moons, tmp_path, drifting(), 3, 6, batch=32, lr=0.03, eval_every=1,
                                       schedule="plateau:patience=1")
@@ -224,6 +241,8 @@ def test_data_is_held_compactly_and_the_validation_split_is_fixed():
     ({"schedule": "bogus"}, "unknown learning-rate schedule 'bogus'"), ({"warmup": -3}, "warmup must be"),
     ({"weight_decay": float("inf")}, "weight_decay must be"), ({"device": "nonsense"}, "unknown device 'nonsense'"),
     ({"cpu_budget": 0}, "cpu_budget must be"), ({"patience": 0}, "patience must be a positive integer"),
+    ({"l2": -1e-4}, "l2 must be a non-negative number"),
+    ({"l2": 1e-4, "weight_decay": 1e-2}, "two ways to do one thing"),
 ])
 def test_bad_settings_are_refused_before_training(moons, kw, message):
     with pytest.raises(FlowDSLError, match=message):

@@ -72,7 +72,7 @@ def cmd_train(args) -> int:
                    eval_every=args.eval_every, eval_size=args.eval_size, seed=args.seed, clip=args.clip,
                    cpu_budget=args.cpu_budget, progress=False if args.quiet else None, log=print,
                    epochs=args.epochs, patience=args.patience, schedule=args.schedule, warmup=args.warmup or 0,
-                   weight_decay=args.weight_decay or 0.0, ema=args.ema, threads=args.threads,
+                   weight_decay=args.weight_decay or 0.0, l2=args.l2 or 0.0, ema=args.ema, threads=args.threads,
                    metrics=False if args.no_metrics else args.metrics, tensorboard=args.tensorboard,
                    context=args.context)
     ev = result.evaluation
@@ -155,6 +155,8 @@ def _train_parser(sub) -> None:
                     "cosine[:min=M], step[:every=K,gamma=G], plateau[:factor=F,patience=P,min=M]")
     sp.add_argument("--warmup", type=nonnegative_int, help="linear warm-up over this many steps (default 0)")
     sp.add_argument("--weight-decay", type=nonnegative_float, help="decoupled weight decay (AdamW; default 0)")
+    sp.add_argument("--l2", type=nonnegative_float,
+                    help="an L2 penalty l2 * w added to the gradient (torch Adam's weight_decay; default 0)")
     sp.add_argument("--ema", type=ema_decay, help="average the parameters with this decay (such as 0.999): the "
                     "averaged weights are evaluated and saved")
     sp.add_argument("--clip", type=finite_positive_float, help="clip the gradient norm to this value "

@@ -24,9 +24,9 @@ __all__ = ["DEFAULTS", "merge_settings", "check_settings", "settings_error"]
 
 #: defaults of the training settings (a resumed run takes the checkpoint's unless told otherwise)
 DEFAULTS = {"steps": 1000, "batch": 64, "lr": 1e-3, "seed": 0, "clip": None, "eval_every": None, "epochs": None,
-            "patience": None, "schedule": None, "warmup": 0, "weight_decay": 0.0, "ema": None}
+            "patience": None, "schedule": None, "warmup": 0, "weight_decay": 0.0, "ema": None, "l2": 0.0}
 #: settings whose default value given explicitly does not override a checkpoint's
-_DEFAULT_IS_UNSET = {"warmup": 0, "weight_decay": 0.0}
+_DEFAULT_IS_UNSET = {"warmup": 0, "weight_decay": 0.0, "l2": 0.0}
 
 
 def settings_error(message: str, hint: str | None = None) -> FlowDSLError:
@@ -61,9 +61,13 @@ def check_settings(cfg: dict, extra: dict | None = None) -> None:
         raise settings_error(f"seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
     if not (isinstance(cfg["warmup"], int) and not isinstance(cfg["warmup"], bool) and cfg["warmup"] >= 0):
         raise settings_error(f"warmup must be a non-negative integer, got {cfg['warmup']!r}")
-    wd = cfg["weight_decay"]
-    if not (_number(wd) and math.isfinite(wd) and wd >= 0):
-        raise settings_error(f"weight_decay must be a non-negative number, got {wd!r}")
+    for name in ("weight_decay", "l2"):
+        wd = cfg[name]
+        if not (_number(wd) and math.isfinite(wd) and wd >= 0):
+            raise settings_error(f"{name} must be a non-negative number, got {wd!r}")
+    if cfg["weight_decay"] > 0 and cfg["l2"] > 0:
+        raise settings_error("weight_decay (decoupled, AdamW) and l2 (a penalty in the gradient, Adam's "
+                             "weight_decay) are two ways to do one thing: give one of them")
     ema = cfg["ema"]
     if ema is not None and not (_number(ema) and 0 < ema < 1):
         raise settings_error(f"ema must be a decay between 0 and 1 (such as 0.999), got {ema!r}")

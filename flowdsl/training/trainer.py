@@ -130,7 +130,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
           eval_every: int | None = None, eval_size: int | None = None, seed: int | None = None,
           clip: float | None = None, cpu_budget: float | None = None, progress: bool | None = True,
           log=print, epochs: int | None = None, patience: int | None = None, schedule: str | None = None,
-          warmup: int = 0, weight_decay: float = 0.0, ema: float | None = None, threads: int | None = None,
+          warmup: int = 0, weight_decay: float = 0.0, ema: float | None = None, threads: int | None = None, l2=0.0,
           metrics=None, tensorboard=None, context=None) -> TrainResult:
     """Train the model of ``spec`` (a spec file) on ``data`` (a name, a path or a :class:`Dataset`).
 
@@ -145,7 +145,8 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
     weights are kept (``output``'s ``.best`` sibling) and, with ``output``, the run is checkpointed
     atomically; ``patience`` evaluations without improvement stop it. ``schedule`` (``cosine``,
     ``step``, ``plateau``, with parameters: :mod:`.schedules`) and ``warmup`` steps shape the
-    learning rate; ``clip`` the gradient norm; ``weight_decay`` makes Adam AdamW; ``ema`` (such as
+    learning rate; ``clip`` the gradient norm; ``weight_decay`` makes Adam AdamW (``l2``: Adam's own coupled
+    penalty ``l2 * w`` in the gradient instead); ``ema`` (such as
     0.999) averages the parameters. ``metrics``: the JSON-lines file (default beside ``output``;
     False: none); ``tensorboard``: a folder for TensorBoard. ``cpu_budget`` stops earlier, once this
     process has used that many CPU seconds. ``threads`` sets torch's CPU threads for the run.
@@ -179,7 +180,7 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
             check_same_data(resume, payload, fingerprint)
         given = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "clip": clip, "eval_every": eval_every,
                  "epochs": epochs, "patience": patience, "schedule": schedule, "warmup": warmup,
-                 "weight_decay": weight_decay, "ema": ema}
+                 "weight_decay": weight_decay, "ema": ema, "l2": l2}
         if steps is not None:
             given["epochs"] = None
         cfg = merge_settings(payload, given, {"eval_size": eval_size})
@@ -207,9 +208,9 @@ def train(spec, data, *, model: str | None = None, steps: int | None = None, bat
         x_test, y_test = tensors(ds, levels, "test", dev)
         if eval_size is not None:
             x_valid, y_valid = x_valid[:eval_size], (y_valid[:eval_size] if y_valid is not None else None)
-        wd = cfg["weight_decay"]
-        opt = (torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=wd) if wd > 0 else
-               torch.optim.Adam(net.parameters(), lr=cfg["lr"]))
+        wd = cfg["weight_decay"] or cfg["l2"]  # decoupled (AdamW), or an L2 penalty in Adam's gradient
+        opt = (torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=wd) if cfg["weight_decay"] > 0 else
+               torch.optim.Adam(net.parameters(), lr=cfg["lr"], weight_decay=wd))
         plan = LRSchedule(parse_schedule(cfg["schedule"]), cfg["lr"], cfg["warmup"], cfg["steps"])
         start, history = int(payload.get("step", 0)), list(payload.get("history", []))
         selection = {"best": math.inf, "best_step": None, "bad": 0}
