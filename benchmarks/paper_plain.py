@@ -32,10 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_models import PlainFVBN, PlainMADE, PlainNADE  # noqa: E402
 
-MODELS = {"fvbn": lambda: PlainFVBN(784), "nade": lambda: PlainNADE(784, 500), "made": lambda: PlainMADE(784, [500])}
+MODELS = {"fvbn": lambda: PlainFVBN(784), "nade": lambda: PlainNADE(784, 500), "made": lambda: PlainMADE(784, [500]),
+          "made32": lambda: PlainMADE(784, [500], masks=32)}
 
 
 def _nll(model, x, batch=1000) -> float:
+    model.eval()
     with torch.no_grad():
         return float(sum(-model(torch.from_numpy(x[i:i + batch].astype(np.float32))).sum()
                          for i in range(0, len(x), batch)) / len(x))
@@ -55,6 +57,7 @@ def train_plain(name, splits, *, epochs=200, batch=100, lr=1e-3, patience=10, se
     t0, c0 = time.time(), time.process_time()
     for epoch in range(1, epochs + 1):
         order = gen.permutation(len(train))
+        model.train()
         for i in range(0, len(order) - batch + 1, batch):
             xb = torch.from_numpy(train[order[i:i + batch]].astype(np.float32))
             loss = -model(xb).mean()

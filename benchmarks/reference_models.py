@@ -56,36 +56,53 @@ class PlainNADE(nn.Module):
 
 
 class PlainMADE(nn.Module):
-    def __init__(self, d: int, hidden: list[int], degrees: str = "random", seed: int = 0):
+    """``masks=K > 1``: connectivity-agnostic training, the hidden degrees redrawn K times (seeded); in
+    training each call uses the next draw in turn, in evaluation ``log p`` is the log of the K draws'
+    average probability (Germain et al. 2015)."""
+
+    def __init__(self, d: int, hidden: list[int], degrees: str = "random", seed: int = 0, masks: int = 1):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         top = max(d - 1, 1)
         draw = (lambda h: torch.randint(1, top + 1, (h,), generator=gen)) if degrees == "random" else \
             (lambda h: torch.arange(h) % top + 1)
-        degrees_ = [torch.arange(1, d + 1)]
-        for h in hidden:  # each layer's degrees at least the previous layer's lowest (no unit reads nothing)
-            degrees_.append(torch.maximum(draw(h), degrees_[-1].min().expand(h)))
-        degrees = degrees_
         sizes = [d, *hidden, d]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
-        masks = [(degrees[i + 1][:, None] >= degrees[i][None, :]) for i in range(len(hidden))]
-        masks.append(torch.arange(1, d + 1)[:, None] > degrees[-1][None, :])
-        for i, m in enumerate(masks):
-            self.register_buffer(f"mask{i}", m.float())
+        self.masks, self.turn = masks, 0
+        for k in range(masks):
+            degrees_ = [torch.arange(1, d + 1)]
+            for h in hidden:  # each layer's degrees at least the previous layer's lowest (no unit reads nothing)
+                degrees_.append(torch.maximum(draw(h), degrees_[-1].min().expand(h)))
+            layer_masks = [(degrees_[i + 1][:, None] >= degrees_[i][None, :]) for i in range(len(hidden))]
+            layer_masks.append(torch.arange(1, d + 1)[:, None] > degrees_[-1][None, :])
+            for i, m in enumerate(layer_masks):
+                self.register_buffer(f"mask{i}" if k == 0 else f"mask{i}_{k}", m.float())
 
-    def hidden(self, x):
+    def _mask(self, i: int, k: int) -> torch.Tensor:
+        return getattr(self, f"mask{i}" if k == 0 else f"mask{i}_{k}")
+
+    def hidden(self, x, k: int = 0):
         """The hidden pre-activations of each layer (for dead-unit counts)."""
         out, h = [], x
         for i, layer in enumerate(self.layers[:-1]):
-            pre = F.linear(h, layer.weight * getattr(self, f"mask{i}"), layer.bias)
+            pre = F.linear(h, layer.weight * self._mask(i, k), layer.bias)
             out.append(pre)
             h = F.relu(pre)
         return out
 
-    def forward(self, x):
+    def _log_prob(self, x, k: int):
         h = x
         for i, layer in enumerate(self.layers):
-            h = F.linear(h, layer.weight * getattr(self, f"mask{i}"), layer.bias)
+            h = F.linear(h, layer.weight * self._mask(i, k), layer.bias)
             if i < len(self.layers) - 1:
                 h = F.relu(h)
         return bernoulli_log_prob(h, x)
+
+    def forward(self, x):
+        if self.masks == 1:
+            return self._log_prob(x, 0)
+        if self.training:
+            self.turn = (self.turn + 1) % self.masks
+            return self._log_prob(x, self.turn)
+        every = torch.stack([self._log_prob(x, k) for k in range(self.masks)])
+        return torch.logsumexp(every, 0) - torch.log(torch.tensor(float(self.masks)))
