@@ -45,7 +45,9 @@ def made(seed=0, encoding=None):
 
 def first_pre_activations(model, x):
     out = {}
-    hook = model.layers[0].layers[0].register_forward_hook(lambda m, i, o: out.setdefault("h", o))
+    # the first hidden layer's pre-activation: what its activation receives (the reference-coded first layer
+    # computes it without calling its MaskedLinear module, leaving out level 0's columns)
+    hook = model.layers[0].acts[0].register_forward_hook(lambda m, i, o: out.setdefault("h", i[0]))
     with torch.no_grad():
         model.log_prob(x.long())
     hook.remove()
@@ -162,3 +164,38 @@ def test_convolutions_keep_one_hot_which_tells_padding_from_black():
     model = flowdsl.compile_source(src, filename="m.ar")
     assert model.encoding == "one-hot"
     assert model._encode(torch.zeros(1, 1, 4, 4, dtype=torch.long))[:, 0].eq(1).all()  # black is not padding
+
+
+@pytest.mark.parametrize("body", [
+    "input x: vector[6] levels 2\n fvbn\n output bernoulli",
+    "input x: vector[5] levels 3\n condition y: vector[2]\n fvbn\n output categorical",
+    "input x: vector[6] levels 2\n made([9, 7], masks=1)\n output bernoulli",
+    "input x: vector[5] levels 4\n condition y: label[3]\n made([8], masks=2, order=agnostic)\n output categorical",
+])
+def test_reference_coded_first_layers_skip_level_zero_columns_exactly(body):
+    """With reference coding level 0's features are zero: fvbn and made leave those weight columns out of the
+    product (half the work on binary input), with the same log-probs and the same gradients."""
+    model = flowdsl.compile_source("autoregressive m {\n " + body + "\n}\n", filename="m.ar").double().eval()
+    layer = model.layers[0]
+    assert layer.reference_input  # the model told its first layer
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randint(0, model.levels, (7, *model.input_shape), generator=gen)
+    y = None
+    if model.context_shape is not None:
+        y = torch.randint(0, model.condition.levels, (7,), generator=gen) if model.condition.levels else \
+            torch.randn(7, *model.context_shape, generator=gen, dtype=torch.float64)
+    results = {}
+    for skip in (True, False):
+        layer.reference_input = skip
+        model.zero_grad(set_to_none=True)
+        lp = model.log_prob(x, y)
+        lp.sum().backward()
+        results[skip] = (lp.detach(), {n: p.grad for n, p in model.named_parameters()})
+    assert torch.allclose(results[True][0], results[False][0], atol=1e-12)
+    for name, g_full in results[False][1].items():
+        g_skip = results[True][1][name]
+        g_skip = torch.zeros_like(g_full) if g_skip is None else g_skip
+        assert torch.allclose(g_skip, g_full, atol=1e-12), name  # level 0's columns: zero either way
+    one_hot = copy.deepcopy(model)
+    one_hot.encoding = "one-hot"  # an old checkpoint's model: level 0 is a real feature again
+    assert not one_hot.layers[0].reference_input

@@ -92,8 +92,17 @@ class FVBN(ARModule):
         self.register_buffer("mask", (pos_in[None, :] < pos_out[:, None]).to(torch.get_default_dtype()),
                              persistent=False)
 
+    #: set by the model: this is the first layer and its input is reference-coded (level 0 all zeros)
+    reference_input = False
+
     def forward(self, h, context=None):
-        y = F.linear(_flat(h), self.linear.weight * self.mask.to(h.dtype), self.linear.bias)
+        f = h.shape[1]
+        if self.reference_input and f > 1:  # level 0's features are zero: its weight columns do no work
+            d = self.positions
+            w = self.linear.weight.view(-1, d, f)[:, :, 1:] * self.mask.to(h.dtype).view(-1, d, f)[:, :, 1:]
+            y = F.linear(_flat(h[:, 1:]), w.reshape(w.shape[0], -1), self.linear.bias)
+        else:
+            y = F.linear(_flat(h), self.linear.weight * self.mask.to(h.dtype), self.linear.bias)
         if self.context is not None and context is not None:
             y = y + self.context(context.to(y.dtype))
         return _unflat(y, self.positions)
@@ -278,13 +287,35 @@ class MadeLayer(MADE, ARModule):
             state_dict[key] = torch.cat([w, w.new_zeros(w.shape[0], self.context_features)], dim=1)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    #: set by the model: this is the first layer and its input is reference-coded (level 0 all zeros)
+    reference_input = False
+
     def forward(self, h, context=None):
         if not self.context_features:
             context = None
         elif context is None:  # a conditional layer built without a condition at hand: the zero context
             context = h.new_zeros(h.shape[0], self.context_features)
+        if self.reference_input and h.shape[1] > 1:
+            return _unflat(self._forward_without_level0(h, context), self.positions)
         y = MADE.forward(self, _flat(h), context)  # adds the direct term (self.direct) once
         return _unflat(y, self.positions)
+
+    def _forward_without_level0(self, h, context):
+        """MADE.forward with the first layer's level-0 columns left out: reference-coded level 0 is all zeros,
+        so those columns add nothing (on binary input the first product halves)."""
+        first, (d, f) = self.layers[0], (self.positions, h.shape[1])
+        weight, mask = first.weight, first.mask.to(first.weight.dtype)
+        w = weight[:, :d * f].view(-1, d, f)[:, :, 1:] * mask[:, :d * f].view(-1, d, f)[:, :, 1:]
+        a = F.linear(_flat(h[:, 1:]), w.reshape(w.shape[0], -1), first.bias)
+        if context is not None:
+            a = a + F.linear(context.to(a.dtype), weight[:, d * f:] * mask[:, d * f:])
+        h1 = self.acts[0](a)
+        for layer, act in zip(self.layers[1:-1], self.acts[1:]):
+            h1 = act(layer(h1))
+        out = self.layers[-1](h1)
+        if self.direct is not None and context is not None:
+            out = out + self.direct(context.to(out.dtype))
+        return out
 
     def stepper(self, plan: Plan) -> Stepper:
         return MadeStepper(self, plan)

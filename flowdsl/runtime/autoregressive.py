@@ -105,6 +105,18 @@ class CompiledAR(nn.Module):
         # of the input: what the first layer asks for; "one-hot" for checkpoints written before the fix
         self.encoding = getattr(layers[0], "input_encoding", "one-hot") if layers else "one-hot"
 
+    @property
+    def encoding(self) -> str:
+        return self._encoding
+
+    @encoding.setter
+    def encoding(self, value: str) -> None:
+        """The input encoding; the first layer learns whether its level-0 features are always zero (reference
+        coding: fvbn and made then skip those columns of their weights, half the work on binary input)."""
+        self._encoding = value
+        if len(self.layers) and hasattr(self.layers[0], "reference_input"):
+            self.layers[0].reference_input = value == "reference"
+
     # -- configuration (MADE masks)
     def get_extra_state(self):
         """The mask in turn travels in the state dict, so a resumed connectivity-agnostic run is exact;
