@@ -49,13 +49,14 @@ def encode_levels(x: torch.Tensor, levels: int, encoding: str, dtype) -> torch.T
     >>> encode_levels(torch.tensor([0, 1]), 2, "one-hot", torch.float32).tolist()
     [[1.0, 0.0], [0.0, 1.0]]
     """
-    if encoding == "one-hot":
-        return F.one_hot(x, levels).to(dtype)
-    if encoding != "reference":
+    if encoding not in ENCODINGS:
         raise ValueError(f"unknown input encoding {encoding!r} (one of {', '.join(ENCODINGS)})")
-    hot = F.one_hot(x, levels).to(dtype)
-    hot[..., 0] = 0
-    return hot
+    # one comparison and one cast (one_hot's fill, scatter, cast and level-0 zeroing were four passes);
+    # reference coding compares level 0 with -1, which no (checked) input equals
+    first = 0 if encoding == "one-hot" else -1
+    codes = torch.arange(levels, device=x.device)
+    codes[0] = first
+    return (x.unsqueeze(-1) == codes).to(dtype)
 
 
 def _flat(h: torch.Tensor) -> torch.Tensor:
