@@ -53,7 +53,7 @@ class CompiledFlow(nn.Module):
         self.optimized = optimized
         #: per layer, whether its log-det is added: decided once here, not per call
         self._adds_logdet = tuple(not (optimized and getattr(layer, "logdet_zero", False)) for layer in layers)
-        #: the layers that run, in order (index, layer, adds its log-det): a permutation the optimisation pass
+        #: the layers that run, in order (index, adds its log-det): a permutation the optimisation pass
         #: made the identity (folded into its neighbour) is not called at all; its module stays for its key
         self._runs = tuple((i, adds) for i, (layer, adds) in enumerate(zip(layers, self._adds_logdet))
                            if not (optimized and getattr(layer, "identity", False) is True))
