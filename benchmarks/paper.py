@@ -301,13 +301,12 @@ def table(results: list[dict], command: str) -> str:
 
 
 def write_table(path: Path, text: str) -> None:
-    doc = path.read_text() if path.is_file() else ""
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip() + "\n\n" + block + "\n"
-    path.write_text(doc)
+    try:  # run as a script (python benchmarks/...) or imported as benchmarks.<module>
+        from .markdown_blocks import replace_block
+    except ImportError:
+        from markdown_blocks import replace_block
+
+    replace_block(path, BEGIN, END, text)
 
 
 def main(argv=None) -> int:

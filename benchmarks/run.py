@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -199,14 +198,9 @@ def render_cases(rows, info: dict, load_before: str, load_after: str, args_line:
 
 def write_doc(block: str, name: str, path: Path = DOC) -> None:
     """Replace the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in the doc."""
-    text = path.read_text() if path.exists() else ""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    new = f"{start}\n{block}\n{end}"
-    if start in text and end in text:
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda m: new, text, flags=re.S)
-    else:
-        text = text + ("\n" if text else "") + new + "\n"
-    path.write_text(text)
+    from .markdown_blocks import replace_block
+
+    replace_block(path, f"<!-- {name}:start -->", f"<!-- {name}:end -->", block)
 
 
 def main(argv=None) -> int:

@@ -210,13 +210,12 @@ def table(rows: list[dict]) -> str:
 
 
 def write_between_markers(path: Path, block: str) -> None:
-    text = path.read_text() if path.is_file() else ""
-    new = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + new + text[text.index(END) + len(END):]
-    else:
-        text = text + ("\n" if text and not text.endswith("\n") else "") + new + "\n"
-    path.write_text(text)
+    try:  # run as a script (python benchmarks/...) or imported as benchmarks.<module>
+        from .markdown_blocks import replace_block
+    except ImportError:
+        from markdown_blocks import replace_block
+
+    replace_block(path, BEGIN, END, block)
 
 
 def parse(argv):
