@@ -66,7 +66,7 @@ class Bijection(nn.Module):
 
 def sum_except_batch(t: torch.Tensor) -> torch.Tensor:
     """Sum over every dimension but the first: ``[B, ...] -> [B]``."""
-    return t.reshape(t.shape[0], -1).sum(dim=1)
+    return t.sum(dim=1) if t.dim() == 2 else t.reshape(t.shape[0], -1).sum(dim=1)
 
 
 def zero_fill_missing(module: nn.Module, state_dict, prefix: str) -> None:

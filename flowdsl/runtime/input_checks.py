@@ -107,6 +107,16 @@ def _any(mask: torch.Tensor) -> bool:
         return False
 
 
+def _not_all(mask: torch.Tensor) -> bool:
+    """Whether some element is False (one reduction); False whenever :func:`_any` would not look."""
+    if not _VALUE_CHECKS[0] or torch.compiler.is_compiling():
+        return False
+    try:
+        return not bool(mask.all())
+    except RuntimeError:
+        return False
+
+
 def check_shape(x: torch.Tensor, shape: tuple[int, ...], where: str) -> None:
     """``x`` is ``[B, *shape]``."""
     if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
@@ -115,10 +125,9 @@ def check_shape(x: torch.Tensor, shape: tuple[int, ...], where: str) -> None:
 
 def finite_values(x: torch.Tensor, where: str) -> torch.Tensor:
     """``x``, refused when any value is NaN or infinite (the count is in the message)."""
-    if x.dtype.is_floating_point and x.numel():
-        bad = ~torch.isfinite(x)
-        if _any(bad):
-            raise InputError(f"the input has {int(bad.sum())} non-finite value(s) (NaN or infinity)", where)
+    if x.dtype.is_floating_point and x.numel() and _not_all(torch.isfinite(x)):
+        bad = int((~torch.isfinite(x)).sum())
+        raise InputError(f"the input has {bad} non-finite value(s) (NaN or infinity)", where)
     return x
 
 

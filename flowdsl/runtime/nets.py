@@ -22,6 +22,9 @@ from math import prod
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from flowdsl.runtime.optimize import optimizations_enabled
 
 __all__ = ["build_net", "activation", "build_mlp", "build_resnet", "build_conv_net", "resolve"]
 
@@ -62,17 +65,54 @@ def _zero(layer: nn.Module) -> nn.Module:
     return layer
 
 
+# activations whose module call is one torch function with the module's default arguments
+_DIRECT = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid, nn.SiLU: F.silu}
+
+
+def _direct_plan(body: nn.Module):
+    """``((linear, activation or None), ...)`` when ``body`` is a Sequential of plain ``nn.Linear`` layers and
+    activations of :data:`_DIRECT`, each linear followed by at most one activation; None otherwise."""
+    if not isinstance(body, nn.Sequential):
+        return None
+    plan: list[list] = []
+    for module in body:
+        if type(module) is nn.Linear:
+            plan.append([module, None])
+        elif type(module) in _DIRECT and plan and plan[-1][1] is None and not getattr(module, "inplace", False):
+            plan[-1][1] = _DIRECT[type(module)]
+        else:
+            return None
+    return tuple((linear, act) for linear, act in plan) or None
+
+
 class FeatureNet(nn.Module):
-    """Flatten, optional condition, a body, reshape to the output shape."""
+    """Flatten, optional condition, a body, reshape to the output shape.
+
+    With ``direct_calls`` on (a runtime switch of :mod:`flowdsl.runtime.optimize`) a body of plain linear
+    layers and activations runs as direct ``F.linear`` and activation calls, one module call instead of
+    one per layer: the same values. Hooks registered on the inner layers then do not run (build with
+    ``FLOWDSL_NO_OPTIMIZE=1`` to call every module).
+    """
 
     def __init__(self, body: nn.Module, out_shape):
         super().__init__()
         self.body = body
         self.out_shape = tuple(out_shape)
+        self.direct_calls = optimizations_enabled()
+        #: the body's layers in order (plain attribute, not a submodule: the parameters stay under ``body``)
+        self._plan = _direct_plan(body)
 
     def forward(self, x, context=None):
-        h = _with_context(x.reshape(x.shape[0], -1), context)
-        return self.body(h).reshape(x.shape[0], *self.out_shape)
+        b = x.shape[0]
+        h = _with_context(x if x.dim() == 2 else x.reshape(b, -1), context)
+        if self._plan is None or not self.direct_calls:
+            h = self.body(h)
+        else:
+            for linear, act in self._plan:
+                h = F.linear(h, linear.weight, linear.bias)
+                if act is not None:
+                    h = act(h)
+        return h if len(self.out_shape) == 1 else h.reshape(b, *self.out_shape)
 
 
 def build_mlp(spec, in_shape, out_shape, context=0):

@@ -32,7 +32,7 @@ __all__ = ["optimizations_enabled", "RUNTIME_SWITCHES", "set_runtime_switches", 
            "logdets_discarded", "fusing"]
 
 # module attributes that turn a runtime optimisation on
-RUNTIME_SWITCHES = ("cache_weights", "subset_terms")
+RUNTIME_SWITCHES = ("cache_weights", "subset_terms", "direct_calls")
 
 
 def optimizations_enabled(optimize: bool | None = None) -> bool:
