@@ -49,6 +49,9 @@ class Coupling(Bijection):
         self.k = transformer.params_per_dim
         self.zero_logdet = bool(transformer.zero_logdet)
         self.shape = tuple(shape)
+        #: (forward, inverse) taking the parameter blocks separately, when the transformer has them
+        self.parts_fn = ((transformer.forward_parts, transformer.inverse_parts)
+                         if hasattr(transformer, "forward_parts") else None)
         if spatial:
             self.register_buffer("kept_mask", kept.to(torch.get_default_dtype()), persistent=False)
             self.register_buffer("kept_bool", kept, persistent=False)
@@ -88,9 +91,24 @@ class Coupling(Bijection):
             return out.unsqueeze(-1)
         return out.reshape(out.shape[0], self.k, *like.shape[1:]).movedim(1, -1)
 
-    def _transform(self, x, context, fn, maps=None):
+    def part(self, x_k, x_t, context, inverse: bool = False, logdet: bool = True):
+        """``(y_t, log-det of each transformed element or None)`` from the two parts: None when the
+        log-det is zero or ``logdet`` is False. A transformer with ``forward_parts`` gets the parameter
+        blocks as slices of the net's output (parameter-major: block j is ``out[:, j n:(j + 1) n]``)."""
+        if self.parts_fn is not None:
+            out = self.net(x_k, context)
+            n = x_t.shape[1]
+            blocks = (out,) if self.k == 1 else out.split(n, dim=1)
+            y_t, ld = self.parts_fn[inverse](x_t, *blocks)
+        else:
+            fn = self.transformer.inverse if inverse else self.transformer.forward  # not __call__: fewer hooks
+            y_t, ld = fn(x_t, self._params(x_k, x_t, context))
+        return y_t, (ld if logdet and not self.zero_logdet else None)
+
+    def _transform(self, x, context, inverse: bool, maps=None):
         skip = self.zero_logdet or logdets_discarded()  # zero by the IR, or dropped by the caller (sampling)
         if self.spatial:
+            fn = self.transformer.inverse if inverse else self.transformer.forward
             y, ld = fn(x, self._params(x * self.kept_mask.to(x.dtype), x, context))
             keep = self.kept_bool.expand_as(x)
             y = torch.where(keep, x, y)
@@ -99,13 +117,23 @@ class Coupling(Bijection):
             return y, sum_except_batch(torch.where(keep, torch.zeros_like(ld), ld))
         if maps is not None:  # a folded permutation: read and write through the compile-time index maps
             x_k, x_t = maps[0].read(x)
-            y_t, ld = fn(x_t, self._params(x_k, x_t, context))
+            y_t, ld = self.part(x_k, x_t, context, inverse, not skip)
             y = maps[1].write(x_k, y_t)
         else:
             x_k, x_t = self._parts(x)
-            y_t, ld = fn(x_t, self._params(x_k, x_t, context))
+            y_t, ld = self.part(x_k, x_t, context, inverse, not skip)
             y = self._join(x, x_k, y_t)
-        return y, x.new_zeros(x.shape[0]) if skip else sum_except_batch(ld)
+        return y, x.new_zeros(x.shape[0]) if ld is None else sum_except_batch(ld)
+
+    def read_write_maps(self, inverse: bool = False):
+        """``(read, write)``: where this layer's kept and transformed parts are read in its input and written
+        in its output, as ``(kept positions, transformed positions)`` of axis 1 (index tensors; forward
+        direction: an absorbed permutation is in ``read``)."""
+        if self.folded is not None:
+            read, write = self.folded[0], self.folded[1]
+            return (read.first, read.second), (write.first, write.second)
+        own = (self.kept_idx, self.trans_idx)
+        return own, own
 
     @property
     def can_absorb_permutation(self) -> bool:
@@ -124,11 +152,11 @@ class Coupling(Bijection):
 
     def forward(self, x, context=None):
         maps = None if self.folded is None else (self.folded[0], self.folded[1])
-        return self._transform(x, context, self.transformer.forward, maps)  # not __call__: fewer hooks
+        return self._transform(x, context, False, maps)
 
     def inverse(self, y, context=None):
         maps = None if self.folded is None else (self.folded[2], self.folded[3])
-        return self._transform(y, context, self.transformer.inverse, maps)
+        return self._transform(y, context, True, maps)
 
 
 def build_coupling(layer, node: BuildNode) -> Coupling:

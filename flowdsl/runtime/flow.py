@@ -36,6 +36,7 @@ from flowdsl.runtime.input_checks import (
     to_dtype,
 )
 from flowdsl.runtime.optimize import discarding_logdets
+from flowdsl.runtime.optimize_coupling_chains import CouplingChain, plan_chains
 from flowdsl.runtime.structural import Split, Squeeze
 
 __all__ = ["CompiledFlow"]
@@ -58,6 +59,11 @@ class CompiledFlow(nn.Module):
         self._runs = tuple((i, adds) for i, (layer, adds) in enumerate(zip(layers, self._adds_logdet))
                            if not (optimized and getattr(layer, "identity", False) is True))
         self.layers = nn.ModuleList(layers)
+        #: what ``_forward`` runs: the entries of ``_runs``, with runs of couplings and permutations that can
+        #: carry their state as two blocks replaced by one CouplingChain each (optimised flows only)
+        self._plan = plan_chains(layers, self._runs) if optimized else self._runs
+        #: the chains' index maps (non-persistent buffers: no state-dict keys), registered to follow .to()
+        self._chains = nn.ModuleList([step for step in self._plan if isinstance(step, CouplingChain)])
         self.base = base
         self.input_shape = tuple(input_shape)
         self.levels = levels
@@ -118,12 +124,18 @@ class CompiledFlow(nn.Module):
         return self._forward(x, self._context(context, x.shape[0], x.device, x.dtype))
 
     def _forward(self, x, ctx):
-        logdet = x.new_zeros(x.shape[0])
         if not len(x):  # an empty batch: nothing to transform (and nothing to initialise from)
-            return x.clone(), logdet
+            return x.clone(), x.new_zeros(0)
+        logdet = None  # the first log-det added becomes the sum (one addition fewer than starting at zeros)
         factors = []
         layers = self.layers
-        for i, adds in self._runs:
+        for step in self._plan:
+            if type(step) is CouplingChain:
+                x, ld = step.forward(x, ctx)
+                if ld is not None:
+                    logdet = ld if logdet is None else logdet + ld
+                continue
+            i, adds = step
             layer = layers[i]
             if isinstance(layer, Split):
                 x, f = layer.split(x)
@@ -131,8 +143,8 @@ class CompiledFlow(nn.Module):
             else:
                 x, ld = layer(x, context_for(layer, ctx))
                 if adds:
-                    logdet = logdet + ld
-        return self._assemble(x, factors), logdet
+                    logdet = ld if logdet is None else logdet + ld
+        return self._assemble(x, factors), (x.new_zeros(x.shape[0]) if logdet is None else logdet)
 
     def inverse(self, z, context=None):
         """z ([B, *input_shape]) -> x, continuous (in [0, levels) for discrete inputs)."""
@@ -145,20 +157,41 @@ class CompiledFlow(nn.Module):
         return self._inverse(z, self._context(context, z.shape[0], z.device, z.dtype))
 
     def _inverse(self, z, ctx):
-        logdet = z.new_zeros(z.shape[0])
         if not len(z):
-            return z.clone(), logdet
+            return z.clone(), z.new_zeros(0)
+        logdet = None
         x, factors = self._disassemble(z)
         layers = self.layers
-        for i, adds in reversed(self._runs):
+        for step in reversed(self._plan):
+            if type(step) is CouplingChain:
+                x, ld = step.inverse(x, ctx)
+                if ld is not None:
+                    logdet = ld if logdet is None else logdet + ld
+                continue
+            i, adds = step
             layer = layers[i]
             if isinstance(layer, Split):
                 x = layer.merge(x, factors.pop())
             else:
                 x, ld = layer.inverse(x, context_for(layer, ctx))
                 if adds:
-                    logdet = logdet + ld
-        return x, logdet
+                    logdet = ld if logdet is None else logdet + ld
+        return x, (x.new_zeros(x.shape[0]) if logdet is None else logdet)
+
+    @torch.no_grad()
+    def layer_shapes(self, x, context=None) -> list[tuple[int, ...]]:
+        """The per-example output shape of every layer but the splits, running the layers one at a time (no
+        chain, no skipped permutation): what ``flowdsl compile`` compares with the IR's inferred shapes."""
+        x = self._check_input(x)
+        ctx = self._context(context, x.shape[0], x.device, x.dtype)
+        shapes = []
+        for layer in self.layers:
+            if isinstance(layer, Split):
+                x = layer.split(x)[0]
+            else:
+                x = layer(x, context_for(layer, ctx))[0]
+                shapes.append(tuple(x.shape[1:]))
+        return shapes
 
     def _base_context(self, ctx):
         return None if ctx is None or not self._base_reads else ctx.flatten(1)

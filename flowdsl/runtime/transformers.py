@@ -5,7 +5,10 @@ Every transformer is one ``nn.Module`` with ``params_per_dim`` and
 - ``forward(x, p) -> (y, log dy/dx)`` and ``inverse(y, p) -> (x, log dx/dy)``, elementwise over
   any shape, ``p`` of shape ``[*x.shape, params_per_dim]``;
 - ``from_spec(spec)``: the module of a transformer spec (what :func:`build_transformer` calls);
-- ``zero_logdet``: True when the log-det is identically 0 (the structure skips summing it).
+- ``zero_logdet``: True when the log-det is identically 0 (the structure skips summing it);
+- optionally ``forward_parts(x, *blocks)`` / ``inverse_parts(y, *blocks)``: the same maps with the
+  ``params_per_dim`` parameter blocks as separate tensors of ``x``'s shape (the log-det None when zero):
+  a coupling then slices its net's output instead of reshaping it (:class:`Affine`, :class:`Additive`).
 
 :class:`Affine` and :class:`Additive` are here; the splines (:class:`RQSpline`,
 :class:`CubicSpline`) live in :mod:`flowdsl.runtime.splines` and the transformers with a
@@ -62,6 +65,15 @@ class Affine(nn.Module):
         s = self.log_scale(p)
         return (y - p[..., 0]) * torch.exp(-s), -s
 
+    # the same maps with the parameters as separate blocks (a coupling slices them off its net's output)
+    def forward_parts(self, x, t, raw):
+        s = self.clamp * torch.tanh(raw / self.clamp)
+        return torch.addcmul(t, x, torch.exp(s)), s
+
+    def inverse_parts(self, y, t, raw):
+        minus_s = torch.tanh(raw / self.clamp) * -self.clamp  # -s exactly, without a negation
+        return (y - t) * torch.exp(minus_s), minus_s
+
 
 class Additive(nn.Module):
     """``y = x + t``; parameters ``[t]``; volume preserving (the structures do not sum its zero log-det)."""
@@ -81,6 +93,12 @@ class Additive(nn.Module):
 
     def inverse(self, y, p):
         return y - p[..., 0], torch.zeros_like(y)
+
+    def forward_parts(self, x, t):
+        return x + t, None  # None: the log-det is zero
+
+    def inverse_parts(self, y, t):
+        return y - t, None
 
 
 def build_transformer(spec) -> nn.Module:
