@@ -172,23 +172,17 @@ def _runtime_shapes(model, ir) -> str:
 
     if ir.header.kind != "flow" or not hasattr(model, "layers"):
         return ""
-    seen = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(tuple(out[0].shape[1:])))
-             for m in model.layers if hasattr(m, "forward") and not hasattr(m, "split")]
+    was = model.training
+    model.eval()
     try:
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            x = torch.full((2, *model.input_shape), 0.5 * (model.levels or 1))
-            ctx = None  # zeros are a valid context of every condition: class 0, value 0 of levels, 0.0
-            if ir.header.condition is not None:
-                integer = ir.header.condition.integer
-                ctx = torch.zeros(2, *model.context_shape, dtype=torch.long if integer else x.dtype)
-            model(x, ctx)
-        model.train(was)
+        x = torch.full((2, *model.input_shape), 0.5 * (model.levels or 1))
+        ctx = None  # zeros are a valid context of every condition: class 0, value 0 of levels, 0.0
+        if ir.header.condition is not None:
+            integer = ir.header.condition.integer
+            ctx = torch.zeros(2, *model.context_shape, dtype=torch.long if integer else x.dtype)
+        seen = model.layer_shapes(x, ctx)
     finally:
-        for hk in hooks:
-            hk.remove()
+        model.train(was)
     want = [tuple(node.out_shape) for node in ir.layers if node.factored is None]
     if seen != want:
         return "shapes: MISMATCH between inference and runtime"
