@@ -2,7 +2,7 @@
 
 Example:
     >>> [c.key for c in CASES]
-    ['maf', 'nsf_ar', 'nsf_coupling', 'realnvp', 'glow', 'planar', 'resflow']
+    ['maf', 'nsf_ar', 'nsf_coupling', 'realnvp', 'glow', 'planar', 'resflow', 'radial', 'sylvester', 'naf']
     >>> impl = flowdsl_impl(CASES[0])
     >>> impl.library, impl.extra["declared"] == sum(p.numel() for p in impl.module.parameters())
     ('flowdsl', True)
@@ -58,6 +58,16 @@ CASES = [
          "density column: the closed-form direction in both", "flowdsl samples by a bracketed Newton inverse"),
     Case("resflow", "residual flow: 4 blocks, Lipschitz MLP [64, 64] (0.9), Russian roulette", "resflow.flow",
          (16,), 512, (peers.normflows_resflow,), "unbiased log-det estimators; inverse by fixed-point iteration"),
+    Case("radial", "radial: 16 layers, D=16", "radial.flow", (16,), 512, (peers_pyro.pyro_radial,),
+         "density column: the closed-form direction in both (Pyro's radial has no inverse)",
+         "flowdsl samples by the closed-form inverse (a quadratic in the radius)"),
+    Case("sylvester", "Householder-Sylvester: 4 layers of full rank, Q from 16 reflections, D=16", "sylvester.flow",
+         (16,), 512, (peers_pyro.pyro_sylvester,),
+         "density column: the closed-form direction in both (Pyro's Sylvester has no inverse)",
+         "flowdsl samples by back-substitution with bracketed 1-D root finds"),
+    Case("naf", "NAF: 3 deep sigmoidal flows (16 sigmoids), MADE [64, 64], D=16", "naf.flow", (16,), 512,
+         (peers_pyro.pyro_naf,), "density direction: one pass per layer in both (Pyro: NeuralAutoregressive "
+         "through .inv)", "flowdsl samples by safeguarded Newton, 16 sequential dimensions per layer"),
 ]
 
 

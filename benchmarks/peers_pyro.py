@@ -8,8 +8,21 @@ pass per layer and samples sequentially, as flowdsl's ``autoregressive`` layers,
 Orders: ``AutoRegressiveNN(permutation=arange(D))`` (natural) with a reversing ``Permute`` between
 layers, the alternating orders of the spec. Pyro's ``SplineCoupling`` keeps the first ``split_dim``
 features; a reversing permutation between layers makes the kept half alternate (the spec alternates
-even/odd features: the same function class and cost). ``Planar`` has no inverse in Pyro, as in
-normflows: the density column is the closed-form direction ``log p(z) - log|det J|``, no sampling.
+even/odd features: the same function class and cost). ``Planar``, ``Radial`` and ``Sylvester`` have no
+inverse in Pyro (``Planar`` none in normflows either): the density column is the closed-form direction
+``log p(z) - log|det J|``, no sampling. Their ``log_abs_det_jacobian`` reads what the forward call cached,
+so they keep Pyro's cache of one (x, y) pair, cleared at the start of each call (a fresh batch: the harness
+repeats one tensor, which the cache would answer with a graph already backpropagated). ``NeuralAutoregressive``
+(NAF) is used through ``.inv`` like the other autoregressive transforms: one pass to score data; its inverse
+is not implemented, so no sampling. ``Sylvester(D, count_transforms=K)`` is of full rank with ``Q`` a product
+of ``K`` reflections, as ``sylvester(kind=householder, rank=16)`` (16 reflections) in the spec; Pyro stores
+``R`` and ``S`` as dense D x D parameters of which it reads the strict upper triangle (plus separate
+diagonals): the 2 x 136 entries it masks out, trained for nothing, are dropped by a parametrisation that
+builds the matrix from its strict upper triangle, so that the parameter counts (and Adam's work) compare.
+Pyro's Sylvester applies ``x @ (S Q^T)`` and ``tanh(.) @ (Q R)`` to row vectors, i.e.
+``y = x + R^T Q^T tanh(Q S^T x + b)``: its log-det ``sum log(1 + h' R_ii S_ii)`` is exact only when
+``Q S^T R^T Q^T`` is triangular (Q a permutation); the cost, which is what is timed, is the same. It builds
+the reflections' identity on the CPU (``torch.eye(D)``), so it runs on the CPU only (Pyro 1.9).
 The base distribution is built per call from the module's buffers (it follows ``.to(device)``), as
 zuko builds its distribution per call: that call is part of what a Pyro user pays.
 
@@ -28,9 +41,11 @@ from torch import nn
 
 from .harness import Impl
 
-__all__ = ["pyro_maf", "pyro_nsf_ar", "pyro_nsf_coupling", "pyro_planar"]
+__all__ = ["pyro_maf", "pyro_nsf_ar", "pyro_nsf_coupling", "pyro_planar", "pyro_radial", "pyro_sylvester",
+           "pyro_naf"]
 
 D, HIDDEN, LAYERS, BINS, BOUND = 16, 64, 5, 8, 5.0
+NAF_LAYERS, NAF_SIGMOIDS, SYLVESTER_LAYERS = 3, 16, 4
 
 
 class _PyroFlow(nn.Module):
@@ -67,10 +82,10 @@ def _reverse():
     return T.Permute(torch.arange(D - 1, -1, -1))
 
 
-def _autoregressive(make) -> _PyroFlow:
-    """``LAYERS`` autoregressive transforms (``make()``), reversals between them, all used through ``.inv``."""
+def _autoregressive(make, count: int = LAYERS) -> _PyroFlow:
+    """``count`` autoregressive transforms (``make()``), reversals between them, all used through ``.inv``."""
     layers, inverted = [], []
-    for i in range(LAYERS):
+    for i in range(count):
         if i:
             layers.append(_reverse())
         inverted.append(len(layers))
@@ -117,21 +132,79 @@ def pyro_nsf_coupling() -> Impl:
     return _impl(_PyroFlow(layers), "SplineCoupling keeps the first half; reversals between layers")
 
 
-def pyro_planar() -> Impl:
-    """Pyro's planar layers map latent -> data and have no inverse: the comparable computation is the
-    closed-form direction, ``log q(f(z)) = log p(z) - log|det J|``."""
-    import pyro.distributions.transforms as T
-
-    flow = _PyroFlow([T.Planar(D) for _ in range(16)])
+def _closed_form(transforms, note: str) -> Impl:
+    """Transforms without an inverse, scored in the closed-form direction ``log p(z) - sum log|det J|``."""
+    flow = _PyroFlow(transforms)
+    for t in flow.steps:
+        t._cache_size = 1  # Pyro's setting for these: log_abs_det_jacobian reads what the forward call cached
 
     def closed_form(z):
         base = torch.distributions.Normal(flow.loc, flow.scale)
         out = base.log_prob(z).sum(-1)
         for t in flow.steps:
+            t._cached_x_y = None, None  # a fresh batch (see the module docstring)
             y = t(z)
             out = out - t.log_abs_det_jacobian(z, y)
             z = y
         return out
 
-    return Impl("pyro", flow, closed_form, None,
-                "Pyro's planar layers have no inverse: density column = closed-form direction; no sampling")
+    return Impl("pyro", flow, closed_form, None, note)
+
+
+def pyro_planar() -> Impl:
+    """Pyro's planar layers map latent -> data and have no inverse: the comparable computation is the
+    closed-form direction, ``log q(f(z)) = log p(z) - log|det J|``."""
+    import pyro.distributions.transforms as T
+
+    return _closed_form([T.Planar(D) for _ in range(16)],
+                        "Pyro's planar layers have no inverse: density column = closed-form direction; no sampling")
+
+
+def pyro_radial() -> Impl:
+    """16 radial layers, ``x0, alpha', beta'`` each (D + 2 parameters, as the spec's); no inverse in Pyro."""
+    import pyro.distributions.transforms as T
+
+    return _closed_form([T.Radial(D) for _ in range(16)],
+                        "Pyro's radial layers have no inverse: density column = closed-form direction; no sampling")
+
+
+class _StrictUpper(nn.Module):
+    """A D x D matrix from its strict upper triangle, zeros elsewhere (a ``torch.nn.utils.parametrize``
+    parametrisation: ``right_inverse`` keeps the triangle, so the stored parameter is that triangle only)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.d = d
+        self.register_buffer("index", torch.triu_indices(d, d, offset=1))
+
+    def forward(self, upper):
+        return upper.new_zeros(self.d, self.d).index_put((self.index[0], self.index[1]), upper)
+
+    def right_inverse(self, dense):
+        return dense[self.index[0], self.index[1]]
+
+
+def pyro_sylvester() -> Impl:
+    """4 Householder-Sylvester layers of full rank, ``Q`` from 16 reflections; no inverse in Pyro."""
+    import pyro.distributions.transforms as T
+    from torch.nn.utils import parametrize
+
+    layers = []
+    for _ in range(SYLVESTER_LAYERS):
+        t = T.Sylvester(D, count_transforms=D)
+        for name in ("R_dense", "S_dense"):  # only the strict upper triangle is read (see the module docstring)
+            parametrize.register_parametrization(t, name, _StrictUpper(D))
+        layers.append(t)
+    return _closed_form(layers, "Sylvester(count_transforms=16) has no inverse: density column = closed-form "
+                                "direction; no sampling; dense R, S stored as their strict upper triangles")
+
+
+def pyro_naf() -> Impl:
+    import pyro.distributions.transforms as T
+    from pyro.nn import AutoRegressiveNN
+
+    flow = _autoregressive(lambda: T.NeuralAutoregressive(
+        AutoRegressiveNN(D, [HIDDEN, HIDDEN], param_dims=[NAF_SIGMOIDS] * 3, permutation=torch.arange(D)),
+        hidden_units=NAF_SIGMOIDS, activation="sigmoid"), NAF_LAYERS)
+    return Impl("pyro", flow, lambda x: flow.distribution().log_prob(x), None,
+                "NeuralAutoregressive (sigmoid) through .inv; its inverse is not implemented: no sampling")

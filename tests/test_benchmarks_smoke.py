@@ -109,7 +109,7 @@ def test_front_end_timings():
 PEER_CASES = [("maf", "zuko"), ("maf", "nflows"), ("nsf_coupling", "zuko"), ("nsf_coupling", "nflows"),
               ("nsf_ar", "zuko"), ("nsf_ar", "nflows"), ("realnvp", "normflows"), ("glow", "normflows"),
               ("planar", "normflows"), ("maf", "pyro"), ("nsf_ar", "pyro"), ("nsf_coupling", "pyro"),
-              ("planar", "pyro"), ("realnvp", "FrEIA")]
+              ("planar", "pyro"), ("realnvp", "FrEIA"), ("radial", "pyro"), ("sylvester", "pyro"), ("naf", "pyro")]
 
 
 @pytest.mark.parametrize("key,lib", PEER_CASES)
@@ -165,7 +165,8 @@ class _HostReads:
         self.mode = Mode()
 
 
-@pytest.mark.parametrize("key", ["maf", "nsf_ar", "nsf_coupling", "realnvp", "glow", "planar"])
+@pytest.mark.parametrize("key", ["maf", "nsf_ar", "nsf_coupling", "realnvp", "glow", "planar", "radial", "sylvester",
+                                 "naf"])
 def test_no_host_sync_in_the_forward_pass(key):
     """What ``--device cuda`` needs: log_prob (training and evaluation) never reads a device value on
     the host. (The residual flow does, by design: adaptive power iterations and roulette lengths.) The
