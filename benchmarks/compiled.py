@@ -7,8 +7,9 @@
 mode, after one training-mode call so that data-initialised layers are initialised) and
 returns the graph and break counts with the distinct reasons and where they happen.
 :func:`compiled_speedup` times ``torch.compile(flow.log_prob)`` against eager with the
-side-by-side harness (training step and evaluation); :mod:`benchmarks.run` calls it for each
-pairing under ``--compile``. Compilation needs a C++ compiler on CPU (gcc).
+side-by-side harness (training step and evaluation); :func:`compiled_pairings` times compiled
+flowdsl against each compiled peer (like for like, issue 16 item 4); :mod:`benchmarks.run` calls
+both for each pairing under ``--compile``. Compilation needs a C++ compiler on CPU (gcc).
 
 Example:
     >>> import flowdsl
@@ -20,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 import warnings
 from pathlib import Path
@@ -28,7 +30,8 @@ import torch
 
 from .harness import Impl, measure, paired_ratio
 
-__all__ = ["example_input", "explain", "compiled_speedup", "explain_specs", "render_explain", "main"]
+__all__ = ["example_input", "explain", "compiled_speedup", "compile_impl", "compiled_pairings", "explain_specs",
+           "render_explain", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,6 +117,67 @@ def compiled_speedup(impl: Impl, x, repeats: int = 5, block_s: float = 0.2, cloc
         breaks = explain(flow, x)["breaks"]
     dynamo.reset()
     return {"speedup": speed, "breaks": breaks, "wall": wall, "errors": errors}
+
+
+def compile_impl(impl: Impl, backend: str = "inductor") -> Impl:
+    """``impl`` under ``torch.compile``, with torch's default options on both sides.
+
+    flowdsl: a copy of the model in its ``torch_compile`` mode (what ``compile_file(..., torch_compile=True)``
+    gives a user: the tensor paths compiled, the input checks eager), here with ``dynamic=None`` like the
+    peer (a fixed batch is timed). A peer: its ``log_prob`` and ``sample`` functions compiled whole (the
+    module is shared with the eager impl: the peers build their models inside closures)."""
+    if impl.library == "flowdsl":
+        from flowdsl.runtime.torch_compile import use_torch_compile
+
+        model = use_torch_compile(copy.deepcopy(impl.module), backend=backend, dynamic=None)
+        return Impl("flowdsl", model, model.log_prob, model.sample if impl.sample is not None else None)
+    sample = torch.compile(impl.sample, backend=backend) if impl.sample is not None else None
+    return Impl(impl.library, impl.module, torch.compile(impl.log_prob, backend=backend), sample)
+
+
+def _first_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:100]}"
+
+
+def compiled_pairings(impls, x, n_sample: int, repeats: int = 5, block_s: float = 0.2, clock: str = "wall",
+                      bf16: bool = False, backend: str = "inductor", ops=("train", "log_prob", "sample")) -> dict:
+    """Compiled flowdsl (``impls[0]``) against every compiled peer: ``{peer: {"ratio": {op: flowdsl/peer
+    throughput}, "errors": {op: why none}}}``, plus ``"wall"`` (seconds, compilation included).
+
+    Each operation is first run once per side on its own (compiling it), so that a peer which does not
+    compile is named in ``errors`` and the others are still timed side by side."""
+    import torch._dynamo as dynamo
+
+    _quiet_dynamo()
+    t0 = time.perf_counter()
+    out: dict = {impl.library: {"ratio": {}, "errors": {}} for impl in impls[1:]}
+    for op in ops:
+        dynamo.reset()  # one code object (CompiledFlow._forward) per model: keep its cache to this case
+        ready, failed = [], {}
+        for impl in impls:
+            try:
+                compiled = compile_impl(impl, backend)
+                measure([compiled], x, n_sample, repeats=1, block_s=0.0, ops=(op,), warmup=1, clock=clock, bf16=bf16)
+                ready.append(compiled)
+            except Exception as err:  # noqa: BLE001 - reported in the table (e.g. double backward, data-dependent flow)
+                failed[impl.library] = _first_line(err)
+                impl.module.eval()
+        if "flowdsl" in failed:
+            for peer in out:
+                out[peer]["errors"][op] = "flowdsl: " + failed["flowdsl"]
+            continue
+        res = measure(ready, x, n_sample, repeats=repeats, block_s=block_s, ops=(op,), warmup=1, clock=clock,
+                      bf16=bf16)
+        for peer in out:
+            if peer in failed:
+                out[peer]["errors"][op] = failed[peer]
+            elif res[peer].get(op) is None or res["flowdsl"].get(op) is None:
+                out[peer]["errors"][op] = "no sampling" if res[peer].get(op) is None else "flowdsl: no sampling"
+            else:
+                out[peer]["ratio"][op] = paired_ratio(res, "flowdsl", peer, op)
+    dynamo.reset()
+    out["wall"] = time.perf_counter() - t0
+    return out
 
 
 def explain_specs(paths, log=print) -> list[tuple[str, dict]]:

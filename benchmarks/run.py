@@ -101,10 +101,13 @@ def run_cases(keys=None, device="cpu", quick=False, peers=True, repeats=None, bl
         row = {"case": case, "batch": batch, "clock": clock, "impls": impls, "missing": missing, "timings": timings,
                "memory": memory, "params": {impl.library: param_count(impl.module) for impl in impls}}
         if compile_:
-            from .compiled import compiled_speedup
+            from .compiled import compiled_pairings, compiled_speedup
 
             row["compiled"] = compiled_speedup(impls[0], x, repeats=repeats, block_s=block_s, clock=clock, bf16=bf16,
                                                backend=backend)
+            if len(impls) > 1:
+                row["compiled_pairs"] = compiled_pairings(impls, x, batch, repeats=repeats, block_s=block_s,
+                                                          clock=clock, bf16=bf16, backend=backend)
         rows.append(row)
         log(_console(row) + f"   ({time.perf_counter() - start:.1f} s)")
     return rows
@@ -132,6 +135,11 @@ def _console(row) -> str:
         c = row["compiled"]
         lines.append("  torch.compile (flowdsl): " + ", ".join(_speed(c, k) for k in c["speedup"])
                      + (f"; graph breaks: {c['breaks']}" if c.get("breaks") is not None else ""))
+    for peer, c in row.get("compiled_pairs", {}).items():
+        if peer != "wall":
+            lines.append(f"  compiled vs compiled {peer}: " + ", ".join(
+                f"{op} {c['ratio'][op]:.2f}" if c["ratio"].get(op) is not None else f"{op}: {c['errors'].get(op)}"
+                for op in OPS))
     return "\n".join(lines)
 
 
@@ -193,6 +201,19 @@ def render_cases(rows, info: dict, load_before: str, load_after: str, args_line:
                 cells = [f"{c['speedup'][op]:.2f}" if c["speedup"].get(op) is not None
                          else c.get("errors", {}).get(op, "n/a") for op in ("train", "log_prob")]
                 out.append(f"| {row['case'].key} | {cells[0]} | {cells[1]} | {c.get('breaks', 'n/a')} |")
+    if any("compiled_pairs" in r for r in rows):
+        out += ["", "Compiled against compiled (issue 16, item 4): flowdsl in its `torch_compile` mode, the peer's "
+                "`log_prob` and `sample` under `torch.compile`, torch's default options on both sides; ratio = "
+                "flowdsl / peer throughput, paired by round (> 1: flowdsl faster).", "",
+                "| pairing | peer | train ratio | log_prob ratio | sample ratio |",
+                "| --- | --- | ---: | ---: | ---: |"]
+        for row in rows:
+            for peer, c in row.get("compiled_pairs", {}).items():
+                if peer == "wall":
+                    continue
+                cells = [f"{c['ratio'][op]:.2f}" if c["ratio"].get(op) is not None
+                         else c["errors"].get(op, "n/a").replace("|", "/") for op in OPS]
+                out.append(f"| {row['case'].key} | {peer} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -214,7 +235,8 @@ def _main(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--quick", action="store_true", help="tiny batches, two repeats, no memory or front-end timing")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile'd flowdsl models (slow)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd flowdsl models, "
+                   "alone and against the compiled peers (slow: minutes of compilation per pairing)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of --compile (default "
                    "inductor; eager: trace only, the CPU dry run of benchmarks/gpu.sh)")

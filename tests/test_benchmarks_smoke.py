@@ -195,3 +195,32 @@ def test_input_value_checks_are_the_only_host_reads_and_can_be_switched_off():
     assert on.hits and off.hits == []  # one bool read: is_nonzero + _local_scalar_dense
     with value_checks(True), pytest.raises(InputError, match="non-finite"):
         impl.log_prob(torch.full_like(x, float("nan")))
+
+
+def test_compiled_pairings_time_compiled_peers_and_name_the_ones_that_fail():
+    """``--compile``'s like-for-like table (traced with the eager backend: no code generation): every peer
+    compiled is timed against compiled flowdsl; a peer that does not compile is named with its error."""
+    from benchmarks.compiled import compiled_pairings
+
+    case = next(c for c in cases.CASES if c.key == "maf")
+    torch.manual_seed(0)
+    ours = cases.flowdsl_impl(case)
+    twin = Impl("twin", ours.module, ours.log_prob, ours.sample)  # the same model as an eager "peer"
+
+    def refuse(x):
+        raise RuntimeError("cannot trace this")
+
+    broken = Impl("broken", torch.nn.Linear(1, 1), refuse, None)
+    x = torch.randn(8, *case.shape)
+    with value_checks(False):
+        out = compiled_pairings([ours, twin, broken], x, 8, repeats=1, block_s=1e-4, backend="eager",
+                                ops=("log_prob", "sample"))
+    assert set(out) == {"twin", "broken", "wall"}
+    ratios = out["twin"]["ratio"]
+    assert all(math.isfinite(ratios[op]) and ratios[op] > 0 for op in ("log_prob", "sample"))
+    assert "cannot trace this" in out["broken"]["errors"]["log_prob"] and not out["broken"]["ratio"]
+    rows = run_cases(["maf"], quick=True, peers=False)
+    rows[0]["compiled_pairs"] = out
+    table = render_cases(rows, {"cpu": "x", "cores": 1, "threads": 1, "device": "cpu", "torch": "t", "python": "p",
+                                "zuko": "-", "nflows": "-", "normflows": "-"}, "0", "0", "cmd")
+    assert "| maf | broken | " in table and "Compiled against compiled" in table
