@@ -65,15 +65,20 @@ def _dead(model, x) -> float | None:
     """Fraction of the first layer's output channels (MADE: hidden units) that are <= 0 for every example
     and position; None for fvbn and nade (no ReLU after them)."""
     out: dict = {}
-    first = model.layers[0]
+    first = layer = model.layers[0]
     if hasattr(first, "layers"):  # MADE: its first masked linear layer
         first = first.layers[0]
     elif type(first).__name__ in ("FVBN", "NADE"):
         return None
     hook = first.register_forward_hook(lambda m, i, o: out.setdefault("h", o))
+    direct = getattr(layer, "direct_calls", None)
+    if direct is not None:
+        layer.direct_calls = False  # direct calls skip the inner modules and their hooks
     with torch.no_grad():
         model.log_prob(x)
     hook.remove()
+    if direct is not None:
+        layer.direct_calls = direct
     h = out["h"][0] if isinstance(out["h"], tuple) else out["h"]
     h = h if h.dim() > 2 else h[:, :, None]
     return float((h <= 0).transpose(0, 1).reshape(h.shape[1], -1).all(1).float().mean())

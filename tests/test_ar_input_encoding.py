@@ -47,10 +47,13 @@ def first_pre_activations(model, x):
     out = {}
     # the first hidden layer's pre-activation: what its activation receives (the reference-coded first layer
     # computes it without calling its MaskedLinear module, leaving out level 0's columns)
-    hook = model.layers[0].acts[0].register_forward_hook(lambda m, i, o: out.setdefault("h", i[0]))
+    layer = model.layers[0]
+    hook = layer.acts[0].register_forward_hook(lambda m, i, o: out.setdefault("h", i[0]))
+    direct, layer.direct_calls = layer.direct_calls, False  # direct calls skip the modules and their hooks
     with torch.no_grad():
         model.log_prob(x.long())
     hook.remove()
+    layer.direct_calls = direct
     return out["h"]
 
 

@@ -73,7 +73,7 @@ class AutoregressiveFlow(Bijection):
         w_last = last.masked_weight()
         k = made.params_per_dim
 
-        def params(u, context, g):
+        def params(u, context, g, blocks: bool = False):
             h = u if context is None else torch.cat([u, context.to(u.dtype)], dim=1)
             for (w, b), act in zip(hidden, made.acts):
                 h = act(F.linear(h, w, b))
@@ -81,12 +81,18 @@ class AutoregressiveFlow(Bijection):
             out = F.linear(h, w_last.index_select(0, rows), last.bias.index_select(0, rows))
             if made.direct is not None and context is not None:  # the condition straight to every output
                 out = out + F.linear(context.to(out.dtype), made.direct.weight.index_select(0, rows))
+            if blocks:  # the k parameter blocks of the generation, as views (rows are parameter-major)
+                return out.split(len(rows) // k, dim=1)
             return out.reshape(u.shape[0], k, -1).transpose(1, 2)
 
         return params
 
     def _one_pass(self, u, context):
-        v, ld = self.transformer.forward(u, self.made.params(u, context))
+        parts = getattr(self.transformer, "forward_parts", None)
+        if parts is not None:  # the parameters as k slices of the MADE's output: no reshape, no selects
+            v, ld = parts(u, *self.made(u, context).split(self.made.features, dim=1))
+        else:
+            v, ld = self.transformer.forward(u, self.made.params(u, context))
         return v, (u.new_zeros(u.shape[0]) if self.zero_logdet else ld.sum(dim=1))
 
     def _sequential(self, v, context):
@@ -95,10 +101,13 @@ class AutoregressiveFlow(Bijection):
         ld = v.new_zeros(v.shape[0])
         params = self._pass_params()
         discarded = logdets_discarded()  # sampling: the caller drops the log-det
+        parts = getattr(self.transformer, "inverse_parts", None)
         for g in range(len(self.generations)):
             idx = self._gen(g)
-            p = params(u, context, g)
-            sol, part = self.transformer.inverse(v.index_select(1, idx), p)
+            if parts is not None:
+                sol, part = parts(v.index_select(1, idx), *params(u, context, g, blocks=True))
+            else:
+                sol, part = self.transformer.inverse(v.index_select(1, idx), params(u, context, g))
             u = u.index_copy(1, idx, sol)
             if not (self.zero_logdet or discarded):
                 ld = ld + part.sum(dim=1)

@@ -96,10 +96,16 @@ def as_tensor(x, where: str, device=None) -> torch.Tensor:
     return x
 
 
+def _looking() -> bool:
+    """Whether values are checked: not when the checks are off, nor under ``torch.compile`` (the masks a
+    check would reduce are then not computed at all)."""
+    return _VALUE_CHECKS[0] and not torch.compiler.is_compiling()
+
+
 def _any(mask: torch.Tensor) -> bool:
     """Whether any element is True; False when the value checks are off, under ``torch.compile`` and under
     ``torch.func.vmap``, whose batched values cannot be inspected."""
-    if not _VALUE_CHECKS[0] or torch.compiler.is_compiling():
+    if not _looking():
         return False
     try:
         return bool(mask.any())
@@ -109,7 +115,7 @@ def _any(mask: torch.Tensor) -> bool:
 
 def _not_all(mask: torch.Tensor) -> bool:
     """Whether some element is False (one reduction); False whenever :func:`_any` would not look."""
-    if not _VALUE_CHECKS[0] or torch.compiler.is_compiling():
+    if not _looking():
         return False
     try:
         return not bool(mask.all())
@@ -125,7 +131,7 @@ def check_shape(x: torch.Tensor, shape: tuple[int, ...], where: str) -> None:
 
 def finite_values(x: torch.Tensor, where: str) -> torch.Tensor:
     """``x``, refused when any value is NaN or infinite (the count is in the message)."""
-    if x.dtype.is_floating_point and x.numel() and _not_all(torch.isfinite(x)):
+    if x.dtype.is_floating_point and x.numel() and _looking() and _not_all(torch.isfinite(x)):
         bad = int((~torch.isfinite(x)).sum())
         raise InputError(f"the input has {bad} non-finite value(s) (NaN or infinity)", where)
     return x
@@ -133,6 +139,8 @@ def finite_values(x: torch.Tensor, where: str) -> torch.Tensor:
 
 def discrete_values(x: torch.Tensor, levels: int, where: str) -> torch.Tensor:
     """``x`` as a LongTensor of whole numbers in ``0..levels-1`` (float dtypes allowed when whole)."""
+    if not _looking():
+        return x.long()
     if x.dtype.is_floating_point:
         finite_values(x, where)
         frac = x != x.round()

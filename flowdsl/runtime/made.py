@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowdsl.layers import made_masks as made_math
-from flowdsl.runtime.nets import activation
+from flowdsl.runtime.nets import activation, direct_activation
 from flowdsl.runtime.optimize import optimizations_enabled
 from flowdsl.runtime.optimize_cache import DerivedCache
 
@@ -66,8 +66,11 @@ class MaskedLinear(nn.Linear):
 
     def masked_weight(self) -> torch.Tensor:
         """``W * M`` of the active mask (kept while autograd is off and W unchanged)."""
-        return self._masked.get((self.weight, self.masks), lambda: self.weight * self.mask.to(self.weight.dtype),
-                                tag=self.active, enabled=self.cache_weights)
+        return self._masked.get((self.weight, self.masks), self._product, tag=self.active, enabled=self.cache_weights)
+
+    def _product(self) -> torch.Tensor:
+        mask = self.masks[self.active]  # a buffer: it follows the module's dtype (a cast only if it was set apart)
+        return self.weight * (mask if mask.dtype == self.weight.dtype else mask.to(self.weight.dtype))
 
     def forward(self, x):
         return F.linear(x, self.masked_weight(), self.bias)
@@ -93,6 +96,10 @@ class MADE(nn.Module):
         depth = len(mask_sets[0])
         self.layers = nn.ModuleList(MaskedLinear([masks[i] for masks in mask_sets]) for i in range(depth))
         self.acts = nn.ModuleList(activation(act) for _ in range(depth - 1))
+        #: runtime switch of :mod:`flowdsl.runtime.optimize`: the layers as direct ``F.linear`` and activation
+        #: calls (the same values, one module call instead of one per layer; inner hooks then do not run)
+        self.direct_calls = optimizations_enabled()
+        self._act_fns = tuple(direct_activation(a) for a in self.acts)
         self.sets = len(mask_sets)
         self.features = len(perm) if perm is not None else 0
         self.params_per_dim = int(params_per_dim)
@@ -117,8 +124,12 @@ class MADE(nn.Module):
     def forward(self, x, context=None):
         """``[B, D] -> [B, k * D]`` (parameter-major)."""
         h = x if context is None else torch.cat([x, context.to(x.dtype)], dim=1)
-        for layer, act in zip(self.layers, self.acts):
-            h = act(layer(h))
+        if self.direct_calls and None not in self._act_fns:
+            for layer, fn in zip(self.layers, self._act_fns):
+                h = fn(F.linear(h, layer.masked_weight(), layer.bias))
+        else:
+            for layer, act in zip(self.layers, self.acts):
+                h = act(layer(h))
         out = self.layers[-1](h)
         if self.direct is not None and context is not None:
             out = out + self.direct(context.to(out.dtype))

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from flowdsl.runtime.optimize import optimizations_enabled
 
-__all__ = ["build_net", "activation", "build_mlp", "build_resnet", "build_conv_net", "resolve"]
+__all__ = ["build_net", "activation", "direct_activation", "build_mlp", "build_resnet", "build_conv_net", "resolve"]
 
 
 def resolve(path: str):
@@ -69,6 +69,11 @@ def _zero(layer: nn.Module) -> nn.Module:
 _DIRECT = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid, nn.SiLU: F.silu}
 
 
+def direct_activation(module: nn.Module):
+    """The torch function an activation module's call amounts to (:data:`_DIRECT`), or None."""
+    return None if getattr(module, "inplace", False) else _DIRECT.get(type(module))
+
+
 def _direct_plan(body: nn.Module):
     """``((linear, activation or None), ...)`` when ``body`` is a Sequential of plain ``nn.Linear`` layers and
     activations of :data:`_DIRECT`, each linear followed by at most one activation; None otherwise."""
@@ -78,8 +83,8 @@ def _direct_plan(body: nn.Module):
     for module in body:
         if type(module) is nn.Linear:
             plan.append([module, None])
-        elif type(module) in _DIRECT and plan and plan[-1][1] is None and not getattr(module, "inplace", False):
-            plan[-1][1] = _DIRECT[type(module)]
+        elif direct_activation(module) is not None and plan and plan[-1][1] is None:
+            plan[-1][1] = direct_activation(module)
         else:
             return None
     return tuple((linear, act) for linear, act in plan) or None
